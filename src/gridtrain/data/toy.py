@@ -1,0 +1,226 @@
+"""Toy collision events for a boosted W-tagging task, written as real ROOT TTrees.
+
+Data layer, source end: pure numpy generation (``generate_events``) and one writer at the edge
+(``write_toy_dataset``). It knows nothing about shards or training.
+
+The physics is deliberately simple but shaped like the real thing. A signal jet is a W boson
+decaying to two quarks: two prongs separated by ``dR ~ m_W / (pt * sqrt(z (1 - z)))``. A
+background jet is QCD: one prong with a soft, wide second emission, more constituents and broader
+radiation (gluon-like). Constituents carry the prong structure; the 16 high-level jet features are
+lossy summaries of them, so a model on constituents can beat one on the features, and the classes
+overlap enough that a good classifier stays well below an AUC of 1.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+TREE_NAME = "events"
+JET_FEATURES = (
+    "jet_pt",
+    "jet_eta",
+    "jet_phi",
+    "jet_mass",
+    "jet_energy",
+    "jet_nconst",
+    "jet_ncharged",
+    "jet_girth",
+    "jet_ptd",
+    "jet_lead_frac",
+    "jet_sublead_frac",
+    "jet_major_axis",
+    "jet_minor_axis",
+    "jet_charge",
+    "jet_frac_r01",
+    "jet_lead_dr",
+)
+CONSTITUENT_FIELDS = ("pt", "eta", "phi", "deta", "dphi", "charge", "pid")
+MAX_CONSTITUENTS = 64
+SAMPLES = {"signal": 1, "background": 0}
+_W_MASS = 80.4
+_CHUNK = 100_000
+
+
+@dataclass(frozen=True)
+class ToyEvents:
+    """One block of generated events: flat per-event arrays and flattened constituents."""
+
+    flat: dict[str, np.ndarray]
+    counts: np.ndarray
+    constituents: dict[str, np.ndarray]
+
+
+def generate_events(n: int, signal: bool, rng: np.random.Generator, first_event: int) -> ToyEvents:
+    """Generate ``n`` jets of one class; ``first_event`` numbers them within the sample."""
+    pt = 250.0 + rng.exponential(150.0, n)
+    eta = rng.uniform(-2.0, 2.0, n)
+    phi = rng.uniform(-np.pi, np.pi, n)
+
+    if signal:
+        mult = 6 + rng.poisson(17.0, n)
+        z = rng.uniform(0.12, 0.88, n)
+        mass = rng.normal(_W_MASS, 9.0, n)
+        dr12 = np.clip(mass / (pt * np.sqrt(z * (1.0 - z))), 0.05, 0.8)
+        spread = np.full(n, 0.020)
+    else:
+        mult = 6 + rng.poisson(22.0 * (pt / 400.0) ** 0.25, n)
+        z = 0.01 + 0.45 * rng.beta(1.0, 3.0, n)
+        dr12 = np.clip(0.04 + rng.exponential(0.22, n), 0.04, 0.8)
+        spread = np.full(n, 0.026)
+    mult = np.clip(mult, 2, MAX_CONSTITUENTS)
+
+    # Prong axes are placed so that the pt-weighted centroid is the jet axis.
+    angle = rng.uniform(0.0, 2.0 * np.pi, n)
+    ux, uy = np.cos(angle), np.sin(angle)
+    total = int(mult.sum())
+    owner = np.repeat(np.arange(n), mult)
+    second = rng.random(total) < np.repeat(z, mult)
+    prong = second.astype(np.int64)
+    frac_prong = np.where(second, np.repeat(z, mult), np.repeat(1.0 - z, mult))
+    offset = np.where(second, np.repeat(1.0 - z, mult), -np.repeat(z, mult)) * np.repeat(dr12, mult)
+
+    raw = rng.exponential(1.0, total) ** 1.6
+    group = 2 * owner + prong
+    group_sum = np.bincount(group, weights=raw, minlength=2 * n)
+    cpt = np.repeat(pt, mult) * frac_prong * raw / group_sum[group]
+    width = np.repeat(spread, mult) * np.clip(cpt / np.repeat(pt, mult), 1e-4, 1.0) ** -0.4
+    deta = np.clip(offset * np.repeat(ux, mult) + rng.normal(0.0, 1.0, total) * width, -0.8, 0.8)
+    dphi = np.clip(offset * np.repeat(uy, mult) + rng.normal(0.0, 1.0, total) * width, -0.8, 0.8)
+
+    charged = rng.random(total) < 0.62
+    charge = np.where(charged, rng.choice(np.array([-1, 1]), total), 0).astype(np.int32)
+    lepton = charged & (rng.random(total) < 0.03)
+    photon = ~charged & (rng.random(total) < 0.7)
+    pid = np.where(charged, 211 * charge, 130)
+    pid = np.where(lepton, 11 * charge, pid)
+    pid = np.where(photon, 22, pid).astype(np.int32)
+
+    # Constituents are stored pt-ordered within each jet, as reconstruction writes them.
+    order = np.argsort(owner + 1.0 / (2.0 + cpt), kind="stable")
+    cpt, deta, dphi, charge, pid = cpt[order], deta[order], dphi[order], charge[order], pid[order]
+    ceta = np.repeat(eta, mult) + deta
+    cphi = _wrap(np.repeat(phi, mult) + dphi)
+
+    flat = _jet_features(mult, owner, cpt, ceta, cphi, deta, dphi, charge)
+    run = np.ones(n, dtype=np.uint32)
+    event = np.arange(first_event + 1, first_event + n + 1, dtype=np.uint64)
+    flat["run"] = run
+    flat["luminosityBlock"] = (event // 500 + 1).astype(np.uint32)
+    flat["event"] = event
+    xsec = 1.0 if signal else 3.0
+    flat["weight"] = (xsec * rng.lognormal(0.0, 0.25, n)).astype(np.float32)
+    constituents = {
+        "pt": cpt.astype(np.float32),
+        "eta": ceta.astype(np.float32),
+        "phi": cphi.astype(np.float32),
+        "deta": deta.astype(np.float32),
+        "dphi": dphi.astype(np.float32),
+        "charge": charge,
+        "pid": pid,
+    }
+    return ToyEvents(flat=flat, counts=mult.astype(np.int32), constituents=constituents)
+
+
+def _wrap(phi: np.ndarray) -> np.ndarray:
+    return (phi + np.pi) % (2.0 * np.pi) - np.pi
+
+
+def _jet_features(
+    mult: np.ndarray,
+    owner: np.ndarray,
+    pt: np.ndarray,
+    eta: np.ndarray,
+    phi: np.ndarray,
+    deta: np.ndarray,
+    dphi: np.ndarray,
+    charge: np.ndarray,
+) -> dict[str, np.ndarray]:
+    n = len(mult)
+
+    def per_jet(values: np.ndarray) -> np.ndarray:
+        return np.bincount(owner, weights=values, minlength=n)
+
+    px, py = per_jet(pt * np.cos(phi)), per_jet(pt * np.sin(phi))
+    pz, energy = per_jet(pt * np.sinh(eta)), per_jet(pt * np.cosh(eta))
+    jet_pt = np.hypot(px, py)
+    jet_mass = np.sqrt(np.maximum(energy**2 - px**2 - py**2 - pz**2, 0.0))
+    scalar_pt = per_jet(pt)
+    dr = np.hypot(deta, dphi)
+    starts = np.concatenate(([0], np.cumsum(mult)[:-1]))
+    w2 = pt**2
+    sum_w2 = per_jet(w2)
+    cee = per_jet(w2 * deta**2) / sum_w2
+    cpp = per_jet(w2 * dphi**2) / sum_w2
+    cep = per_jet(w2 * deta * dphi) / sum_w2
+    half_trace, det = 0.5 * (cee + cpp), cee * cpp - cep**2
+    root = np.sqrt(np.maximum(half_trace**2 - det, 0.0))
+    features = {
+        "jet_pt": jet_pt,
+        "jet_eta": np.arcsinh(pz / np.maximum(jet_pt, 1e-9)),
+        "jet_phi": np.arctan2(py, px),
+        "jet_mass": jet_mass,
+        "jet_energy": energy,
+        "jet_nconst": mult.astype(np.float64),
+        "jet_ncharged": per_jet((charge != 0).astype(np.float64)),
+        "jet_girth": per_jet(pt * dr) / scalar_pt,
+        "jet_ptd": np.sqrt(sum_w2) / scalar_pt,
+        "jet_lead_frac": pt[starts] / scalar_pt,
+        "jet_sublead_frac": pt[starts + 1] / scalar_pt,
+        "jet_major_axis": np.sqrt(half_trace + root),
+        "jet_minor_axis": np.sqrt(np.maximum(half_trace - root, 0.0)),
+        "jet_charge": per_jet(np.sqrt(pt) * charge) / np.sqrt(scalar_pt),
+        "jet_frac_r01": per_jet(pt * (dr < 0.1)) / scalar_pt,
+        "jet_lead_dr": dr[starts],
+    }
+    return {name: features[name].astype(np.float32) for name in JET_FEATURES}
+
+
+def _blocks(n: int, signal: bool, seed: int) -> Iterator[ToyEvents]:
+    # One child generator per block keeps the output identical whatever the block size history.
+    children = np.random.SeedSequence([seed, int(signal)]).spawn((n + _CHUNK - 1) // _CHUNK)
+    for index, child in enumerate(children):
+        size = min(_CHUNK, n - index * _CHUNK)
+        yield generate_events(size, signal, np.random.default_rng(child), index * _CHUNK)
+
+
+def write_toy_dataset(outdir: str | Path, events: int, seed: int = 1) -> list[Path]:
+    """Write ``signal.root`` and ``background.root`` with ``events`` events in all, half each.
+
+    Each file holds one TTree ``events`` (written with ``mktree``, so a TTree, not an RNTuple):
+    the 16 float32 jet features, a jagged ``part_*`` constituent record with its counter
+    ``npart``, ``weight`` and the event id ``run``/``luminosityBlock``/``event``. Files are
+    written under a temporary name and renamed when complete.
+    """
+    import awkward as ak
+    import uproot
+
+    out = Path(outdir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for index, name in enumerate(SAMPLES):
+        n = events // 2 + (events % 2 if index == 0 else 0)
+        final = out / f"{name}.root"
+        tmp = out / f".{name}.root.tmp"
+        with uproot.recreate(tmp) as f:
+            tree = None
+            for block in _blocks(n, SAMPLES[name] == 1, seed):
+                part = ak.zip(
+                    {k: ak.unflatten(v, block.counts) for k, v in block.constituents.items()}
+                )
+                data = {**block.flat, "part": part}
+                if tree is None:
+                    types = {k: v.dtype for k, v in block.flat.items()}
+                    types["part"] = part.type.content
+                    tree = f.mktree(TREE_NAME, types, title=f"gridtrain toy {name}")
+                tree.extend(data)
+        tmp.replace(final)
+        log.info("wrote %d %s events to %s", n, name, final)
+        written.append(final)
+    return written
