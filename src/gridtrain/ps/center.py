@@ -1,0 +1,275 @@
+"""The center variable, shared by all connections: versioning, staleness, atomic updates.
+
+Layer: ps, state. Thread-safe, no sockets, no disk. Decides whether a push is accepted (staleness,
+synchronous rounds) and applies it through ``rules.Updater``.
+
+Consistency without stalls (read-copy-update): a reader (a connection sending the center) takes a
+reference to the current *generation* under a short lock and sends it without any lock held. An
+update is applied in place when no reader holds the current generation; otherwise it is applied to
+a copy (a recycled spare when one is free) that becomes the new generation, and the old one is
+recycled once its last reader is done. So a pull never observes a half-applied update, and a slow
+reader never stalls writers. Updates are serialised by ``_update_lock``, which a checkpoint also
+takes, so a checkpoint sees center, optimizer state and version of the same instant.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from gridtrain.ps.algorithms import Array, dynsgd_scale
+from gridtrain.ps.protocol import Signature, tensor_views
+from gridtrain.ps.rules import AlgorithmConfig, Updater
+
+log = logging.getLogger(__name__)
+
+REFUSED_STALE = "stale"
+REFUSED_FUTURE = "future"
+REFUSED_DUPLICATE = "duplicate"
+
+
+@dataclass(eq=False)
+class Generation:
+    """One immutable-while-read state of the center."""
+
+    arrays: list[Array]
+    version: int
+    readers: int = 0
+    views: list[memoryview] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.views = tensor_views(self.arrays)
+
+
+@dataclass(frozen=True)
+class PushOutcome:
+    """What became of one push."""
+
+    accepted: bool
+    version: int
+    staleness: int
+    reason: str = ""
+    message: str = ""
+
+
+@dataclass
+class CenterSnapshot:
+    """Everything a checkpoint holds; only valid inside ``CenterStore.with_snapshot``."""
+
+    center: list[Array]
+    version: int
+    optimizer_state: dict[str, list[Array]]
+    optimizer_step: int
+    counters: dict[str, int]
+    algorithm: dict[str, Any]
+
+
+class CenterStore:
+    """The center variable with its version, optimizer and counters."""
+
+    def __init__(
+        self,
+        center: Sequence[Array],
+        config: AlgorithmConfig,
+        *,
+        version: int = 0,
+        optimizer_state: dict[str, list[Array]] | None = None,
+        optimizer_step: int = 0,
+        counters: dict[str, int] | None = None,
+    ) -> None:
+        arrays = [np.ascontiguousarray(array) for array in center]
+        self.signature = Signature.of(arrays)
+        for index, spec in enumerate(self.signature.specs):
+            if spec.dtype.kind != "f":
+                raise ValueError(
+                    f"center tensor {index} has dtype {spec.dtype.name}; the parameter server "
+                    "trains floating-point weights only (cast it, or leave it out of the center)"
+                )
+        self.config = config
+        self.updater = Updater(config, self.signature, optimizer_state, optimizer_step)
+        self._update_lock = threading.Lock()
+        self._cond = threading.Condition()
+        self._current = Generation(arrays, version)
+        self._spare: list[Array] | None = None
+        self.counters = {"pushes_accepted": 0, "pushes_refused": 0, "updates_applied": 0}
+        if counters:
+            self.counters.update(counters)
+        self._sync_sum: list[Array] | None = None
+        self._sync_contributors: list[int] = []
+        self._closed = False
+
+    @property
+    def version(self) -> int:
+        with self._cond:
+            return self._current.version
+
+    # -- readers -------------------------------------------------------------------------------
+
+    def acquire(self) -> Generation:
+        """The current generation, held until ``release``; it will not change meanwhile."""
+        with self._cond:
+            generation = self._current
+            generation.readers += 1
+            return generation
+
+    def release(self, generation: Generation) -> None:
+        with self._cond:
+            generation.readers -= 1
+            if generation is not self._current and generation.readers == 0:
+                self._recycle(generation)
+
+    def _recycle(self, generation: Generation) -> None:
+        if self._spare is None:
+            self._spare = generation.arrays
+
+    def copy_center(self) -> tuple[int, list[Array]]:
+        """A private copy of the center and its version (tests and checkpoints use it)."""
+        generation = self.acquire()
+        try:
+            return generation.version, [array.copy() for array in generation.arrays]
+        finally:
+            self.release(generation)
+
+    def wait_for_version(self, after: int, timeout: float) -> int:
+        """Block until the version exceeds ``after`` (a synchronous round), at most ``timeout``."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._current.version > after or self._closed, timeout)
+            return self._current.version
+
+    def close(self) -> None:
+        """Wake every waiter (the server is stopping)."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    # -- writers -------------------------------------------------------------------------------
+
+    def precheck(self, base_version: int) -> PushOutcome | None:
+        """A refusal decided from the header alone, so the tensor bytes need not be kept."""
+        with self._cond:
+            refusal = self._refusal(self._current.version, base_version)
+            if refusal is not None:
+                self.counters["pushes_refused"] += 1
+            return refusal
+
+    def _refusal(self, version: int, base_version: int) -> PushOutcome | None:
+        if base_version > version:
+            return PushOutcome(
+                False,
+                version,
+                0,
+                REFUSED_FUTURE,
+                f"push claims base version {base_version} but the center is at {version} (the "
+                "parameter server was restarted from a checkpoint); pull the center first",
+            )
+        stale = version - base_version
+        limit = self.config.max_staleness
+        if self.config.algorithm == "sync":
+            limit = 0
+        if limit is not None and stale > limit:
+            return PushOutcome(
+                False,
+                version,
+                stale,
+                REFUSED_STALE,
+                f"push is {stale} versions stale, the limit is {limit}; pull the center first",
+            )
+        return None
+
+    def apply_push(self, update: list[Array], base_version: int, worker_id: int) -> PushOutcome:
+        """Accept or refuse one verified push; ``update`` may be overwritten (see ``Updater``)."""
+        with self._update_lock:
+            version = self._current.version
+            refusal = self._refusal(version, base_version)
+            if refusal is None and self.config.algorithm == "sync":
+                refusal = self._gather(update, version, worker_id)
+                if refusal is None:
+                    self._count("pushes_accepted")
+                    return PushOutcome(True, self.version, 0)
+            if refusal is not None:
+                self._count("pushes_refused")
+                return refusal
+            stale = version - base_version
+            scale = dynsgd_scale(stale) if self.config.staleness_scaling == "dynsgd" else 1.0
+            self._apply(update, scale)
+            self._count("pushes_accepted")
+            return PushOutcome(True, version + 1, stale)
+
+    def _count(self, name: str) -> None:
+        with self._cond:
+            self.counters[name] += 1
+
+    def _gather(self, update: list[Array], version: int, worker_id: int) -> PushOutcome | None:
+        if worker_id in self._sync_contributors:
+            return PushOutcome(
+                False,
+                version,
+                0,
+                REFUSED_DUPLICATE,
+                f"worker {worker_id} already pushed in round {version}; wait for the round",
+            )
+        if self._sync_sum is None:
+            self._sync_sum = [array.copy() for array in update]
+        elif not self._sync_contributors:
+            for total, array in zip(self._sync_sum, update, strict=True):
+                np.copyto(total, array)
+        else:
+            for total, array in zip(self._sync_sum, update, strict=True):
+                np.add(total, array, out=total)
+        self._sync_contributors.append(worker_id)
+        # Backup workers: the round closes at the first sync_workers arrivals; later ones are
+        # stale by then and refused.
+        if len(self._sync_contributors) >= self.config.sync_workers:
+            count = len(self._sync_contributors)
+            for total in self._sync_sum:
+                np.multiply(total, 1.0 / count, out=total)
+            self._apply(self._sync_sum, 1.0)
+            self._sync_contributors = []
+            log.debug("synchronous round %d closed with %d updates", version, count)
+        return None
+
+    def _apply(self, update: list[Array], scale: float) -> None:
+        with self._cond:
+            current = self._current
+            if current.readers == 0:
+                self.updater.apply(current.arrays, update, scale)
+                current.version += 1
+                self.counters["updates_applied"] += 1
+                self._cond.notify_all()
+                return
+            target, self._spare = self._spare, None
+        if target is None:
+            target = [np.empty_like(array) for array in current.arrays]
+        for out, array in zip(target, current.arrays, strict=True):
+            np.copyto(out, array)
+        self.updater.apply(target, update, scale)
+        with self._cond:
+            self._current = Generation(target, current.version + 1)
+            self.counters["updates_applied"] += 1
+            if current.readers == 0:
+                self._recycle(current)
+            self._cond.notify_all()
+
+    def counter_values(self) -> dict[str, int]:
+        with self._cond:
+            return dict(self.counters)
+
+    def with_snapshot(self, action: Callable[[CenterSnapshot], None]) -> None:
+        """Run ``action`` on a consistent snapshot (no copy; updates wait until it returns)."""
+        with self._update_lock:
+            current = self._current
+            action(
+                CenterSnapshot(
+                    center=current.arrays,
+                    version=current.version,
+                    optimizer_state=self.updater.state,
+                    optimizer_step=self.updater.step,
+                    counters=self.counter_values(),
+                    algorithm=self.config.to_dict(),
+                )
+            )

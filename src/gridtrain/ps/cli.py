@@ -1,0 +1,330 @@
+"""``gridtrain ps serve`` and ``gridtrain ps status``: thin commands over the ps library.
+
+Layer: CLI edge of ps. Parses options, builds the library objects and prints; it raises the
+library's errors unchanged (``gridtrain.cli`` turns them into one-line messages) and holds no
+protocol or training logic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import socket
+import ssl
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from gridtrain.errors import ConfigError
+from gridtrain.ps import auth
+from gridtrain.ps.center import CenterStore
+from gridtrain.ps.checkpoint import read_checkpoint, read_initial_weights
+from gridtrain.ps.client import PSClient
+from gridtrain.ps.rules import ALGORITHMS, OPTIMIZERS, STALENESS_SCALINGS, AlgorithmConfig
+from gridtrain.ps.server import ParameterServer, ServerConfig
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SECRET_FILE = Path("gridtrain-ps.secret")
+DEFAULT_ADDRESS_FILE = Path("gridtrain-ps.address")
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "ps", help="run or query the parameter server", description="The parameter server."
+    )
+    commands = parser.add_subparsers(dest="ps_command", required=True, metavar="PS_COMMAND")
+    _register_serve(commands)
+    _register_status(commands)
+
+
+def _register_serve(commands: Any) -> None:
+    serve = commands.add_parser(
+        "serve",
+        help="serve a model's weights to workers",
+        description="Serve the center variable to workers until SIGTERM or SIGINT; checkpoint "
+        "on the way out.",
+    )
+    source = serve.add_argument_group("model")
+    source.add_argument(
+        "--init", type=Path, help="initial weights: np.savez(PATH, *model.get_weights())"
+    )
+    source.add_argument(
+        "--resume", action="store_true", help="restart from the checkpoint at --checkpoint"
+    )
+    net = serve.add_argument_group("network")
+    net.add_argument(
+        "--bind", default="127.0.0.1", help="interface to listen on (default %(default)s)"
+    )
+    net.add_argument(
+        "--port",
+        default="0",
+        help="port, or range LO-HI to take the first free one (grid sites open ranges); "
+        "0: any free port (default)",
+    )
+    net.add_argument(
+        "--secret-file",
+        type=Path,
+        default=DEFAULT_SECRET_FILE,
+        help="secret (hex, mode 0600); reused if it exists, else written (default %(default)s)",
+    )
+    net.add_argument(
+        "--address-file",
+        type=Path,
+        default=DEFAULT_ADDRESS_FILE,
+        help="where to write HOST:PORT for the job submission (default %(default)s)",
+    )
+    net.add_argument("--tls-cert", type=Path, help="PEM certificate: also encrypt with TLS")
+    net.add_argument("--tls-key", type=Path, help="PEM private key for --tls-cert")
+    net.add_argument("--max-connections", type=int, default=256)
+    net.add_argument(
+        "--read-timeout",
+        type=float,
+        default=30.0,
+        help="seconds a peer may stall inside a frame (default %(default)s)",
+    )
+    net.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=3600.0,
+        help="seconds a worker may stay silent between frames (default %(default)s)",
+    )
+    net.add_argument(
+        "--receive-buffers",
+        type=int,
+        default=4,
+        help="pushes received at once, each one model copy (default %(default)s)",
+    )
+    algo = serve.add_argument_group("algorithm")
+    algo.add_argument("--algorithm", choices=ALGORITHMS, default="downpour")
+    algo.add_argument(
+        "--optimizer",
+        choices=OPTIMIZERS,
+        default="sgd",
+        help="downpour/sync: add pushed deltas, or treat pushes as gradients",
+    )
+    algo.add_argument("--learning-rate", type=float, default=0.01)
+    algo.add_argument("--momentum", type=float, default=0.0)
+    algo.add_argument("--beta1", type=float, default=0.9)
+    algo.add_argument("--beta2", type=float, default=0.999)
+    algo.add_argument("--epsilon", type=float, default=1e-7)
+    algo.add_argument("--alpha", type=float, default=0.1, help="EASGD moving rate")
+    algo.add_argument("--window", type=int, default=1, help="ADAG: local steps per push")
+    algo.add_argument("--staleness-scaling", choices=STALENESS_SCALINGS, default="none")
+    algo.add_argument("--max-staleness", type=int, help="refuse pushes older than this")
+    algo.add_argument("--sync-workers", type=int, default=1, help="sync: updates per round")
+    algo.add_argument(
+        "--backup-workers",
+        type=int,
+        default=0,
+        help="sync: extra workers whose late updates are dropped",
+    )
+    algo.add_argument("--sync-timeout", type=float, default=60.0)
+    keep = serve.add_argument_group("checkpoints and metrics")
+    keep.add_argument("--checkpoint", type=Path, help="checkpoint file (.npz)")
+    keep.add_argument("--checkpoint-every", type=int, default=0, help="every N center updates")
+    keep.add_argument("--checkpoint-interval", type=float, default=0.0, help="every T seconds")
+    keep.add_argument("--metrics-log", type=Path, help="append JSON-lines metrics here")
+    keep.add_argument("--metrics-interval", type=float, default=10.0)
+    serve.set_defaults(func=serve_command)
+
+
+def _register_status(commands: Any) -> None:
+    status = commands.add_parser(
+        "status",
+        help="print a running parameter server's metrics",
+        description="Connect as a monitor and print updates/s, staleness and workers.",
+    )
+    status.add_argument("address", help="HOST:PORT (the contents of the address file)")
+    status.add_argument("--secret-file", type=Path, default=DEFAULT_SECRET_FILE)
+    status.add_argument("--tls-ca", type=Path, help="CA file: connect with TLS")
+    status.add_argument("--timeout", type=float, default=10.0)
+    status.add_argument("--json", action="store_true", help="print the raw JSON")
+    status.set_defaults(func=status_command)
+
+
+def parse_port_range(text: str) -> tuple[int, int]:
+    low, sep, high = text.partition("-")
+    try:
+        first = int(low)
+        last = int(high) if sep else first
+    except ValueError:
+        raise ConfigError(
+            f"--port {text!r} is not a port or a range; use e.g. 9000 or 9000-9100"
+        ) from None
+    return first, last
+
+
+def _algorithm_from(args: argparse.Namespace) -> AlgorithmConfig:
+    return AlgorithmConfig(
+        algorithm=args.algorithm,
+        optimizer=args.optimizer,
+        learning_rate=args.learning_rate,
+        momentum=args.momentum,
+        beta1=args.beta1,
+        beta2=args.beta2,
+        epsilon=args.epsilon,
+        alpha=args.alpha,
+        window=args.window,
+        staleness_scaling=args.staleness_scaling,
+        max_staleness=args.max_staleness,
+        sync_workers=args.sync_workers,
+        backup_workers=args.backup_workers,
+        sync_timeout=args.sync_timeout,
+    )
+
+
+def build_store(args: argparse.Namespace) -> CenterStore:
+    algorithm = _algorithm_from(args)
+    if args.resume:
+        if args.checkpoint is None:
+            raise ConfigError("--resume needs --checkpoint PATH, the file to resume from")
+        snapshot = read_checkpoint(args.checkpoint)
+        if snapshot.algorithm != algorithm.to_dict():
+            log.warning("algorithm settings differ from the checkpoint's; using the new ones")
+        log.info("resuming from %s at center version %d", args.checkpoint, snapshot.version)
+        return CenterStore(
+            snapshot.center,
+            algorithm,
+            version=snapshot.version,
+            optimizer_state=snapshot.optimizer_state or None,
+            optimizer_step=snapshot.optimizer_step,
+            counters=snapshot.counters,
+        )
+    if args.init is None:
+        raise ConfigError(
+            "give the initial weights with --init weights.npz (np.savez(path, "
+            "*model.get_weights())), or --resume --checkpoint PATH"
+        )
+    return CenterStore(read_initial_weights(args.init), algorithm)
+
+
+def load_or_create_secret(path: Path) -> bytes:
+    if path.exists():
+        return auth.read_secret_file(path)
+    secret = auth.new_secret()
+    auth.write_secret_file(path, secret)
+    log.info("new secret written to %s", path)
+    return secret
+
+
+def write_address_file(path: Path, host: str, port: int) -> None:
+    """Write HOST:PORT (mode 0600, atomically); a wildcard bind writes this host's name."""
+    if host in ("0.0.0.0", "::", ""):
+        host = socket.getfqdn()
+    if ":" in host:
+        host = f"[{host}]"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, f"{host}:{port}\n".encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    store = build_store(args)
+    tls = None
+    if args.tls_cert or args.tls_key:
+        if not (args.tls_cert and args.tls_key):
+            raise ConfigError("TLS needs both --tls-cert and --tls-key")
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls.load_cert_chain(args.tls_cert, args.tls_key)
+    config = ServerConfig(
+        host=args.bind,
+        port_range=parse_port_range(args.port),
+        read_timeout=args.read_timeout,
+        idle_timeout=args.idle_timeout,
+        max_connections=args.max_connections,
+        receive_buffers=args.receive_buffers,
+        checkpoint_path=args.checkpoint,
+        checkpoint_every=args.checkpoint_every,
+        checkpoint_interval=args.checkpoint_interval,
+        metrics_log=args.metrics_log,
+        metrics_interval=args.metrics_interval,
+        tls=tls,
+    )
+    secret = load_or_create_secret(args.secret_file)
+    server = ParameterServer(store, secret, config)
+    stop_signal: list[int] = []
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        del frame
+        stop_signal.append(signum)
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        host, port = server.start()
+        write_address_file(args.address_file, host, port)
+        print(
+            f"gridtrain ps: serving {len(store.signature)} tensors "
+            f"({store.signature.nbytes / 1e6:.1f} MB) at {host}:{port}, version {store.version}",
+            flush=True,
+        )
+        while not stop_signal:
+            time.sleep(0.2)
+        log.info("received %s, checkpointing and stopping", signal.Signals(stop_signal[0]).name)
+    finally:
+        server.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    print(f"gridtrain ps: stopped at version {store.version}", flush=True)
+    return 0
+
+
+def status_command(args: argparse.Namespace) -> int:
+    secret = auth.read_secret_file(args.secret_file)
+    tls = None
+    if args.tls_ca:
+        tls = ssl.create_default_context(cafile=str(args.tls_ca))
+    with PSClient(args.address, secret, None, name="status", timeout=args.timeout, tls=tls) as ps:
+        status = ps.status()
+    if args.json:
+        print(json.dumps(status, indent=2, sort_keys=True))
+    else:
+        print(format_status(status))
+    return 0
+
+
+def _size(nbytes: float) -> str:
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if nbytes < 1000:
+            return f"{nbytes:.1f} {unit}"
+        nbytes /= 1000
+    return f"{nbytes:.1f} PB"
+
+
+def format_status(status: dict[str, Any]) -> str:
+    """The human-readable report of ``gridtrain ps status``."""
+    algorithm = status.get("algorithm", {})
+    lines = [
+        f"parameter server {status.get('address', '?')}  center version {status['version']}  "
+        f"(checkpointed {status.get('checkpointed_version', '?')})  up {status['uptime_s']:.0f} s",
+        f"algorithm  {algorithm.get('algorithm', '?')} (optimizer {algorithm.get('optimizer')}, "
+        f"lr {algorithm.get('learning_rate')}, staleness scaling "
+        f"{algorithm.get('staleness_scaling')}, max staleness {algorithm.get('max_staleness')})",
+        f"updates    {status['pushes']} accepted, {status['refused']} refused, "
+        f"{status['updates_per_s']:.2f}/s overall, {status['recent_updates_per_s']:.2f}/s recently",
+        f"traffic    in {_size(status['bytes_in'])}, out {_size(status['bytes_out'])}, "
+        f"{_size(status['bytes_per_s'])}/s",
+        "staleness  "
+        + "  ".join(f"{bucket}:{count}" for bucket, count in status["staleness_histogram"].items()),
+        f"workers    {status['workers_connected']} connected, {len(status['workers'])} seen",
+        f"  {'id':>4} {'name':<24} {'state':<12} {'last seen':>10} {'lag':>6} {'pushes':>8} "
+        f"{'refused':>8}",
+    ]
+    for worker in status["workers"]:
+        state = "connected" if worker["connected"] else "gone"
+        lines.append(
+            f"  {worker['worker_id']:>4} {worker['name'][:24]:<24} {state:<12} "
+            f"{worker['seconds_since_seen']:>9.1f}s {worker['lag']:>6} {worker['pushes']:>8} "
+            f"{worker['refused']:>8}"
+        )
+    return "\n".join(lines)

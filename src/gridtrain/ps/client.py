@@ -1,0 +1,330 @@
+"""Client of the parameter server, for workers (and ``gridtrain ps status``).
+
+Layer: ps, network edge (client side). Speaks the protocol over ``transport.Channel``; knows no
+training framework: the worker hands it lists of numpy arrays (a Keras ``get_weights()`` list).
+
+    with PSClient("head.example.org:9000", secret, weights) as ps:
+        version, center = ps.pull()
+        ...
+        version, center, _ = ps.push_pull(gradients, base_version=version)
+
+Errors the server reports become exceptions: ``StaleUpdateError`` (pull and retry; the
+connection stays usable), ``AuthenticationError``, ``SignatureMismatchError``,
+``ProtocolVersionError``, ``ServerBusyError`` (all fatal for the connection).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import ssl
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from gridtrain.ps import auth
+from gridtrain.ps.algorithms import Array
+from gridtrain.ps.errors import (
+    AuthenticationError,
+    ProtocolError,
+    ProtocolVersionError,
+    RemoteError,
+    ServerBusyError,
+    SignatureMismatchError,
+    StaleUpdateError,
+)
+from gridtrain.ps.protocol import (
+    FLAG_DELTA,
+    HANDSHAKE_LIMITS,
+    MAX_META,
+    FrameLimits,
+    Header,
+    MessageType,
+    Signature,
+    session_limits,
+    tensor_views,
+)
+from gridtrain.ps.rules import AlgorithmConfig
+from gridtrain.ps.transport import Channel
+
+log = logging.getLogger(__name__)
+
+_STALE_CODES = ("stale", "future", "duplicate")
+_FATAL_ERRORS: dict[str, type[ProtocolError]] = {
+    "auth": AuthenticationError,
+    "signature": SignatureMismatchError,
+    "version": ProtocolVersionError,
+    "busy": ServerBusyError,
+}
+
+
+class Reply(NamedTuple):
+    """The answer to a push-and-pull: the new center (or, for EASGD, the elastic difference)."""
+
+    version: int
+    tensors: list[Array]
+    is_delta: bool
+
+
+class PushResult(NamedTuple):
+    version: int
+    staleness: int
+
+
+def parse_address(address: str | tuple[str, int]) -> tuple[str, int]:
+    """``"host:port"``, ``"[v6]:port"`` or ``(host, port)`` to ``(host, port)``."""
+    if isinstance(address, tuple):
+        return address
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ValueError(
+            f"parameter-server address {address!r} is not HOST:PORT; use the contents of the "
+            "address file written by `gridtrain ps serve`"
+        )
+    return host.strip("[]"), int(port)
+
+
+class PSClient:
+    """One connection to a parameter server.
+
+    ``signature``: the model's weights (or their ``Signature``); ``None`` connects as a monitor
+    that may only ask for status. ``timeout`` bounds the wait for any reply (synchronous mode
+    waits for a whole round); ``read_timeout`` bounds a stall inside a frame.
+    """
+
+    def __init__(
+        self,
+        address: str | tuple[str, int],
+        secret: bytes,
+        signature: Signature | Sequence[Array] | None = None,
+        *,
+        name: str = "",
+        timeout: float = 120.0,
+        read_timeout: float = 30.0,
+        tls: ssl.SSLContext | None = None,
+        server_hostname: str | None = None,
+    ) -> None:
+        self.address = parse_address(address)
+        self._secret = secret
+        if signature is not None and not isinstance(signature, Signature):
+            signature = Signature.of(signature)
+        self.signature = signature
+        self.name = name
+        self.timeout = timeout
+        self.read_timeout = read_timeout
+        self._tls = tls
+        self._server_hostname = server_hostname or self.address[0]
+        self._channel: Channel | None = None
+        self._limits = (
+            session_limits(signature) if signature is not None else FrameLimits(0, MAX_META, 0)
+        )
+        self._table = signature.encode() if signature is not None else b""
+        self.worker_id = 0
+        self.version = 0
+        self.algorithm: AlgorithmConfig | None = None
+
+    # -- connection ----------------------------------------------------------------------------
+
+    def connect(self) -> PSClient:
+        """Open the connection and run the handshake; returns ``self``."""
+        sock = socket.create_connection(self.address, timeout=self.timeout)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            if self._tls is not None:
+                sock = self._tls.wrap_socket(sock, server_hostname=self._server_hostname)
+            channel = Channel(sock, read_timeout=self.read_timeout)
+            self._channel = channel
+            self._handshake(channel)
+        except BaseException:
+            self._drop()
+            raise
+        return self
+
+    def _handshake(self, channel: Channel) -> None:
+        client_nonce = auth.new_nonce()
+        role = "worker" if self.signature is not None else "monitor"
+        channel.send(
+            MessageType.HELLO, meta={"nonce": client_nonce.hex(), "role": role, "name": self.name}
+        )
+        header, _, meta = channel.recv_control(HANDSHAKE_LIMITS, self.timeout)
+        if header.msg_type is MessageType.ERROR:
+            self._raise_remote(meta)
+        if header.msg_type is not MessageType.CHALLENGE:
+            raise ProtocolError(f"expected CHALLENGE from the server, got {header.msg_type.name}")
+        try:
+            server_nonce = bytes.fromhex(str(meta.get("nonce")))
+        except ValueError:
+            raise ProtocolError("server's CHALLENGE carries no valid nonce") from None
+        if len(server_nonce) != auth.NONCE_SIZE:
+            raise ProtocolError("server's CHALLENGE nonce has the wrong size")
+        proof = auth.client_proof(self._secret, client_nonce, server_nonce, self._table)
+        channel.send(
+            MessageType.AUTH,
+            table=self._table,
+            tensor_count=len(self.signature) if self.signature is not None else 0,
+            meta={"proof": proof.hex()},
+        )
+        key = auth.session_key(self._secret, client_nonce, server_nonce)
+        channel.start_session(auth.SessionKeys(key, auth.CLIENT_TO_SERVER))
+        channel.accept_plain_error = True
+        header, _, meta = channel.recv_control(
+            FrameLimits(0, MAX_META, 0), self.timeout
+        )  # a forged WELCOME fails its tag: the server proved it knows the secret
+        channel.accept_plain_error = False
+        if header.msg_type is MessageType.ERROR:
+            self._raise_remote(meta)
+        if header.msg_type is not MessageType.WELCOME:
+            raise ProtocolError(f"expected WELCOME from the server, got {header.msg_type.name}")
+        self.worker_id = header.worker_id
+        self.version = header.base_version
+        self.algorithm = AlgorithmConfig.from_dict(meta["algorithm"])
+        log.info(
+            "connected to %s:%d as worker %d at center version %d",
+            *self.address,
+            self.worker_id,
+            self.version,
+        )
+
+    def close(self) -> None:
+        """Say goodbye (best effort) and close."""
+        channel = self._channel
+        if channel is None:
+            return
+        try:
+            channel.send(MessageType.GOODBYE, worker_id=self.worker_id)
+            channel.recv_control(self._limits, min(self.timeout, 5.0))
+        except (OSError, EOFError):
+            log.debug("goodbye not acknowledged", exc_info=True)
+        finally:
+            self._drop()
+
+    def _drop(self) -> None:
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
+
+    def __enter__(self) -> PSClient:
+        if self._channel is None:
+            self.connect()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def channel(self) -> Channel:
+        if self._channel is None:
+            raise ProtocolError("not connected; call connect() or use `with PSClient(...)`")
+        return self._channel
+
+    # -- requests ------------------------------------------------------------------------------
+
+    def pull(self, out: list[Array] | None = None) -> tuple[int, list[Array]]:
+        """The center and its version; received into ``out`` when given (no allocation)."""
+        self.channel.send(MessageType.PULL, worker_id=self.worker_id)
+        reply = self._recv_tensors(out)
+        return reply.version, reply.tensors
+
+    def push(self, update: Sequence[Array], base_version: int) -> PushResult:
+        """Send an update computed at ``base_version``; raises ``StaleUpdateError`` if refused."""
+        self._send_tensors(MessageType.PUSH, update, base_version)
+        header, meta = self._recv_control_reply()
+        if header.msg_type is not MessageType.ACK:
+            raise ProtocolError(f"expected ACK, got {header.msg_type.name}")
+        self.version = header.base_version
+        return PushResult(header.base_version, int(meta.get("staleness", 0)))
+
+    def push_pull(
+        self, update: Sequence[Array], base_version: int, out: list[Array] | None = None
+    ) -> Reply:
+        """Push and receive the new center in one round trip (EASGD: the elastic difference)."""
+        self._send_tensors(MessageType.PUSH_PULL, update, base_version)
+        return self._recv_tensors(out)
+
+    def status(self) -> dict[str, Any]:
+        """The server's metrics (see ``gridtrain ps status``)."""
+        self.channel.send(MessageType.STATUS, worker_id=self.worker_id)
+        header, meta = self._recv_control_reply()
+        if header.msg_type is not MessageType.STATUS_REPLY:
+            raise ProtocolError(f"expected STATUS_REPLY, got {header.msg_type.name}")
+        return meta
+
+    # -- framing helpers -----------------------------------------------------------------------
+
+    def _send_tensors(self, kind: MessageType, update: Sequence[Array], base_version: int) -> None:
+        signature = self._worker_signature()
+        if len(update) != len(signature):
+            raise ValueError(
+                f"update has {len(update)} tensors, the model has {len(signature)}; push one "
+                "array per weight tensor, in get_weights() order"
+            )
+        for index, (array, spec) in enumerate(zip(update, signature.specs, strict=True)):
+            if array.dtype != spec.dtype or tuple(array.shape) != spec.shape:
+                raise ValueError(
+                    f"update tensor {index} is {array.dtype} {array.shape}, the model's is "
+                    f"{spec.describe()}"
+                )
+        self.channel.send(
+            kind,
+            worker_id=self.worker_id,
+            base_version=base_version,
+            table=self._table,
+            tensor_count=len(signature),
+            tensors=tensor_views(update),
+        )
+
+    def _worker_signature(self) -> Signature:
+        if self.signature is None:
+            raise ProtocolError("a monitor connection (no signature) can only ask for status")
+        return self.signature
+
+    def _recv_tensors(self, out: list[Array] | None) -> Reply:
+        signature = self._worker_signature()
+        channel = self.channel
+        header = channel.recv_header(self._limits, self.timeout)
+        if header.msg_type is not MessageType.CENTER:
+            self._finish_control(header)
+            raise ProtocolError(f"expected CENTER, got {header.msg_type.name}")
+        table, _ = channel.recv_sections(header)
+        if table != self._table:
+            raise ProtocolError("server sent tensors that do not match the model signature")
+        if out is None:
+            out = [np.empty(spec.shape, dtype=spec.dtype) for spec in signature.specs]
+        elif Signature.of(out) != signature:
+            raise ValueError("`out` arrays must have the model's shapes and dtypes")
+        channel.recv_tensors(header, tensor_views(out))
+        channel.finish(header)
+        is_delta = bool(header.flags & FLAG_DELTA)
+        self.version = header.base_version
+        return Reply(header.base_version, out, is_delta)
+
+    def _recv_control_reply(self) -> tuple[Header, dict[str, Any]]:
+        header = self.channel.recv_header(self._limits, self.timeout)
+        meta = self._finish_control(header)
+        return header, meta
+
+    def _finish_control(self, header: Header) -> dict[str, Any]:
+        if header.data_length:
+            raise ProtocolError(f"unexpected tensor data in a {header.msg_type.name} reply")
+        _, meta = self.channel.recv_sections(header)
+        self.channel.finish(header)
+        if header.msg_type is MessageType.ERROR:
+            self._raise_remote(meta)
+        return meta
+
+    def _raise_remote(self, meta: dict[str, Any]) -> None:
+        code = str(meta.get("code", ""))
+        message = str(meta.get("message", "unspecified error"))
+        if code in _STALE_CODES:
+            version = int(meta.get("version", 0))
+            self.version = version
+            raise StaleUpdateError(
+                f"parameter server refused the push: {message}",
+                version=version,
+                staleness=int(meta.get("staleness", 0)),
+            )
+        error = _FATAL_ERRORS.get(code, RemoteError)
+        self._drop()
+        raise error(f"parameter server refused: {message}")

@@ -1,0 +1,178 @@
+"""The server's update rule: algorithm configuration and in-place application with optimizer state.
+
+Layer: ps, logic. Applies the pure functions of ``algorithms.py`` to the center in place (one pass,
+no model-sized temporaries for the ``add`` and plain SGD paths) and owns the optimizer state.
+It never locks, never touches a socket and never decides *whether* an update is accepted; that is
+``center.py``'s job.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import numpy as np
+
+from gridtrain.errors import ConfigError
+from gridtrain.ps.algorithms import Array, adag_delta
+from gridtrain.ps.protocol import Signature
+
+ALGORITHMS = ("downpour", "easgd", "adag", "sync")
+OPTIMIZERS = ("add", "sgd", "adam")
+STALENESS_SCALINGS = ("none", "dynsgd")
+
+
+@dataclass(frozen=True)
+class AlgorithmConfig:
+    """How the parameter server turns pushes into center updates.
+
+    ``optimizer`` applies to downpour and sync: ``add`` adds the pushed delta (workers that run
+    their own optimizer over a window), ``sgd`` and ``adam`` treat the push as a gradient.
+    ``easgd`` and ``adag`` always add (the elastic difference, or the delta divided by ``window``).
+    """
+
+    algorithm: str = "downpour"
+    optimizer: str = "sgd"
+    learning_rate: float = 0.01
+    momentum: float = 0.0
+    beta1: float = 0.9
+    beta2: float = 0.999
+    epsilon: float = 1e-7
+    alpha: float = 0.1
+    window: int = 1
+    staleness_scaling: str = "none"
+    max_staleness: int | None = None
+    sync_workers: int = 1
+    backup_workers: int = 0
+    sync_timeout: float = 60.0
+
+    def __post_init__(self) -> None:
+        def bad(name: str, value: object, expected: str) -> ConfigError:
+            return ConfigError(f"{name} = {value!r} is invalid: expected {expected}")
+
+        if self.algorithm not in ALGORITHMS:
+            raise bad("algorithm", self.algorithm, f"one of {', '.join(ALGORITHMS)}")
+        if self.optimizer not in OPTIMIZERS:
+            raise bad("optimizer", self.optimizer, f"one of {', '.join(OPTIMIZERS)}")
+        if self.staleness_scaling not in STALENESS_SCALINGS:
+            raise bad("staleness_scaling", self.staleness_scaling, f"one of {STALENESS_SCALINGS}")
+        if not self.learning_rate > 0:
+            raise bad("learning_rate", self.learning_rate, "a positive number, e.g. 0.01")
+        if not 0 <= self.momentum < 1:
+            raise bad("momentum", self.momentum, "0 <= momentum < 1, e.g. 0.9")
+        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1 and self.epsilon > 0):
+            raise bad(
+                "beta1/beta2/epsilon", (self.beta1, self.beta2, self.epsilon), "betas in [0, 1)"
+            )
+        if not 0 < self.alpha < 1:
+            raise bad("alpha", self.alpha, "0 < alpha < 1, e.g. 0.1 (EASGD moving rate)")
+        if self.window < 1:
+            raise bad("window", self.window, "an integer >= 1 (local steps per push)")
+        if self.max_staleness is not None and self.max_staleness < 0:
+            raise bad("max_staleness", self.max_staleness, "an integer >= 0, or None")
+        if self.sync_workers < 1 or self.backup_workers < 0:
+            raise bad(
+                "sync_workers/backup_workers",
+                (self.sync_workers, self.backup_workers),
+                "sync_workers >= 1 and backup_workers >= 0",
+            )
+        if not self.sync_timeout > 0:
+            raise bad("sync_timeout", self.sync_timeout, "a positive number of seconds")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> AlgorithmConfig:
+        known = {field.name for field in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown algorithm settings {unknown}; known: {sorted(known)}")
+        return cls(**values)
+
+    @property
+    def reply_is_delta(self) -> bool:
+        """EASGD replies to push-and-pull with the elastic difference, not the center."""
+        return self.algorithm == "easgd"
+
+
+class Updater:
+    """Applies one update to the center in place and keeps the optimizer state.
+
+    ``apply`` may overwrite ``update`` (it is the connection's receive buffer): for EASGD it holds
+    the elastic difference afterwards, which is what the worker needs back.
+    """
+
+    def __init__(
+        self,
+        config: AlgorithmConfig,
+        signature: Signature,
+        state: dict[str, list[Array]] | None = None,
+        step: int = 0,
+    ) -> None:
+        self.config = config
+        self.step = step
+        names: tuple[str, ...] = ()
+        if config.algorithm in ("downpour", "sync"):
+            if config.optimizer == "sgd" and config.momentum > 0:
+                names = ("velocity",)
+            elif config.optimizer == "adam":
+                names = ("first_moment", "second_moment")
+        if state is None:
+            state = {name: signature.allocate() for name in names}
+        if set(state) != set(names):
+            raise ConfigError(
+                f"optimizer state holds {sorted(state)} but {config.algorithm}/{config.optimizer} "
+                f"needs {sorted(names)}; resume with the algorithm settings of the checkpoint"
+            )
+        self.state = state
+
+    def apply(self, center: list[Array], update: list[Array], scale: float = 1.0) -> None:
+        config = self.config
+        if config.algorithm == "easgd":
+            for c, u in zip(center, update, strict=True):
+                np.subtract(u, c, out=u)
+                np.multiply(u, config.alpha, out=u)
+                np.add(c, u, out=c)
+            return
+        if config.algorithm == "adag":
+            for c, u in zip(center, update, strict=True):
+                np.add(c, adag_delta(u, config.window) * scale, out=c, casting="same_kind")
+            return
+        self.step += 1
+        if config.optimizer == "add":
+            for c, u in zip(center, update, strict=True):
+                if scale != 1.0:
+                    np.multiply(u, scale, out=u)
+                np.add(c, u, out=c)
+        elif config.optimizer == "sgd":
+            factor = -config.learning_rate * scale
+            if config.momentum == 0:
+                for c, u in zip(center, update, strict=True):
+                    np.multiply(u, factor, out=u)
+                    np.add(c, u, out=c)
+            else:
+                for c, u, v in zip(center, update, self.state["velocity"], strict=True):
+                    np.multiply(v, config.momentum, out=v)
+                    np.multiply(u, factor, out=u)
+                    np.add(v, u, out=v)
+                    np.add(c, v, out=c)
+        else:
+            self._adam(center, update, scale)
+
+    def _adam(self, center: list[Array], update: list[Array], scale: float) -> None:
+        config = self.config
+        bias1 = 1 - config.beta1**self.step
+        bias2 = 1 - config.beta2**self.step
+        moments = zip(self.state["first_moment"], self.state["second_moment"], strict=True)
+        for c, g, (m, v) in zip(center, update, moments, strict=True):
+            if scale != 1.0:
+                np.multiply(g, scale, out=g)
+            np.multiply(m, config.beta1, out=m)
+            np.add(m, (1 - config.beta1) * g, out=m, casting="same_kind")
+            np.multiply(v, config.beta2, out=v)
+            np.add(v, (1 - config.beta2) * np.square(g), out=v, casting="same_kind")
+            denominator = np.sqrt(v / bias2) + config.epsilon
+            np.subtract(
+                c, config.learning_rate * (m / bias1) / denominator, out=c, casting="same_kind"
+            )
