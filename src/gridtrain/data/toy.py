@@ -45,6 +45,9 @@ CONSTITUENT_FIELDS = ("pt", "eta", "phi", "deta", "dphi", "charge", "pid")
 MAX_CONSTITUENTS = 64
 SAMPLES = {"signal": 1, "background": 0}
 _W_MASS = 80.4
+# Tuned so that gradient-boosted trees on the 16 jet features reach a ROC AUC of about 0.93.
+SIG_MULT, SIG_Z, SIG_MW, SIG_SPREAD = 19.0, 0.05, 14.0, 0.023
+BKG_MULT, BKG_ZB, BKG_DR, BKG_SPREAD = 22.0, 2.0, 0.30, 0.025
 _CHUNK = 100_000
 
 
@@ -64,16 +67,16 @@ def generate_events(n: int, signal: bool, rng: np.random.Generator, first_event:
     phi = rng.uniform(-np.pi, np.pi, n)
 
     if signal:
-        mult = 6 + rng.poisson(17.0, n)
-        z = rng.uniform(0.12, 0.88, n)
-        mass = rng.normal(_W_MASS, 9.0, n)
+        mult = 6 + rng.poisson(SIG_MULT, n)
+        z = rng.uniform(SIG_Z, 1.0 - SIG_Z, n)
+        mass = rng.normal(_W_MASS, SIG_MW, n)
         dr12 = np.clip(mass / (pt * np.sqrt(z * (1.0 - z))), 0.05, 0.8)
-        spread = np.full(n, 0.020)
+        spread = np.full(n, SIG_SPREAD)
     else:
-        mult = 6 + rng.poisson(22.0 * (pt / 400.0) ** 0.25, n)
-        z = 0.01 + 0.45 * rng.beta(1.0, 3.0, n)
-        dr12 = np.clip(0.04 + rng.exponential(0.22, n), 0.04, 0.8)
-        spread = np.full(n, 0.026)
+        mult = 6 + rng.poisson(BKG_MULT * (pt / 400.0) ** 0.25, n)
+        z = 0.01 + 0.49 * rng.beta(1.0, BKG_ZB, n)
+        dr12 = np.clip(0.04 + rng.exponential(BKG_DR, n), 0.04, 0.8)
+        spread = np.full(n, BKG_SPREAD)
     mult = np.clip(mult, 2, MAX_CONSTITUENTS)
 
     # Prong axes are placed so that the pt-weighted centroid is the jet axis.

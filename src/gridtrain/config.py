@@ -1,0 +1,153 @@
+"""Configuration: load a YAML file, validate it against the packaged schema, fill defaults.
+
+Edge-free: this module reads one file and returns plain records; it never touches ROOT or HDF5.
+The schema (``gridtrain/schemas/config.schema.yaml``, also what Snakemake validates against) is the
+single source of defaults. Records that cross module lines are frozen dataclasses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from gridtrain.errors import ConfigError
+
+EXAMPLE = """\
+dataset:
+  tree: events
+  samples:
+    - {name: signal, files: [data/toy/signal.root], label: 1}
+    - {name: background, files: [data/toy/background.root], label: 0}
+  features: [jet_pt, jet_mass]
+  jagged:
+    constituents: {branches: [part_pt, part_deta, part_dphi], length: 50}
+"""
+
+
+def load_schema() -> dict[str, Any]:
+    text = resources.files("gridtrain").joinpath("schemas/config.schema.yaml").read_text()
+    schema: dict[str, Any] = yaml.safe_load(text)
+    return schema
+
+
+def _with_defaults(validator_class: Any) -> Any:
+    # jsonschema validates but does not fill defaults; this extension fills them while validating.
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator: Any, properties: Any, instance: Any, schema: Any) -> Any:
+        if isinstance(instance, dict):
+            for name, subschema in properties.items():
+                if "default" in subschema and name not in instance:
+                    instance[name] = json.loads(json.dumps(subschema["default"]))
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+def validate_config(config: dict[str, Any], source: str = "config") -> dict[str, Any]:
+    """Validate ``config`` in place (defaults filled) and return it; raise ``ConfigError``."""
+    validator = _with_defaults(jsonschema.Draft202012Validator)(load_schema())
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        err = errors[0]
+        where = ".".join(str(p) for p in err.absolute_path) or "(top level)"
+        raise ConfigError(
+            f"{source}: {where}: {err.message}; see config/config.yaml for a working example"
+        )
+    return config
+
+
+def load_config(path: str | Path) -> dict[str, Any]:
+    """Read and validate a YAML configuration file."""
+    p = Path(path)
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{p}: no such configuration file; start from config/config.yaml"
+        ) from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{p}: not valid YAML: {str(err).splitlines()[0]}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"{p}: expected a mapping with a 'dataset' section, for example:\n{EXAMPLE}"
+        )
+    return validate_config(raw, str(p))
+
+
+@dataclass(frozen=True)
+class Sample:
+    name: str
+    files: tuple[str, ...]
+    label: int | str
+    tree: str
+
+
+@dataclass(frozen=True)
+class JaggedGroup:
+    name: str
+    branches: tuple[str, ...]
+    length: int
+    fill: float = 0.0
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    """The ``dataset`` section: everything conversion needs, and nothing about machines."""
+
+    name: str
+    samples: tuple[Sample, ...]
+    features: tuple[str, ...]
+    jagged: tuple[JaggedGroup, ...]
+    weight: str | None
+    event_id: tuple[str, ...]
+    selection: str | None
+    validation_fraction: float
+    shard_events: int
+    chunk_events: int
+    step_events: int
+    codec: str
+    seed: int
+    outdir: str
+
+    @classmethod
+    def from_dict(cls, section: dict[str, Any]) -> DatasetConfig:
+        """Build from a ``dataset`` section; validates it and fills the schema's defaults."""
+        section = validate_config({"dataset": json.loads(json.dumps(section))})["dataset"]
+        tree = section["tree"]
+        samples = tuple(
+            Sample(s["name"], tuple(s["files"]), s["label"], s.get("tree", tree))
+            for s in section["samples"]
+        )
+        jagged = tuple(
+            JaggedGroup(name, tuple(g["branches"]), int(g["length"]), float(g["fill"]))
+            for name, g in section["jagged"].items()
+        )
+        if not section["features"] and not jagged:
+            raise ConfigError(
+                "dataset: neither 'features' nor 'jagged' names a branch; "
+                f"there is nothing to train on. For example:\n{EXAMPLE}"
+            )
+        scalars = ["name", "weight", "selection", "validation_fraction", "shard_events"]
+        scalars += ["chunk_events", "step_events", "codec", "seed", "outdir"]
+        return cls(
+            samples=samples,
+            features=tuple(section["features"]),
+            jagged=jagged,
+            event_id=tuple(section["event_id"]),
+            **{key: section[key] for key in scalars},
+        )
+
+    def content_hash(self) -> str:
+        """A hash of everything that determines the converted arrays (not where they go)."""
+        content = asdict(self)
+        content.pop("outdir")
+        blob = json.dumps(content, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()

@@ -1,0 +1,131 @@
+"""Event selection: a cut expression over flat branches, evaluated safely on numpy arrays.
+
+Pure logic: the expression is parsed with ``ast`` and only arithmetic, comparisons, boolean
+operators, numbers, branch names and a few math functions are accepted, so a configuration file can
+never run code. ROOT's spelling (``&&``, ``||``, ``!``) is accepted beside Python's.
+"""
+
+from __future__ import annotations
+
+import ast
+import operator
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from gridtrain.errors import ConfigError
+
+_FUNCTIONS: dict[str, Callable[..., Any]] = {
+    "abs": np.abs,
+    "sqrt": np.sqrt,
+    "log": np.log,
+    "exp": np.exp,
+    "cos": np.cos,
+    "sin": np.sin,
+    "cosh": np.cosh,
+    "sinh": np.sinh,
+    "hypot": np.hypot,
+    "min": np.minimum,
+    "max": np.maximum,
+}
+_BINARY: dict[type, Callable[[Any, Any], Any]] = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.Pow: operator.pow,
+    ast.Mod: operator.mod,
+    ast.BitAnd: operator.and_,
+    ast.BitOr: operator.or_,
+}
+_COMPARE: dict[type, Callable[[Any, Any], Any]] = {
+    ast.Lt: operator.lt,
+    ast.LtE: operator.le,
+    ast.Gt: operator.gt,
+    ast.GtE: operator.ge,
+    ast.Eq: operator.eq,
+    ast.NotEq: operator.ne,
+}
+
+
+class Selection:
+    """A parsed cut; ``names`` are the branches it reads, ``mask(arrays)`` evaluates it."""
+
+    def __init__(self, expression: str) -> None:
+        self.expression = expression
+        text = re.sub(r"&&", " & ", expression)
+        text = re.sub(r"\|\|", " | ", text)
+        text = re.sub(r"!(?!=)", " ~ ", text)
+        try:
+            self._tree = ast.parse(text.strip(), mode="eval")
+        except SyntaxError as err:
+            raise ConfigError(
+                f"dataset.selection {expression!r}: not a valid expression ({err.msg}); "
+                "write it like 'jet_pt > 300 && abs(jet_eta) < 2'"
+            ) from None
+        self.names = sorted(
+            {
+                n.id
+                for n in ast.walk(self._tree)
+                if isinstance(n, ast.Name) and n.id not in _FUNCTIONS
+            }
+        )
+        # Evaluate once on scalars to reject unsupported syntax before any file is read.
+        self._eval(self._tree.body, {name: np.zeros(1) for name in self.names})
+
+    def mask(self, arrays: Mapping[str, np.ndarray]) -> np.ndarray:
+        result = np.asarray(self._eval(self._tree.body, arrays))
+        if result.dtype != np.bool_:
+            raise ConfigError(
+                f"dataset.selection {self.expression!r}: evaluates to {result.dtype}, not a "
+                "boolean; compare with a value, e.g. 'jet_pt > 300'"
+            )
+        return result
+
+    def _eval(self, node: ast.AST, arrays: Mapping[str, np.ndarray]) -> Any:
+        if isinstance(node, ast.Constant) and isinstance(node.value, int | float | bool):
+            return node.value
+        if isinstance(node, ast.Name):
+            return arrays[node.id]
+        if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
+            return _BINARY[type(node.op)](
+                self._eval(node.left, arrays), self._eval(node.right, arrays)
+            )
+        if isinstance(node, ast.UnaryOp):
+            value = self._eval(node.operand, arrays)
+            if isinstance(node.op, ast.USub):
+                return -value
+            if isinstance(node.op, ast.Invert | ast.Not):
+                return np.logical_not(value)
+        if isinstance(node, ast.BoolOp):
+            combine = np.logical_and if isinstance(node.op, ast.And) else np.logical_or
+            values = [self._eval(v, arrays) for v in node.values]
+            result = values[0]
+            for value in values[1:]:
+                result = combine(result, value)
+            return result
+        if isinstance(node, ast.Compare):
+            left = self._eval(node.left, arrays)
+            result = None
+            for op, comparator in zip(node.ops, node.comparators, strict=True):
+                if type(op) not in _COMPARE:
+                    break
+                right = self._eval(comparator, arrays)
+                part = _COMPARE[type(op)](left, right)
+                result = part if result is None else np.logical_and(result, part)
+                left = right
+            else:
+                return result
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in _FUNCTIONS
+            and not node.keywords
+        ):
+            return _FUNCTIONS[node.func.id](*(self._eval(a, arrays) for a in node.args))
+        raise ConfigError(
+            f"dataset.selection {self.expression!r}: {ast.unparse(node)!r} is not allowed; use "
+            f"branch names, numbers, arithmetic, comparisons, &&, ||, ! and {sorted(_FUNCTIONS)}"
+        )
