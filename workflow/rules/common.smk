@@ -1,0 +1,22 @@
+from pathlib import Path
+
+from snakemake.utils import min_version, validate
+
+min_version("8.0")
+
+
+validate(config, "../schemas/config.schema.yaml")
+
+
+def dataset_manifest():
+    return f"{config['dataset']['outdir']}/manifest.json"
+
+
+def dataset_inputs():
+    """Local input files of every sample; root:// inputs are read in place by the rule."""
+    return [
+        path
+        for sample in config["dataset"]["samples"]
+        for path in sample["files"]
+        if "://" not in path
+    ]
