@@ -70,7 +70,11 @@ class CenterSnapshot:
 
 
 class CenterStore:
-    """The center variable with its version, optimizer and counters."""
+    """The center variable with its version, optimizer and counters.
+
+    The store takes ownership of the ``center`` arrays (no copy: the model may be large) and
+    updates them in place.
+    """
 
     def __init__(
         self,

@@ -81,7 +81,7 @@ def read_checkpoint(path: Path) -> CenterSnapshot:
             "begin a new training"
         )
     try:
-        with np.load(path, allow_pickle=False) as data:
+        with open(path, "rb") as handle, np.load(handle, allow_pickle=False) as data:
             meta: dict[str, Any] = json.loads(bytes(data["meta"]).decode())
             if meta.get("format") != FORMAT:
                 raise CheckpointError(
@@ -118,7 +118,7 @@ def read_checkpoint(path: Path) -> CenterSnapshot:
 def read_initial_weights(path: Path) -> list[Array]:
     """The initial center from ``np.savez(path, *model.get_weights())`` (keys ``arr_N``)."""
     try:
-        with np.load(path, allow_pickle=False) as data:
+        with open(path, "rb") as handle, np.load(handle, allow_pickle=False) as data:
             keys = list(data.files)
             if all(re.fullmatch(r"arr_\d+", key) for key in keys):
                 keys.sort(key=lambda key: int(key[4:]))

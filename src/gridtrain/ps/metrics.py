@@ -65,26 +65,33 @@ class Metrics:
         self.staleness = dict.fromkeys(STALENESS_BUCKETS, 0)
         self.workers: dict[int, WorkerRecord] = {}
         self._names: dict[str, int] = {}
+        self._active: dict[int, int] = {}
         self._last_rates = (self._started_monotonic, 0, 0, 0)
 
     def join(self, name: str, address: str) -> int:
-        """Register a worker; one that comes back under its name keeps its id."""
+        """Register a worker; one that comes back under its name keeps its id.
+
+        Names are expected to be unique per worker (the grid job id); a worker that reconnects
+        before its old connection is noticed dead supersedes it.
+        """
         now = time.time()
         with self._lock:
             worker_id = self._names.get(name) if name else None
-            if worker_id is not None and not self.workers[worker_id].connected:
+            if worker_id is not None:
                 record = self.workers[worker_id]
                 record.connected = True
                 record.connections += 1
                 record.address = address
                 record.last_seen = now
                 record.left_reason = ""
+                self._active[worker_id] += 1
                 return worker_id
             worker_id = len(self.workers) + 1
             self.workers[worker_id] = WorkerRecord(
                 worker_id, name or f"worker-{worker_id}", address, True, now, now
             )
-            if name and name not in self._names:
+            self._active[worker_id] = 1
+            if name:
                 self._names[name] = worker_id
             return worker_id
 
@@ -92,8 +99,10 @@ class Metrics:
         with self._lock:
             record = self.workers.get(worker_id)
             if record is not None:
-                record.connected = False
-                record.left_reason = reason
+                self._active[worker_id] -= 1
+                if self._active[worker_id] <= 0:
+                    record.connected = False
+                    record.left_reason = reason
 
     def record_traffic(self, worker_id: int, received: int, sent: int) -> None:
         with self._lock:
@@ -110,7 +119,9 @@ class Metrics:
             if record is not None:
                 record.last_version = version
 
-    def record_push(self, worker_id: int, stale: int, accepted: bool) -> None:
+    def record_push(
+        self, worker_id: int, stale: int, accepted: bool, base_version: int | None = None
+    ) -> None:
         with self._lock:
             record = self.workers.get(worker_id)
             if accepted:
@@ -119,6 +130,8 @@ class Metrics:
             else:
                 self.refused += 1
             if record is not None:
+                if base_version is not None:
+                    record.last_version = max(record.last_version, base_version)
                 if accepted:
                     record.pushes += 1
                 else:

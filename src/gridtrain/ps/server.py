@@ -179,6 +179,7 @@ class ParameterServer:
         self._table = store.signature.encode()
         self._pool = BufferPool(store, config.receive_buffers)
         self._listener: socket.socket | None = None
+        self._address: tuple[str, int] | None = None
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._sessions: dict[int, Channel] = {}
@@ -201,15 +202,16 @@ class ParameterServer:
 
     @property
     def address(self) -> tuple[str, int]:
-        if self._listener is None:
+        if self._address is None:
             raise RuntimeError("the parameter server is not started; call start() first")
-        host, port = self._listener.getsockname()[:2]
-        return str(host), int(port)
+        return self._address
 
     def start(self) -> tuple[str, int]:
         """Bind and start serving in background threads; returns (host, port)."""
         self._listener = bind_first_free(self.config.host, self.config.port_range)
         self._listener.settimeout(_ACCEPT_POLL)
+        host, port = self._listener.getsockname()[:2]
+        self._address = (str(host), int(port))
         for target, name in ((self._accept_loop, "ps-accept"), (self._housekeeping, "ps-house")):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
@@ -222,6 +224,12 @@ class ParameterServer:
         if self._stopping.is_set():
             return
         self._stopping.set()
+        self._checkpoint_due.set()  # wakes the housekeeping thread
+        if self._listener is not None:
+            try:
+                self._listener.shutdown(socket.SHUT_RDWR)  # wakes accept() on Linux
+            except OSError:
+                log.debug("listener shutdown", exc_info=True)
         self.store.close()
         self._pool.close()
         with self._lock:
@@ -354,7 +362,7 @@ class ParameterServer:
         snapshot["algorithm"] = self.store.config.to_dict()
         snapshot["checkpointed_version"] = self._checkpointed_version
         snapshot["connections"] = self.connection_count
-        snapshot["address"] = "{}:{}".format(*self.address) if self._listener else ""
+        snapshot["address"] = "{}:{}".format(*self._address) if self._address else ""
         return snapshot
 
     # -- one connection ------------------------------------------------------------------------
@@ -544,7 +552,9 @@ class ParameterServer:
             channel.recv_tensors(header, views)
             channel.finish(header)
             outcome = self.store.apply_push(arrays, header.base_version, session.worker_id)
-            self.metrics.record_push(session.worker_id, outcome.staleness, outcome.accepted)
+            self.metrics.record_push(
+                session.worker_id, outcome.staleness, outcome.accepted, header.base_version
+            )
             if not outcome.accepted:
                 self._refuse(session, outcome, recorded=True)
                 return True
@@ -580,6 +590,7 @@ class ParameterServer:
     def _refuse(self, session: Session, outcome: PushOutcome, *, recorded: bool = False) -> None:
         if not recorded:
             self.metrics.record_push(session.worker_id, outcome.staleness, accepted=False)
+
         self._send_error(
             session, outcome.reason, outcome.message, outcome.version, outcome.staleness
         )

@@ -272,7 +272,7 @@ class Channel:
             self._recv_exact(memoryview(self._tag_buffer), None)
             self._recv_mac.verify(self._tag_buffer)
             self._recv_mac = None
-            self.recv_sequence += 1
+        self.recv_sequence += 1
 
     def recv_control(
         self, limits: FrameLimits, idle_timeout: float | None = None
