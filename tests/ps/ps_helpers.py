@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
+
 from gridtrain.ps import auth
 from gridtrain.ps.center import CenterStore
 from gridtrain.ps.client import PSClient

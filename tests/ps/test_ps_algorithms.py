@@ -1,4 +1,4 @@
-"""The update rules against hand-computed values, and the server's in-place versions against them."""
+"""Update rules against hand-computed values; the server's in-place versions against them."""
 
 from __future__ import annotations
 

@@ -54,9 +54,7 @@ def test_push_from_the_future_is_refused_not_fatal() -> None:
 
 
 def test_dynsgd_scales_by_one_over_staleness_plus_one() -> None:
-    store = CenterStore(
-        ones(0.0), AlgorithmConfig(optimizer="add", staleness_scaling="dynsgd")
-    )
+    store = CenterStore(ones(0.0), AlgorithmConfig(optimizer="add", staleness_scaling="dynsgd"))
     store.apply_push(ones(), 0, 1)  # scale 1
     store.apply_push(ones(), 0, 2)  # staleness 1: scale 1/2
     store.apply_push(ones(), 0, 3)  # staleness 2: scale 1/3
@@ -67,11 +65,13 @@ def test_synchronous_round_with_a_backup_worker() -> None:
     config = AlgorithmConfig(optimizer="add", algorithm="sync", sync_workers=2, backup_workers=1)
     store = CenterStore(ones(0.0), config)
     first = store.apply_push(ones(1.0), 0, worker_id=1)
-    assert first.accepted and store.version == 0  # waiting for the round
+    assert first.accepted
+    assert store.version == 0
     duplicate = store.apply_push(ones(5.0), 0, worker_id=1)
     assert (duplicate.accepted, duplicate.reason) == (False, REFUSED_DUPLICATE)
     second = store.apply_push(ones(3.0), 0, worker_id=2)
-    assert second.accepted and store.version == 1
+    assert second.accepted
+    assert store.version == 1
     backup = store.apply_push(ones(100.0), 0, worker_id=3)  # the slow one of N + b
     assert (backup.accepted, backup.reason) == (False, REFUSED_STALE)
     np.testing.assert_array_equal(store.copy_center()[1][0], 2.0)  # mean of 1 and 3
@@ -124,9 +124,7 @@ def test_wait_for_version_returns_when_the_round_closes() -> None:
 def test_readers_never_observe_a_half_applied_update() -> None:
     """Every push adds 1 everywhere, so a consistent center is constant and equals its version."""
     shapes = [(300, 200), (1000,), (50, 40)]
-    store = CenterStore(
-        [np.zeros(s, np.float32) for s in shapes], AlgorithmConfig(optimizer="add")
-    )
+    store = CenterStore([np.zeros(s, np.float32) for s in shapes], AlgorithmConfig(optimizer="add"))
     stop = threading.Event()
     seen: list[int] = []
 

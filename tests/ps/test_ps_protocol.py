@@ -86,7 +86,9 @@ def test_limits_follow_from_the_signature() -> None:
     signature = Signature.of([np.zeros((3, 4), np.float32), np.zeros(2, np.float64)])
     limits = session_limits(signature)
     assert limits.max_data == 3 * 4 * 4 + 2 * 8
-    ok = decode_header(encode_header(MessageType.PUSH, data_length=64, table_length=len(signature.encode())))
+    ok = decode_header(
+        encode_header(MessageType.PUSH, data_length=64, table_length=len(signature.encode()))
+    )
     check_limits(ok, limits)
     huge = decode_header(encode_header(MessageType.PUSH, data_length=100 * 10**9))
     with pytest.raises(FrameTooLargeError, match="100000000000 bytes of tensor data"):
@@ -144,9 +146,9 @@ header_bytes = st.one_of(
         lambda tail: protocol.MAGIC + struct.pack("<H", protocol.PROTOCOL_VERSION) + tail
     ),
     st.tuples(st.integers(1, 13), st.integers(0, 3), st.binary(min_size=40, max_size=40)).map(
-        lambda t: protocol.MAGIC
-        + struct.pack("<HHHH", protocol.PROTOCOL_VERSION, t[0], t[1], 0)
-        + t[2]
+        lambda t: (
+            protocol.MAGIC + struct.pack("<HHHH", protocol.PROTOCOL_VERSION, t[0], t[1], 0) + t[2]
+        )
     ),
 )
 
@@ -159,17 +161,20 @@ def test_any_header_bytes_parse_or_raise_protocol_error(data: bytes) -> None:
         return
     assert header.table_length + header.meta_length <= header.payload_length
     assert header.data_length >= 0
-    assert encode_header(
-        header.msg_type,
-        flags=header.flags,
-        worker_id=header.worker_id,
-        sequence=header.sequence,
-        base_version=header.base_version,
-        table_length=header.table_length,
-        meta_length=header.meta_length,
-        data_length=header.data_length,
-        tensor_count=header.tensor_count,
-    ) == data
+    assert (
+        encode_header(
+            header.msg_type,
+            flags=header.flags,
+            worker_id=header.worker_id,
+            sequence=header.sequence,
+            base_version=header.base_version,
+            table_length=header.table_length,
+            meta_length=header.meta_length,
+            data_length=header.data_length,
+            tensor_count=header.tensor_count,
+        )
+        == data
+    )
 
 
 @given(
@@ -216,9 +221,7 @@ def test_tables_round_trip(entries: list[TensorSpec]) -> None:
     assert decode_table(signature.encode(), len(entries)) == signature
 
 
-@given(
-    st.integers(0, 2**20), st.integers(0, 2**20), st.integers(0, 2**34), st.integers(0, 2**17)
-)
+@given(st.integers(0, 2**20), st.integers(0, 2**20), st.integers(0, 2**34), st.integers(0, 2**17))
 def test_limits_either_refuse_or_bound_every_section(
     table: int, meta: int, data: int, count: int
 ) -> None:
@@ -237,4 +240,6 @@ def test_limits_either_refuse_or_bound_every_section(
     except FrameTooLargeError:
         assert table > 4096 or meta > 65536 or data > 10**6 or count > protocol.MAX_TENSORS
     else:
-        assert table <= 4096 and meta <= 65536 and data <= 10**6
+        assert table <= 4096
+        assert meta <= 65536
+        assert data <= 10**6

@@ -53,17 +53,17 @@ def test_pull_push_and_push_pull(server: tuple[ParameterServer, bytes]) -> None:
 
 
 def test_stale_push_is_refused_and_the_connection_stays_usable() -> None:
-    with running_server(algorithm=AlgorithmConfig(optimizer="add", max_staleness=0)) as (ps, key):
-        with connected(ps, key) as client:
+    config = AlgorithmConfig(optimizer="add", max_staleness=0)
+    with running_server(algorithm=config) as (ps, key), connected(ps, key) as client:
+        client.push(like(small_model(), 1.0), 0)
+        with pytest.raises(StaleUpdateError, match="1 versions stale") as refused:
             client.push(like(small_model(), 1.0), 0)
-            with pytest.raises(StaleUpdateError, match="1 versions stale") as refused:
-                client.push(like(small_model(), 1.0), 0)
-            assert (refused.value.version, refused.value.staleness) == (1, 1)
-            with pytest.raises(StaleUpdateError):  # push-and-pull refused the same way
-                client.push_pull(like(small_model(), 1.0), 0)
-            version, _ = client.pull()
-            assert client.push(like(small_model(), 1.0), version).version == 2
-            assert client.status()["refused"] == 2
+        assert (refused.value.version, refused.value.staleness) == (1, 1)
+        with pytest.raises(StaleUpdateError):  # push-and-pull refused the same way
+            client.push_pull(like(small_model(), 1.0), 0)
+        version, _ = client.pull()
+        assert client.push(like(small_model(), 1.0), version).version == 2
+        assert client.status()["refused"] == 2
 
 
 def test_easgd_replies_with_the_elastic_difference() -> None:
@@ -136,7 +136,8 @@ def test_workers_join_leave_vanish_and_come_back(server: tuple[ParameterServer, 
         assert version == 2
         np.testing.assert_allclose(center[0], small_model()[0] + 2.0)
         workers = {w["name"]: w for w in back.status()["workers"]}
-    assert workers["job-1"]["connected"] and workers["job-1"]["connections"] == 2
+    assert workers["job-1"]["connected"]
+    assert workers["job-1"]["connections"] == 2
     assert not workers["job-2"]["connected"]
     assert workers["job-2"]["left_reason"] == "disconnected"
     assert workers["job-2"]["lag"] == 1
@@ -154,14 +155,15 @@ def test_checkpoints_every_n_updates_and_on_stop(tmp_path: Path) -> None:
     path = tmp_path / "ckpt" / "ps.npz"
     config = AlgorithmConfig(optimizer="sgd", learning_rate=1.0, momentum=0.5)
     weights = [np.zeros(3)]
-    with running_server(weights, config, checkpoint_path=path, checkpoint_every=3) as (ps, key):
+    options = {"checkpoint_path": path, "checkpoint_every": 3}
+    with running_server(weights, config, **options) as (ps, key):
         with connected(ps, key, weights) as client:
             for version in range(4):
                 client.push([np.ones(3)], version)
-            deadline = time.monotonic() + 5
-            while not path.exists() and time.monotonic() < deadline:
-                time.sleep(0.02)
-            assert read_checkpoint(path).version >= 3
+        deadline = time.monotonic() + 5
+        while not path.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert read_checkpoint(path).version >= 3
     final = read_checkpoint(path)  # written by stop()
     assert final.version == 4
     assert final.counters["pushes_accepted"] == 4
@@ -175,13 +177,15 @@ def test_checkpoints_every_n_updates_and_on_stop(tmp_path: Path) -> None:
 
 def test_checkpoint_interval_in_seconds(tmp_path: Path) -> None:
     path = tmp_path / "ps.npz"
-    with running_server(checkpoint_path=path, checkpoint_interval=0.2) as (ps, key):
-        with connected(ps, key) as client:
-            client.push(like(small_model(), 1.0), 0)
-            deadline = time.monotonic() + 5
-            while not path.exists() and time.monotonic() < deadline:
-                time.sleep(0.02)
-            assert read_checkpoint(path).version == 1
+    with (
+        running_server(checkpoint_path=path, checkpoint_interval=0.2) as (ps, key),
+        connected(ps, key) as client,
+    ):
+        client.push(like(small_model(), 1.0), 0)
+        deadline = time.monotonic() + 5
+        while not path.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert read_checkpoint(path).version == 1
 
 
 def test_damaged_checkpoint_is_named_and_never_half_written(tmp_path: Path) -> None:
@@ -223,10 +227,12 @@ def test_initial_weights_file(tmp_path: Path) -> None:
 
 def test_metrics_log_is_json_lines(tmp_path: Path) -> None:
     log = tmp_path / "metrics.jsonl"
-    with running_server(metrics_log=log, metrics_interval=0.1) as (ps, key):
-        with connected(ps, key) as client:
-            client.push(like(small_model(), 1.0), 0)
-            time.sleep(0.3)
+    with (
+        running_server(metrics_log=log, metrics_interval=0.1) as (ps, key),
+        connected(ps, key) as client,
+    ):
+        client.push(like(small_model(), 1.0), 0)
+        time.sleep(0.3)
     records = [json.loads(line) for line in log.read_text().splitlines()]
     assert len(records) >= 2
     assert records[-1]["version"] == 1

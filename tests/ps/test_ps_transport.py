@@ -87,7 +87,8 @@ def test_tensors_arrive_bit_exact(authenticated: bool) -> None:
             keyed(a, b)
         out = send_receive(a, b, MODEL)
         for got, sent in zip(out, MODEL, strict=True):
-            assert got.dtype == sent.dtype and got.shape == sent.shape
+            assert got.dtype == sent.dtype
+            assert got.shape == sent.shape
             np.testing.assert_array_equal(got, sent)
         out = send_receive(a, b, MODEL)  # sequence numbers advance on both sides
         assert a.send_sequence == b.recv_sequence == 2
