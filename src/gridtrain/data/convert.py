@@ -75,13 +75,14 @@ class Layout:
             shapes[f"{name}_count"] = ((), np.dtype(np.int32))
         shapes["label"] = ((), np.dtype(np.int32))
         shapes["weight"] = ((), np.dtype(np.float32))
-        shapes["event_id"] = ((len(self.event_id),), np.dtype(np.uint64))
+        shapes["event_id"] = ((len(self.event_id) or 2,), np.dtype(np.uint64))
         return shapes
 
 
 @dataclass
 class _Input:
     sample: Sample
+    sample_index: int
     reader: TreeReader
     offset: int  # first entry of this file in the sample's concatenated entry space
     selected: int = 0
@@ -90,13 +91,13 @@ class _Input:
 def _open_inputs(cfg: DatasetConfig) -> list[list[_Input]]:
     inputs: list[list[_Input]] = []
     try:
-        for sample in cfg.samples:
+        for sample_index, sample in enumerate(cfg.samples):
             files: list[_Input] = []
             inputs.append(files)
             offset = 0
             for path in sample.files:
                 reader = TreeReader(path, sample.tree)
-                files.append(_Input(sample, reader, offset))
+                files.append(_Input(sample, sample_index, reader, offset))
                 offset += reader.entries
             if offset == 0:
                 raise ConversionError(
@@ -159,6 +160,7 @@ class _Piece:
     flat: dict[str, np.ndarray]  # branch -> N x width
     groups: dict[str, tuple[np.ndarray, list[np.ndarray]]]  # group -> (counts, channel contents)
     label: np.ndarray
+    sample_index: int
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -173,8 +175,8 @@ class _Piece:
         flat_head = {n: a[:k] for n, a in self.flat.items()}
         flat_tail = {n: a[k:] for n, a in self.flat.items()}
         return (
-            _Piece(self.entries[:k], flat_head, heads, self.label[:k]),
-            _Piece(self.entries[k:], flat_tail, tails, self.label[k:]),
+            _Piece(self.entries[:k], flat_head, heads, self.label[:k], self.sample_index),
+            _Piece(self.entries[k:], flat_tail, tails, self.label[k:], self.sample_index),
         )
 
 
@@ -214,7 +216,7 @@ def _read_piece(
         labels = flat[label][:, 0].astype(np.int32)
     else:
         labels = np.full(len(entries), label, dtype=np.int32)
-    return _Piece(entries, flat, groups, labels)
+    return _Piece(entries, flat, groups, labels, item.sample_index)
 
 
 class _SampleStream:
@@ -280,6 +282,9 @@ def _assemble(pieces: list[_Piece], layout: Layout, weight: str | None) -> dict[
         step["weight"][rows] = piece.flat[weight][:, 0] if weight else 1.0
         for k, name in enumerate(layout.event_id):
             step["event_id"][rows, k] = piece.flat[name][:, 0]
+        if not layout.event_id:  # no id branches: the event's place in its sample is its id
+            step["event_id"][rows, 0] = piece.sample_index
+            step["event_id"][rows, 1] = piece.entries
         offset += len(piece)
     return step
 
@@ -502,7 +507,7 @@ def _manifest(
             {"name": n, "branches": list(b), "length": length, "fill": fill, "count": f"{n}_count"}
             for n, b, length, fill in layout.groups
         ],
-        event_id=list(layout.event_id),
+        event_id=list(layout.event_id) or ["sample_index", "entry"],
         weight=cfg.weight,
         split={
             "validation_fraction": cfg.validation_fraction,

@@ -126,7 +126,7 @@ class TreeReader:
                 "list it under dataset.jagged with a length to pad or clip to"
             )
         dtype = getattr(interp, "to_dtype", None)
-        if not isinstance(interp, uproot.AsDtype) or dtype is None or dtype.kind not in "biuf":
+        if not isinstance(interp, uproot.AsDtype) or dtype is None or dtype.base.kind not in "biuf":
             raise ConversionError(
                 f"{self.path}: branch {name!r} ({role}) has type {interp}, which cannot become a "
                 "fixed-size float array; choose numeric branches"

@@ -55,9 +55,10 @@ class Selection:
 
     def __init__(self, expression: str) -> None:
         self.expression = expression
-        text = re.sub(r"&&", " & ", expression)
-        text = re.sub(r"\|\|", " | ", text)
-        text = re.sub(r"!(?!=)", " ~ ", text)
+        # and/or/not bind like ROOT's &&, ||, ! (looser than comparisons); & and | do not.
+        text = re.sub(r"&&", " and ", expression)
+        text = re.sub(r"\|\|", " or ", text)
+        text = re.sub(r"!(?!=)", " not ", text)
         try:
             self._tree = ast.parse(text.strip(), mode="eval")
         except SyntaxError as err:

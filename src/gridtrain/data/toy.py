@@ -49,6 +49,7 @@ _W_MASS = 80.4
 SIG_MULT, SIG_Z, SIG_MW, SIG_SPREAD = 19.0, 0.05, 14.0, 0.023
 BKG_MULT, BKG_ZB, BKG_DR, BKG_SPREAD = 22.0, 2.0, 0.30, 0.025
 _CHUNK = 100_000
+_BASKET = 10_000  # events per basket: clusters of real files are this order, not whole files
 
 
 @dataclass(frozen=True)
@@ -198,8 +199,8 @@ def write_toy_dataset(outdir: str | Path, events: int, seed: int = 1) -> list[Pa
 
     Each file holds one TTree ``events`` (written with ``mktree``, so a TTree, not an RNTuple):
     the 16 float32 jet features, a jagged ``part_*`` constituent record with its counter
-    ``npart``, ``weight`` and the event id ``run``/``luminosityBlock``/``event``. Files are
-    written under a temporary name and renamed when complete.
+    ``npart``, ``weight`` and the event id ``run``/``luminosityBlock``/``event``, in baskets of
+    10,000 events. Files are written under a temporary name and renamed when complete.
     """
     import awkward as ak
     import uproot
@@ -222,7 +223,8 @@ def write_toy_dataset(outdir: str | Path, events: int, seed: int = 1) -> list[Pa
                     types = {k: v.dtype for k, v in block.flat.items()}
                     types["part"] = part.type.content
                     tree = f.mktree(TREE_NAME, types, title=f"gridtrain toy {name}")
-                tree.extend(data)
+                for start in range(0, len(block.counts), _BASKET):
+                    tree.extend({k: v[start : start + _BASKET] for k, v in data.items()})
         tmp.replace(final)
         log.info("wrote %d %s events to %s", n, name, final)
         written.append(final)

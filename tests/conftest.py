@@ -1,0 +1,56 @@
+"""Fixtures shared across layers: a small toy dataset written once per session."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gridtrain.config import DatasetConfig
+from gridtrain.data.toy import JET_FEATURES
+
+TOY_EVENTS = 12_000
+
+
+@pytest.fixture(scope="session")
+def toy_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from gridtrain.data.toy import write_toy_dataset
+
+    out = tmp_path_factory.mktemp("toy")
+    write_toy_dataset(out, TOY_EVENTS, seed=7)
+    return out
+
+
+def toy_section(toy_dir: Path, outdir: Path, **overrides: Any) -> dict[str, Any]:
+    """A ``dataset`` config section over the toy files; keyword arguments override keys."""
+    section: dict[str, Any] = {
+        "name": "toy-test",
+        "tree": "events",
+        "samples": [
+            {"name": "signal", "files": [str(toy_dir / "signal.root")], "label": 1},
+            {"name": "background", "files": [str(toy_dir / "background.root")], "label": 0},
+        ],
+        "features": list(JET_FEATURES),
+        "jagged": {
+            "constituents": {
+                "branches": ["part_pt", "part_deta", "part_dphi", "part_charge", "part_pid"],
+                "length": 40,
+                "fill": 0.0,
+            }
+        },
+        "weight": "weight",
+        "event_id": ["run", "luminosityBlock", "event"],
+        "validation_fraction": 0.25,
+        "shard_events": 2000,
+        "step_events": 1500,
+        "chunk_events": 256,
+        "outdir": str(outdir),
+    }
+    section.update(copy.deepcopy(overrides))
+    return section
+
+
+def toy_config(toy_dir: Path, outdir: Path, **overrides: Any) -> DatasetConfig:
+    return DatasetConfig.from_dict(toy_section(toy_dir, outdir, **overrides))
