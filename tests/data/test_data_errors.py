@@ -118,8 +118,9 @@ def test_a_selection_on_a_jagged_branch(toy_dir, tmp_path):
 
 def copy_with_small_baskets(source: Path, target: Path, per_basket: int) -> None:
     tree = uproot.open(source)["events"]
-    flat = tree.arrays([k for k in tree if not k.startswith(("part_", "npart"))])
-    jagged = tree.arrays([k for k in tree if k.startswith("part_")])
+    names = tree.keys()  # iterating a TTree yields branches, not names
+    flat = tree.arrays([k for k in names if not k.startswith(("part_", "npart"))])
+    jagged = tree.arrays([k for k in names if k.startswith("part_")])
     with uproot.recreate(target) as f:
         out = None
         for start in range(0, tree.num_entries, per_basket):
