@@ -158,3 +158,24 @@ def test_readers_never_observe_a_half_applied_update() -> None:
 def test_integer_weights_are_refused_with_the_way_out() -> None:
     with pytest.raises(ValueError, match="tensor 1 has dtype int64"):
         CenterStore([np.zeros(2), np.zeros(2, np.int64)], AlgorithmConfig())
+
+
+def test_receive_buffer_becomes_the_center_while_readers_hold_the_old_one() -> None:
+    """Memory stays bounded: the pool gets the old center back instead of a new allocation."""
+    store = CenterStore(ones(0.0), AlgorithmConfig(optimizer="add"))
+    returned: list[list[np.ndarray]] = []
+    store.set_recycler(returned.append)
+    held = store.acquire()
+    update = ones(2.0)
+    outcome = store.apply_push(update, 0, 1, consumable=True)
+    assert outcome.consumed
+    newer = store.acquire()
+    assert newer.arrays[0] is update[0]  # exchanged, not copied
+    np.testing.assert_array_equal(newer.arrays[0], 2.0)
+    np.testing.assert_array_equal(held.arrays[0], 0.0)
+    assert returned == []
+    store.release(held)  # the old center's last reader is done: it repays the pool
+    assert len(returned) == 1
+    assert returned[0][0] is held.arrays[0]
+    store.release(newer)
+    assert not store.apply_push(ones(), 1, 1, consumable=True).consumed  # no reader: in place

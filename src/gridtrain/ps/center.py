@@ -55,6 +55,7 @@ class PushOutcome:
     staleness: int
     reason: str = ""
     message: str = ""
+    consumed: bool = False
 
 
 @dataclass
@@ -100,12 +101,18 @@ class CenterStore:
         self._cond = threading.Condition()
         self._current = Generation(arrays, version)
         self._spare: list[Array] | None = None
+        self._recycler: Callable[[list[Array]], None] | None = None
+        self._owed = 0
         self.counters = {"pushes_accepted": 0, "pushes_refused": 0, "updates_applied": 0}
         if counters:
             self.counters.update(counters)
         self._sync_sum: list[Array] | None = None
         self._sync_contributors: list[int] = []
         self._closed = False
+
+    def set_recycler(self, recycler: Callable[[list[Array]], None]) -> None:
+        """Where arrays go when a consumed receive buffer has become the center (see apply_push)."""
+        self._recycler = recycler
 
     @property
     def version(self) -> int:
@@ -128,7 +135,11 @@ class CenterStore:
                 self._recycle(generation)
 
     def _recycle(self, generation: Generation) -> None:
-        if self._spare is None:
+        # A generation built in a connection's receive buffer repays that buffer's pool.
+        if self._owed and self._recycler is not None:
+            self._owed -= 1
+            self._recycler(generation.arrays)
+        elif self._spare is None:
             self._spare = generation.arrays
 
     def copy_center(self) -> tuple[int, list[Array]]:
@@ -185,8 +196,16 @@ class CenterStore:
             )
         return None
 
-    def apply_push(self, update: list[Array], base_version: int, worker_id: int) -> PushOutcome:
-        """Accept or refuse one verified push; ``update`` may be overwritten (see ``Updater``)."""
+    def apply_push(
+        self, update: list[Array], base_version: int, worker_id: int, *, consumable: bool = False
+    ) -> PushOutcome:
+        """Accept or refuse one verified push; ``update`` is overwritten with the delta.
+
+        With ``consumable``, while readers hold the center the store may take ``update``'s arrays
+        as the next center instead of allocating (``PushOutcome.consumed``); it hands back arrays
+        of the same shapes through the recycler once the old center's last reader is done. So
+        the model is held at most once per receive buffer plus once, however many pulls run.
+        """
         with self._update_lock:
             version = self._current.version
             refusal = self._refusal(version, base_version)
@@ -200,9 +219,9 @@ class CenterStore:
                 return refusal
             stale = version - base_version
             scale = dynsgd_scale(stale) if self.config.staleness_scaling == "dynsgd" else 1.0
-            self._apply(update, scale)
+            consumed = self._apply(update, scale, consumable)
             self._count("pushes_accepted")
-            return PushOutcome(True, version + 1, stale)
+            return PushOutcome(True, version + 1, stale, consumed=consumed)
 
     def _count(self, name: str) -> None:
         with self._cond:
@@ -237,27 +256,36 @@ class CenterStore:
             log.debug("synchronous round %d closed with %d updates", version, count)
         return None
 
-    def _apply(self, update: list[Array], scale: float) -> None:
+    def _apply(self, update: list[Array], scale: float, consumable: bool = False) -> bool:
+        """Apply one update; True when ``update``'s arrays became the new center (exchange)."""
+        current = self._current  # stable: only this method replaces it, under _update_lock
+        self.updater.to_delta(current.arrays, update, scale)
         with self._cond:
-            current = self._current
             if current.readers == 0:
-                self.updater.apply(current.arrays, update, scale)
+                for center, delta in zip(current.arrays, update, strict=True):
+                    np.add(center, delta, out=center)
                 current.version += 1
                 self.counters["updates_applied"] += 1
                 self._cond.notify_all()
-                return
-            target, self._spare = self._spare, None
+                return False
+            consumed = consumable and not self.config.reply_is_delta
+            target: list[Array] | None = update
+            if not consumed:
+                target, self._spare = self._spare, None
+        # Readers hold the current generation: build the next one beside it, without the lock.
         if target is None:
             target = [np.empty_like(array) for array in current.arrays]
-        for out, array in zip(target, current.arrays, strict=True):
-            np.copyto(out, array)
-        self.updater.apply(target, update, scale)
+        for out, center, delta in zip(target, current.arrays, update, strict=True):
+            np.add(center, delta, out=out)
         with self._cond:
             self._current = Generation(target, current.version + 1)
             self.counters["updates_applied"] += 1
+            if consumed:
+                self._owed += 1
             if current.readers == 0:
                 self._recycle(current)
             self._cond.notify_all()
+        return consumed
 
     def counter_values(self) -> dict[str, int]:
         with self._cond:

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from gridtrain.errors import ConfigError
-from gridtrain.ps.algorithms import Array, adag_delta
+from gridtrain.ps.algorithms import Array
 from gridtrain.ps.protocol import Signature
 
 ALGORITHMS = ("downpour", "easgd", "adag", "sync")
@@ -128,51 +128,54 @@ class Updater:
         self.state = state
 
     def apply(self, center: list[Array], update: list[Array], scale: float = 1.0) -> None:
+        """center += delta, in place; ``update`` holds the delta afterwards."""
+        self.to_delta(center, update, scale)
+        for c, d in zip(center, update, strict=True):
+            np.add(c, d, out=c)
+
+    def to_delta(self, center: list[Array], update: list[Array], scale: float = 1.0) -> None:
+        """Turn ``update`` (in place) into the delta to add to ``center``; advances the state.
+
+        ``center`` is only read (EASGD's elastic difference needs it).
+        """
         config = self.config
         if config.algorithm == "easgd":
             for c, u in zip(center, update, strict=True):
                 np.subtract(u, c, out=u)
                 np.multiply(u, config.alpha, out=u)
-                np.add(c, u, out=c)
             return
         if config.algorithm == "adag":
-            for c, u in zip(center, update, strict=True):
-                np.add(c, adag_delta(u, config.window) * scale, out=c, casting="same_kind")
+            for u in update:
+                np.multiply(u, scale / config.window, out=u, casting="same_kind")
             return
         self.step += 1
         if config.optimizer == "add":
-            for c, u in zip(center, update, strict=True):
-                if scale != 1.0:
-                    np.multiply(u, scale, out=u)
-                np.add(c, u, out=c)
+            if scale != 1.0:
+                for u in update:
+                    np.multiply(u, scale, out=u, casting="same_kind")
         elif config.optimizer == "sgd":
             factor = -config.learning_rate * scale
-            if config.momentum == 0:
-                for c, u in zip(center, update, strict=True):
-                    np.multiply(u, factor, out=u)
-                    np.add(c, u, out=c)
-            else:
-                for c, u, v in zip(center, update, self.state["velocity"], strict=True):
-                    np.multiply(v, config.momentum, out=v)
-                    np.multiply(u, factor, out=u)
+            for u in update:
+                np.multiply(u, factor, out=u, casting="same_kind")
+            if config.momentum > 0:
+                for u, v in zip(update, self.state["velocity"], strict=True):
+                    np.multiply(v, config.momentum, out=v, casting="same_kind")
                     np.add(v, u, out=v)
-                    np.add(c, v, out=c)
+                    np.copyto(u, v)
         else:
-            self._adam(center, update, scale)
+            self._adam(update, scale)
 
-    def _adam(self, center: list[Array], update: list[Array], scale: float) -> None:
+    def _adam(self, update: list[Array], scale: float) -> None:
         config = self.config
         bias1 = 1 - config.beta1**self.step
         bias2 = 1 - config.beta2**self.step
         moments = zip(self.state["first_moment"], self.state["second_moment"], strict=True)
-        for c, g, (m, v) in zip(center, update, moments, strict=True):
+        for g, (m, v) in zip(update, moments, strict=True):
             if scale != 1.0:
-                np.multiply(g, scale, out=g)
-            np.multiply(m, config.beta1, out=m)
+                np.multiply(g, scale, out=g, casting="same_kind")
+            np.multiply(m, config.beta1, out=m, casting="same_kind")
             np.add(m, (1 - config.beta1) * g, out=m, casting="same_kind")
-            np.multiply(v, config.beta2, out=v)
+            np.multiply(v, config.beta2, out=v, casting="same_kind")
             np.add(v, (1 - config.beta2) * np.square(g), out=v, casting="same_kind")
             denominator = np.sqrt(v / bias2) + config.epsilon
-            np.subtract(
-                c, config.learning_rate * (m / bias1) / denominator, out=c, casting="same_kind"
-            )
+            np.multiply(m / bias1 / denominator, -config.learning_rate, out=g, casting="same_kind")

@@ -147,6 +147,10 @@ class BufferPool:
         arrays = self._signature.allocate()
         return arrays, tensor_views(arrays)
 
+    def repay(self, arrays: list[Array]) -> None:
+        """Take arrays that replace a buffer the center store consumed."""
+        self.release((arrays, tensor_views(arrays)))
+
     def release(self, buffers: tuple[list[Array], list[memoryview]]) -> None:
         with self._cond:
             self._free.append(buffers)
@@ -178,6 +182,7 @@ class ParameterServer:
         self._limits = session_limits(store.signature)
         self._table = store.signature.encode()
         self._pool = BufferPool(store, config.receive_buffers)
+        store.set_recycler(self._pool.repay)
         self._listener: socket.socket | None = None
         self._address: tuple[str, int] | None = None
         self._stopping = threading.Event()
@@ -551,7 +556,11 @@ class ParameterServer:
             arrays, views = buffers
             channel.recv_tensors(header, views)
             channel.finish(header)
-            outcome = self.store.apply_push(arrays, header.base_version, session.worker_id)
+            outcome = self.store.apply_push(
+                arrays, header.base_version, session.worker_id, consumable=True
+            )
+            if outcome.consumed:  # the buffer is the center now; the pool is repaid later
+                held = False
             self.metrics.record_push(
                 session.worker_id, outcome.staleness, outcome.accepted, header.base_version
             )
@@ -577,8 +586,9 @@ class ParameterServer:
                     tensors=views,
                 )
             else:
-                self._pool.release(buffers)
-                held = False
+                if held:
+                    self._pool.release(buffers)
+                    held = False
                 if self.store.config.algorithm == "sync":
                     self.store.wait_for_version(header.base_version, self.store.config.sync_timeout)
                 self._send_center(session)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
+import struct
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20  # MAC and send granularity: large enough to amortise calls, small for the cache
 _DISCARD = 1 << 20
+_timeval = struct.Struct("@ll")
 
 
 def _deadline_for(nbytes: int, read_timeout: float, min_rate: float) -> float:
@@ -59,15 +61,14 @@ class Channel:
         read_timeout: float = 30.0,
         min_rate: float = 1e6,
     ) -> None:
-        self.sock = sock
         self.read_timeout = read_timeout
         self.min_rate = min_rate
+        self.replace_socket(sock)
         self.keys: SessionKeys | None = None
         self.send_sequence = 0
         self.recv_sequence = 0
         self.bytes_sent = 0
         self.bytes_received = 0
-        self._use_sendmsg = not isinstance(sock, ssl.SSLSocket) and hasattr(sock, "sendmsg")
         self._recv_mac: FrameMac | None = None
         self._deadline = 0.0
         self._header_buffer = bytearray(HEADER_SIZE)
@@ -77,9 +78,28 @@ class Channel:
         self.closed = False
 
     def replace_socket(self, sock: socket.socket) -> None:
-        """Continue over ``sock`` (the same connection wrapped in TLS)."""
+        """Use ``sock`` (at first, or the same connection once wrapped in TLS)."""
         self.sock = sock
-        self._use_sendmsg = not isinstance(sock, ssl.SSLSocket) and hasattr(sock, "sendmsg")
+        # Plain sockets stay blocking with kernel timeouts (SO_RCVTIMEO/SO_SNDTIMEO), so one
+        # recv(MSG_WAITALL) or sendmsg moves a whole chunk in one system call; TLS sockets
+        # support neither flags nor sendmsg and use Python's timeouts.
+        self._kernel = not isinstance(sock, ssl.SSLSocket) and hasattr(sock, "sendmsg")
+        self._use_sendmsg = self._kernel
+        self._wait_all = socket.MSG_WAITALL if self._kernel else 0
+        if self._kernel:
+            sock.settimeout(None)
+
+    def _arm(self, option: int, seconds: float | None) -> None:
+        """Bound the next blocking receive (SO_RCVTIMEO) or send (SO_SNDTIMEO)."""
+        if not self._kernel:
+            self.sock.settimeout(seconds)
+            return
+        if seconds is None:
+            value = _timeval.pack(0, 0)  # wait forever
+        else:
+            seconds = max(seconds, 0.001)
+            value = _timeval.pack(int(seconds), int(seconds % 1 * 1e6))
+        self.sock.setsockopt(socket.SOL_SOCKET, option, value)
 
     def start_session(self, keys: SessionKeys) -> None:
         """From now on every frame in both directions carries a tag under ``keys``."""
@@ -144,47 +164,48 @@ class Channel:
         try:
             if not self._use_sendmsg:
                 for buffer in buffers:
-                    self._set_timeout(deadline)
+                    self._arm(socket.SO_SNDTIMEO, self._remaining(deadline))
                     self.sock.sendall(buffer)
                 return
             pending = [buffer.cast("B") for buffer in buffers if buffer.nbytes]
             while pending:
-                self._set_timeout(deadline)
+                self._arm(socket.SO_SNDTIMEO, self._remaining(deadline))
                 sent = self.sock.sendmsg(pending)
                 while pending and sent >= pending[0].nbytes:
                     sent -= pending[0].nbytes
                     pending.pop(0)
                 if sent:
                     pending[0] = pending[0][sent:]
-        except TimeoutError:
+        except (TimeoutError, BlockingIOError):
             raise ReadTimeoutError(
                 f"peer stopped reading for more than {self.read_timeout:g} s; dropping it"
             ) from None
 
     # -- receiving -----------------------------------------------------------------------------
 
-    def _set_timeout(self, deadline: float) -> None:
+    def _remaining(self, deadline: float) -> float:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise ReadTimeoutError(
                 f"peer did not complete a frame within its deadline ({self.read_timeout:g} s "
                 f"plus {self.min_rate:g} B/s); dropping it"
             )
-        self.sock.settimeout(remaining)
+        return remaining
 
     def _recv_exact(self, view: memoryview, mac: FrameMac | None) -> None:
         got = 0
         size = view.nbytes
         try:
             while got < size:
-                self._set_timeout(self._deadline)
-                count = self.sock.recv_into(view[got:], size - got)
+                self._arm(socket.SO_RCVTIMEO, self._remaining(self._deadline))
+                want = min(size - got, CHUNK)
+                count = self.sock.recv_into(view[got : got + want], want, self._wait_all)
                 if count == 0:
                     raise ProtocolError("peer closed the connection in the middle of a frame")
                 if mac is not None:
                     mac.update(view[got : got + count])
                 got += count
-        except TimeoutError:
+        except (TimeoutError, BlockingIOError):
             raise ReadTimeoutError(
                 f"peer went silent in the middle of a frame for {self.read_timeout:g} s; "
                 "dropping it"
@@ -198,9 +219,9 @@ class Channel:
         """
         view = memoryview(self._header_buffer)
         try:
-            self.sock.settimeout(idle_timeout)
+            self._arm(socket.SO_RCVTIMEO, idle_timeout)
             first = self.sock.recv_into(view, HEADER_SIZE)
-        except TimeoutError:
+        except (TimeoutError, BlockingIOError):
             raise ReadTimeoutError(
                 f"peer sent nothing for {idle_timeout:g} s; dropping it"
             ) from None
