@@ -6,11 +6,13 @@ Layer: ps. Holds the center variable as numpy arrays and serves it to workers ov
 Modules, bottom up: ``protocol`` (wire format, no I/O), ``auth`` (secrets, handshake proofs, frame
 MACs), ``transport`` (frames over sockets), ``algorithms`` (pure update rules), ``rules``
 (algorithm settings and in-place application), ``center`` (the shared center, staleness,
-consistency), ``checkpoint``, ``metrics``, ``server``, ``client``, ``cli``.
+consistency), ``checkpoint``, ``metrics``, ``server``, ``client``, ``exchange`` (the worker side
+of each algorithm), ``cli``.
 """
 
 from gridtrain.ps.center import CenterStore
 from gridtrain.ps.client import PSClient, PushResult, Reply
+from gridtrain.ps.exchange import Exchange
 from gridtrain.ps.protocol import PROTOCOL_VERSION, Signature
 from gridtrain.ps.rules import AlgorithmConfig
 from gridtrain.ps.server import ParameterServer, ServerConfig
@@ -19,6 +21,7 @@ __all__ = [
     "PROTOCOL_VERSION",
     "AlgorithmConfig",
     "CenterStore",
+    "Exchange",
     "PSClient",
     "ParameterServer",
     "PushResult",

@@ -173,6 +173,8 @@ class CenterStore:
             return refusal
 
     def _refusal(self, version: int, base_version: int) -> PushOutcome | None:
+        if self.config.algorithm == "easgd":
+            return None  # the push is the worker's whole variable: it cannot be stale
         if base_version > version:
             return PushOutcome(
                 False,
@@ -217,7 +219,7 @@ class CenterStore:
             if refusal is not None:
                 self._count("pushes_refused")
                 return refusal
-            stale = version - base_version
+            stale = max(version - base_version, 0)
             scale = dynsgd_scale(stale) if self.config.staleness_scaling == "dynsgd" else 1.0
             consumed = self._apply(update, scale, consumable)
             self._count("pushes_accepted")

@@ -1,0 +1,104 @@
+"""Worker side of each algorithm: when to talk to the parameter server, and what to send.
+
+Layer: ps, client logic. Wraps a connected ``PSClient`` and a worker's local weights (lists of
+numpy arrays); knows no training framework, so the Keras loop (issue 4) calls it around each
+step::
+
+    exchange = Exchange(client, every=4)
+    weights = exchange.start()                    # pull the center
+    for batch in batches:
+        model.train_on_batch(...)                 # one local step
+        new = exchange.after_step(model.get_weights())
+        if new is not None:
+            model.set_weights(new)
+
+What is pushed follows the server's algorithm (told in the handshake): Downpour with optimizer
+``add`` and ADAG push the delta accumulated since the last exchange (ADAG's normalisation by the
+window happens on the server); EASGD pushes the local variable and moves it by the elastic
+difference it gets back. With optimizer ``sgd``/``adam`` the worker pushes gradients instead:
+``push_gradients``. A refused (stale) push costs one pull; nothing is lost but that update.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+
+from gridtrain.ps.algorithms import Array
+from gridtrain.ps.client import PSClient
+from gridtrain.ps.errors import StaleUpdateError
+from gridtrain.ps.rules import AlgorithmConfig
+
+log = logging.getLogger(__name__)
+
+
+class Exchange:
+    """Exchanges with the parameter server every ``every`` local steps (tau, the window)."""
+
+    def __init__(self, client: PSClient, every: int = 1) -> None:
+        if every < 1:
+            raise ValueError(f"exchange every {every} steps: must be >= 1")
+        if client.algorithm is None:
+            raise ValueError("connect the client first: the algorithm comes with the handshake")
+        self.client = client
+        self.every = every
+        self.algorithm: AlgorithmConfig = client.algorithm
+        self.version = 0
+        self.steps = 0
+        self.refused = 0
+        self._anchor: list[Array] = []
+        self._gradient_sum: list[Array] | None = None
+
+    def start(self) -> list[Array]:
+        """Pull the center; returns the weights the worker should start from."""
+        self.version, center = self.client.pull()
+        self._anchor = [array.copy() for array in center]
+        return center
+
+    def after_step(self, weights: Sequence[Array]) -> list[Array] | None:
+        """Call after every local step; returns new weights when an exchange happened."""
+        if self.algorithm.algorithm in ("downpour", "sync") and self.algorithm.optimizer != "add":
+            raise ValueError(
+                f"the server's optimizer is {self.algorithm.optimizer}: it expects gradients; "
+                "call push_gradients() instead of after_step()"
+            )
+        self.steps += 1
+        if self.steps % self.every:
+            return None
+        if self.algorithm.algorithm == "easgd":
+            return self._easgd(weights)
+        delta = [np.subtract(w, a) for w, a in zip(weights, self._anchor, strict=True)]
+        return self._push_pull(delta)
+
+    def push_gradients(self, gradients: Sequence[Array]) -> list[Array] | None:
+        """Downpour with a server-side optimizer: accumulate gradients, push every ``every``."""
+        if self._gradient_sum is None:
+            self._gradient_sum = [np.array(g, copy=True) for g in gradients]
+        else:
+            for total, gradient in zip(self._gradient_sum, gradients, strict=True):
+                total += gradient
+        self.steps += 1
+        if self.steps % self.every:
+            return None
+        total_gradient, self._gradient_sum = self._gradient_sum, None
+        return self._push_pull(total_gradient)
+
+    def _push_pull(self, update: list[Array]) -> list[Array]:
+        try:
+            reply = self.client.push_pull(update, self.version)
+        except StaleUpdateError as refused:
+            self.refused += 1
+            log.info("update refused (%s); pulling the center", refused)
+            return self.start()
+        self.version = reply.version
+        self._anchor = [array.copy() for array in reply.tensors]
+        return reply.tensors
+
+    def _easgd(self, weights: Sequence[Array]) -> list[Array]:
+        local = [np.array(w, copy=True) for w in weights]
+        reply = self.client.push_pull(local, self.version)
+        self.version = reply.version
+        # the server sent alpha * (local - center): the worker moves by minus that
+        return [w - delta for w, delta in zip(weights, reply.tensors, strict=True)]
