@@ -1,0 +1,17 @@
+"""Snakemake script of rule toy: write the toy signal and background ROOT files."""
+
+import logging
+from pathlib import Path
+
+from gridtrain.data.toy import write_toy_dataset
+
+snakemake = globals()["snakemake"]  # injected by Snakemake
+
+logging.basicConfig(
+    filename=snakemake.log[0],
+    level=logging.INFO,
+    format="%(asctime)s %(name)s %(levelname)s: %(message)s",
+)
+write_toy_dataset(
+    Path(snakemake.output.signal).parent, snakemake.params.events, snakemake.params.seed
+)
