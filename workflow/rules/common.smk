@@ -1,5 +1,3 @@
-from pathlib import Path
-
 from snakemake.utils import min_version, validate
 
 min_version("8.0")
