@@ -42,7 +42,10 @@ from gridtrain.ps.protocol import (
 
 log = logging.getLogger(__name__)
 
-CHUNK = 1 << 20  # MAC and send granularity: large enough to amortise calls, small for the cache
+# Send, receive and MAC granularity: large enough to amortise system calls, small enough (the L2
+# cache of the EPYC cores here) that a chunk is still in cache when it is MACed right after
+# arriving or right before leaving. Measured best of 256 KiB to 4 MiB (benchmarks/ps.py).
+CHUNK = 512 << 10
 _DISCARD = 1 << 20
 _timeval = struct.Struct("@ll")
 
