@@ -1,0 +1,387 @@
+"""One worker's conversation with the parameter server: handshake, then a dispatch loop.
+
+Layer: ps, network edge (server side), one connection. Runs in the connection's thread; owns no
+socket life cycle (``server.py`` accepts, wraps TLS, closes and joins) and no shared state
+(``center.py`` holds the center, ``metrics.py`` the counters).
+
+Message dispatch is a table, ``Conversation.handlers``; a new message type (shard leases, for
+instance) is a new ``MessageType`` and one more entry.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from gridtrain.ps import auth
+from gridtrain.ps.algorithms import Array
+from gridtrain.ps.center import CenterStore, PushOutcome
+from gridtrain.ps.errors import (
+    AuthenticationError,
+    PeerClosedError,
+    ProtocolError,
+    ProtocolVersionError,
+    ReadTimeoutError,
+    SignatureMismatchError,
+)
+from gridtrain.ps.metrics import Metrics
+from gridtrain.ps.protocol import (
+    FLAG_DELTA,
+    HANDSHAKE_LIMITS,
+    FrameLimits,
+    Header,
+    MessageType,
+    decode_table,
+    session_limits,
+    tensor_views,
+)
+from gridtrain.ps.transport import Channel
+
+if TYPE_CHECKING:
+    from gridtrain.ps.server import ServerConfig
+
+log = logging.getLogger(__name__)
+
+ROLE_WORKER = "worker"
+ROLE_MONITOR = "monitor"
+
+
+class BufferPool:
+    """Receive buffers for pushes, at most ``limit`` model copies, allocated on first use."""
+
+    def __init__(self, store: CenterStore, limit: int) -> None:
+        self._signature = store.signature
+        self._limit = limit
+        self._free: list[tuple[list[Array], list[memoryview]]] = []
+        self._allocated = 0
+        self._closed = False
+        self._cond = threading.Condition()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def acquire(self, timeout: float) -> tuple[list[Array], list[memoryview]]:
+        with self._cond:
+            if not self._cond.wait_for(
+                lambda: self._free or self._allocated < self._limit or self._closed, timeout
+            ):
+                raise ReadTimeoutError(
+                    f"no receive buffer became free within {timeout:g} s; raise "
+                    "--receive-buffers or --read-timeout"
+                )
+            if self._closed:
+                raise ProtocolError("parameter server is stopping")
+            if self._free:
+                return self._free.pop()
+            self._allocated += 1
+        arrays = self._signature.allocate()
+        return arrays, tensor_views(arrays)
+
+    def repay(self, arrays: list[Array]) -> None:
+        """Take arrays that replace a buffer the center store consumed."""
+        self.release((arrays, tensor_views(arrays)))
+
+    def release(self, buffers: tuple[list[Array], list[memoryview]]) -> None:
+        with self._cond:
+            self._free.append(buffers)
+            self._cond.notify()
+
+
+@dataclass
+class Session:
+    """One authenticated connection."""
+
+    channel: Channel
+    address: str
+    role: str = ROLE_WORKER
+    name: str = ""
+    worker_id: int = 0
+    limits: FrameLimits = field(default=HANDSHAKE_LIMITS)
+
+
+@dataclass(frozen=True)
+class ServingContext:
+    """What every conversation shares with the server."""
+
+    store: CenterStore
+    metrics: Metrics
+    pool: BufferPool
+    secret: bytes
+    config: ServerConfig
+    stopping: threading.Event
+    on_update: Callable[[PushOutcome], None]
+    status: Callable[[], dict[str, Any]]
+
+
+class Conversation:
+    """Handshake and message loop of one connection; ``run`` returns when it ends."""
+
+    def __init__(self, context: ServingContext, channel: Channel, address: str) -> None:
+        self.store = context.store
+        self.metrics = context.metrics
+        self.config = context.config
+        self._context = context
+        self._pool = context.pool
+        self._secret = context.secret
+        self._limits = session_limits(context.store.signature)
+        self._table = context.store.signature.encode()
+        self.session = Session(channel, address)
+        self.handlers: dict[MessageType, Callable[[Session, Header], bool]] = {
+            MessageType.PULL: self._on_pull,
+            MessageType.PUSH: self._on_push,
+            MessageType.PUSH_PULL: self._on_push_pull,
+            MessageType.STATUS: self._on_status,
+            MessageType.GOODBYE: self._on_goodbye,
+        }
+
+    def run(self) -> None:
+        session, channel = self.session, self.session.channel
+        stopping = self._context.stopping
+        reason = "closed"
+        try:
+            channel.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            channel.sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            self._handshake(session)
+            while not stopping.is_set():
+                header = channel.recv_header(session.limits, self.config.idle_timeout)
+                handler = self.handlers.get(header.msg_type)
+                if handler is None:
+                    raise ProtocolError(f"unexpected {header.msg_type.name} frame from a client")
+                received, sent = channel.bytes_received, channel.bytes_sent
+                keep_going = handler(session, header)
+                self.metrics.record_traffic(
+                    session.worker_id,
+                    channel.bytes_received - received,
+                    channel.bytes_sent - sent,
+                )
+                if not keep_going:
+                    reason = "goodbye"
+                    break
+        except PeerClosedError:
+            reason = "disconnected"
+        except (ProtocolError, OSError, ValueError) as err:
+            reason = f"dropped: {err}"
+            if not stopping.is_set():
+                log.warning("connection %s (%s): %s", session.address, session.name or "?", err)
+        finally:
+            channel.close()
+            if session.worker_id:
+                self.metrics.leave(session.worker_id, reason)
+            log.info("connection %s (%s) ended: %s", session.address, session.name or "?", reason)
+
+    def _send_error(
+        self, session: Session, code: str, message: str, version: int = 0, staleness: int = 0
+    ) -> None:
+        try:
+            session.channel.send(
+                MessageType.ERROR,
+                base_version=version,
+                meta={"code": code, "message": message, "version": version, "staleness": staleness},
+            )
+        except OSError:
+            log.debug("could not send error %r to %s", code, session.address, exc_info=True)
+
+    def _handshake(self, session: Session) -> None:
+        channel = session.channel
+        deadline = time.monotonic() + self.config.handshake_timeout
+
+        def remaining() -> float:
+            return max(deadline - time.monotonic(), 0.001)
+
+        try:
+            header, _, hello = channel.recv_control(HANDSHAKE_LIMITS, remaining())
+        except ProtocolVersionError as err:
+            self._send_error(session, "version", str(err))
+            raise
+        if header.msg_type is not MessageType.HELLO:
+            raise ProtocolError(f"expected HELLO, got {header.msg_type.name}")
+        client_nonce = _hex_field(hello, "nonce", auth.NONCE_SIZE)
+        role = hello.get("role", ROLE_WORKER)
+        name = hello.get("name", "")
+        if role not in (ROLE_WORKER, ROLE_MONITOR) or not isinstance(name, str) or len(name) > 256:
+            raise ProtocolError(f"HELLO with invalid role {role!r} or name")
+        server_nonce = auth.new_nonce()
+        channel.send(MessageType.CHALLENGE, meta={"nonce": server_nonce.hex()})
+        header, table, answer = channel.recv_control(HANDSHAKE_LIMITS, remaining())
+        if header.msg_type is not MessageType.AUTH:
+            raise ProtocolError(f"expected AUTH, got {header.msg_type.name}")
+        proof = _hex_field(answer, "proof", 32)
+        try:
+            auth.check_client_proof(self._secret, client_nonce, server_nonce, table, proof)
+        except AuthenticationError:
+            self._send_error(session, "auth", "authentication failed")
+            raise
+        key = auth.session_key(self._secret, client_nonce, server_nonce)
+        channel.start_session(auth.SessionKeys(key, auth.SERVER_TO_CLIENT))
+        session.role, session.name = role, name
+        if role == ROLE_WORKER:
+            difference = self.store.signature.first_difference(
+                decode_table(table, header.tensor_count)
+            )
+            if difference is not None:
+                message = f"model signature mismatch: {difference}"
+                self._send_error(session, "signature", message)
+                raise SignatureMismatchError(message)
+            session.limits = self._limits
+        else:
+            session.limits = FrameLimits(0, self._limits.max_meta, 0)
+        session.worker_id = self.metrics.join(name, session.address) if role == ROLE_WORKER else 0
+        version = self.store.version
+        channel.send(
+            MessageType.WELCOME,
+            worker_id=session.worker_id,
+            base_version=version,
+            meta={
+                "worker_id": session.worker_id,
+                "version": version,
+                "algorithm": self.store.config.to_dict(),
+            },
+        )
+        log.info(
+            "%s %s joined from %s as %d", role, name or "?", session.address, session.worker_id
+        )
+
+    # -- handlers: each returns False to end the connection ------------------------------------
+
+    def _send_center(self, session: Session, flags: int = 0) -> None:
+        generation = self.store.acquire()
+        try:
+            session.channel.send(
+                MessageType.CENTER,
+                flags=flags,
+                worker_id=session.worker_id,
+                base_version=generation.version,
+                table=self._table,
+                tensor_count=len(generation.views),
+                tensors=generation.views,
+            )
+        finally:
+            self.store.release(generation)
+        self.metrics.record_pull(session.worker_id, generation.version)
+
+    def _require_worker(self, session: Session, header: Header) -> None:
+        if session.role != ROLE_WORKER:
+            raise ProtocolError(f"a {session.role} connection may not send {header.msg_type.name}")
+
+    @staticmethod
+    def _read_control(session: Session, header: Header) -> dict[str, Any]:
+        if header.data_length:
+            raise ProtocolError(
+                f"{header.msg_type.name} frame must not carry tensor data, "
+                f"it announces {header.data_length} bytes"
+            )
+        _, meta = session.channel.recv_sections(header)
+        session.channel.finish(header)
+        return meta
+
+    def _on_pull(self, session: Session, header: Header) -> bool:
+        self._require_worker(session, header)
+        self._read_control(session, header)
+        self._send_center(session)
+        return True
+
+    def _on_push(self, session: Session, header: Header) -> bool:
+        return self._push(session, header, reply_center=False)
+
+    def _on_push_pull(self, session: Session, header: Header) -> bool:
+        return self._push(session, header, reply_center=True)
+
+    def _push(self, session: Session, header: Header, *, reply_center: bool) -> bool:
+        self._require_worker(session, header)
+        channel = session.channel
+        table, _ = channel.recv_sections(header)
+        if table != self._table or header.data_length != self._limits.max_data:
+            raise ProtocolError(
+                f"{header.msg_type.name} tensors do not match the model signature agreed in the "
+                "handshake"
+            )
+        outcome = self.store.precheck(header.base_version)
+        if outcome is not None:
+            channel.discard_tensors(header)
+            channel.finish(header)
+            self._refuse(session, outcome)
+            return True
+        buffers = self._pool.acquire(self.config.read_timeout)
+        held = True
+        try:
+            arrays, views = buffers
+            channel.recv_tensors(header, views)
+            channel.finish(header)
+            outcome = self.store.apply_push(
+                arrays, header.base_version, session.worker_id, consumable=True
+            )
+            if outcome.consumed:  # the buffer is the center now; the pool is repaid later
+                held = False
+            self.metrics.record_push(
+                session.worker_id, outcome.staleness, outcome.accepted, header.base_version
+            )
+            if not outcome.accepted:
+                self._refuse(session, outcome, recorded=True)
+                return True
+            self._context.on_update(outcome)
+            if not reply_center:
+                channel.send(
+                    MessageType.ACK,
+                    worker_id=session.worker_id,
+                    base_version=outcome.version,
+                    meta={"staleness": outcome.staleness},
+                )
+            elif self.store.config.reply_is_delta:
+                channel.send(
+                    MessageType.CENTER,
+                    flags=FLAG_DELTA,
+                    worker_id=session.worker_id,
+                    base_version=outcome.version,
+                    table=self._table,
+                    tensor_count=len(views),
+                    tensors=views,
+                )
+            else:
+                if held:
+                    self._pool.release(buffers)
+                    held = False
+                if self.store.config.algorithm == "sync":
+                    self.store.wait_for_version(header.base_version, self.store.config.sync_timeout)
+                self._send_center(session)
+        finally:
+            if held:
+                self._pool.release(buffers)
+        return True
+
+    def _refuse(self, session: Session, outcome: PushOutcome, *, recorded: bool = False) -> None:
+        if not recorded:
+            self.metrics.record_push(session.worker_id, outcome.staleness, accepted=False)
+
+        self._send_error(
+            session, outcome.reason, outcome.message, outcome.version, outcome.staleness
+        )
+
+    def _on_status(self, session: Session, header: Header) -> bool:
+        self._read_control(session, header)
+        session.channel.send(MessageType.STATUS_REPLY, meta=self._context.status())
+        return True
+
+    def _on_goodbye(self, session: Session, header: Header) -> bool:
+        self._read_control(session, header)
+        session.channel.send(MessageType.ACK, base_version=self.store.version)
+        return False
+
+
+def _hex_field(meta: dict[str, Any], name: str, size: int) -> bytes:
+    value = meta.get(name)
+    try:
+        if not isinstance(value, str):
+            raise ValueError
+        data = bytes.fromhex(value)
+    except ValueError:
+        raise ProtocolError(f"handshake field {name!r} is missing or not hex") from None
+    if len(data) != size:
+        raise ProtocolError(f"handshake field {name!r} must be {size} bytes, got {len(data)}")
+    return data
