@@ -62,9 +62,12 @@ class Layout:
     """What each event becomes: the resolved feature columns and the jagged groups."""
 
     features: tuple[FlatBranch, ...]
-    feature_columns: tuple[str, ...]
     groups: tuple[tuple[str, tuple[str, ...], int, float], ...]
     event_id: tuple[str, ...]
+
+    @property
+    def feature_columns(self) -> tuple[str, ...]:
+        return tuple(c for f in self.features for c in f.columns())
 
     def row_shapes(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
         shapes: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
@@ -147,9 +150,8 @@ def _check_layout(
                         "per-event branches only"
                     )
                 r.check_flat(name, "selection")
-    columns = tuple(c for f in features for c in f.columns())
     groups = tuple((g.name, g.branches, g.length, g.fill) for g in cfg.jagged)
-    return Layout(features, columns, groups, cfg.event_id)
+    return Layout(features, groups, cfg.event_id)
 
 
 @dataclass
@@ -184,15 +186,14 @@ def _read_piece(
     item: _Input,
     start: int,
     stop: int,
-    names: list[str],
+    flat_names: list[str],
     layout: Layout,
     selection: Selection | None,
     pool: ThreadPoolExecutor,
 ) -> _Piece:
     """Read one file's entry range, every branch in parallel, and apply the selection."""
     r = item.reader
-    jagged = {b for g in layout.groups for b in g[1]}
-    flat_futures = {n: pool.submit(r.read_flat, n, start, stop) for n in names if n not in jagged}
+    flat_futures = {n: pool.submit(r.read_flat, n, start, stop) for n in flat_names}
     group_futures = {
         g: pool.submit(r.read_jagged, branches, g, start, stop)
         for g, branches, _, _ in layout.groups
@@ -447,10 +448,12 @@ def _stream(
     total = sum(sizes)
     steps = max(1, math.ceil(total / cfg.step_events))
     buffers = {s: _ShardBuffer(s, layout, cfg.shard_events, writer) for s in SPLITS}
-    names = _branch_names(cfg, layout, selection)
+    names = _branch_names(cfg, layout, selection)  # basket boundaries are common to all of them
+    jagged = {b for g in layout.groups for b in g[1]}
+    flat_names = [n for n in names if n not in jagged]
 
     def read(item: _Input, start: int, stop: int) -> _Piece:
-        return _read_piece(item, start, stop, names, layout, selection, pool)
+        return _read_piece(item, start, stop, flat_names, layout, selection, pool)
 
     streams = [_SampleStream(files, names, read) for files in inputs]
 

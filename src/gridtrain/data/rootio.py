@@ -72,7 +72,7 @@ class TreeReader:
         if not _is_url(path) and not Path(path).is_file():
             raise ConversionError(f"{path}: no such file; check dataset.samples[].files")
         # uproot's own array cache would hold 100 MB per file of arrays we never read twice.
-        options: dict[str, Any] = {"array_cache": None, "object_cache": 100}
+        options: dict[str, Any] = {"array_cache": None}
         if executor is not None:
             options = {"decompression_executor": executor, "interpretation_executor": executor}
         try:
