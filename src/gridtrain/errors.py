@@ -22,3 +22,22 @@ class ConversionError(GridtrainError, ValueError):
 
 class ShardError(GridtrainError, OSError):
     """A shard or manifest on disk is missing, corrupt or does not match its manifest entry."""
+
+
+class StageError(GridtrainError, OSError):
+    """A copy to or from storage failed; the message names the URL and what to try."""
+
+
+class ChecksumMismatchError(StageError):
+    """A copy's adler32 is not the manifest's; the message names the URL and both checksums."""
+
+    def __init__(self, url: str, expected: str, actual: str, detail: str = "") -> None:
+        self.url = url
+        self.expected = expected
+        self.actual = actual
+        message = f"{url}: adler32 is {actual}, the manifest says {expected}"
+        self.detail = detail
+        super().__init__(f"{message}; {detail}" if detail else message)
+
+    def __reduce__(self) -> tuple[type, tuple[str, str, str, str]]:
+        return type(self), (self.url, self.expected, self.actual, self.detail)
