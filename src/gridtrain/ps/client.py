@@ -221,11 +221,41 @@ class PSClient:
 
     # -- requests ------------------------------------------------------------------------------
 
-    def pull(self, out: list[Array] | None = None) -> tuple[int, list[Array]]:
-        """The center and its version; received into ``out`` when given (no allocation)."""
-        self.channel.send(MessageType.PULL, worker_id=self.worker_id)
+    def pull(
+        self, out: list[Array] | None = None, *, epoch: int | None = None
+    ) -> tuple[int, list[Array]]:
+        """The center and its version; received into ``out`` when given (no allocation).
+
+        With ``epoch``: the center as it was when that epoch's training ended (validation tasks).
+        """
+        meta = {"epoch": epoch} if epoch is not None else None
+        live_version = self.version
+        self.channel.send(MessageType.PULL, worker_id=self.worker_id, meta=meta)
         reply = self._recv_tensors(out)
+        if epoch is not None:  # a snapshot is no base for pushes
+            self.version = live_version
         return reply.version, reply.tensors
+
+    def lease(self, wait: float = 2.0) -> dict[str, Any]:
+        """The next task: ``{"kind": "train"|"validate"|"wait"|"done", ...}`` (see ps.leases).
+
+        The server holds the request up to ``wait`` seconds while no task is available.
+        """
+        self.channel.send(MessageType.LEASE, worker_id=self.worker_id, meta={"wait": wait})
+        header, meta = self._recv_control_reply()
+        if header.msg_type is not MessageType.TASK:
+            raise ProtocolError(f"expected TASK, got {header.msg_type.name}")
+        return meta
+
+    def complete(self, lease: int, result: dict[str, Any]) -> dict[str, Any]:
+        """Report a task done; ``{"accepted": False, ...}`` when the lease had expired."""
+        self.channel.send(
+            MessageType.COMPLETE, worker_id=self.worker_id, meta={"lease": lease, "result": result}
+        )
+        header, meta = self._recv_control_reply()
+        if header.msg_type is not MessageType.ACK:
+            raise ProtocolError(f"expected ACK, got {header.msg_type.name}")
+        return meta
 
     def push(self, update: Sequence[Array], base_version: int) -> PushResult:
         """Send an update computed at ``base_version``; raises ``StaleUpdateError`` if refused."""

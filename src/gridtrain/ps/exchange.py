@@ -22,7 +22,7 @@ difference it gets back. With optimizer ``sgd``/``adam`` the worker pushes gradi
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -57,8 +57,14 @@ class Exchange:
         self._anchor = [array.copy() for array in center]
         return center
 
-    def after_step(self, weights: Sequence[Array]) -> list[Array] | None:
-        """Call after every local step; returns new weights when an exchange happened."""
+    def after_step(
+        self, weights: Sequence[Array] | Callable[[], Sequence[Array]]
+    ) -> list[Array] | None:
+        """Call after every local step; returns new weights when an exchange happened.
+
+        ``weights`` may be a function returning them (``model.get_weights``), called only on the
+        steps that exchange, so the other steps copy nothing.
+        """
         if self.algorithm.algorithm in ("downpour", "sync") and self.algorithm.optimizer != "add":
             raise ValueError(
                 f"the server's optimizer is {self.algorithm.optimizer}: it expects gradients; "
@@ -67,6 +73,8 @@ class Exchange:
         self.steps += 1
         if self.steps % self.every:
             return None
+        if callable(weights):
+            weights = weights()
         if self.algorithm.algorithm == "easgd":
             return self._easgd(weights)
         delta = [np.subtract(w, a) for w, a in zip(weights, self._anchor, strict=True)]

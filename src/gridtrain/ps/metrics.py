@@ -10,6 +10,7 @@ import json
 import logging
 import threading
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -31,6 +32,24 @@ def staleness_bucket(stale: int) -> str:
             return f"{upper // 2 + 1}-{upper}"
         upper *= 2
     return ">64"
+
+
+def staleness_percentiles(counts: Counter[int]) -> dict[str, int]:
+    """p50, p90, p99 and max of the accepted pushes' staleness (empty when none was pushed)."""
+    total = sum(counts.values())
+    if not total:
+        return {}
+    result: dict[str, int] = {}
+    ordered = sorted(counts.items())
+    for name, fraction in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99)):
+        rank, seen = fraction * total, 0
+        for value, count in ordered:
+            seen += count
+            if seen >= rank:
+                result[name] = value
+                break
+    result["max"] = ordered[-1][0]
+    return result
 
 
 @dataclass
@@ -63,6 +82,7 @@ class Metrics:
         self.refused = 0
         self.pulls = 0
         self.staleness = dict.fromkeys(STALENESS_BUCKETS, 0)
+        self.staleness_counts: Counter[int] = Counter()  # exact values, for percentiles
         self.workers: dict[int, WorkerRecord] = {}
         self._names: dict[str, int] = {}
         self._active: dict[int, int] = {}
@@ -127,6 +147,7 @@ class Metrics:
             if accepted:
                 self.pushes += 1
                 self.staleness[staleness_bucket(stale)] += 1
+                self.staleness_counts[stale] += 1
             else:
                 self.refused += 1
             if record is not None:
@@ -171,6 +192,7 @@ class Metrics:
                     (self.bytes_in + self.bytes_out - last_in - last_out) / window, 1
                 ),
                 "staleness_histogram": dict(self.staleness),
+                "staleness_percentiles": staleness_percentiles(self.staleness_counts),
                 "workers_connected": sum(record.connected for record in self.workers.values()),
                 "workers": workers,
                 "counters": dict(counters or {}),

@@ -19,8 +19,9 @@ The largest acceptable frame follows from the state of the connection (``FrameLi
 the handshake no tensor data at all; after it exactly the model's bytes. ``check_limits`` runs on
 the header alone, before the receiver allocates or reads anything else.
 
-New message types (shard leases, for instance) are added by a new ``MessageType`` value and a
-handler in the server's dispatch table; the frame layout does not change.
+New message types are added by a new ``MessageType`` value and a handler in the server's dispatch
+table; the frame layout does not change. Shard leases came that way: LEASE asks for a task, TASK
+answers it, COMPLETE reports one done (answered by ACK); all three are control frames (meta only).
 """
 
 from __future__ import annotations
@@ -74,6 +75,9 @@ class MessageType(IntEnum):
     STATUS_REPLY = 11
     GOODBYE = 12
     ERROR = 13
+    LEASE = 14
+    TASK = 15
+    COMPLETE = 16
 
 
 # Little-endian dtypes the protocol can carry, by wire code.

@@ -26,9 +26,8 @@ from gridtrain.errors import ConfigError
 from gridtrain.ps import auth
 from gridtrain.ps.center import CenterStore, PushOutcome
 from gridtrain.ps.checkpoint import write_checkpoint
-from gridtrain.ps.errors import (
-    ProtocolError,
-)
+from gridtrain.ps.errors import ProtocolError
+from gridtrain.ps.leases import EpochSnapshots, LeaseBook
 from gridtrain.ps.metrics import Metrics, MetricsLog
 from gridtrain.ps.protocol import MessageType
 from gridtrain.ps.session import BufferPool, Conversation, ServingContext
@@ -95,9 +94,21 @@ def bind_first_free(host: str, port_range: tuple[int, int]) -> socket.socket:
 
 
 class ParameterServer:
-    """Serves the center in ``store`` to workers that hold ``secret``."""
+    """Serves the center in ``store`` to workers that hold ``secret``.
 
-    def __init__(self, store: CenterStore, secret: bytes, config: ServerConfig) -> None:
+    With ``leases`` it also hands out shard leases (``gridtrain train``); ``snapshots`` holds the
+    centers of finished epochs for their validation tasks.
+    """
+
+    def __init__(
+        self,
+        store: CenterStore,
+        secret: bytes,
+        config: ServerConfig,
+        *,
+        leases: LeaseBook | None = None,
+        snapshots: EpochSnapshots | None = None,
+    ) -> None:
         if len(secret) < auth.MIN_SECRET_SIZE:
             raise ConfigError(f"secret must be at least {auth.MIN_SECRET_SIZE} bytes")
         self.store = store
@@ -117,6 +128,7 @@ class ParameterServer:
         self._checkpoint_lock = threading.Lock()
         self._checkpointed_version = store.version
         self._metrics_log = MetricsLog(config.metrics_log) if config.metrics_log else None
+        self.leases = leases
         self._context = ServingContext(
             store=store,
             metrics=self.metrics,
@@ -126,6 +138,8 @@ class ParameterServer:
             stopping=self._stopping,
             on_update=self._after_update,
             status=self.status,
+            leases=leases,
+            snapshots=snapshots,
         )
 
     # -- life cycle ----------------------------------------------------------------------------
@@ -268,6 +282,8 @@ class ParameterServer:
             if self._stopping.is_set():
                 return
             now = time.monotonic()
+            if self.leases is not None:
+                self.leases.expire()
             try:
                 if self._checkpoint_due.is_set() or (
                     next_checkpoint is not None and now >= next_checkpoint
@@ -298,6 +314,8 @@ class ParameterServer:
         snapshot["checkpointed_version"] = self._checkpointed_version
         snapshot["connections"] = self.connection_count
         snapshot["address"] = "{}:{}".format(*self._address) if self._address else ""
+        if self.leases is not None:
+            snapshot["leases"] = self.leases.progress()
         return snapshot
 
     # -- one connection ------------------------------------------------------------------------

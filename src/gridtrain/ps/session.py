@@ -4,12 +4,14 @@ Layer: ps, network edge (server side), one connection. Runs in the connection's 
 socket life cycle (``server.py`` accepts, wraps TLS, closes and joins) and no shared state
 (``center.py`` holds the center, ``metrics.py`` the counters).
 
-Message dispatch is a table, ``Conversation.handlers``; a new message type (shard leases, for
-instance) is a new ``MessageType`` and one more entry.
+Message dispatch is a table, ``Conversation.handlers``; a new message type is a new
+``MessageType`` and one more entry. Shard leases are three: LEASE (a task, long-polled), COMPLETE
+(a task done), and PULL with ``{"epoch": e}`` (the center as it was when epoch e ended).
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import socket
 import threading
@@ -20,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from gridtrain.ps import auth
 from gridtrain.ps.algorithms import Array
-from gridtrain.ps.center import CenterStore, PushOutcome
+from gridtrain.ps.center import CenterStore, Generation, PushOutcome
 from gridtrain.ps.errors import (
     AuthenticationError,
     PeerClosedError,
@@ -29,6 +31,7 @@ from gridtrain.ps.errors import (
     ReadTimeoutError,
     SignatureMismatchError,
 )
+from gridtrain.ps.leases import EpochSnapshots, LeaseBook
 from gridtrain.ps.metrics import Metrics
 from gridtrain.ps.protocol import (
     FLAG_DELTA,
@@ -49,6 +52,9 @@ log = logging.getLogger(__name__)
 
 ROLE_WORKER = "worker"
 ROLE_MONITOR = "monitor"
+LEASE_POLL = 2.0  # seconds a LEASE request waits server-side for a task before answering "wait"
+
+_connection_ids = itertools.count(1)
 
 
 class BufferPool:
@@ -118,6 +124,8 @@ class ServingContext:
     stopping: threading.Event
     on_update: Callable[[PushOutcome], None]
     status: Callable[[], dict[str, Any]]
+    leases: LeaseBook | None = None
+    snapshots: EpochSnapshots | None = None
 
 
 class Conversation:
@@ -133,12 +141,16 @@ class Conversation:
         self._limits = session_limits(context.store.signature)
         self._table = context.store.signature.encode()
         self.session = Session(channel, address)
+        self.connection = next(_connection_ids)
+        self._leases = context.leases
         self.handlers: dict[MessageType, Callable[[Session, Header], bool]] = {
             MessageType.PULL: self._on_pull,
             MessageType.PUSH: self._on_push,
             MessageType.PUSH_PULL: self._on_push_pull,
             MessageType.STATUS: self._on_status,
             MessageType.GOODBYE: self._on_goodbye,
+            MessageType.LEASE: self._on_lease,
+            MessageType.COMPLETE: self._on_complete,
         }
 
     def run(self) -> None:
@@ -154,6 +166,8 @@ class Conversation:
                 handler = self.handlers.get(header.msg_type)
                 if handler is None:
                     raise ProtocolError(f"unexpected {header.msg_type.name} frame from a client")
+                if self._leases is not None:
+                    self._leases.renew(self.connection)
                 received, sent = channel.bytes_received, channel.bytes_sent
                 keep_going = handler(session, header)
                 self.metrics.record_traffic(
@@ -172,6 +186,8 @@ class Conversation:
                 log.warning("connection %s (%s): %s", session.address, session.name or "?", err)
         finally:
             channel.close()
+            if self._leases is not None:
+                self._leases.release_connection(self.connection, f"connection {reason}")
             if session.worker_id:
                 self.metrics.leave(session.worker_id, reason)
             log.info("connection %s (%s) ended: %s", session.address, session.name or "?", reason)
@@ -283,8 +299,58 @@ class Conversation:
 
     def _on_pull(self, session: Session, header: Header) -> bool:
         self._require_worker(session, header)
-        self._read_control(session, header)
-        self._send_center(session)
+        meta = self._read_control(session, header)
+        if "epoch" not in meta:
+            self._send_center(session)
+            return True
+        snapshot = self._context.snapshots.get(meta["epoch"]) if self._context.snapshots else None
+        if snapshot is None:
+            self._send_error(session, "snapshot", f"no snapshot of epoch {meta['epoch']!r} here")
+            return True
+        version, arrays = snapshot
+        session.channel.send(
+            MessageType.CENTER,
+            worker_id=session.worker_id,
+            base_version=version,
+            table=self._table,
+            tensor_count=len(arrays),
+            tensors=Generation(arrays, version).views,
+        )
+        return True
+
+    def _lease_book(self, session: Session, header: Header) -> LeaseBook | None:
+        self._require_worker(session, header)
+        if self._leases is None:
+            self._read_control(session, header)
+            self._send_error(
+                session,
+                "no-leases",
+                "this parameter server hands out no shard leases; workers that lease shards "
+                "need the one `gridtrain train` starts",
+            )
+        return self._leases
+
+    def _on_lease(self, session: Session, header: Header) -> bool:
+        leases = self._lease_book(session, header)
+        if leases is None:
+            return True
+        meta = self._read_control(session, header)
+        wait = min(float(meta.get("wait", LEASE_POLL)), LEASE_POLL)
+        task = leases.grant(session.name or f"worker-{session.worker_id}", self.connection, wait)
+        session.channel.send(MessageType.TASK, worker_id=session.worker_id, meta=task)
+        return True
+
+    def _on_complete(self, session: Session, header: Header) -> bool:
+        leases = self._lease_book(session, header)
+        if leases is None:
+            return True
+        meta = self._read_control(session, header)
+        lease = meta.get("lease")
+        result = meta.get("result", {})
+        if not isinstance(lease, int) or not isinstance(result, dict):
+            raise ProtocolError("COMPLETE needs an integer 'lease' and a 'result' object")
+        answer = leases.complete(lease, self.connection, result)
+        session.channel.send(MessageType.ACK, worker_id=session.worker_id, meta=answer)
         return True
 
     def _on_push(self, session: Session, header: Header) -> bool:
