@@ -1,0 +1,35 @@
+"""The model zoo: built-in Keras classifiers by name, or a user's function returning one.
+
+Layer: models. ``build_model(name, params, inputs, learning_rate=...)`` returns a compiled binary
+classifier whose inputs are named after what the worker feeds (see ``spec``); it knows nothing of
+shards, workers or the parameter server. Importing this package does not import Keras or
+TensorFlow: the builders do, when called.
+"""
+
+from gridtrain.models.build import (
+    arrange_inputs,
+    build_model,
+    check_inputs,
+    load_model,
+    model_input_names,
+)
+from gridtrain.models.spec import COUNT_SUFFIX, FEATURES, InputSpec, InputTensor
+from gridtrain.models.user import absolute_model_name
+from gridtrain.models.zoo import MODELS, Builder, Param, resolve_params
+
+__all__ = [
+    "COUNT_SUFFIX",
+    "FEATURES",
+    "MODELS",
+    "Builder",
+    "InputSpec",
+    "InputTensor",
+    "Param",
+    "absolute_model_name",
+    "arrange_inputs",
+    "build_model",
+    "check_inputs",
+    "load_model",
+    "model_input_names",
+    "resolve_params",
+]

@@ -1,0 +1,51 @@
+"""Keras layers the built-in models need, written with ``keras.ops`` only (any backend).
+
+Layer: models, Keras building blocks. Importing this module registers the layers with Keras's
+serialisation, which is what lets ``keras.saving.load_model`` read a saved ``.keras`` file back;
+``gridtrain.models.load_model`` does that import for you.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+from keras import ops
+
+POOLINGS = ("sum", "mean")
+
+
+@keras.saving.register_keras_serializable(package="gridtrain")
+class MaskedPooling(keras.layers.Layer):  # type: ignore[misc]
+    """Pool per-entry values (batch, L, D) over the real entries of each event only.
+
+    Called on ``[values, count]``: entry ``i`` of an event is real when ``i < count``. Padded slots
+    are selected away (not multiplied by zero), so whatever they hold, even inf or NaN, never
+    reaches the output, and a sum or mean is invariant under permutations of the real entries.
+    """
+
+    def __init__(self, mode: str = "sum", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if mode not in POOLINGS:
+            raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}; got {mode!r}")
+        self.mode = mode
+
+    def call(self, inputs: list[Any]) -> Any:
+        values, count = inputs
+        length = values.shape[1]
+        count = ops.cast(count, "int32")
+        real = ops.expand_dims(ops.arange(length, dtype="int32")[None, :] < count[:, None], -1)
+        pooled = ops.sum(ops.where(real, values, ops.zeros_like(values)), axis=1)
+        if self.mode == "mean":
+            entries = ops.clip(ops.cast(count, pooled.dtype), 1.0, float(length))
+            pooled = pooled / entries[:, None]
+        return pooled
+
+    def compute_output_shape(self, input_shape: list[tuple[int | None, ...]]) -> tuple[Any, ...]:
+        values_shape = input_shape[0]
+        return (values_shape[0], values_shape[2])
+
+    def get_config(self) -> dict[str, Any]:
+        config: dict[str, Any] = super().get_config()
+        config["mode"] = self.mode
+        return config

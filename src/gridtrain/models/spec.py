@@ -1,0 +1,80 @@
+"""What a dataset offers a model: the names, shapes and dtypes of the inputs the worker feeds.
+
+Layer: models, pure records. No TensorFlow or Keras here, so the head node can describe a
+dataset's inputs (and check a config against them) without importing a framework.
+
+The worker feeds a dict keyed by Keras input name:
+
+- ``"features"``: float32 (batch, F), the flat features, standardised;
+- ``"<group>"``: float32 (batch, L, C) per jagged group, standardised, padded entries exactly 0;
+- ``"<group>_count"``: int32 (batch,), the entries of each event before padding (<= L).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from gridtrain.errors import ConfigError
+
+if TYPE_CHECKING:
+    from gridtrain.data.manifest import Manifest
+
+FEATURES = "features"
+COUNT_SUFFIX = "_count"
+
+
+@dataclass(frozen=True)
+class InputTensor:
+    """One input the worker can feed: its shape without the batch axis, and dtype."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+
+    def describe(self) -> str:
+        dims = " x ".join(map(str, self.shape)) if self.shape else "scalar"
+        return f"{self.name} ({dims}, {self.dtype})"
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """The flat feature names and the jagged groups: name -> (length L, channel names)."""
+
+    features: tuple[str, ...]
+    groups: dict[str, tuple[int, tuple[str, ...]]]
+
+    def __post_init__(self) -> None:
+        for group, (length, channels) in self.groups.items():
+            if group == FEATURES or group.endswith(COUNT_SUFFIX):
+                raise ConfigError(
+                    f"jagged group name {group!r} clashes with the input names the worker feeds "
+                    f"({FEATURES!r}, '<group>{COUNT_SUFFIX}'); rename the group"
+                )
+            if length < 1 or not channels:
+                raise ConfigError(
+                    f"jagged group {group!r} has length {length} and {len(channels)} channels; "
+                    "both must be at least 1"
+                )
+
+    @classmethod
+    def from_manifest(cls, manifest: Manifest) -> InputSpec:
+        """The inputs a converted dataset offers, from its manifest."""
+        groups = {g["name"]: (int(g["length"]), tuple(g["branches"])) for g in manifest.jagged}
+        return cls(features=tuple(manifest.features), groups=groups)
+
+    def tensors(self) -> dict[str, InputTensor]:
+        """Every input this dataset can feed, by Keras input name."""
+        offered: dict[str, InputTensor] = {}
+        if self.features:
+            offered[FEATURES] = InputTensor(FEATURES, (len(self.features),), "float32")
+        for group, (length, channels) in self.groups.items():
+            offered[group] = InputTensor(group, (length, len(channels)), "float32")
+            count = group + COUNT_SUFFIX
+            offered[count] = InputTensor(count, (), "int32")
+        return offered
+
+    def describe(self) -> str:
+        """One line listing what is offered, for error messages."""
+        tensors = self.tensors()
+        return ", ".join(t.describe() for t in tensors.values()) if tensors else "nothing"

@@ -1,0 +1,229 @@
+"""The built-in models: an MLP on the flat features and a Deep Sets network over a jagged group.
+
+Layer: models, builders. Each builder turns an ``InputSpec`` and checked hyper-parameters into a
+compiled binary classifier (one sigmoid output, binary cross-entropy, Adam, weighted accuracy).
+Keras is imported inside the builders, so the registry and its parameter checks need no framework.
+"""
+
+from __future__ import annotations
+
+import difflib
+import itertools
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from gridtrain.errors import ConfigError
+from gridtrain.models.spec import COUNT_SUFFIX, FEATURES, InputSpec
+
+if TYPE_CHECKING:
+    import keras
+
+ACTIVATIONS = ("relu", "gelu", "silu", "swish", "elu", "selu", "tanh", "sigmoid", "leaky_relu")
+
+
+@dataclass(frozen=True)
+class Param:
+    """One hyper-parameter: its default and what a valid value is."""
+
+    default: Any
+    valid: Callable[[Any], bool]
+    expected: str
+
+
+def _units(value: Any) -> bool:
+    return isinstance(value, list | tuple) and all(
+        isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value
+    )
+
+
+def _fraction(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value < 1
+
+
+def _flag(value: Any) -> bool:
+    return isinstance(value, bool)
+
+
+def _optional_name(value: Any) -> bool:
+    return value is None or isinstance(value, str)
+
+
+UNITS = "a list of positive integers, e.g. [64, 64]"
+ACTIVATION = Param("relu", lambda v: v in ACTIVATIONS, f"one of {', '.join(ACTIVATIONS)}")
+DROPOUT = Param(0.0, _fraction, "a fraction in [0, 1)")
+
+MLP_PARAMS = {
+    "hidden": Param([64, 64], _units, UNITS),
+    "activation": ACTIVATION,
+    "dropout": DROPOUT,
+    "batch_norm": Param(False, _flag, "true or false"),
+}
+DEEPSETS_PARAMS = {
+    "group": Param(None, _optional_name, "the name of a jagged group"),
+    "phi": Param([64, 64, 64], _units, UNITS),
+    "rho": Param([64, 64], _units, UNITS),
+    "pooling": Param("sum", lambda v: v in ("sum", "mean"), "sum or mean"),
+    "use_features": Param(False, _flag, "true or false"),
+    "activation": ACTIVATION,
+    "dropout": DROPOUT,
+}
+
+
+def resolve_params(
+    model: str, params: Mapping[str, Any], schema: Mapping[str, Param]
+) -> dict[str, Any]:
+    """The defaults overridden by ``params``; an unknown or invalid one is a ``ConfigError``."""
+    resolved = {key: p.default for key, p in schema.items()}
+    for key, value in params.items():
+        if key not in schema:
+            close = difflib.get_close_matches(key, schema, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(
+                f"model {model!r}: unknown parameter {key!r}{hint}; it takes {', '.join(schema)}"
+            )
+        if not schema[key].valid(value):
+            raise ConfigError(
+                f"model {model!r}: parameter {key!r} is {value!r}; expected {schema[key].expected}"
+            )
+        resolved[key] = value
+    return resolved
+
+
+class _Seeds:
+    """Distinct seeds for each initializer and dropout layer, or none (Keras's global state)."""
+
+    def __init__(self, seed: int | None) -> None:
+        self._seeds: Iterator[int] | None = None if seed is None else itertools.count(seed)
+
+    def next(self) -> int | None:
+        return None if self._seeds is None else next(self._seeds)
+
+    def kernel(self) -> Any:
+        import keras
+
+        return keras.initializers.GlorotUniform(seed=self.next())
+
+
+def _dense_stack(
+    x: Any, units: list[int], prefix: str, params: Mapping[str, Any], seeds: _Seeds
+) -> Any:
+    import keras
+
+    batch_norm = params.get("batch_norm", False)
+    for i, n in enumerate(units):
+        x = keras.layers.Dense(
+            n, use_bias=not batch_norm, kernel_initializer=seeds.kernel(), name=f"{prefix}_{i}"
+        )(x)
+        if batch_norm:
+            x = keras.layers.BatchNormalization(name=f"{prefix}_{i}_norm")(x)
+        x = keras.layers.Activation(params["activation"], name=f"{prefix}_{i}_act")(x)
+        if params["dropout"]:
+            x = keras.layers.Dropout(
+                params["dropout"], seed=seeds.next(), name=f"{prefix}_{i}_drop"
+            )(x)
+    return x
+
+
+def _classifier(
+    inputs: dict[str, Any], x: Any, name: str, learning_rate: float, seeds: _Seeds
+) -> keras.Model:
+    """Add the sigmoid output and compile the binary classifier every built-in model is."""
+    import keras
+
+    output = keras.layers.Dense(
+        1, activation="sigmoid", kernel_initializer=seeds.kernel(), name="probability"
+    )(x)
+    model = keras.Model(inputs=inputs, outputs=output, name=name)
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss=keras.losses.BinaryCrossentropy(),
+        weighted_metrics=[keras.metrics.BinaryAccuracy(name="accuracy")],
+    )
+    return model
+
+
+def _features_input(model: str, inputs: InputSpec) -> Any:
+    import keras
+
+    if not inputs.features:
+        raise ConfigError(
+            f"model {model!r} needs flat features and the dataset has none; list some under "
+            "dataset.features, or choose 'deepsets' for the jagged groups"
+        )
+    return keras.Input(shape=(len(inputs.features),), dtype="float32", name=FEATURES)
+
+
+def build_mlp(
+    inputs: InputSpec, params: Mapping[str, Any], *, learning_rate: float, seed: int | None
+) -> keras.Model:
+    """Dense layers on the flat features."""
+    p = resolve_params("mlp", params, MLP_PARAMS)
+    seeds = _Seeds(seed)
+    features = _features_input("mlp", inputs)
+    x = _dense_stack(features, list(p["hidden"]), "hidden", p, seeds)
+    return _classifier({FEATURES: features}, x, "mlp", learning_rate, seeds)
+
+
+def _choose_group(inputs: InputSpec, group: str | None) -> str:
+    available = ", ".join(inputs.groups) or "none"
+    if group is None:
+        if len(inputs.groups) != 1:
+            raise ConfigError(
+                f"model 'deepsets' runs over one jagged group and the dataset has {available}; "
+                "choose one with the parameter group"
+            )
+        return next(iter(inputs.groups))
+    if group not in inputs.groups:
+        raise ConfigError(
+            f"model 'deepsets': parameter group is {group!r}, which the dataset does not have; "
+            f"its jagged groups: {available}"
+        )
+    return group
+
+
+def build_deepsets(
+    inputs: InputSpec, params: Mapping[str, Any], *, learning_rate: float, seed: int | None
+) -> keras.Model:
+    """Deep Sets / particle flow: rho(pool over real entries of phi(entry)), padding masked.
+
+    phi is applied to each entry alone (Dense acts on the last axis), so padded slots influence
+    nothing before the masked pooling, which drops them; the output is therefore invariant to the
+    order of the real entries and to whatever the padded slots hold.
+    """
+    import keras
+
+    from gridtrain.models.layers import MaskedPooling
+
+    p = resolve_params("deepsets", params, DEEPSETS_PARAMS)
+    group = _choose_group(inputs, p["group"])
+    length, channels = inputs.groups[group]
+    seeds = _Seeds(seed)
+    entries = keras.Input(shape=(length, len(channels)), dtype="float32", name=group)
+    count = keras.Input(shape=(), dtype="int32", name=group + COUNT_SUFFIX)
+    model_inputs = {group: entries, group + COUNT_SUFFIX: count}
+    per_entry = _dense_stack(entries, list(p["phi"]), "phi", {**p, "dropout": 0.0}, seeds)
+    x = MaskedPooling(p["pooling"], name="pool")([per_entry, count])
+    if p["use_features"]:
+        features = _features_input("deepsets", inputs)
+        model_inputs[FEATURES] = features
+        x = keras.layers.Concatenate(name="with_features")([x, features])
+    x = _dense_stack(x, list(p["rho"]), "rho", p, seeds)
+    return _classifier(model_inputs, x, "deepsets", learning_rate, seeds)
+
+
+@dataclass(frozen=True)
+class Builder:
+    """A built-in model: its builder and its parameters (checkable without building)."""
+
+    build: Callable[..., keras.Model]
+    params: Mapping[str, Param]
+    summary: str
+
+
+MODELS: dict[str, Builder] = {
+    "mlp": Builder(build_mlp, MLP_PARAMS, "dense layers on the flat features"),
+    "deepsets": Builder(
+        build_deepsets, DEEPSETS_PARAMS, "Deep Sets over one jagged group, padding masked"
+    ),
+}
