@@ -19,7 +19,7 @@ from gridtrain.errors import GridtrainError
 log = logging.getLogger("gridtrain")
 
 # Each module adds its subcommands with ``register(subparsers)``.
-_COMMAND_MODULES = ("gridtrain.data.cli", "gridtrain.ps.cli")
+_COMMAND_MODULES = ("gridtrain.data.cli", "gridtrain.ps.cli", "gridtrain.stage.cli")
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130

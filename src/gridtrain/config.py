@@ -151,3 +151,36 @@ class DatasetConfig:
         content.pop("outdir")
         blob = json.dumps(content, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """The ``stage`` section: where rule ``stage`` pushes, and how copies run."""
+
+    url: str | None
+    parallel: int
+    parallel_chunks: int
+    chunk_mib: int
+    timeout: float
+    retries: int
+    backoff: float
+
+    @classmethod
+    def from_dict(cls, section: dict[str, Any]) -> StageConfig:
+        """Build from a ``stage`` section (may be empty); validates it and fills the defaults."""
+        section = _validate_section("stage", section)
+        return cls(**section)
+
+
+def _validate_section(name: str, section: dict[str, Any]) -> dict[str, Any]:
+    """Validate one top-level section against its part of the schema; defaults filled."""
+    section = json.loads(json.dumps(section))
+    schema = load_schema()["properties"][name]
+    validator = _with_defaults(jsonschema.Draft202012Validator)(schema)
+    errors = sorted(validator.iter_errors(section), key=lambda e: list(e.absolute_path))
+    if errors:
+        err = errors[0]
+        where = ".".join([name, *(str(p) for p in err.absolute_path)])
+        raise ConfigError(f"{where}: {err.message}; see config/config.yaml for a working example")
+    validated: dict[str, Any] = section
+    return validated

@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from gridtrain.config import StageConfig
 from gridtrain.errors import ChecksumMismatchError, StageError
 from gridtrain.stage import xrd
 from gridtrain.stage.location import Location
@@ -56,6 +57,17 @@ class TransferOptions:
     timeout: float = 10.0
     retries: int = 3
     backoff: float = 1.0
+
+    @classmethod
+    def from_config(cls, stage: StageConfig) -> TransferOptions:
+        return cls(
+            parallel=stage.parallel,
+            parallel_chunks=stage.parallel_chunks,
+            chunk_size=stage.chunk_mib << 20,
+            timeout=float(stage.timeout),
+            retries=stage.retries,
+            backoff=float(stage.backoff),
+        )
 
     def copy_settings(self) -> xrd.CopySettings:
         return xrd.CopySettings(self.timeout, self.parallel_chunks, self.chunk_size)

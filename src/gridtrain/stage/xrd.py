@@ -57,7 +57,7 @@ def configure(timeout: float) -> None:
     """Bound connection set-up and every request by ``timeout`` seconds (whole seconds, >= 1).
 
     One connection attempt (``ConnectionRetry`` 1) of at most ``timeout``; a request unanswered
-    for ``timeout`` fails; a failed connection may be retried after 1 s (``StreamErrorWindow``),
+    for ``timeout`` fails; a failed connection may be retried at once (``StreamErrorWindow`` 0),
     so our own retry loop, not the client's error cache, decides when to try again.
     """
     seconds = max(1, math.ceil(timeout))
@@ -66,7 +66,7 @@ def configure(timeout: float) -> None:
         "ConnectionRetry": 1,
         "RequestTimeout": seconds,
         "StreamTimeout": seconds,
-        "StreamErrorWindow": 1,
+        "StreamErrorWindow": 0,
         "TimeoutResolution": 1,
     }
     with _env_lock:
@@ -127,14 +127,35 @@ def stat_size(location: Location, timeout: float) -> int | None:
     return int(info.size)
 
 
+def stat_kind(location: Location, timeout: float) -> tuple[str, int] | None:
+    """``("folder", 0)``, ``("file", size)``, or ``None`` when nothing is there."""
+    status, info = filesystem(location, timeout).stat(location.path, timeout=_seconds(timeout))
+    if not status.ok:
+        if is_not_found(status):
+            return None
+        raise status_error(status, location, "stat", timeout)
+    is_dir = bool(info.flags & client().flags.StatInfoFlags.IS_DIR)
+    return ("folder", 0) if is_dir else ("file", int(info.size))
+
+
+def _config(location: Location, key: str, timeout: float) -> str:
+    fs = filesystem(location, timeout)
+    status, answer = fs.query(client().flags.QueryCode.CONFIG, key, timeout=_seconds(timeout))
+    if not status.ok:
+        raise status_error(status, location.server_url, f"config query {key!r}", timeout)
+    return bytes(answer or b"").decode(errors="replace").strip("\x00\n ")
+
+
+def server_version(location: Location, timeout: float) -> str | None:
+    """The server's version string (``v5.5.3``), or ``None`` when it does not say."""
+    version = _config(location, "version", timeout)
+    return None if version in ("", "version") else version
+
+
 def checksums_enabled(location: Location, timeout: float) -> bool:
     """Whether the server computes adler32 (``xrootd.chksum adler32`` in its config)."""
-    fs = filesystem(location, timeout)
-    status, answer = fs.query(client().flags.QueryCode.CONFIG, "chksum", timeout=_seconds(timeout))
-    if not status.ok:
-        raise status_error(status, location.server_url, "config query", timeout)
     # The answer is "0:adler32,1:md5" when configured, or the key itself when not.
-    text = bytes(answer or b"").decode(errors="replace").strip("\x00\n ")
+    text = _config(location, "chksum", timeout)
     return any(item.split(":")[-1] == "adler32" for item in text.split(","))
 
 
