@@ -333,6 +333,7 @@ class LeaseBook:
             {
                 "type": "shard",
                 "time": self._elapsed(),
+                "unix_time": round(time.time(), 3),
                 "epoch": epoch,
                 "shard": shard,
                 "worker": lease.worker,
@@ -369,6 +370,7 @@ class LeaseBook:
         record: dict[str, Any] = {
             "type": "epoch",
             "time": self._elapsed(),
+            "unix_time": round(time.time(), 3),
             "epoch": epoch,
             "version": version,
             "updates": version,
