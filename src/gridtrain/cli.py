@@ -19,7 +19,12 @@ from gridtrain.errors import GridtrainError
 log = logging.getLogger("gridtrain")
 
 # Each module adds its subcommands with ``register(subparsers)``.
-_COMMAND_MODULES = ("gridtrain.data.cli", "gridtrain.ps.cli", "gridtrain.stage.cli")
+_COMMAND_MODULES = (
+    "gridtrain.data.cli",
+    "gridtrain.ps.cli",
+    "gridtrain.train.cli",
+    "gridtrain.stage.cli",
+)
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130

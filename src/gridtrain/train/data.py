@@ -1,0 +1,153 @@
+"""Model inputs from shards: standardised with the manifest's statistics, shuffled, batched.
+
+Layer: train, data. Reads one local shard at a time (never a whole dataset) into the arrays the
+model's named inputs take (``gridtrain.models`` convention):
+
+* ``features``        (N, F) float32, the chosen flat columns, (x - mean) / std;
+* ``<group>``         (N, L, C) float32, per-channel standardised, padded entries exactly 0;
+* ``<group>_count``   (N,) int32, entries before padding;
+
+plus labels (float32) and per-event weights. A loaded shard is permuted once (a seed per epoch and
+shard) and batches are views into it, so a training step copies nothing. ``Prefetcher`` loads the
+next shard in a thread while the current one trains; h5py is opened only in the process that
+reads (after any fork).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from gridtrain.data.manifest import Manifest
+from gridtrain.data.shards import ShardReader
+from gridtrain.errors import ShardError
+
+log = logging.getLogger(__name__)
+
+Float = npt.NDArray[np.float32]
+Inputs = dict[str, npt.NDArray[np.generic]]
+Locate = Callable[[], Path]  # returns a local copy of a shard (staging it when needed)
+
+
+def _scale(stats: dict[str, list[float]], index: list[int] | None = None) -> tuple[Float, Float]:
+    mean = np.asarray(stats["mean"], dtype=np.float64)
+    std = np.asarray(stats["std"], dtype=np.float64)
+    if index is not None:
+        mean, std = mean[index], std[index]
+    std = np.where(std > 0, std, 1.0)  # a constant column stays 0, not NaN
+    return mean.astype(np.float32), (1.0 / std).astype(np.float32)
+
+
+@dataclass
+class ShardData:
+    """One shard's model inputs, labels and weights, in memory."""
+
+    inputs: Inputs
+    labels: Float
+    weights: Float
+
+    @property
+    def events(self) -> int:
+        return int(self.labels.shape[0])
+
+    def shuffled(self, seed: int) -> ShardData:
+        order = np.random.default_rng(seed).permutation(self.events)
+        return ShardData(
+            {name: np.take(array, order, axis=0) for name, array in self.inputs.items()},
+            np.take(self.labels, order),
+            np.take(self.weights, order),
+        )
+
+    def batches(self, batch_size: int) -> Iterator[tuple[Inputs, Float, Float]]:
+        for start in range(0, self.events, batch_size):
+            stop = start + batch_size
+            yield (
+                {name: array[start:stop] for name, array in self.inputs.items()},
+                self.labels[start:stop],
+                self.weights[start:stop],
+            )
+
+
+class InputBuilder:
+    """Turns shard files into ``ShardData`` for the model inputs named in ``wanted``."""
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        features: tuple[str, ...],
+        groups: dict[str, tuple[int, tuple[str, ...]]],
+        wanted: list[str],
+    ) -> None:
+        self.wanted = wanted
+        self._columns = [manifest.features.index(name) for name in features]
+        self._feature_scale = (
+            _scale(manifest.stats["features"], self._columns) if features else None
+        )
+        self._groups = {
+            name: _scale(manifest.stats[name])
+            for name in groups
+            if name in wanted or f"{name}_count" in wanted
+        }
+        self._datasets = ["label", "weight"]
+        if "features" in wanted:
+            self._datasets.append("features")
+        for name in self._groups:
+            self._datasets += [name, f"{name}_count"]
+
+    def load(self, path: str | Path) -> ShardData:
+        with ShardReader(path, self._datasets) as reader:
+            raw = reader.read()
+        inputs: Inputs = {}
+        if "features" in self.wanted:
+            assert self._feature_scale is not None
+            table = raw["features"]
+            if len(self._columns) != table.shape[1] or self._columns != sorted(self._columns):
+                table = table[:, self._columns]
+            mean, inverse = self._feature_scale
+            table -= mean
+            table *= inverse
+            inputs["features"] = table
+        for name, (mean, inverse) in self._groups.items():
+            count = raw[f"{name}_count"]
+            if name in self.wanted:
+                values = raw[name]
+                values -= mean
+                values *= inverse
+                mask = np.arange(values.shape[1]) < count[:, None]
+                values *= mask[:, :, None]
+                inputs[name] = values
+            if f"{name}_count" in self.wanted:
+                inputs[f"{name}_count"] = count
+        labels = raw["label"].astype(np.float32)
+        if labels.size and not np.isin(labels, (0.0, 1.0)).all():
+            raise ShardError(
+                f"{path}: labels other than 0 and 1; the built-in models are binary classifiers"
+            )
+        return ShardData(inputs, labels, raw["weight"])
+
+
+class Prefetcher:
+    """Loads shards in one background thread: ``submit`` early, ``get`` when needed."""
+
+    def __init__(self, builder: InputBuilder) -> None:
+        self._builder = builder
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-load")
+        self._pending: dict[str, Future[ShardData]] = {}
+
+    def submit(self, key: str, path: Locate) -> None:
+        if key not in self._pending:
+            self._pending[key] = self._pool.submit(lambda: self._builder.load(path()))
+
+    def get(self, key: str, path: Locate) -> ShardData:
+        self.submit(key, path)
+        return self._pending.pop(key).result()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pending.clear()

@@ -1,0 +1,457 @@
+"""The training driver (``gridtrain train``): one run from config to trained model and report.
+
+Layer: train, orchestration. Checks the config against the manifest and builds the model once
+(so a bad config fails before any process starts), serves the center and the shard leases from
+an in-process parameter server, has the executor start the workers, shows progress, checkpoints,
+and at the end evaluates the final model on the validation shards and writes the run directory:
+
+  config.yaml        the configuration used          worker.json   what every worker is given
+  model.keras        the final model                 metrics.json  final metrics and run figures
+  history.jsonl      per-shard loss, per-epoch validation          roc.npz  fpr, tpr, thresholds
+  leases.jsonl       every lease granted, completed, released or expired
+  checkpoint.npz     the PS center and optimizer     state.json    leases and clocks, for --resume
+  best.npz           the best validated weights      plots/        PNGs (``gridtrain report``)
+  logs/              one log per worker              ps-metrics.jsonl  the PS's periodic metrics
+
+Ctrl-C (SIGINT) or SIGTERM stops the workers (their leases go back), writes checkpoint.npz and
+state.json and exits 130; ``gridtrain train --resume RUN_DIR`` continues from there.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any, TextIO
+
+import numpy as np
+import yaml
+
+from gridtrain.data.manifest import Manifest, load_manifest, resolve
+from gridtrain.errors import ConfigError, GridtrainError
+from gridtrain.ps import auth
+from gridtrain.ps.center import CenterStore
+from gridtrain.ps.checkpoint import read_checkpoint
+from gridtrain.ps.leases import EpochSnapshots, LeaseBook, LeasePlan, LeaseState
+from gridtrain.ps.metrics import staleness_percentiles
+from gridtrain.ps.server import ParameterServer, ServerConfig
+from gridtrain.train.executor import Executor, Launch, make_executor
+from gridtrain.train.settings import WORKER_SPEC, TrainSettings, WorkerSpec, select_inputs
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_INTERVAL = 30.0
+STOP_GRACE = 60.0
+EXIT_INTERRUPTED = 130
+
+
+class TrainingFailed(GridtrainError, RuntimeError):
+    """The run could not complete; the message says where to look."""
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """The files of one run (see the module docstring)."""
+
+    path: Path
+
+    def __getattr__(self, name: str) -> Path:
+        names = {
+            "config": "config.yaml",
+            "spec": WORKER_SPEC,
+            "secret": "ps.secret",
+            "checkpoint": "checkpoint.npz",
+            "state": "state.json",
+            "best": "best.npz",
+            "leases": "leases.jsonl",
+            "history": "history.jsonl",
+            "ps_metrics": "ps-metrics.jsonl",
+            "logs": "logs",
+            "model": "model.keras",
+            "metrics": "metrics.json",
+            "roc": "roc.npz",
+        }
+        if name not in names:
+            raise AttributeError(name)
+        return self.path / names[name]
+
+
+# -- preparation: everything checked before any process starts ----------------------------------
+
+
+def _shard_locations(manifest: Manifest, manifest_path: str) -> dict[str, str]:
+    """Where each shard of the manifest lives: an absolute path or a URL, by shard name."""
+    base = os.path.dirname(os.path.abspath(manifest_path))
+    return {
+        entry.path: resolve(base, entry.path)
+        for entries in manifest.shards.values()
+        for entry in entries
+    }
+
+
+def prepare(config: dict[str, Any], run_dir: Path, workers: int | None) -> RunDir:
+    """Check the config, build the model once, and write config, worker spec and initial state."""
+    from gridtrain.models import InputSpec, build_model
+
+    settings = TrainSettings.from_section(config["train"]).with_model_path_resolved(Path.cwd())
+    if workers is not None:
+        if workers < 1:
+            raise ConfigError(f"--workers {workers}: start at least one worker")
+        settings = TrainSettings(**{**settings.__dict__, "workers": workers})
+    settings.algorithm_config()  # raises ConfigError for bad algorithm settings
+    manifest_path = os.path.join(config["dataset"]["outdir"], "manifest.json")
+    manifest = load_manifest(manifest_path)
+    features, groups = select_inputs(manifest, settings.features, manifest_path)
+    if not manifest.shards.get("train"):
+        raise ConfigError(f"{manifest_path}: the dataset has no training shards; convert again")
+    model = build_model(
+        settings.model,
+        settings.model_params,
+        InputSpec(features, groups),
+        learning_rate=settings.learning_rate,
+        seed=settings.seed,
+    )
+    files = RunDir(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if files.spec.exists():
+        raise ConfigError(
+            f"{run_dir} holds a run already; continue it with `gridtrain train --resume "
+            f"{run_dir}`, or choose another --run-dir"
+        )
+    used = json.loads(json.dumps(config))
+    used["train"]["workers"] = settings.workers
+    used["train"]["model"]["name"] = settings.model
+    _atomic_text(files.config, yaml.safe_dump(used, sort_keys=False))
+    spec = WorkerSpec(
+        json.loads(manifest.to_json()),
+        manifest_path,
+        settings,
+        features,
+        groups,
+        _shard_locations(manifest, manifest_path),
+    )
+    spec.write(files.spec)
+    auth.write_secret_file(files.secret, auth.new_secret())
+    weights = model.get_weights()
+    _save_weights(files.checkpoint.with_name("initial.npz"), weights)
+    return files
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _save_weights(path: Path, weights: list[np.ndarray], **meta: int) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as handle:
+        arrays = {f"arr_{index}": array for index, array in enumerate(weights)}
+        arrays.update({f"meta_{key}": np.asarray(value) for key, value in meta.items()})
+        np.savez(handle, **arrays)  # type: ignore[arg-type]
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def _load_weights(path: Path) -> tuple[list[np.ndarray], dict[str, int]]:
+    with np.load(path, allow_pickle=False) as data:
+        keys = sorted((k for k in data.files if k.startswith("arr_")), key=lambda k: int(k[4:]))
+        meta = {k[5:]: int(data[k]) for k in data.files if k.startswith("meta_")}
+        return [np.ascontiguousarray(data[k]) for k in keys], meta
+
+
+# -- the run -------------------------------------------------------------------------------------
+
+
+class JsonLines:
+    """An append-only JSON-lines file, flushed per line (``tail -f`` works)."""
+
+    def __init__(self, path: Path) -> None:
+        self._handle: TextIO = open(path, "a", encoding="utf-8")  # noqa: SIM115
+        self.last: dict[str, Any] = {}
+
+    def __call__(self, record: dict[str, Any]) -> None:
+        self.last = record
+        self._handle.write(json.dumps(record, separators=(",", ":")) + "\n")
+        self._handle.flush()
+
+    def close(self) -> None:
+        self._handle.close()
+
+
+class Run:
+    """One training run in ``files``; ``execute`` returns the exit code."""
+
+    def __init__(self, files: RunDir, executor: Executor | None = None) -> None:
+        self.files = files
+        self.spec = WorkerSpec.read(files.spec)
+        self.settings = self.spec.settings
+        self.executor = executor or make_executor(self.settings.executor)
+        self.interrupted = ""
+        self._stop_requested = False
+        self._last_line = 0.0
+
+    # -- set-up --------------------------------------------------------------------------------
+
+    def _state(self) -> tuple[LeaseState | None, dict[str, Any]]:
+        if not self.files.state.exists():
+            return None, {}
+        data = json.loads(self.files.state.read_text())
+        return LeaseState.from_dict(data["leases"]), data
+
+    def _store(self, resumed: bool) -> CenterStore:
+        algorithm = self.settings.algorithm_config()
+        if resumed and self.files.checkpoint.exists():
+            snapshot = read_checkpoint(self.files.checkpoint)
+            return CenterStore(
+                snapshot.center,
+                algorithm,
+                version=snapshot.version,
+                optimizer_state=snapshot.optimizer_state or None,
+                optimizer_step=snapshot.optimizer_step,
+                counters=snapshot.counters,
+            )
+        weights, _ = _load_weights(self.files.checkpoint.with_name("initial.npz"))
+        return CenterStore(weights, algorithm)
+
+    def _write_state(self, book: LeaseBook, server: ParameterServer, wall: float) -> None:
+        counts = Counter({int(k): v for k, v in self._previous.get("staleness", {}).items()})
+        counts.update(server.metrics.staleness_counts)
+        state = {
+            "leases": book.snapshot_state(),
+            "wall_time_s": round(wall, 3),
+            "staleness": {str(k): v for k, v in sorted(counts.items())},
+            "refused": self._previous.get("refused", 0) + server.metrics.refused,
+        }
+        _atomic_text(self.files.state, json.dumps(state, indent=1))
+
+    # -- running -------------------------------------------------------------------------------
+
+    def execute(self) -> int:
+        state, self._previous = self._state()
+        resumed = state is not None
+        if state is not None and state.stopped and not state.stopped.startswith("interrupted"):
+            log.info(
+                "run %s already finished (%s); writing outputs", self.files.path, state.stopped
+            )
+            return self.finalize()
+        if state is not None:
+            state.stopped = ""
+        store = self._store(resumed)
+        entries = self.spec.manifest["shards"]
+        snapshots = EpochSnapshots(store, self._on_best)
+        if self.files.best.exists():
+            best, meta = _load_weights(self.files.best)
+            snapshots.best = (meta.get("epoch", -1), meta.get("version", 0), best)
+        plan = LeasePlan(
+            train_shards=[entry["path"] for entry in entries.get("train", [])],
+            validation_shards=[entry["path"] for entry in entries.get("validation", [])],
+            epochs=self.settings.epochs,
+            timeout=self.settings.lease_timeout,
+            patience=self.settings.patience,
+            min_delta=self.settings.min_delta,
+            seed=self.settings.seed,
+        )
+        lease_log, history = JsonLines(self.files.leases), JsonLines(self.files.history)
+        offset = float(self._previous.get("wall_time_s", 0.0))
+        book = LeaseBook(
+            plan,
+            state=state,
+            lease_log=lease_log,
+            history=history,
+            on_epoch_end=snapshots.take,
+            on_validated=snapshots.validated,
+            time_offset=offset,
+        )
+        server = ParameterServer(
+            store,
+            auth.read_secret_file(self.files.secret),
+            ServerConfig(
+                host="127.0.0.1",
+                checkpoint_path=self.files.checkpoint,
+                metrics_log=self.files.ps_metrics,
+                metrics_interval=5.0,
+            ),
+            leases=book,
+            snapshots=snapshots,
+        )
+        started = time.monotonic()
+        host, port = server.start()
+        previous_handlers = {
+            sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)
+        }
+        try:
+            self.executor.start(
+                Launch(
+                    self.files.spec,
+                    f"{host}:{port}",
+                    self.files.secret,
+                    self.files.logs,
+                    self.files.path.name,
+                ),
+                self.settings.workers,
+            )
+            failure = ""
+            failure = self._watch(book, server, history, started, offset)
+        finally:
+            book.stop(self.interrupted or "driver stopped")
+            if not self.interrupted and not failure:  # workers leave on their own when told done
+                deadline = time.monotonic() + 10.0
+                while self.executor.running() and time.monotonic() < deadline:
+                    self.executor.poll()
+                    time.sleep(0.1)
+            self.executor.stop(STOP_GRACE if not self.interrupted else 30.0)
+            server.stop(checkpoint=True)
+            wall = offset + time.monotonic() - started
+            if self.interrupted or failure:
+                book.state.stopped = f"interrupted: {self.interrupted or failure}"
+            self._write_state(book, server, wall)
+            lease_log.close()
+            history.close()
+            for sig, handler in previous_handlers.items():
+                signal.signal(sig, handler)
+            self._end_progress()
+        if failure:
+            raise TrainingFailed(failure)
+        if self.interrupted:
+            print(
+                f"gridtrain train: interrupted ({self.interrupted}); checkpoint written, continue "
+                f"with: gridtrain train --resume {self.files.path}",
+                file=sys.stderr,
+            )
+            return EXIT_INTERRUPTED
+        return self.finalize()
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        del frame
+        self.interrupted = signal.Signals(signum).name
+
+    def _on_best(self, epoch: int, version: int, weights: list[np.ndarray]) -> None:
+        _save_weights(self.files.best, weights, epoch=epoch, version=version)
+
+    def _watch(
+        self,
+        book: LeaseBook,
+        server: ParameterServer,
+        history: JsonLines,
+        started: float,
+        offset: float,
+    ) -> str:
+        """Wait for the run to finish; returns a failure message, or '' on success/interrupt."""
+        budget = 2 * self.settings.workers  # restarts in all, for crashed (not stopped) workers
+        next_checkpoint = time.monotonic() + CHECKPOINT_INTERVAL
+        while not self.interrupted:
+            if book.wait_done(0.5):
+                return ""
+            for slot in self.executor.poll():
+                if book.done:
+                    break
+                log.warning(
+                    "%s exited with %s before the run finished; see %s",
+                    slot.name,
+                    slot.returncode,
+                    self.files.logs / f"{slot.name}.log",
+                )
+                if budget <= 0:
+                    continue
+                budget -= 1
+                log.warning("restarting %s (%d restarts left)", slot.name, budget)
+                self.executor.restart(slot)
+            if self.executor.running() == 0 and not book.done:
+                return (
+                    f"all workers exited before the run finished; see the logs in "
+                    f"{self.files.logs} (resume with gridtrain train --resume {self.files.path})"
+                )
+            if time.monotonic() >= next_checkpoint:
+                server.checkpoint()
+                self._write_state(book, server, offset + time.monotonic() - started)
+                next_checkpoint = time.monotonic() + CHECKPOINT_INTERVAL
+            self._progress(book, server, history, offset + time.monotonic() - started)
+        return ""
+
+    def _progress(
+        self, book: LeaseBook, server: ParameterServer, history: JsonLines, wall: float
+    ) -> None:
+        tty = sys.stderr.isatty()
+        now = time.monotonic()
+        if now - self._last_line < (0.5 if tty else 15.0):
+            return
+        self._last_line = now
+        progress = book.progress()
+        status = server.metrics.snapshot(server.store.version)
+        parts = [
+            f"epoch {progress['epoch'] + 1}/{progress['epochs']}",
+            f"shards {progress['shards_done']}/{progress['shards_total']}",
+            f"{status['updates_per_s']:.1f} updates/s",
+            f"workers {status['workers_connected']}",
+        ]
+        last = history.last
+        if last.get("type") == "shard" and "loss" in last:
+            parts.append(f"loss {last['loss']:.4f}")
+        latest = progress["latest_validation"]
+        if latest and "auc" in latest:
+            parts.append(f"val AUC {latest['auc']:.4f} (epoch {latest['epoch'] + 1})")
+        parts.append(f"{wall:.0f} s")
+        line = "train: " + " | ".join(parts)
+        print(f"\r{line}\x1b[K" if tty else line, end="" if tty else "\n", file=sys.stderr)
+
+    def _end_progress(self) -> None:
+        if sys.stderr.isatty() and self._last_line:
+            print(file=sys.stderr)
+
+    # -- outputs -------------------------------------------------------------------------------
+
+    def finalize(self) -> int:
+        """Evaluate the final model on the validation shards; write model, metrics, plots."""
+        from gridtrain.train.finalize import write_outputs
+
+        metrics = write_outputs(self.files, self.spec)
+        print(
+            f"gridtrain train: validation AUC {metrics.get('auc', float('nan')):.4f}, loss "
+            f"{metrics.get('loss', float('nan')):.4f} after {metrics['epochs']} epochs in "
+            f"{metrics['wall_time_s']:.0f} s; results in {self.files.path} "
+            f"(model.keras, metrics.json, plots/)"
+        )
+        return 0
+
+
+def train(
+    config: dict[str, Any],
+    run_dir: Path | None = None,
+    workers: int | None = None,
+    executor: str | None = None,
+) -> int:
+    """``gridtrain train``: prepare a new run directory and execute it."""
+    if executor is not None:
+        config["train"]["executor"] = executor
+    files = prepare(config, run_dir or Path(config["train"]["run_dir"]), workers)
+    return Run(files).execute()
+
+
+def resume(run_dir: Path) -> int:
+    """``gridtrain train --resume RUN_DIR``."""
+    files = RunDir(run_dir)
+    if not files.spec.exists():
+        raise ConfigError(
+            f"{run_dir} holds no run to resume (no {WORKER_SPEC}); start one with gridtrain train"
+        )
+    return Run(files).execute()
+
+
+def staleness_summary(counts: dict[str, int]) -> dict[str, Any]:
+    """Histogram and percentiles from exact staleness counts."""
+    from gridtrain.ps.metrics import STALENESS_BUCKETS, staleness_bucket
+
+    exact = Counter({int(k): int(v) for k, v in counts.items()})
+    histogram = dict.fromkeys(STALENESS_BUCKETS, 0)
+    for value, count in exact.items():
+        histogram[staleness_bucket(value)] += count
+    return {"histogram": histogram, **staleness_percentiles(exact)}

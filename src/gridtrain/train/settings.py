@@ -1,0 +1,148 @@
+"""Training settings: the config's ``train`` section as a record, checked against the manifest.
+
+Layer: train, records. No TensorFlow, no sockets: the driver checks everything here before any
+process starts, and hands workers the same record as JSON (``worker.json`` in the run directory).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gridtrain.data.manifest import Manifest
+from gridtrain.errors import ConfigError
+from gridtrain.ps.rules import AlgorithmConfig
+
+WORKER_SPEC = "worker.json"
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """The validated ``train`` section (defaults come from the schema)."""
+
+    model: str
+    model_params: dict[str, Any]
+    features: tuple[str, ...] | None
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    seed: int
+    algorithm: dict[str, Any]
+    every: int
+    patience: int | None
+    min_delta: float
+    restore_best: bool
+    lease_timeout: float
+    workers: int
+    executor: str
+    scratch_budget_mb: int | None
+    run_dir: str
+
+    @classmethod
+    def from_section(cls, section: dict[str, Any]) -> TrainSettings:
+        algorithm = dict(section["algorithm"])
+        every = int(algorithm.pop("every"))
+        stopping = section["early_stopping"]
+        features = section["features"]
+        return cls(
+            model=section["model"]["name"],
+            model_params=dict(section["model"]["params"]),
+            features=tuple(features) if features is not None else None,
+            epochs=section["epochs"],
+            batch_size=section["batch_size"],
+            learning_rate=float(section["learning_rate"]),
+            seed=section["seed"],
+            algorithm=algorithm,
+            every=every,
+            patience=stopping["patience"],
+            min_delta=float(stopping["min_delta"]),
+            restore_best=stopping["restore_best"],
+            lease_timeout=float(section["lease_timeout"]),
+            workers=section["workers"],
+            executor=section["executor"],
+            scratch_budget_mb=section["scratch_budget_mb"],
+            run_dir=section["run_dir"],
+        )
+
+    def algorithm_config(self) -> AlgorithmConfig:
+        """The parameter server's rule; ADAG's window is the exchange period."""
+        values = dict(self.algorithm)
+        if values.get("algorithm") == "adag":
+            values["window"] = self.every
+        return AlgorithmConfig.from_dict(values)
+
+    def with_model_path_resolved(self, base: Path) -> TrainSettings:
+        """A user model named by file ("models/net.py:build") made absolute for the workers."""
+        from gridtrain.models import absolute_model_name
+
+        return TrainSettings(**{**asdict(self), "model": absolute_model_name(self.model, base)})
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """Everything a worker needs besides the PS address and secret (``worker.json``).
+
+    ``manifest`` is the dataset's manifest; ``locations`` maps each shard's name in it to where a
+    worker fetches it (an absolute path or a URL), so a worker needs no access to the folder the
+    manifest came from.
+    """
+
+    manifest: dict[str, Any]
+    source: str
+    settings: TrainSettings
+    features: tuple[str, ...]
+    groups: dict[str, tuple[int, tuple[str, ...]]] = field(default_factory=dict)
+    locations: dict[str, str] = field(default_factory=dict)
+
+    def write(self, path: Path) -> None:
+        data = asdict(self)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(data, indent=1))
+        os.replace(tmp, path)
+
+    @classmethod
+    def read(cls, path: Path) -> WorkerSpec:
+        try:
+            data = json.loads(path.read_text())
+            settings = data["settings"]
+            if settings["features"] is not None:
+                settings["features"] = tuple(settings["features"])
+            return cls(
+                manifest=data["manifest"],
+                source=data["source"],
+                settings=TrainSettings(**settings),
+                features=tuple(data["features"]),
+                groups={
+                    name: (int(length), tuple(channels))
+                    for name, (length, channels) in data["groups"].items()
+                },
+                locations=dict(data["locations"]),
+            )
+        except FileNotFoundError:
+            raise ConfigError(
+                f"{path}: no worker spec; it is written by `gridtrain train` into the run directory"
+            ) from None
+        except (KeyError, TypeError, ValueError) as err:
+            raise ConfigError(f"{path}: not a gridtrain worker spec ({err})") from None
+
+
+def select_inputs(
+    manifest: Manifest, features: tuple[str, ...] | None, source: str
+) -> tuple[tuple[str, ...], dict[str, tuple[int, tuple[str, ...]]]]:
+    """The flat features and jagged groups the model may use; unknown features are an error."""
+    available = list(manifest.features)
+    chosen = tuple(available) if features is None else features
+    unknown = [name for name in chosen if name not in available]
+    if unknown:
+        raise ConfigError(
+            f"train.features: {', '.join(map(repr, unknown))} not in the dataset {source} "
+            f"(it has {', '.join(available) or 'no flat features'}); fix the name or re-run "
+            "conversion with it in dataset.features"
+        )
+    groups = {
+        group["name"]: (int(group["length"]), tuple(group["branches"])) for group in manifest.jagged
+    }
+    return chosen, groups

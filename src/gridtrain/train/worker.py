@@ -1,0 +1,372 @@
+"""The training worker (``gridtrain worker``): leases shards, trains a Keras replica, exchanges.
+
+Layer: train, process. One worker is one process with one device: the GPU(s) in
+CUDA_VISIBLE_DEVICES (memory growth on) or, without one, the CPU with the thread pools sized by
+``--threads``. The same code runs as a local process (``--executor local``) and as a grid job.
+
+Loop: ask the parameter server for a task (``ps.leases``); for a training lease stage the shard
+into scratch (``gridtrain.stage.StageIn``, verified by adler32), load it in a thread while the
+previous shard trains, run ``train_on_batch`` over its batches and exchange with the PS every
+``every`` steps (``ps.Exchange``); report the shard done with its loss, events and seconds. For a
+validation task pull the center of that epoch, predict the validation shards and report loss,
+accuracy and ROC AUC. Stop on ``done``, or on SIGTERM/SIGINT without reporting the shard in hand
+(its lease returns to the queue when the connection closes).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import tempfile
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import numpy as np
+
+from gridtrain.data.manifest import Manifest, ShardEntry
+from gridtrain.errors import GridtrainError
+from gridtrain.evaluation import weighted_accuracy, weighted_auc, weighted_log_loss
+from gridtrain.ps import auth
+from gridtrain.ps.client import PSClient
+from gridtrain.ps.errors import ProtocolError
+from gridtrain.ps.exchange import Exchange
+from gridtrain.stage import StageIn
+from gridtrain.train.data import InputBuilder, Prefetcher, ShardData
+from gridtrain.train.settings import WorkerSpec
+
+log = logging.getLogger(__name__)
+
+PREDICT_BATCH = 8192
+RECONNECT_WINDOW = 120.0  # seconds a worker keeps trying to reach a parameter server that left
+
+
+def configure_devices(threads: int | None) -> str:
+    """Set up TensorFlow's devices before first use; returns a description for the log."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    for gpu in gpus:
+        tf.config.experimental.set_memory_growth(gpu, True)
+    if threads:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(min(threads, 2))
+    if gpus:
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "all")
+        return f"{len(gpus)} GPU(s) (CUDA_VISIBLE_DEVICES={visible}), memory growth on"
+    return f"CPU, {threads or os.cpu_count()} threads"
+
+
+@dataclass
+class Throughput:
+    events: int = 0
+    seconds: float = 0.0
+    exchange_seconds: float = 0.0
+    shards: int = 0
+    started: float = field(default_factory=time.perf_counter)
+
+
+class Worker:
+    """One model replica and its conversation with the parameter server."""
+
+    def __init__(
+        self,
+        spec: WorkerSpec,
+        address: str,
+        secret: bytes,
+        name: str,
+        scratch: Path,
+        stop: threading.Event,
+    ) -> None:
+        from gridtrain.models import InputSpec, build_model, model_input_names
+
+        settings = spec.settings
+        self.spec = spec
+        self.settings = settings
+        self.name = name
+        self.stop = stop
+        self.manifest = Manifest.from_dict(spec.manifest)
+        self.entries: dict[str, ShardEntry] = {
+            entry.path: entry for entries in self.manifest.shards.values() for entry in entries
+        }
+        self.locations = spec.locations
+        self.model = build_model(
+            settings.model,
+            settings.model_params,
+            InputSpec(spec.features, spec.groups),
+            learning_rate=settings.learning_rate,
+            seed=settings.seed,
+        )
+        self.inputs = model_input_names(self.model)
+        self.builder = InputBuilder(self.manifest, spec.features, spec.groups, self.inputs)
+        budget = settings.scratch_budget_mb
+        self.stagein = StageIn(scratch, budget << 20 if budget else None)
+        self.prefetcher = Prefetcher(self.builder)
+        self.client = PSClient(address, secret, self.model.get_weights(), name=name)
+        self.throughput = Throughput()
+        self.exchange: Exchange | None = None
+
+    # -- life cycle ----------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Work until the run is done (0) or a stop signal arrives (143)."""
+        try:
+            self._connect()
+            ahead: dict[str, Any] | None = None
+            while not self.stop.is_set():
+                try:
+                    task = ahead or self._lease()
+                    ahead = None
+                    kind = task["kind"]
+                    if kind == "done":
+                        log.info("%s: run finished (%s)", self.name, task.get("reason", ""))
+                        return 0
+                    if kind == "train":
+                        ahead = self._lookahead()
+                        self._train(task)
+                    elif kind == "validate":
+                        self._validate(task)
+                except (ProtocolError, OSError) as err:
+                    if self.stop.is_set():
+                        break
+                    log.warning("%s: lost the parameter server (%s); reconnecting", self.name, err)
+                    ahead = None
+                    self._reconnect()
+            log.info("%s: stopped by signal", self.name)
+            return 143
+        finally:
+            self.prefetcher.close()
+            self.stagein.close()
+            self.client.close()
+            self._log_throughput()
+
+    def _connect(self) -> None:
+        self.client.connect()
+        self.exchange = Exchange(self.client, self.settings.every)
+        self.model.set_weights(self.exchange.start())
+
+    def _reconnect(self) -> None:
+        self.client.close()
+        deadline = time.monotonic() + RECONNECT_WINDOW
+        delay = 1.0
+        while not self.stop.is_set():
+            try:
+                self._connect()
+                return
+            except (ProtocolError, OSError) as err:
+                if time.monotonic() > deadline:
+                    raise GridtrainError(
+                        f"parameter server {self.client.address[0]}:{self.client.address[1]} "
+                        f"unreachable for {RECONNECT_WINDOW:g} s ({err}); is the training "
+                        "still running?"
+                    ) from None
+                self.stop.wait(delay)
+                delay = min(delay * 2, 15.0)
+
+    def _lease(self) -> dict[str, Any]:
+        while not self.stop.is_set():
+            task = self.client.lease()
+            if task["kind"] != "wait":
+                return task
+        return {"kind": "done", "reason": "stopped"}
+
+    def _lookahead(self) -> dict[str, Any] | None:
+        """Lease the next shard now (no waiting) so that it stages while this one trains."""
+        task = self.client.lease(wait=0.0)
+        if task["kind"] == "train":
+            shard = task["shards"][0]
+            self.prefetcher.submit(shard, lambda: self._stage(shard))
+            return task
+        return task if task["kind"] != "wait" else None
+
+    def _stage(self, shard: str) -> Path:
+        entry = self.entries[shard]
+        return self.stagein.get(self.locations[shard], entry.bytes, entry.adler32)
+
+    # -- tasks ---------------------------------------------------------------------------------
+
+    def _train(self, task: dict[str, Any]) -> None:
+        from gridtrain.models import arrange_inputs
+
+        assert self.exchange is not None
+        shard = task["shards"][0]
+        epoch = int(task["epoch"])
+        data = self.prefetcher.get(shard, lambda: self._stage(shard))
+        start = time.perf_counter()
+        exchange_seconds = 0.0
+        losses = []
+        seed = self.settings.seed * 1_000_003 + epoch * 1009 + zlib.crc32(shard.encode())
+        shuffled = data.shuffled(seed)
+        for inputs, labels, weights in shuffled.batches(self.settings.batch_size):
+            result = self.model.train_on_batch(
+                arrange_inputs(self.model, inputs), labels, sample_weight=weights
+            )
+            # Keras averages weighted losses over the batch size; report the weighted mean, the
+            # way validation loss is computed, so both curves share a scale
+            loss = float(result[0] if isinstance(result, list) else result)
+            total = float(weights.sum())
+            losses.append(loss * weights.size / total if total > 0 else loss)
+            before = time.perf_counter()
+            new = self.exchange.after_step(self.model.get_weights)
+            if new is not None:
+                self.model.set_weights(new)
+                exchange_seconds += time.perf_counter() - before
+            if self.stop.is_set():
+                return  # the lease goes back when the connection closes
+        seconds = time.perf_counter() - start
+        self.stagein.release(self.locations[shard])
+        self.throughput.events += data.events
+        self.throughput.seconds += seconds
+        self.throughput.exchange_seconds += exchange_seconds
+        self.throughput.shards += 1
+        loss = float(np.mean(losses)) if losses else float("nan")
+        answer = self.client.complete(
+            int(task["lease"]),
+            {
+                "loss": loss,
+                "events": data.events,
+                "seconds": round(seconds, 4),
+                "exchange_seconds": round(exchange_seconds, 4),
+                "version": self.exchange.version,
+            },
+        )
+        log.info(
+            "%s: epoch %d %s: %d events in %.2f s (%.0f events/s, %.0f%% exchanging), loss %.4f%s",
+            self.name,
+            epoch,
+            shard,
+            data.events,
+            seconds,
+            data.events / max(seconds, 1e-9),
+            100 * exchange_seconds / max(seconds, 1e-9),
+            loss,
+            "" if answer.get("accepted") else f" (not counted: {answer.get('reason')})",
+        )
+
+    def _validate(self, task: dict[str, Any]) -> None:
+        start = time.perf_counter()
+        epoch = int(task["epoch"])
+        version, center = self.client.pull(epoch=epoch)
+        local = self.model.get_weights()
+        self.model.set_weights(center)
+        try:
+            labels, scores, weights = self.predict(task["shards"])
+        finally:
+            self.model.set_weights(local)
+        if self.stop.is_set():
+            return
+        metrics = evaluate(labels, scores, weights)
+        self.client.complete(
+            int(task["lease"]),
+            {**metrics, "events": int(labels.size), "seconds": time.perf_counter() - start},
+        )
+        log.info(
+            "%s: validated epoch %d (center version %d): loss %.4f, accuracy %.4f, AUC %.4f",
+            self.name,
+            epoch,
+            version,
+            metrics["loss"],
+            metrics["accuracy"],
+            metrics["auc"],
+        )
+
+    def predict(self, shards: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Labels, scores and weights of ``shards`` under the model's current weights."""
+
+        def load(shard: str) -> ShardData:
+            data = self.prefetcher.get(shard, lambda: self._stage(shard))
+            self.stagein.release(self.locations[shard])
+            return data
+
+        return predict_shards(self.model, shards, load, self.stop)
+
+    def _log_throughput(self) -> None:
+        done = self.throughput
+        if done.shards:
+            log.info(
+                "%s: trained %d shards, %d events in %.1f s: %.0f events/s, %.1f%% exchanging",
+                self.name,
+                done.shards,
+                done.events,
+                done.seconds,
+                done.events / max(done.seconds, 1e-9),
+                100 * done.exchange_seconds / max(done.seconds, 1e-9),
+            )
+
+
+def predict_shards(
+    model: Any,
+    shards: list[str],
+    load: Callable[[str], ShardData],
+    stop: threading.Event | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Labels, scores and weights of ``shards`` (loaded one at a time) under ``model``."""
+    from gridtrain.models import arrange_inputs
+
+    labels, scores, weights = [], [], []
+    for shard in shards:
+        data = load(shard)
+        for inputs, batch_labels, batch_weights in data.batches(PREDICT_BATCH):
+            scores.append(
+                np.asarray(model.predict_on_batch(arrange_inputs(model, inputs))).reshape(-1)
+            )
+            labels.append(batch_labels)
+            weights.append(batch_weights)
+        if stop is not None and stop.is_set():
+            break
+    return np.concatenate(labels), np.concatenate(scores), np.concatenate(weights)
+
+
+def evaluate(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> dict[str, float]:
+    """Weighted validation loss, accuracy and ROC AUC."""
+    return {
+        "loss": weighted_log_loss(labels, scores, weights),
+        "accuracy": weighted_accuracy(labels, scores, weights),
+        "auc": weighted_auc(labels, scores, weights),
+    }
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[threading.Event]:
+    """An event set by SIGTERM or SIGINT (the batch system's eviction, or Ctrl-C)."""
+    stop = threading.Event()
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        del frame
+        log.info("received %s; stopping after this batch", signal.Signals(signum).name)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield stop
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def scratch_dir(name: str) -> Path:
+    """A private folder for staged shards: under $_CONDOR_SCRATCH_DIR in a grid job."""
+    base = os.environ.get("_CONDOR_SCRATCH_DIR") or None
+    return Path(tempfile.mkdtemp(prefix=f"gridtrain-{name}-", dir=base))
+
+
+def main(spec_path: Path, address: str, secret_file: Path, name: str, threads: int | None) -> int:
+    """Entry point of ``gridtrain worker``."""
+    spec = WorkerSpec.read(spec_path)
+    secret = auth.read_secret_file(secret_file)
+    devices = configure_devices(threads)
+    log.info("%s: training on %s", name, devices)
+    scratch = scratch_dir(name)
+    try:
+        with stop_on_signals() as stop:
+            return Worker(spec, address, secret, name, scratch, stop).run()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
