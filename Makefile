@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean system-deps
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,11 +23,29 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/snakemake --lint --profile profiles/local
 
-test: lint
+test: lint system-deps
 	$(BIN)/python -m pytest
 
-bench: $(STAMP)
+bench: $(STAMP) system-deps
 	$(BIN)/python benchmarks/convert.py
+	$(BIN)/python benchmarks/stage.py
+
+# Debian's XRootD server and client: the staging tests start a real server, the benchmark
+# compares with xrdcp. Installed with apt as root (or through sudo); a no-op once present.
+XROOTD_PACKAGES := xrootd-server xrootd-client
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+system-deps:
+	@if command -v xrootd >/dev/null 2>&1 && command -v xrdcp >/dev/null 2>&1; then \
+		:; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+		echo "installing $(XROOTD_PACKAGES) with apt-get"; \
+		$(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			$(XROOTD_PACKAGES) >/dev/null; \
+	else \
+		echo "warning: no apt-get; install $(XROOTD_PACKAGES) by hand for the staging tests" >&2; \
+	fi
 
 clean:
 	rm -rf $(VENV) .snakemake results data logs .bench
