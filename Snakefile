@@ -1,4 +1,4 @@
-# gridtrain workflow: toy data -> HDF5 shards (later: stage -> train -> report).
+# gridtrain workflow: toy data -> HDF5 shards -> (optional stage) -> train -> report.
 # Run with the embedded default profile:  snakemake --profile profiles/local
 configfile: "config/config.yaml"
 
@@ -7,9 +7,11 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/toy.smk"
 include: "workflow/rules/convert.smk"
 include: "workflow/rules/stage.smk"
+include: "workflow/rules/train.smk"
 
 
 rule all:
     input:
-        manifest=dataset_manifest(),
+        model=f"{run_dir()}/model.keras",
+        plots=[f"{run_dir()}/plots/{name}.png" for name in REPORT_PLOTS],
     default_target: True

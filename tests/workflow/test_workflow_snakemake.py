@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -20,6 +21,7 @@ def workdir_with_config(tmp_path: Path, events: int) -> Path:
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     config["toy"]["events"] = events
     config["dataset"]["shard_events"] = 1000
+    config["train"].update({"epochs": 2, "workers": 2, "batch_size": 128})
     (tmp_path / "config").mkdir()
     (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(config))
     shutil.copytree(REPO / "profiles", tmp_path / "profiles")
@@ -41,12 +43,12 @@ def test_lint_and_dry_run(tmp_path):
     assert "good condition" in lint.stdout + lint.stderr
     dry = snakemake(workdir, "-n")
     assert dry.returncode == 0, dry.stderr
-    assert "toy" in dry.stdout
-    assert "convert" in dry.stdout
+    for rule in ("toy", "convert", "train", "report"):
+        assert f"rule {rule}:" in dry.stdout, rule
 
 
 @pytest.mark.slow
-def test_the_chain_runs_from_toy_to_a_verified_dataset(tmp_path):
+def test_the_chain_runs_from_toy_to_a_trained_model_and_its_report(tmp_path):
     workdir = workdir_with_config(tmp_path, 4000)
     run = snakemake(workdir)
     assert run.returncode == 0, run.stderr[-3000:]
@@ -55,6 +57,13 @@ def test_the_chain_runs_from_toy_to_a_verified_dataset(tmp_path):
     assert manifest.events("train") + manifest.events("validation") == 4000
     assert verify_local(manifest, dataset) == []
     assert "wrote" in (workdir / "logs" / "convert.log").read_text()
+    run = workdir / "results" / "toy" / "run"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["epochs"] == 2
+    assert metrics["auc"] > 0.8
+    assert (run / "model.keras").stat().st_size > 0
+    for plot in ("training_vs_time", "training_vs_updates", "roc", "staleness", "throughput"):
+        assert (run / "plots" / f"{plot}.png").read_bytes()[:4] == b"\x89PNG", plot
     again = snakemake(workdir)  # nothing to do the second time
     assert again.returncode == 0
     assert "Nothing to be done" in again.stdout + again.stderr

@@ -18,3 +18,10 @@ def dataset_inputs():
         for path in sample["files"]
         if "://" not in path
     ]
+
+
+REPORT_PLOTS = ["training_vs_time", "training_vs_updates", "roc", "staleness", "throughput"]
+
+
+def run_dir():
+    return config["train"]["run_dir"]

@@ -190,8 +190,11 @@ class JsonLines:
 class Run:
     """One training run in ``files``; ``execute`` returns the exit code."""
 
-    def __init__(self, files: RunDir, executor: Executor | None = None) -> None:
+    def __init__(
+        self, files: RunDir, executor: Executor | None = None, *, plots: bool = True
+    ) -> None:
         self.files = files
+        self.plots = plots
         self.spec = WorkerSpec.read(files.spec)
         self.settings = self.spec.settings
         self.executor = executor or make_executor(self.settings.executor)
@@ -413,7 +416,7 @@ class Run:
         """Evaluate the final model on the validation shards; write model, metrics, plots."""
         from gridtrain.train.finalize import write_outputs
 
-        metrics = write_outputs(self.files, self.spec)
+        metrics = write_outputs(self.files, self.spec, plots=self.plots)
         print(
             f"gridtrain train: validation AUC {metrics.get('auc', float('nan')):.4f}, loss "
             f"{metrics.get('loss', float('nan')):.4f} after {metrics['epochs']} epochs in "
@@ -428,22 +431,33 @@ def train(
     run_dir: Path | None = None,
     workers: int | None = None,
     executor: str | None = None,
+    *,
+    plots: bool = True,
 ) -> int:
     """``gridtrain train``: prepare a new run directory and execute it."""
     if executor is not None:
         config["train"]["executor"] = executor
     files = prepare(config, run_dir or Path(config["train"]["run_dir"]), workers)
-    return Run(files).execute()
+    return Run(files, plots=plots).execute()
 
 
-def resume(run_dir: Path) -> int:
+def resume(run_dir: Path, *, plots: bool = True) -> int:
     """``gridtrain train --resume RUN_DIR``."""
     files = RunDir(run_dir)
     if not files.spec.exists():
         raise ConfigError(
             f"{run_dir} holds no run to resume (no {WORKER_SPEC}); start one with gridtrain train"
         )
-    return Run(files).execute()
+    return Run(files, plots=plots).execute()
+
+
+def resumable(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a run that was interrupted (and not finished)."""
+    files = RunDir(run_dir)
+    if not (files.spec.exists() and files.state.exists()):
+        return files.spec.exists()
+    state = json.loads(files.state.read_text())
+    return str(state["leases"].get("stopped", "")).startswith("interrupted")
 
 
 def staleness_summary(counts: dict[str, int]) -> dict[str, Any]:

@@ -80,7 +80,7 @@ def _atomic_json(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def write_outputs(files: RunDir, spec: WorkerSpec) -> dict[str, Any]:
+def write_outputs(files: RunDir, spec: WorkerSpec, *, plots: bool = True) -> dict[str, Any]:
     from gridtrain.models import InputSpec, build_model, model_input_names
     from gridtrain.report import write_report
     from gridtrain.train.driver import _load_weights, staleness_summary
@@ -147,5 +147,6 @@ def write_outputs(files: RunDir, spec: WorkerSpec) -> dict[str, Any]:
         }
     )
     _atomic_json(files.metrics, metrics)
-    write_report(files.path)
+    if plots:
+        write_report(files.path)
     return metrics

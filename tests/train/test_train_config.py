@@ -1,0 +1,52 @@
+"""Bad training configs fail with one clear line before any process starts."""
+
+from __future__ import annotations
+
+import pytest
+from train_helpers import gridtrain, write_config
+
+NOT_COMPILED = """
+import keras
+
+
+def build(inputs):
+    x = keras.Input(shape=(len(inputs.features),), name="features")
+    return keras.Model(x, keras.layers.Dense(1, activation="sigmoid")(x))
+"""
+
+
+@pytest.mark.parametrize(
+    ("train", "message"),
+    [
+        ({"model": {"name": "transformer"}}, "unknown model 'transformer'"),
+        ({"features": ["jet_pt", "jet_charm"]}, "'jet_charm' not in the dataset"),
+        ({"model": {"name": "mymodels.py:build"}}, "expected a compiled keras.Model"),
+        ({"model": {"name": "mlp", "params": {"hiden": [8]}}}, "hiden"),
+        ({"epochs": 0}, "train.epochs"),
+    ],
+)
+def test_bad_config_is_refused_before_any_process_starts(
+    tmp_path, toy_dir, toy_dataset, monkeypatch, train, message
+):
+    (tmp_path / "mymodels.py").write_text(NOT_COMPILED)
+    monkeypatch.chdir(tmp_path)
+    config = write_config(tmp_path / "c.yaml", toy_dir, toy_dataset, **train)
+    run_dir = tmp_path / "run"
+    result = gridtrain("train", "-c", str(config), "--run-dir", str(run_dir), timeout=120)
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert len(lines) == 1, result.stderr[-2000:]
+    assert message in lines[0]
+    assert not run_dir.exists()  # nothing started, nothing written
+
+
+def test_resume_needs_a_run_and_a_run_dir_is_not_reused(tmp_path, toy_dir, toy_dataset):
+    missing = gridtrain("train", "--resume", str(tmp_path / "nothing"), timeout=120)
+    assert missing.returncode == 2
+    assert "holds no run to resume" in missing.stderr
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "worker.json").write_text("{}")
+    config = write_config(tmp_path / "c.yaml", toy_dir, toy_dataset)
+    again = gridtrain("train", "-c", str(config), "--run-dir", str(tmp_path / "run"), timeout=120)
+    assert again.returncode == 2
+    assert "--resume" in again.stderr

@@ -1,0 +1,26 @@
+rule train:
+    input:
+        manifest=dataset_manifest(),
+    output:
+        model=f"{run_dir()}/model.keras",
+        metrics=f"{run_dir()}/metrics.json",
+    log:
+        "logs/train.log",
+    threads: workflow.cores
+    conda:
+        "../../envs/gridtrain.yaml"
+    script:
+        "../scripts/train.py"
+
+
+rule report:
+    input:
+        metrics=f"{run_dir()}/metrics.json",
+    output:
+        plots=[f"{run_dir()}/plots/{name}.png" for name in REPORT_PLOTS],
+    log:
+        "logs/report.log",
+    conda:
+        "../../envs/gridtrain.yaml"
+    script:
+        "../scripts/report.py"
