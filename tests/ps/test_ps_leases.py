@@ -11,6 +11,7 @@ from ps_helpers import connected, running_server, small_model
 
 from gridtrain.ps import auth
 from gridtrain.ps.center import CenterStore
+from gridtrain.ps.cli import format_status
 from gridtrain.ps.errors import RemoteError
 from gridtrain.ps.leases import EpochSnapshots, LeaseBook, LeasePlan, LeaseState
 from gridtrain.ps.rules import AlgorithmConfig
@@ -199,6 +200,8 @@ def test_leases_and_epoch_snapshots_over_the_wire() -> None:
             assert kinds.count("train") == 4
             assert client.lease(wait=0.0)["kind"] == "done"
             assert server.status()["leases"]["stopped"] == "trained 1 epochs"
+            shown = format_status(server.status())
+            assert "leases     epoch 1/1, shards 4/4, 0 out, last validation AUC 0.8000" in shown
     finally:
         server.stop()
     assert snapshots.best is not None

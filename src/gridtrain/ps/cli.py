@@ -301,6 +301,18 @@ def _size(nbytes: float) -> str:
     return f"{nbytes:.1f} PB"
 
 
+def _lease_lines(leases: dict[str, Any] | None) -> list[str]:
+    if not leases:
+        return []
+    latest = leases.get("latest_validation") or {}
+    validation = f", last validation AUC {latest['auc']:.4f}" if "auc" in latest else ""
+    return [
+        f"leases     epoch {leases['epoch'] + 1}/{leases['epochs']}, shards "
+        f"{leases['shards_done']}/{leases['shards_total']}, {leases['leases_out']} out"
+        f"{validation}{', ' + leases['stopped'] if leases['stopped'] else ''}"
+    ]
+
+
 def format_status(status: dict[str, Any]) -> str:
     """The human-readable report of ``gridtrain ps status``."""
     algorithm = status.get("algorithm", {})
@@ -316,6 +328,7 @@ def format_status(status: dict[str, Any]) -> str:
         f"{_size(status['bytes_per_s'])}/s",
         "staleness  "
         + "  ".join(f"{bucket}:{count}" for bucket, count in status["staleness_histogram"].items()),
+        *_lease_lines(status.get("leases")),
         f"workers    {status['workers_connected']} connected, {len(status['workers'])} seen",
         f"  {'id':>4} {'name':<24} {'state':<12} {'last seen':>10} {'lag':>6} {'pushes':>8} "
         f"{'refused':>8}",

@@ -12,6 +12,7 @@ and at the end evaluates the final model on the validation shards and writes the
   checkpoint.npz     the PS center and optimizer     state.json    leases and clocks, for --resume
   best.npz           the best validated weights      plots/        PNGs (``gridtrain report``)
   logs/              one log per worker              ps-metrics.jsonl  the PS's periodic metrics
+  ps.address         HOST:PORT of the running PS     ps.secret     its secret (mode 0600)
 
 Ctrl-C (SIGINT) or SIGTERM stops the workers (their leases go back), writes checkpoint.npz and
 state.json and exits 130; ``gridtrain train --resume RUN_DIR`` continues from there.
@@ -39,6 +40,7 @@ from gridtrain.errors import ConfigError, GridtrainError
 from gridtrain.ps import auth
 from gridtrain.ps.center import CenterStore
 from gridtrain.ps.checkpoint import read_checkpoint
+from gridtrain.ps.cli import write_address_file
 from gridtrain.ps.leases import EpochSnapshots, LeaseBook, LeasePlan, LeaseState
 from gridtrain.ps.metrics import staleness_percentiles
 from gridtrain.ps.server import ParameterServer, ServerConfig
@@ -67,6 +69,7 @@ class RunDir:
             "config": "config.yaml",
             "spec": WORKER_SPEC,
             "secret": "ps.secret",
+            "address": "ps.address",
             "checkpoint": "checkpoint.npz",
             "state": "state.json",
             "best": "best.npz",
@@ -288,6 +291,7 @@ class Run:
         )
         started = time.monotonic()
         host, port = server.start()
+        write_address_file(self.files.address, host, port)  # for workers added by hand
         previous_handlers = {
             sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)
         }
