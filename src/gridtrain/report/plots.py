@@ -1,0 +1,295 @@
+"""PNG plots of a training run: loss and validation against time and updates, ROC, staleness,
+per-worker throughput.
+
+Layer: report, drawing. Each plot is a function of a ``Run`` returning a matplotlib ``Figure``;
+``write_report`` saves them atomically under ``RUN_DIR/plots``. Figures are drawn with the
+object-oriented API and rendered by Agg, never through ``pyplot``: no display is needed, no global
+backend is switched, and nothing here imports TensorFlow, so the head node can regenerate reports.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from gridtrain.evaluation import auc_from_curve
+from gridtrain.report.run import EpochRecord, Run, ShardRecord, load_run
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+log = logging.getLogger(__name__)
+
+PLOTS_DIR = "plots"
+DPI = 110
+MAX_ROC_POINTS = 4000
+MAX_WORKER_COLOURS = 8
+
+
+class MissingData(Exception):
+    """A plot cannot be drawn because the run lacks what it shows; the message says what."""
+
+
+def _figure(size: tuple[float, float]) -> Figure:
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=size, dpi=DPI, layout="constrained")
+
+
+def _time_axis(seconds: Sequence[float]) -> tuple[float, str]:
+    """A divisor and unit that keep wall-time ticks readable for runs of seconds to days."""
+    longest = max(seconds, default=0.0)
+    if longest > 3 * 3600:
+        return 3600.0, "h"
+    if longest > 180:
+        return 60.0, "min"
+    return 1.0, "s"
+
+
+def _training(run: Run, along: str) -> Figure:
+    """Loss (per shard and per epoch) and validation metrics against wall time or updates."""
+    if not run.shards and not run.epochs:
+        why = "history.jsonl has no shard or epoch records" if run.has_history else "no history"
+        raise MissingData(why)
+
+    def x_of(record: ShardRecord | EpochRecord) -> float:
+        return record.time if along == "time" else float(record.version)
+
+    if along == "time":
+        scale, unit = _time_axis([r.time for r in run.shards] + [r.time for r in run.epochs])
+        xlabel = f"wall time ({unit})"
+    else:
+        scale, xlabel = 1.0, "center version (updates applied by the parameter server)"
+
+    fig = _figure(size=(8.5, 7.0))
+    loss_ax, val_ax = fig.subplots(2, 1, sharex=True, height_ratios=(3, 2))
+    workers = sorted({s.worker for s in run.shards})
+    by_worker = len(workers) <= MAX_WORKER_COLOURS
+    for i, worker in enumerate(workers if by_worker else ["all"]):
+        mine = [s for s in run.shards if not by_worker or s.worker == worker]
+        loss_ax.scatter(
+            [x_of(s) / scale for s in mine],
+            [s.loss for s in mine],
+            s=9,
+            alpha=0.55,
+            color=f"C{i % 10}" if by_worker else "C0",
+            label=f"training loss per shard ({worker})" if by_worker else "training loss per shard",
+        )
+    epochs = run.epochs
+    ex = [x_of(e) / scale for e in epochs]
+    if epochs:
+        loss_ax.plot(ex, [e.train_loss for e in epochs], "-", color="0.35", label="training loss")
+        loss_ax.plot(ex, [e.val_loss for e in epochs], "o-", color="black", label="validation loss")
+        val_ax.plot(ex, [e.val_auc for e in epochs], "o-", color="C3", label="validation AUC")
+        val_ax.plot(
+            ex, [e.val_accuracy for e in epochs], "s--", color="C2", label="validation accuracy"
+        )
+        best = (run.metrics or {}).get("best_epoch")
+        for e in epochs:
+            if e.epoch == best:
+                for ax in (loss_ax, val_ax):
+                    ax.axvline(x_of(e) / scale, color="0.6", linestyle=":", label=None)
+                val_ax.annotate(
+                    f"best epoch {best}",
+                    (x_of(e) / scale, 0.02),
+                    rotation=90,
+                    xycoords=("data", "axes fraction"),
+                    fontsize=8,
+                    color="0.4",
+                )
+        val_ax.legend(loc="lower right", fontsize=8)
+    else:
+        val_ax.text(
+            0.5,
+            0.5,
+            "no epoch finished yet",
+            ha="center",
+            va="center",
+            transform=val_ax.transAxes,
+            color="0.4",
+        )
+    loss_ax.set_ylabel("binary cross-entropy")
+    loss_ax.legend(loc="upper right", fontsize=8)
+    loss_ax.grid(alpha=0.3)
+    val_ax.set_ylabel("validation metric")
+    val_ax.set_xlabel(xlabel)
+    val_ax.grid(alpha=0.3)
+    title = "training against wall time" if along == "time" else "training against updates"
+    model = (run.metrics or {}).get("model")
+    fig.suptitle(f"{title}{f' ({model})' if model else ''}")
+    return fig
+
+
+def training_vs_time(run: Run) -> Figure:
+    return _training(run, "time")
+
+
+def training_vs_updates(run: Run) -> Figure:
+    return _training(run, "version")
+
+
+def _thin(fpr: np.ndarray, tpr: np.ndarray, points: int = MAX_ROC_POINTS) -> np.ndarray:
+    """Indices of at most about ``points`` curve points, dense in tpr and in log(fpr)."""
+    n = fpr.size
+    if n <= points:
+        return np.arange(n)
+    positive = fpr[fpr > 0]
+    low = float(positive.min()) if positive.size else 1.0
+    picks = [
+        np.linspace(0, n - 1, points // 2).astype(np.int64),
+        np.searchsorted(fpr, np.geomspace(low, 1.0, points // 4)),
+        np.searchsorted(tpr, np.linspace(0.0, 1.0, points // 4)),
+    ]
+    return np.unique(np.clip(np.concatenate(picks), 0, n - 1))
+
+
+def roc(run: Run) -> Figure:
+    """Background efficiency against signal efficiency, and background rejection (log)."""
+    if run.roc is None:
+        raise MissingData("no roc.npz (the run ended before the final evaluation?)")
+    keep = _thin(run.roc.fpr, run.roc.tpr)
+    fpr, tpr = run.roc.fpr[keep], run.roc.tpr[keep]
+    auc = (run.metrics or {}).get("auc")
+    if not isinstance(auc, int | float) or isinstance(auc, bool):
+        auc = auc_from_curve(run.roc.fpr, run.roc.tpr)
+    fig = _figure(size=(11.0, 5.0))
+    linear, rejection = fig.subplots(1, 2)
+    linear.plot(tpr, fpr, color="C0", label=f"model, AUC = {auc:.4f}")
+    linear.plot([0, 1], [0, 1], ":", color="0.5", label="random, AUC = 0.5")
+    linear.set_xlabel("signal efficiency (true positive rate)")
+    linear.set_ylabel("background efficiency (false positive rate)")
+    linear.set_xlim(0, 1)
+    linear.set_ylim(0, 1)
+    linear.legend(loc="upper left")
+    linear.grid(alpha=0.3)
+    selected = fpr > 0
+    if np.any(selected):
+        rejection.plot(tpr[selected], 1.0 / fpr[selected], color="C0", label=f"AUC = {auc:.4f}")
+        grid = np.linspace(0.01, 1.0, 100)
+        rejection.plot(grid, 1.0 / grid, ":", color="0.5", label="random")
+        rejection.set_yscale("log")
+        rejection.legend(loc="upper right")
+    rejection.set_xlabel("signal efficiency (true positive rate)")
+    rejection.set_ylabel("background rejection 1 / fpr")
+    rejection.set_xlim(0, 1)
+    rejection.grid(alpha=0.3, which="both")
+    fig.suptitle("ROC curve on the validation shards")
+    return fig
+
+
+def _bucket_order(bucket: str) -> tuple[float, str]:
+    """Sort staleness buckets '0', '1', '3-4', '>64' by their lower bound; unknown ones last."""
+    found = re.search(r"\d+", bucket)
+    if found is None:
+        return math.inf, bucket
+    low = float(found.group())
+    return (low + 0.5 if bucket.lstrip().startswith(">") else low), bucket
+
+
+def staleness(run: Run) -> Figure:
+    """How many versions behind the center the accepted updates were computed."""
+    found = (run.metrics or {}).get("staleness")
+    info: dict[str, Any] = found if isinstance(found, dict) else {}
+    histogram = info.get("histogram")
+    if not isinstance(histogram, dict) or not histogram:
+        raise MissingData("metrics.json has no staleness histogram")
+    buckets = sorted(histogram, key=_bucket_order)
+    counts = [float(histogram[b]) for b in buckets]
+    if not sum(counts):
+        raise MissingData("the staleness histogram is empty (no update was accepted)")
+    fig = _figure(size=(8.0, 5.0))
+    ax = fig.subplots()
+    bars = ax.bar(range(len(buckets)), counts, color="C1")
+    ax.bar_label(bars, fmt="{:,.0f}", fontsize=8)
+    ax.set_xticks(range(len(buckets)), buckets)
+    ax.set_xlabel("staleness (center versions behind when the update arrived)")
+    ax.set_ylabel("accepted updates")
+    ax.grid(alpha=0.3, axis="y")
+    quantiles = ", ".join(f"{k} {info[k]}" for k in ("p50", "p90", "p99", "max") if k in info)
+    refused = (run.metrics or {}).get("refused")
+    extra = f"; {refused} refused" if isinstance(refused, int) and refused else ""
+    details = f" ({quantiles}{extra})" if quantiles or extra else ""
+    fig.suptitle(f"staleness of accepted updates{details}")
+    return fig
+
+
+def throughput(run: Run) -> Figure:
+    """Events per second each worker trained on."""
+    workers = (run.metrics or {}).get("workers")
+    rows: list[tuple[str, float]] = []
+    for w in workers if isinstance(workers, list) else []:
+        if isinstance(w, dict) and isinstance(w.get("events_per_s"), int | float):
+            rows.append((str(w.get("name", "?")), float(w["events_per_s"])))
+    if not rows:
+        raise MissingData("metrics.json lists no workers with events_per_s")
+    names = [name for name, _ in rows]
+    rates = [rate for _, rate in rows]
+    fig = _figure(size=(min(20.0, max(8.0, 2.0 + 0.35 * len(rows))), 5.0))
+    ax: Axes = fig.subplots()
+    bars = ax.bar(range(len(rows)), rates, color="C2")
+    if len(rows) <= 16:
+        ax.bar_label(bars, fmt="{:,.0f}", fontsize=8)
+    ax.set_xticks(range(len(rows)), names, rotation=90 if len(rows) > 8 else 0, fontsize=8)
+    ax.set_xlabel("worker")
+    ax.set_ylabel("training events / s")
+    ax.grid(alpha=0.3, axis="y")
+    title = f"throughput: {sum(rates):,.0f} events/s from {len(rows)} workers"
+    share = (run.metrics or {}).get("ps_time_fraction")
+    if isinstance(share, int | float) and not isinstance(share, bool):
+        title += f"\nparameter server busy {100 * share:.1f} % of the wall time"
+    fig.suptitle(title)
+    return fig
+
+
+PLOTS: dict[str, Callable[[Run], Figure]] = {
+    "training_vs_time.png": training_vs_time,
+    "training_vs_updates.png": training_vs_updates,
+    "roc.png": roc,
+    "staleness.png": staleness,
+    "throughput.png": throughput,
+}
+
+
+def save_png(fig: Figure, path: Path) -> None:
+    """Write ``fig`` as ``path`` atomically: a temporary name in the same folder, then a rename."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            fig.savefig(f, format="png", dpi=DPI)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def write_report(run_dir: str | Path, run: Run | None = None) -> list[Path]:
+    """Draw every plot the run has data for into ``RUN_DIR/plots``; return the paths written.
+
+    A plot whose data is missing (no ``roc.npz`` when the run was interrupted, say) is skipped
+    with a warning. Raises ``RunDirError`` when the run directory or both its metrics and
+    history are missing.
+    """
+    run = run if run is not None else load_run(run_dir)
+    out = Path(run_dir) / PLOTS_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, draw in PLOTS.items():
+        try:
+            fig = draw(run)
+        except MissingData as why:
+            log.warning("%s: skipped, %s", out / name, why)
+            continue
+        save_png(fig, out / name)
+        written.append(out / name)
+    return written
