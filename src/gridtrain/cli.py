@@ -22,6 +22,7 @@ log = logging.getLogger("gridtrain")
 _COMMAND_MODULES = (
     "gridtrain.data.cli",
     "gridtrain.ps.cli",
+    "gridtrain.report.cli",
     "gridtrain.train.cli",
     "gridtrain.stage.cli",
 )
