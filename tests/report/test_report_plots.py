@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import subprocess
 import sys
@@ -139,3 +140,19 @@ def test_reports_need_no_tensorflow(tmp_path: Path) -> None:
         f"write_report({str(run_dir)!r}); sys.exit('tensorflow' in sys.modules)"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_sparse_records_and_an_empty_staleness_histogram(tmp_path: Path) -> None:
+    run_dir = write_run(tmp_path / "run")
+    (run_dir / "history.jsonl").write_text(
+        '{"type": "shard", "time": 1.0, "epoch": 1, "shard": "train-00000.h5", "worker": "w0"}\n'
+        '{"type": "epoch", "time": 2.0, "epoch": 1, "version": 0}\n'
+    )
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics["staleness"] = {"histogram": dict.fromkeys(["0", "1", "2", "3-4", ">64"], 0)}
+    (run_dir / "metrics.json").write_text(json.dumps(metrics))
+    run = load_run(run_dir)
+    assert run.shards[0].version is None
+    assert np.isnan(run.shards[0].loss)
+    assert np.isnan(run.epochs[0].val_auc)
+    assert [p.name for p in write_report(run_dir, run)] == ALL_PLOTS

@@ -62,7 +62,9 @@ def _training(run: Run, along: str) -> Figure:
         raise MissingData(why)
 
     def x_of(record: ShardRecord | EpochRecord) -> float:
-        return record.time if along == "time" else float(record.version)
+        if along == "time":
+            return record.time
+        return math.nan if record.version is None else float(record.version)
 
     if along == "time":
         scale, unit = _time_axis([r.time for r in run.shards] + [r.time for r in run.epochs])
@@ -204,10 +206,18 @@ def staleness(run: Run) -> Figure:
         raise MissingData("metrics.json has no staleness histogram")
     buckets = sorted(histogram, key=_bucket_order)
     counts = [float(histogram[b]) for b in buckets]
-    if not sum(counts):
-        raise MissingData("the staleness histogram is empty (no update was accepted)")
     fig = _figure(size=(8.0, 5.0))
     ax = fig.subplots()
+    if not sum(counts):
+        ax.text(
+            0.5,
+            0.5,
+            "no update was accepted",
+            ha="center",
+            va="center",
+            transform=ax.transAxes,
+            color="0.4",
+        )
     bars = ax.bar(range(len(buckets)), counts, color="C1")
     ax.bar_label(bars, fmt="{:,.0f}", fontsize=8)
     ax.set_xticks(range(len(buckets)), buckets)

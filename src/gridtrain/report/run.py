@@ -33,13 +33,17 @@ class RunDirError(GridtrainError, FileNotFoundError):
 
 @dataclass(frozen=True)
 class ShardRecord:
-    """One training shard completed by a worker (``"type": "shard"`` in the history)."""
+    """One training shard completed by a worker (``"type": "shard"`` in the history).
+
+    What the worker reported may be absent (a worker that failed to report its loss, say): the
+    loss and seconds are then NaN, events 0 and version None.
+    """
 
     time: float
     epoch: int
     shard: str
     worker: str
-    version: int
+    version: int | None
     loss: float
     events: int
     seconds: float
@@ -99,10 +103,10 @@ def _shard(r: dict[str, Any]) -> ShardRecord:
         epoch=_integer(r["epoch"]),
         shard=str(r["shard"]),
         worker=str(r["worker"]),
-        version=_integer(r["version"]),
-        loss=_number(r["loss"]),
-        events=_integer(r["events"]),
-        seconds=_number(r["seconds"]),
+        version=None if r.get("version") is None else _integer(r["version"]),
+        loss=_number(r.get("loss")),
+        events=_integer(r.get("events", 0)),
+        seconds=_number(r.get("seconds")),
     )
 
 
