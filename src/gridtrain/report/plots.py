@@ -86,7 +86,7 @@ def _training(run: Run, along: str) -> Figure:
             color=f"C{i % 10}" if by_worker else "C0",
             label=f"training loss per shard ({worker})" if by_worker else "training loss per shard",
         )
-    epochs = run.epochs
+    epochs = sorted(run.epochs, key=x_of)  # validations may finish out of epoch order
     ex = [x_of(e) / scale for e in epochs]
     if epochs:
         loss_ax.plot(ex, [e.train_loss for e in epochs], "-", color="0.35", label="training loss")
