@@ -50,6 +50,12 @@ def register(subparsers: Any) -> None:
     )
     pull.add_argument("url", metavar="URL", help="a dataset folder or its manifest.json")
     pull.add_argument("dest", metavar="DIR", help="local folder to copy into")
+    pull.add_argument(
+        "--manifest-only",
+        action="store_true",
+        help="copy no shard: write DIR/manifest.json naming each shard by its URL, so that "
+        "training stages shards from storage into each worker's scratch",
+    )
     _transfer_options(pull)
     pull.set_defaults(func=_pull)
 
@@ -142,7 +148,13 @@ def _pull(args: argparse.Namespace) -> int:
 
     progress = _ProgressLine("pull")
     try:
-        summary = pull(args.url, args.dest, options_from(args), progress=progress)
+        summary = pull(
+            args.url,
+            args.dest,
+            options_from(args),
+            manifest_only=args.manifest_only,
+            progress=progress,
+        )
     finally:
         progress.close()
     print(summary.line("pulled"))

@@ -108,12 +108,15 @@ def pull(
     dest_dir: str | os.PathLike[str],
     options: TransferOptions,
     *,
+    manifest_only: bool = False,
     progress: Progress | None = None,
 ) -> StageSummary:
     """Copy the dataset at ``url`` (its folder or its manifest) into ``dest_dir``, manifest last.
 
     Shards the manifest names by URL are fetched from there; the local manifest names every
-    shard by its file name in ``dest_dir``.
+    shard by its file name in ``dest_dir``. With ``manifest_only`` no shard is copied and the
+    local manifest names every shard by its full URL: training then stages the shards from
+    storage into each worker's scratch.
     """
     start = time.perf_counter()
     location = parse_location(url)
@@ -139,9 +142,12 @@ def pull(
         for entry in shards:
             name = shard_name(entry.path)
             source = shard_location(base, entry.path)
-            transfers.append(Transfer(source, dest_base.join(name), entry.bytes, entry.adler32))
-            entries[split].append(replace(entry, path=name))
-            rewritten |= name != entry.path
+            if manifest_only:
+                entries[split].append(replace(entry, path=source.url))
+            else:
+                transfers.append(Transfer(source, dest_base.join(name), entry.bytes, entry.adler32))
+                entries[split].append(replace(entry, path=name))
+            rewritten |= entries[split][-1].path != entry.path
     _check_unique(transfers)
     if rewritten:
         content = replace(manifest, shards=entries).to_json().encode()
