@@ -215,3 +215,19 @@ def test_a_server_without_leases_says_so() -> None:
         pytest.raises(RemoteError, match="no shard leases"),
     ):
         client.lease()
+
+
+def test_an_epoch_finished_early_is_validated_after_the_one_before_it() -> None:
+    leases, _, history, _ = book(epochs=3)
+    straggler = leases.grant("slow", connection=1)  # an epoch-0 shard stays out
+    while (task := leases.grant("fast", connection=2))["kind"] == "train":
+        leases.complete(task["lease"], 2, {"loss": 1.0})
+    assert task["kind"] == "wait"  # epoch 1 is trained, but epoch 0 is not: nothing to validate
+    leases.complete(straggler["lease"], 1, {"loss": 1.0})
+    validated = []
+    while (task := leases.grant("w", 3))["kind"] != "done":
+        if task["kind"] == "validate":
+            validated.append(task["epoch"])
+        leases.complete(task["lease"], 3, {"loss": 0.5})
+    assert validated == [0, 1, 2]
+    assert [r["epoch"] for r in history if r["type"] == "epoch"] == [0, 1, 2]

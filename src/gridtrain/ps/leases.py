@@ -153,10 +153,8 @@ class LeaseBook:
             order = list(plan.train_shards)
             random.Random(plan.seed * 1_000_003 + epoch).shuffle(order)
             self._queues[epoch] = deque(shard for shard in order if shard not in done)
-        validated = {record["epoch"] for record in self.state.validated}
-        for epoch in range(plan.epochs):
-            if self._epoch_trained(epoch) and epoch not in validated and plan.validation_shards:
-                self._pending_validation.append((epoch, self._on_epoch_end(epoch)))
+        self._next_close = 0  # epochs below this one are closed: snapshot taken, validation queued
+        self._close_epochs()
         self._update_stopped()
 
     # -- queries -------------------------------------------------------------------------------
@@ -340,7 +338,20 @@ class LeaseBook:
                 **{key: result[key] for key in _SHARD_RESULT if key in result},
             }
         )
-        if self._epoch_trained(epoch):
+        self._close_epochs()
+
+    def _close_epochs(self) -> None:
+        """Close fully trained epochs in order: snapshot the center, queue their validation.
+
+        A worker may finish epoch e+1 before the last shard of epoch e; epoch e+1 then closes
+        right after epoch e, so validations (and early stopping) always go in epoch order.
+        """
+        recorded = {record["epoch"] for record in self.state.validated}
+        while self._next_close < self.plan.epochs and self._epoch_trained(self._next_close):
+            epoch = self._next_close
+            self._next_close += 1
+            if epoch in recorded:  # resumed: validated before the interruption
+                continue
             version = self._on_epoch_end(epoch)
             log.info("epoch %d trained (center version %d)", epoch, version)
             if self.plan.validation_shards:
