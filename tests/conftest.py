@@ -8,6 +8,10 @@ from typing import Any
 
 import pytest
 
+# The XRootD client crashes (SIGSEGV) when loaded after TensorFlow; tests load both, so load it
+# first, as gridtrain.train does for the worker.
+import XRootD.client  # noqa: F401
+
 from gridtrain.config import DatasetConfig
 from gridtrain.data.toy import JET_FEATURES
 

@@ -125,6 +125,8 @@ def write_outputs(files: RunDir, spec: WorkerSpec, *, plots: bool = True) -> dic
         tmp = files.roc.with_name(".roc.tmp.npz")
         np.savez(tmp, fpr=fpr, tpr=tpr, thresholds=thresholds)
         os.replace(tmp, files.roc)
+    if model.optimizer is not None and not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)  # saved with its state, loads quietly
     tmp_model = files.model.with_name(".model.tmp.keras")
     model.save(tmp_model)
     os.replace(tmp_model, files.model)
