@@ -148,7 +148,7 @@ def test_ctrl_c_leaves_a_checkpoint_and_resume_completes(tmp_path, toy_dir, toy_
     assert state["leases"]["stopped"].startswith("interrupted")
     assert (run_dir / "checkpoint.npz").exists()
     assert not (run_dir / "metrics.json").exists()
-    assert not psutil.Process().children(recursive=True)  # no worker left behind
+    assert not worker_processes(psutil.Process())  # no worker left behind
 
     resumed = gridtrain("train", "--resume", str(run_dir))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
