@@ -15,7 +15,8 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/snakemake --profile profiles/local
-	@echo "dataset: results/toy/dataset/manifest.json (check it: $(BIN)/gridtrain verify results/toy/dataset)"
+	@echo "trained model: results/toy/run/model.keras; metrics: results/toy/run/metrics.json;" \
+		"plots: results/toy/run/plots/ (dataset: results/toy/dataset/manifest.json)"
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks workflow/scripts
@@ -28,7 +29,10 @@ test: lint system-deps
 
 bench: $(STAMP) system-deps
 	$(BIN)/python benchmarks/convert.py
+	$(BIN)/python benchmarks/ps.py
 	$(BIN)/python benchmarks/stage.py
+	$(BIN)/python benchmarks/train.py
+	$(BIN)/python benchmarks/staleness.py
 
 # Debian's XRootD server and client: the staging tests start a real server, the benchmark
 # compares with xrdcp. Installed with apt as root (or through sudo); a no-op once present.
