@@ -153,9 +153,13 @@ def _server_root() -> Path:
     return root
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def xrootd_server() -> Iterator[XRootDServer]:
-    """One server with checksums for the whole session; tests use their own sub-folders."""
+    """One server with checksums per test module; tests use their own sub-folders.
+
+    Module scope, not session: no xrootd child outlives the staging tests, so tests elsewhere
+    that check for left-over child processes see none of ours.
+    """
     _require_xrootd()
     server = XRootDServer(_server_root())
     try:
