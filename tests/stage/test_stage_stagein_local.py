@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -174,3 +176,29 @@ def test_close_stops_a_running_prefetch_and_leaves_scratch_empty(tmp_path):
 def test_a_bad_location_is_a_stage_error(tmp_path):
     with StageIn(tmp_path / "scratch") as stagein, pytest.raises(StageError, match="scheme"):
         stagein.get("https://example.org/x.h5", 1, "00000001")
+
+
+@pytest.mark.slow
+def test_after_tensorflow_the_client_refuses_to_load_instead_of_crashing(tmp_path):
+    (shard,) = make_shards(tmp_path / "src", 1, size=1000)
+    script = (
+        "import tensorflow\n"
+        "from gridtrain.errors import StageError\n"
+        "from gridtrain.stage import StageIn\n"
+        f"with StageIn({str(tmp_path / 'scratch')!r}) as s:\n"
+        "    try:\n"
+        f"        s.get(*{shard!r})\n"
+        "    except StageError as err:\n"
+        "        print('refused:', err)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]  # not -11 (SIGSEGV)
+    assert "refused: the XRootD client cannot be loaded after TensorFlow" in result.stdout
+    assert "import gridtrain.stage before tensorflow" in result.stdout

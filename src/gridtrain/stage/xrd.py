@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import threading
 import time
 import zlib
@@ -42,15 +43,34 @@ _env_lock = threading.Lock()
 _env_applied: dict[str, int] = {}
 
 
-def client() -> Any:
-    """``XRootD.client``, imported on first use with a way out when it is missing."""
+def _load_client() -> Any:
+    """Import ``XRootD.client`` now, or return the ``StageError`` that says why it cannot be.
+
+    Loaded when this module is imported, not on first use: the client's shared libraries crash
+    the process (SIGSEGV) when they load after TensorFlow's, so whatever imports
+    ``gridtrain.stage`` before TensorFlow (the worker does) is safe, and a process that loaded
+    TensorFlow first gets this error instead of a crash.
+    """
+    if "tensorflow" in sys.modules and "XRootD.client" not in sys.modules:
+        return StageError(
+            "the XRootD client cannot be loaded after TensorFlow in one process (their bundled "
+            "libraries clash and the process crashes); import gridtrain.stage before tensorflow"
+        )
     try:
         from XRootD import client as xrd_client
     except ImportError as err:
-        raise StageError(
-            f"the XRootD Python client is not installed ({err}); pip install xrootd"
-        ) from None
+        return StageError(f"the XRootD Python client is not installed ({err}); pip install xrootd")
     return xrd_client
+
+
+_CLIENT = _load_client()
+
+
+def client() -> Any:
+    """``XRootD.client``; raises ``StageError`` with the way out when it could not be loaded."""
+    if isinstance(_CLIENT, StageError):
+        raise StageError(str(_CLIENT))
+    return _CLIENT
 
 
 def configure(timeout: float) -> None:
