@@ -1,0 +1,172 @@
+"""Stale gradients: validation AUC after a fixed number of epochs for 1, 2, 4 and 8 workers.
+
+Reproduces the result the project's founding talks show: with asynchronous workers, the updates
+a worker pushes were computed on a center that others have moved since (staleness about the
+number of other workers), so after the same number of epochs the model is worse the more workers
+train it; tuning the algorithm mitigates it. Each cell is one ``gridtrain train`` run in a fresh
+process on the same small toy dataset (50,000 events in shards of 2,000, so 8 workers all get
+work), with the same small MLP ([32, 32] on the 16 jet features), seed, batch size (32: many
+pushes, so real staleness), learning rate and epochs (2), early stopping off:
+
+  downpour   Downpour, workers push the delta of ``every`` local Adam steps, the PS adds it
+             (optimizer ``add``, staleness_scaling ``none``);
+  dynsgd     the same, the PS scaling an update s versions stale by 1/(s+1) (DynSGD);
+  easgd      EASGD, moving rate ``alpha``, exchanging every ``tau`` local steps.
+
+The baseline is one worker: Downpour with one worker is plain sequential training (nothing is
+ever stale). The learning rate is Adam's 0.01, not the default 0.001: at 0.001 this MLP has
+converged within the first epoch and 8 Downpour workers lose nothing after 4 epochs (measured:
+AUC 0.9190 against 0.9183 for one worker), so that setting shows no staleness effect at all; at
+0.01 the step is large enough for stale updates to matter. Asynchronous runs are not
+deterministic: plain Downpour at 8 workers scatters from run to run (0.86 to 0.91 measured).
+
+The figure is the validation AUC of the center after the last epoch, as the workers measured it
+(``history.jsonl``). Prints a table (methods by workers, and each method's AUC loss at the most
+workers against its own single-worker run) and the measured staleness percentiles, writes a plot
+of AUC against workers, one line per method (``--plot``, default ``.bench/staleness.png``), and
+last the AUC loss at 8 workers of the best method there against the best single-worker AUC of
+all methods run (goal <= 0.01).
+
+    python benchmarks/staleness.py                     # 12 runs, about 4-5 min on 2 cores
+    python benchmarks/staleness.py --workers 1,8 --methods downpour,easgd --epochs 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from bench_helpers import TimedRun, run_gridtrain, toy_dataset, train_section
+
+GOAL = 0.01
+
+
+def methods(every: int, alpha: float, tau: int) -> dict[str, dict[str, Any]]:
+    """The ``train.algorithm`` section of each method."""
+    downpour = {"algorithm": "downpour", "optimizer": "add", "every": every}
+    return {
+        "downpour": {**downpour, "staleness_scaling": "none"},
+        "dynsgd": {**downpour, "staleness_scaling": "dynsgd"},
+        "easgd": {"algorithm": "easgd", "alpha": alpha, "every": tau},
+    }
+
+
+def plot(results: dict[str, dict[int, TimedRun]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(6, 4))
+    for method, runs in results.items():
+        counts = sorted(runs)
+        axes.plot(counts, [runs[n].final_auc for n in counts], marker="o", label=method)
+    axes.set_xscale("log", base=2)
+    all_counts = sorted({n for runs in results.values() for n in runs})
+    axes.set_xticks(all_counts, [str(n) for n in all_counts])
+    axes.set_xlabel("asynchronous workers")
+    axes.set_ylabel("validation ROC AUC")
+    axes.set_title(title, fontsize=9)
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workers", default="1,2,4,8", help="comma-separated worker counts")
+    parser.add_argument("--methods", default="downpour,dynsgd,easgd", help="comma-separated")
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--events", type=int, default=50_000)
+    parser.add_argument("--shard-events", type=int, default=2_000)
+    parser.add_argument("--hidden", default="32,32", help="MLP hidden layer sizes")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--learning-rate", type=float, default=1e-2)
+    parser.add_argument("--every", type=int, default=4, help="Downpour: steps between pushes")
+    parser.add_argument("--alpha", type=float, default=0.2, help="EASGD moving rate")
+    parser.add_argument("--tau", type=int, default=4, help="EASGD: steps between exchanges")
+    parser.add_argument("--workdir", default=".bench/staleness")
+    parser.add_argument("--plot", default=".bench/staleness.png")
+    args = parser.parse_args()
+
+    counts = [int(n) for n in args.workers.split(",")]
+    table = methods(args.every, args.alpha, args.tau)
+    chosen = args.methods.split(",")
+    unknown = [m for m in chosen if m not in table]
+    if unknown:
+        parser.error(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(table)}")
+    hidden = [int(n) for n in args.hidden.split(",")]
+    work = Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    dataset = toy_dataset(work, args.events, args.shard_events)
+    print(
+        f"{args.events:,} toy events in shards of {args.shard_events:,}; mlp {hidden}, "
+        f"{args.epochs} epochs, batch {args.batch_size}, learning rate {args.learning_rate:g}; "
+        f"Downpour every {args.every}, EASGD alpha {args.alpha} tau {args.tau}",
+        flush=True,
+    )
+    results: dict[str, dict[int, TimedRun]] = {}
+    for method in chosen:
+        results[method] = {}
+        for workers in counts:
+            train = train_section(
+                "mlp",
+                {"hidden": hidden},
+                args.epochs,
+                args.batch_size,
+                args.learning_rate,
+                table[method],
+            )
+            name = f"{method}-{workers}"
+            run = run_gridtrain(name, dataset, train, work / name, workers)
+            results[method][workers] = run
+            print(f"  {name:<12} AUC {run.final_auc:.4f}  {run.wall:.0f} s", flush=True)
+
+    print(f"\nvalidation AUC after {args.epochs} epochs")
+    most = max(counts)
+    header = f"{'method':<10}" + "".join(f"{n:>9}" for n in counts) + f"{'loss@' + str(most):>10}"
+    print(header)
+    for method, runs in results.items():
+        cells = "".join(f"{runs[n].final_auc:>9.4f}" for n in counts)
+        loss = runs[min(counts)].final_auc - runs[most].final_auc
+        print(f"{method:<10}{cells}{loss:>10.4f}")
+    print("\nmeasured staleness of the pushes, p50/p99 (versions)")
+    print(f"{'method':<10}" + "".join(f"{n:>9}" for n in counts))
+    for method, runs in results.items():
+        cells = []
+        for n in counts:
+            stale = runs[n].metrics.get("staleness", {})
+            cells.append(f"{stale.get('p50', '-')}/{stale.get('p99', '-')}")
+        print(f"{method:<10}" + "".join(f"{c:>9}" for c in cells))
+    plot(
+        results,
+        Path(args.plot),
+        f"{args.events:,} toy events, mlp {hidden}, {args.epochs} epochs, batch "
+        f"{args.batch_size}, learning rate {args.learning_rate:g}",
+    )
+    print(f"plot: {args.plot}")
+    print(
+        json.dumps(
+            {m: {n: round(r.final_auc, 4) for n, r in runs.items()} for m, runs in results.items()}
+        )
+    )
+    print(f"benchmark wall time: {time.perf_counter() - started:.0f} s")
+    if 1 not in counts or 8 not in counts:
+        print("AUC loss at 8 workers of the best method vs 1 worker: n/a (run --workers with 1,8)")
+        return
+    reference = max(runs[1].final_auc for runs in results.values())
+    best = max(results, key=lambda m: results[m][8].final_auc)
+    loss = reference - results[best][8].final_auc
+    print(f"best at 8 workers: {best}; best 1-worker AUC {reference:.4f}")
+    print(f"AUC loss at 8 workers of the best method vs 1 worker: {loss:.4f} (goal <= {GOAL})")
+
+
+if __name__ == "__main__":
+    main()
