@@ -63,6 +63,19 @@ def test_two_async_workers_match_one_worker(tmp_path, toy_dir, toy_dataset):
     assert all(0.5 < r["val_auc"] <= 1 for r in epochs)
 
 
+def slow_config(tmp_path: Path, toy_dir: Path, dataset: Path) -> Path:
+    """Two workers, three epochs, small batches: a run long enough to interrupt."""
+    return write_config(
+        tmp_path / "c.yaml",
+        toy_dir,
+        dataset,
+        workers=2,
+        epochs=3,
+        batch_size=32,
+        early_stopping={"patience": None},
+    )
+
+
 def wait_for(condition, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -84,15 +97,7 @@ def worker_processes(driver: psutil.Process) -> dict[str, psutil.Process]:
 
 
 def test_a_worker_killed_mid_epoch_loses_no_shard(tmp_path, toy_dir, toy_dataset):
-    config = write_config(
-        tmp_path / "c.yaml",
-        toy_dir,
-        toy_dataset,
-        workers=2,
-        epochs=3,
-        batch_size=32,
-        early_stopping={"patience": None},
-    )
+    config = slow_config(tmp_path, toy_dir, toy_dataset)
     run_dir = tmp_path / "killed"
     driver = start_gridtrain("train", "-c", str(config), "--run-dir", str(run_dir))
     try:
@@ -122,15 +127,7 @@ def test_a_worker_killed_mid_epoch_loses_no_shard(tmp_path, toy_dir, toy_dataset
 
 
 def test_ctrl_c_leaves_a_checkpoint_and_resume_completes(tmp_path, toy_dir, toy_dataset):
-    config = write_config(
-        tmp_path / "c.yaml",
-        toy_dir,
-        toy_dataset,
-        workers=2,
-        epochs=3,
-        batch_size=32,
-        early_stopping={"patience": None},
-    )
+    config = slow_config(tmp_path, toy_dir, toy_dataset)
     run_dir = tmp_path / "interrupted"
     driver = start_gridtrain("train", "-c", str(config), "--run-dir", str(run_dir))
     try:

@@ -110,6 +110,18 @@ class CenterStore:
         self._sync_contributors: list[int] = []
         self._closed = False
 
+    @classmethod
+    def resume(cls, snapshot: CenterSnapshot, config: AlgorithmConfig) -> CenterStore:
+        """A store continuing from a checkpoint's snapshot, under ``config``'s rule."""
+        return cls(
+            snapshot.center,
+            config,
+            version=snapshot.version,
+            optimizer_state=snapshot.optimizer_state or None,
+            optimizer_step=snapshot.optimizer_step,
+            counters=snapshot.counters,
+        )
+
     def set_recycler(self, recycler: Callable[[list[Array]], None]) -> None:
         """Where arrays go when a consumed receive buffer has become the center (see apply_push)."""
         self._recycler = recycler

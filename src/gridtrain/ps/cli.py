@@ -187,14 +187,7 @@ def build_store(args: argparse.Namespace) -> CenterStore:
         if snapshot.algorithm != algorithm.to_dict():
             log.warning("algorithm settings differ from the checkpoint's; using the new ones")
         log.info("resuming from %s at center version %d", args.checkpoint, snapshot.version)
-        return CenterStore(
-            snapshot.center,
-            algorithm,
-            version=snapshot.version,
-            optimizer_state=snapshot.optimizer_state or None,
-            optimizer_step=snapshot.optimizer_step,
-            counters=snapshot.counters,
-        )
+        return CenterStore.resume(snapshot, algorithm)
     if args.init is None:
         raise ConfigError(
             "give the initial weights with --init weights.npz (np.savez(path, "

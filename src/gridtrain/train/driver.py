@@ -216,15 +216,7 @@ class Run:
     def _store(self, resumed: bool) -> CenterStore:
         algorithm = self.settings.algorithm_config()
         if resumed and self.files.checkpoint.exists():
-            snapshot = read_checkpoint(self.files.checkpoint)
-            return CenterStore(
-                snapshot.center,
-                algorithm,
-                version=snapshot.version,
-                optimizer_state=snapshot.optimizer_state or None,
-                optimizer_step=snapshot.optimizer_step,
-                counters=snapshot.counters,
-            )
+            return CenterStore.resume(read_checkpoint(self.files.checkpoint), algorithm)
         weights, _ = _load_weights(self.files.checkpoint.with_name("initial.npz"))
         return CenterStore(weights, algorithm)
 
