@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint bench clean system-deps
+.PHONY: demo test lint bench clean system-deps pool-deps
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,20 @@ system-deps:
 			$(XROOTD_PACKAGES) >/dev/null; \
 	else \
 		echo "warning: no apt-get; install $(XROOTD_PACKAGES) by hand for the staging tests" >&2; \
+	fi
+
+# debootstrap builds the HTCondor test pool's chroot (tests/pool/pool.sh); a no-op once present.
+system-deps: pool-deps
+pool-deps:
+	@if command -v debootstrap >/dev/null 2>&1; then \
+		:; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+		echo "installing debootstrap with apt-get"; \
+		$(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			debootstrap >/dev/null; \
+	else \
+		echo "warning: no apt-get; install debootstrap by hand for the HTCondor pool tests" >&2; \
 	fi
 
 clean:

@@ -25,6 +25,7 @@ _COMMAND_MODULES = (
     "gridtrain.report.cli",
     "gridtrain.train.cli",
     "gridtrain.stage.cli",
+    "gridtrain.condor.cli",
 )
 
 EXIT_USER_ERROR = 2

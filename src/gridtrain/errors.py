@@ -41,3 +41,7 @@ class ChecksumMismatchError(StageError):
 
     def __reduce__(self) -> tuple[type, tuple[str, str, str, str]]:
         return type(self), (self.url, self.expected, self.actual, self.detail)
+
+
+class CondorError(GridtrainError, OSError):
+    """HTCondor refused or failed a submission, query or removal; the message names the command."""

@@ -1,0 +1,94 @@
+"""``gridtrain submit``: render a run's worker jobs for HTCondor and print or submit them.
+
+Layer: command-line edge over ``gridtrain.condor``; no HTCondor logic lives here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from gridtrain.errors import ConfigError
+
+ADDRESS_FILE = "ps.address"
+SECRET_FILE = "ps.secret"
+SPEC_FILE = "worker.json"
+_PLACEHOLDER_ADDRESS = "PS_HOST:PORT"
+
+
+def register(subparsers: Any) -> None:
+    submit = subparsers.add_parser(
+        "submit",
+        help="submit a run's workers as one HTCondor cluster (or print it with --dry-run)",
+        description="Render jobs/worker.sub with a condor profile for the run directory "
+        "(worker.json, ps.secret, ps.address) and submit N worker jobs as ONE cluster. "
+        "--dry-run prints the submit description and the expanded job list instead.",
+    )
+    submit.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    submit.add_argument("--workers", type=int, required=True, help="number of worker jobs")
+    submit.add_argument(
+        "--profile", default="local-pool", help="profiles/NAME/condor.yaml (default: local-pool)"
+    )
+    submit.add_argument("--address", help=f"PS HOST:PORT (default: RUN_DIR/{ADDRESS_FILE})")
+    submit.add_argument("--dry-run", action="store_true", help="print, do not submit")
+    submit.set_defaults(func=_submit)
+
+
+def _venv() -> Path | None:
+    return Path(sys.prefix) if sys.prefix != sys.base_prefix else None
+
+
+def _submit(args: argparse.Namespace) -> int:
+    from gridtrain.condor.render import (
+        WorkerJobs,
+        job_items,
+        load_profile,
+        render_submit_description,
+    )
+
+    run_dir: Path = args.run_dir.absolute()
+    address = args.address
+    if address is None and (run_dir / ADDRESS_FILE).is_file():
+        address = (run_dir / ADDRESS_FILE).read_text().strip()
+    if address is None:
+        if not args.dry_run:
+            raise ConfigError(
+                f"{run_dir / ADDRESS_FILE}: missing; start the parameter server first "
+                "(gridtrain train) or pass --address HOST:PORT"
+            )
+        address = _PLACEHOLDER_ADDRESS
+    profile = load_profile(args.profile)
+    jobs = WorkerJobs(
+        run_dir=run_dir,
+        address=address,
+        count=args.workers,
+        spec=run_dir / SPEC_FILE,
+        secret_file=run_dir / SECRET_FILE,
+        venv=_venv(),
+    )
+    description = render_submit_description(profile, jobs)
+    if args.dry_run:
+        print(description, end="")
+        print(f"\n# {jobs.count} job(s) in one cluster, profile {profile.name}:")
+        print("# proc  worker_index  worker_name  output")
+        for proc, item in enumerate(job_items(jobs)):
+            output = jobs.log_dir / f"{item['worker_name']}.out"
+            print(f"# {proc:<5} {item['worker_index']:<13} {item['worker_name']}  {output}")
+        return 0
+
+    from gridtrain.condor.submit import submit_cluster
+
+    for needed in (jobs.spec, jobs.secret_file):
+        if not needed.is_file():
+            raise ConfigError(f"{needed}: missing; the run directory is not ready for workers")
+    cluster = submit_cluster(
+        description,
+        jobs.log_dir / "workers.log",
+        schedd=profile.schedd,
+        collector=profile.collector,
+    )
+    cluster.save(jobs.log_dir)
+    print(f"submitted {cluster.count} worker job(s) as cluster {cluster.cluster_id}")
+    return 0

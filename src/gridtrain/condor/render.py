@@ -1,0 +1,183 @@
+"""Submit descriptions for worker jobs, rendered from ``jobs/worker.sub`` and a profile.
+
+Layer: batch-system edge, pure text. Nothing here imports ``htcondor2`` or runs a command: the
+result is a string that ``gridtrain.condor.submit`` hands to the schedd, and that
+``gridtrain submit --dry-run`` prints.
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gridtrain.errors import ConfigError
+
+# The checkout: jobs/ and profiles/ live beside src/ (an editable install, as `make` sets up).
+CHECKOUT = Path(__file__).resolve().parents[3]
+TEMPLATE = CHECKOUT / "jobs" / "worker.sub"
+WRAPPER = CHECKOUT / "jobs" / "worker.sh"
+PROFILES = CHECKOUT / "profiles"
+PROFILE_FILE = "condor.yaml"
+EXIT_EVICTED = 85  # the wrapper's exit code after SIGTERM, and checkpoint_exit_code
+
+_PROFILE_EXAMPLE = """request_gpus: 1
+gpus_minimum_capability: 7.0
+gpus_minimum_memory: 8000
+request_cpus: 1
+request_memory: 2GB
+request_disk: 1GB"""
+
+
+@dataclass(frozen=True)
+class CondorProfile:
+    """What the worker jobs ask of the pool (``profiles/NAME/condor.yaml``)."""
+
+    name: str
+    request_gpus: int = 1
+    gpus_minimum_capability: float | None = None
+    gpus_minimum_memory: int | None = None  # MB
+    request_cpus: int = 1
+    request_memory: str = "2GB"
+    request_disk: str = "1GB"
+    max_retries: int = 3
+    hold_retries: int = 3
+    release_hold_codes: tuple[int, ...] = (6, 12, 13)
+    release_after: int = 30
+    schedd: str | None = None
+    collector: str | None = None
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class WorkerJobs:
+    """One run's worker jobs: everything but the pool's resources."""
+
+    run_dir: Path
+    address: str  # HOST:PORT of the parameter server; not secret
+    count: int
+    spec: Path  # worker.json
+    secret_file: Path  # ps.secret, transferred (mode 0600), never in the ClassAd
+    run_name: str = ""
+    venv: Path | None = None  # the Python environment on the execute node
+    wrapper: Path = WRAPPER
+    command: Sequence[str] = ()  # replaces `gridtrain worker ...` (tests, no-op benchmarks)
+    first_index: int = 0
+
+    @property
+    def name(self) -> str:
+        return self.run_name or self.run_dir.name
+
+    @property
+    def log_dir(self) -> Path:
+        return self.run_dir / "condor"
+
+    def worker_names(self) -> list[str]:
+        return [f"{self.name}-w{i}" for i in range(self.first_index, self.first_index + self.count)]
+
+
+class _Template(string.Template):
+    delimiter = "@"  # $(...) belongs to HTCondor
+
+
+def resolve_profile(name: str | Path) -> Path:
+    """``profiles/NAME/condor.yaml``: a folder or file path first, then the packaged profiles."""
+    path = Path(name)
+    for candidate in (path, path / PROFILE_FILE, PROFILES / str(name) / PROFILE_FILE):
+        if candidate.is_file():
+            return candidate
+    known = sorted(p.parent.name for p in PROFILES.glob(f"*/{PROFILE_FILE}"))
+    raise ConfigError(
+        f"condor profile {str(name)!r} not found (no {path / PROFILE_FILE} nor "
+        f"{PROFILES / str(name) / PROFILE_FILE}); choose one of {', '.join(known) or 'none'}"
+    )
+
+
+def load_profile(name: str | Path) -> CondorProfile:
+    path = resolve_profile(name)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping such as\n{_PROFILE_EXAMPLE}")
+    known = set(CondorProfile.__dataclass_fields__) - {"name"}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)}; known: {sorted(known)}")
+    values: dict[str, Any] = {k: v for k, v in data.items() if v is not None or k in _NULLABLE}
+    if "release_hold_codes" in values:
+        values["release_hold_codes"] = tuple(int(code) for code in values["release_hold_codes"])
+    values["extra"] = {str(k): str(v) for k, v in (values.get("extra") or {}).items()}
+    profile_name = path.parent.name if path.name == PROFILE_FILE else path.stem
+    try:
+        return CondorProfile(name=profile_name, **values)
+    except TypeError as err:
+        raise ConfigError(f"{path}: {err}") from None
+
+
+_NULLABLE = {"gpus_minimum_capability", "gpus_minimum_memory", "schedd", "collector"}
+
+
+def job_items(jobs: WorkerJobs) -> list[dict[str, str]]:
+    """The item data of the cluster: one job per worker index."""
+    return [
+        {"worker_index": str(jobs.first_index + i), "worker_name": name}
+        for i, name in enumerate(jobs.worker_names())
+    ]
+
+
+def _environment(jobs: WorkerJobs, profile: CondorProfile) -> str:
+    # HTCondor's quoted environment syntax: NAME=value separated by spaces, 'single' quotes
+    # around values with spaces. Never the secret: this string is in the job ClassAd.
+    values = {"GRIDTRAIN_PS_ADDRESS": jobs.address, "GRIDTRAIN_THREADS": str(profile.request_cpus)}
+    if jobs.venv is not None:
+        values["GRIDTRAIN_VENV"] = str(jobs.venv)
+    if jobs.command:
+        values["GRIDTRAIN_JOB_COMMAND"] = " ".join(jobs.command)
+    for key, value in values.items():
+        if any(c in value for c in "\"'\n"):
+            raise ConfigError(
+                f"{key}={value!r}: quotes and newlines cannot go into a job environment"
+            )
+    return " ".join(f"{k}='{v}'" if " " in v else f"{k}={v}" for k, v in values.items())
+
+
+def render_submit_description(
+    profile: CondorProfile, jobs: WorkerJobs, template: Path = TEMPLATE
+) -> str:
+    """The submit description of one cluster holding ``jobs.count`` workers."""
+    if jobs.count < 1:
+        raise ConfigError(f"--workers {jobs.count}: submit at least one worker")
+    gpu_requirements = []
+    if profile.gpus_minimum_capability is not None:
+        gpu_requirements.append(f"gpus_minimum_capability = {profile.gpus_minimum_capability}")
+    if profile.gpus_minimum_memory is not None:
+        gpu_requirements.append(f"gpus_minimum_memory     = {profile.gpus_minimum_memory}")
+    codes = " || ".join(f"HoldReasonCode =?= {code}" for code in profile.release_hold_codes)
+    items = "".join(f"{item['worker_index']} {item['worker_name']}\n" for item in job_items(jobs))
+    run_dir = jobs.run_dir.absolute()
+    return _Template(template.read_text()).substitute(
+        wrapper=jobs.wrapper.absolute(),
+        run_dir=run_dir,
+        log_dir=run_dir / jobs.log_dir.relative_to(jobs.run_dir),
+        environment=_environment(jobs, profile),
+        spec=jobs.spec.absolute(),
+        secret_file=jobs.secret_file.absolute(),
+        request_gpus=profile.request_gpus,
+        gpu_requirements="\n".join(gpu_requirements),
+        request_cpus=profile.request_cpus,
+        request_memory=profile.request_memory,
+        request_disk=profile.request_disk,
+        max_retries=profile.max_retries,
+        hold_retries=profile.hold_retries,
+        release_codes=codes or "false",
+        release_after=profile.release_after,
+        run_name=jobs.name,
+        extra="\n".join(f"{k} = {v}" for k, v in profile.extra.items()),
+        items=items,
+    )

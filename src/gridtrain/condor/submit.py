@@ -1,0 +1,221 @@
+"""Submission and removal of worker-job clusters.
+
+Layer: batch-system edge, the only module that changes a schedd's queue. It submits through the
+``htcondor2`` bindings (PyPI ``htcondor``) and falls back to the ``condor_submit`` command where
+the bindings cannot be imported; every command goes through ``run_command``, which logs it and
+raises ``CondorError`` with its exit code and output. It never renders or reads event logs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import subprocess
+import tempfile
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import ModuleType
+
+from gridtrain.errors import CondorError
+
+log = logging.getLogger(__name__)
+
+SUBMIT_COMMAND = ("condor_submit",)
+REMOVE_COMMAND = ("condor_rm",)
+JOBS_FILE = "jobs.json"  # in the run's condor/ folder: what `gridtrain status` re-attaches to
+_TERSE = re.compile(r"^(\d+)\.(\d+)\s*-\s*(\d+)\.(\d+)\s*$", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """One submitted cluster: its id, the number of jobs, and where it was submitted."""
+
+    cluster_id: int
+    count: int
+    event_log: str
+    schedd: str | None = None
+    collector: str | None = None
+    submitted: float = 0.0
+    via: str = "bindings"
+
+    def save(self, folder: Path) -> Path:
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / JOBS_FILE
+        clusters = [c for c in load_clusters(folder) if c.cluster_id != self.cluster_id]
+        part = path.with_name(f".{JOBS_FILE}.part")
+        part.write_text(json.dumps([asdict(c) for c in [*clusters, self]], indent=1) + "\n")
+        os.replace(part, path)
+        return path
+
+
+def load_clusters(folder: Path) -> list[Cluster]:
+    path = folder / JOBS_FILE
+    if not path.is_file():
+        return []
+    return [Cluster(**entry) for entry in json.loads(path.read_text())]
+
+
+def htcondor() -> ModuleType:
+    """The ``htcondor2`` bindings, imported on first use (they read CONDOR_CONFIG at import)."""
+    with warnings.catch_warnings():
+        # Without CONDOR_CONFIG the bindings warn and use /dev/null: fine for parsing only.
+        warnings.filterwarnings("ignore", message=".*CONDOR_CONFIG.*", category=UserWarning)
+        import htcondor2
+
+    return htcondor2
+
+
+def run_command(command: Sequence[str], *, timeout: float = 120) -> str:
+    """Run an HTCondor command; its stdout, or ``CondorError`` with code, stdout and stderr."""
+    log.debug("running %s", " ".join(command))
+    try:
+        done = subprocess.run(
+            list(command), capture_output=True, text=True, timeout=timeout, check=False
+        )
+    except FileNotFoundError:
+        raise CondorError(
+            f"{command[0]}: not found; install HTCondor's tools or the bindings "
+            "(pip install 'htcondor>=24.5.1,<25')"
+        ) from None
+    except subprocess.TimeoutExpired:
+        raise CondorError(f"{' '.join(command)}: no answer within {timeout:g} s") from None
+    if done.returncode != 0:
+        raise CondorError(
+            f"{' '.join(command)} exited {done.returncode}: {done.stderr.strip() or done.stdout}"
+            f"\nstdout: {done.stdout}"
+        )
+    return done.stdout
+
+
+def _schedd(schedd: str | None, collector: str | None) -> object:
+    htcondor2 = htcondor()
+    if schedd is None and collector is None:
+        return htcondor2.Schedd()
+    try:
+        ad = htcondor2.Collector(collector).locate(htcondor2.DaemonType.Schedd, schedd)
+    except Exception as err:  # the bindings raise HTCondorException, a bare Exception
+        where = f"schedd {schedd or '(local)'} via {collector or 'CONDOR_HOST'}"
+        raise CondorError(f"{where}: {err}") from None
+    return htcondor2.Schedd(ad)
+
+
+def submit_cluster(
+    description: str,
+    event_log: Path,
+    *,
+    schedd: str | None = None,
+    collector: str | None = None,
+    hold: bool = False,
+    use_bindings: bool = True,
+    submit_command: Sequence[str] = SUBMIT_COMMAND,
+) -> Cluster:
+    """Submit one rendered description (its queue statement makes the jobs) as ONE cluster."""
+    event_log.parent.mkdir(parents=True, exist_ok=True)
+    if hold:
+        description = f"hold = True\n{description}"
+    started = time.time()
+    if use_bindings:
+        try:
+            htcondor2 = htcondor()
+        except ImportError as err:
+            log.warning("htcondor2 bindings unusable (%s); falling back to condor_submit", err)
+        else:
+            try:
+                result = _schedd(schedd, collector).submit(htcondor2.Submit(description))  # type: ignore[attr-defined]
+            except CondorError:
+                raise
+            except Exception as err:
+                where = schedd or "the local schedd"
+                raise CondorError(f"submission to {where} failed: {err}") from None
+            cluster = Cluster(
+                int(result.cluster()),
+                int(result.num_procs()),
+                str(event_log),
+                schedd,
+                collector,
+                started,
+                "bindings",
+            )
+            log.info("submitted %d jobs as cluster %d", cluster.count, cluster.cluster_id)
+            return cluster
+    return _submit_with_command(description, event_log, schedd, collector, started, submit_command)
+
+
+def _submit_with_command(
+    description: str,
+    event_log: Path,
+    schedd: str | None,
+    collector: str | None,
+    started: float,
+    submit_command: Sequence[str],
+) -> Cluster:
+    command = [*submit_command, "-terse"]
+    if schedd is not None:
+        command += ["-name", schedd]
+    if collector is not None:
+        command += ["-pool", collector]
+    with tempfile.NamedTemporaryFile(
+        "w", dir=event_log.parent, prefix=".submit-", suffix=".sub", delete=False
+    ) as file:
+        file.write(description)
+    os.chmod(file.name, 0o644)  # condor_submit may run as the job user (tests: inside the pool)
+    try:
+        out = run_command([*command, file.name])
+    finally:
+        os.unlink(file.name)
+    match = _TERSE.search(out)
+    if match is None:
+        raise CondorError(f"{' '.join(command)}: no cluster id in its output: {out!r}")
+    cluster_id, first, last = int(match[1]), int(match[2]), int(match[4])
+    log.info("submitted %d jobs as cluster %d (condor_submit)", last - first + 1, cluster_id)
+    return Cluster(
+        cluster_id, last - first + 1, str(event_log), schedd, collector, started, "condor_submit"
+    )
+
+
+def remove_cluster(
+    cluster: Cluster | int,
+    *,
+    schedd: str | None = None,
+    collector: str | None = None,
+    reason: str = "removed by gridtrain",
+) -> None:
+    """Remove every job of a cluster (running ones get SIGTERM, then SIGKILL)."""
+    if isinstance(cluster, Cluster):
+        schedd, collector, cluster_id = cluster.schedd, cluster.collector, cluster.cluster_id
+    else:
+        cluster_id = cluster
+    try:
+        htcondor2 = htcondor()
+    except ImportError:
+        pool = ["-pool", collector] if collector else []
+        run_command(
+            [*REMOVE_COMMAND, *pool, *(["-name", schedd] if schedd else []), str(cluster_id)]
+        )
+        return
+    try:
+        _schedd(schedd, collector).act(  # type: ignore[attr-defined]
+            htcondor2.JobAction.Remove, f"ClusterId == {cluster_id}", reason
+        )
+    except Exception as err:
+        raise CondorError(f"removing cluster {cluster_id}: {err}") from None
+
+
+def query_jobs(
+    constraint: str,
+    projection: Sequence[str] = (),
+    *,
+    schedd: str | None = None,
+    collector: str | None = None,
+) -> list[dict[str, object]]:
+    """Job ClassAds in the queue matching ``constraint``, as plain dicts."""
+    try:
+        ads = _schedd(schedd, collector).query(constraint, list(projection))  # type: ignore[attr-defined]
+    except Exception as err:
+        raise CondorError(f"query {constraint!r}: {err}") from None
+    return [{key: ad[key] for key in ad} for ad in ads]
