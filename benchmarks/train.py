@@ -8,9 +8,11 @@ import, data loading and model building included):
   plain-keras   the baseline, what a user writes: load every training shard into memory, call
                 ``model.fit(x, y, sample_weight=w, batch_size=B, epochs=E, shuffle=True)`` with a
                 callback computing the weighted validation ROC AUC at each epoch end, then
-                ``model.save``. The shards are read and standardised with gridtrain's own
-                ``InputBuilder`` (h5py; the manifest's means and stds, padding zeroed), so both
-                sides see bit-identical inputs and differ only in how they train.
+                ``model.save``; seeded with ``keras.utils.set_random_seed``, as gridtrain seeds its
+                runs, so repeats differ in timing only. The shards are read and standardised
+                with gridtrain's own ``InputBuilder`` (h5py; the manifest's means and stds,
+                padding zeroed), so both sides see bit-identical inputs and differ only in how
+                they train.
   gridtrain-1   ``gridtrain train --workers 1``: the parameter server in the driver, one worker
                 process; Downpour with optimizer ``add``, exchanging every 8 steps (the defaults a
                 user keeps with one worker); early stopping off.
@@ -64,6 +66,7 @@ def plain_child(dataset: dict[str, Any], train: dict[str, Any]) -> None:
     from gridtrain.train.data import InputBuilder
     from gridtrain.train.settings import select_inputs
 
+    keras.utils.set_random_seed(train["seed"])  # seeded like gridtrain: repeats differ in time only
     manifest_path = str(Path(dataset["outdir"]) / "manifest.json")
     manifest = load_manifest(manifest_path)
     features, groups = select_inputs(manifest, None, manifest_path)
