@@ -19,6 +19,7 @@
 # only inside the chroot; files a job or the schedd writes on the host belong to that uid, so run
 # directories must be writable by it ($POOL_DIR/runs is mode 1777 and shared at the same path).
 set -euo pipefail
+unset CONDOR_CONFIG  # every condor_* here runs inside the chroot, with its own config
 
 POOL_DIR=${GRIDTRAIN_POOL_DIR:-/var/tmp/gridtrain-pool}
 ROOT_DIR="$POOL_DIR/chroot"

@@ -1,0 +1,112 @@
+"""Worker jobs on the real pool: one cluster, the ordinary user, monitoring, holds, no secret.
+
+The jobs run the real wrapper (jobs/worker.sh) with a trivial command in place of the training
+worker, so no TensorFlow starts; everything else (rendering, file transfer of the secret,
+submission, the event log) is what a training run does.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from pool_helpers import Pool
+
+from gridtrain import __version__
+from gridtrain.condor.monitor import ClusterMonitor, JobState, JobStatus
+from gridtrain.condor.render import WorkerJobs, load_profile, render_submit_description
+from gridtrain.condor.submit import Cluster, query_jobs, remove_cluster, submit_cluster
+
+pytestmark = pytest.mark.htcondor
+
+VENV = Path(__file__).resolve().parents[2] / ".venv"
+
+
+def submit(run_dir: Path, count: int, command: tuple[str, ...], **kwargs: object) -> Cluster:
+    jobs = WorkerJobs(
+        run_dir=run_dir,
+        address="127.0.0.1:9600",
+        count=count,
+        spec=run_dir / "worker.json",
+        secret_file=run_dir / "ps.secret",
+        venv=VENV,
+        command=command,
+    )
+    description = render_submit_description(load_profile("local-pool"), jobs)
+    return submit_cluster(description, jobs.log_dir / "workers.log", **kwargs)  # type: ignore[arg-type]
+
+
+def wait_for(monitor: ClusterMonitor, done: object, timeout: float = 90.0) -> dict[int, JobStatus]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        monitor.poll()
+        if done(monitor.jobs):  # type: ignore[operator]
+            return monitor.jobs
+        time.sleep(0.5)
+    states = {job.job_id: job.state for job in monitor.jobs.values()}
+    raise AssertionError(f"jobs did not get there within {timeout:g} s: {states}")
+
+
+def test_one_cluster_runs_as_the_job_user_and_reaches_done(pool: Pool) -> None:
+    run_dir = pool.run_dir("done")
+    cluster = submit(run_dir, 3, ("gridtrain", "--version"))
+    assert cluster.count == 3
+    ads = query_jobs(f"ClusterId == {cluster.cluster_id}", ["ProcId", "Owner", "RequestGPUs"])
+    assert sorted(ad["ProcId"] for ad in ads) == [0, 1, 2]  # one cluster, three procs
+    assert {ad["Owner"] for ad in ads} == {pool.user}
+
+    monitor = ClusterMonitor(Path(cluster.event_log), cluster.cluster_id)
+    jobs = wait_for(
+        monitor, lambda jobs: len(jobs) == 3 and all(j.state.final for j in jobs.values())
+    )
+    assert {job.state for job in jobs.values()} == {JobState.DONE}
+    assert all(job.attempts == 1 and job.return_value == 0 for job in jobs.values())
+
+    gpus = set()
+    for index in range(3):
+        out = (run_dir / "condor" / f"{run_dir.name}-w{index}.out").read_text()
+        assert f"as {pool.user} " in out
+        assert f"gridtrain {__version__}" in out
+        assert f"(index {index})" in out
+        gpus.add(out.split("CUDA_VISIBLE_DEVICES=")[1].split()[0])
+    assert all(gpu.startswith("GPU-") for gpu in gpus)  # the simulated GPUs, one per job
+
+
+def test_job_ad_has_no_secret_and_a_held_job_is_reported(pool: Pool) -> None:
+    run_dir = pool.run_dir("held")
+    secret = (run_dir / "ps.secret").read_text().strip()
+    cluster = submit(run_dir, 2, ("sleep", "600"))
+    monitor = ClusterMonitor(Path(cluster.event_log), cluster.cluster_id)
+    try:
+        wait_for(monitor, lambda jobs: any(j.state is JobState.RUNNING for j in jobs.values()))
+        ads = query_jobs(f"ClusterId == {cluster.cluster_id}")
+        assert len(ads) == 2
+        assert all(secret not in repr(ad) for ad in ads)
+        long_listing = pool.in_root("condor_q", "-l", str(cluster.cluster_id))
+        assert "GridtrainWorker" in long_listing  # it is the full ad ...
+        assert secret not in long_listing  # ... and the secret is not in it
+        assert "ps.secret" in long_listing  # only the file's name travels
+
+        pool.in_root("condor_hold", "-reason", "gridtrain test hold", f"{cluster.cluster_id}.1")
+        jobs = wait_for(monitor, lambda jobs: jobs.get(1) and jobs[1].state is JobState.HELD)
+        assert jobs[1].hold_reason is not None
+        assert "gridtrain test hold" in jobs[1].hold_reason
+        assert jobs[1].hold_reason_code == 1  # UserRequest
+    finally:
+        remove_cluster(cluster)
+    jobs = wait_for(monitor, lambda jobs: all(j.removed for j in jobs.values()) and len(jobs) == 2)
+    assert {job.state for job in jobs.values()} == {JobState.FAILED}
+
+
+def test_condor_submit_fallback_submits_one_cluster(pool: Pool) -> None:
+    run_dir = pool.run_dir("fallback")
+    command = pool.command("condor_submit", user=pool.user)
+    cluster = submit(run_dir, 2, ("true",), use_bindings=False, submit_command=command)
+    assert cluster.via == "condor_submit"
+    assert cluster.count == 2
+    monitor = ClusterMonitor(Path(cluster.event_log), cluster.cluster_id)
+    jobs = wait_for(
+        monitor, lambda jobs: len(jobs) == 2 and all(j.state.final for j in jobs.values())
+    )
+    assert {job.state for job in jobs.values()} == {JobState.DONE}
