@@ -30,7 +30,7 @@ share of worker time spent exchanging with the PS. The last line is the ratio of
 gridtrain with 1 worker over plain Keras (goal <= 1.15); the line before it, the same ratio for
 the time to complete all epochs, which does not depend on where the target falls.
 
-    python benchmarks/train.py                        # deepsets, 10 epochs: about 7 min here
+    python benchmarks/train.py                        # deepsets, 15 epochs: 5-6 min here
     python benchmarks/train.py --model mlp --epochs 20 --events 100000 --repeat 1
 """
 
@@ -169,7 +169,7 @@ def main() -> None:
     parser.add_argument("--shard-events", type=int, default=32_768)
     parser.add_argument("--model", default="deepsets", help="mlp or deepsets")
     parser.add_argument("--params", default="{}", help="model parameters as JSON")
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--every", type=int, default=8, help="local steps between exchanges")
