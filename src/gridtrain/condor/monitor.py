@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gridtrain.condor.submit import htcondor
+from gridtrain.condor.submit import htcondor, keep_none_alive
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,7 @@ class ClusterMonitor:
                 return []
             self._reader = htcondor().JobEventLog(str(self.event_log))
         changed: dict[int, JobStatus] = {}
+        keep_none_alive()
         for event in self._reader.events(stop_after=0):
             if self.cluster_id is not None and event.cluster != self.cluster_id:
                 continue
