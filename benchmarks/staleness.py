@@ -27,7 +27,7 @@ of AUC against workers, one line per method (``--plot``, default ``.bench/stalen
 last the AUC loss at 8 workers of the best method there against the best single-worker AUC of
 all methods run (goal <= 0.01).
 
-    python benchmarks/staleness.py                     # 12 runs, about 4-5 min on 2 cores
+    python benchmarks/staleness.py                     # 12 runs, about 3-4 min on 2 cores
     python benchmarks/staleness.py --workers 1,8 --methods downpour,easgd --epochs 3
 """
 
