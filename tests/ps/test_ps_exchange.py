@@ -91,3 +91,20 @@ def test_refused_update_costs_one_pull() -> None:
         new = exchange.after_step(shifted(new, 1.0))
         assert new is not None
         np.testing.assert_array_equal(new[0], 6.0)
+
+
+def test_flush_sends_the_steps_of_an_unfinished_window_once() -> None:
+    config = AlgorithmConfig(optimizer="add")
+    with running_server(WEIGHTS, config) as (ps, secret), connected(ps, secret, WEIGHTS) as client:
+        exchange = Exchange(client, every=8)
+        local = exchange.start()
+        for step in (1.0, 2.0, 3.0):
+            assert exchange.after_step(shifted(local, step)) is None
+        assert client.pull()[0] == 0  # nothing sent yet: the window is not full
+        new = exchange.flush(lambda: shifted(local, 3.0))
+        assert new is not None
+        np.testing.assert_array_equal(client.pull()[1][0], 3.0)
+        assert exchange.flush(lambda: shifted(new, 1.0)) is None  # nothing pending
+        for _ in range(7):  # a fresh window after the flush: 7 steps do not exchange
+            assert exchange.after_step(lambda: shifted(new, 1.0)) is None
+        assert exchange.after_step(lambda: shifted(new, 1.0)) is not None

@@ -80,6 +80,21 @@ class Exchange:
         delta = [np.subtract(w, a) for w, a in zip(weights, self._anchor, strict=True)]
         return self._push_pull(delta)
 
+    def flush(self, weights: Sequence[Array] | Callable[[], Sequence[Array]]) -> list[Array] | None:
+        """Exchange now if local steps are pending (end of a shard, end of the run).
+
+        Without it the last ``steps % every`` steps of a worker would never reach the center.
+        """
+        if self.steps % self.every == 0:
+            return None
+        self.steps = 0
+        if callable(weights):
+            weights = weights()
+        if self.algorithm.algorithm == "easgd":
+            return self._easgd(weights)
+        delta = [np.subtract(w, a) for w, a in zip(weights, self._anchor, strict=True)]
+        return self._push_pull(delta)
+
     def push_gradients(self, gradients: Sequence[Array]) -> list[Array] | None:
         """Downpour with a server-side optimizer: accumulate gradients, push every ``every``."""
         if self._gradient_sum is None:

@@ -286,7 +286,12 @@ class LeaseBook:
             else:
                 self._complete_validation(lease, result)
             self._cond.notify_all()
-            return {"accepted": True, "stopped": self.state.stopped}
+            return {
+                "accepted": True,
+                "stopped": self.state.stopped,
+                # a worker holding a lease ahead asks for this task before training that shard
+                "validation_waiting": bool(self._pending_validation) and not self._validating,
+            }
 
     def release_connection(self, connection: int, reason: str) -> None:
         """A connection ended: its leases go back to the queues."""

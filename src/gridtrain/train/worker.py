@@ -23,6 +23,7 @@ import tempfile
 import threading
 import time
 import zlib
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -120,25 +121,28 @@ class Worker:
         """Work until the run is done (0) or a stop signal arrives (143)."""
         try:
             self._connect()
-            ahead: dict[str, Any] | None = None
+            tasks: deque[dict[str, Any]] = deque()  # leased ahead, in the order to work on them
             while not self.stop.is_set():
                 try:
-                    task = ahead or self._lease()
-                    ahead = None
+                    task = tasks.popleft() if tasks else self._lease()
                     kind = task["kind"]
                     if kind == "done":
+                        self._flush()
                         log.info("%s: run finished (%s)", self.name, task.get("reason", ""))
                         return 0
-                    if kind == "train":
-                        ahead = self._lookahead()
-                        self._train(task)
-                    elif kind == "validate":
+                    if kind == "validate":
                         self._validate(task)
+                        continue
+                    if not tasks:
+                        tasks.extend(self._lookahead())
+                    if self._train(task).get("validation_waiting"):
+                        # the epoch just ended: validate it before the shard leased ahead
+                        tasks.extendleft(self._lookahead())
                 except (ProtocolError, OSError) as err:
                     if self.stop.is_set():
                         break
                     log.warning("%s: lost the parameter server (%s); reconnecting", self.name, err)
-                    ahead = None
+                    tasks.clear()
                     self._reconnect()
             log.info("%s: stopped by signal", self.name)
             return 143
@@ -178,14 +182,20 @@ class Worker:
                 return task
         return {"kind": "done", "reason": "stopped"}
 
-    def _lookahead(self) -> dict[str, Any] | None:
-        """Lease the next shard now (no waiting) so that it stages while this one trains."""
+    def _lookahead(self) -> list[dict[str, Any]]:
+        """Lease the next task now (no waiting); a shard starts staging while this one trains."""
         task = self.client.lease(wait=0.0)
         if task["kind"] == "train":
             shard = task["shards"][0]
             self.prefetcher.submit(shard, lambda: self._stage(shard))
-            return task
-        return task if task["kind"] != "wait" else None
+        return [] if task["kind"] in ("wait", "done") else [task]
+
+    def _flush(self) -> None:
+        """Send the local steps taken since the last exchange."""
+        assert self.exchange is not None
+        new = self.exchange.flush(self.model.get_weights)
+        if new is not None:
+            self.model.set_weights(new)
 
     def _stage(self, shard: str) -> Path:
         entry = self.entries[shard]
@@ -193,7 +203,8 @@ class Worker:
 
     # -- tasks ---------------------------------------------------------------------------------
 
-    def _train(self, task: dict[str, Any]) -> None:
+    def _train(self, task: dict[str, Any]) -> dict[str, Any]:
+        """Train on the leased shard; returns the parameter server's answer to its completion."""
         from gridtrain.models import arrange_inputs
 
         assert self.exchange is not None
@@ -220,7 +231,10 @@ class Worker:
                 self.model.set_weights(new)
                 exchange_seconds += time.perf_counter() - before
             if self.stop.is_set():
-                return  # the lease goes back when the connection closes
+                return {}  # the lease goes back when the connection closes
+        before = time.perf_counter()
+        self._flush()  # the shard's last steps reach the center before it counts as done
+        exchange_seconds += time.perf_counter() - before
         seconds = time.perf_counter() - start
         self.stagein.release(self.locations[shard])
         self.throughput.events += data.events
@@ -250,6 +264,7 @@ class Worker:
             loss,
             "" if answer.get("accepted") else f" (not counted: {answer.get('reason')})",
         )
+        return answer
 
     def _validate(self, task: dict[str, Any]) -> None:
         start = time.perf_counter()
