@@ -71,6 +71,8 @@ class ClusterMonitor:
         for event in self._reader.events(stop_after=0):
             if self.cluster_id is not None and event.cluster != self.cluster_id:
                 continue
+            if event.proc < 0:  # the cluster's own events (late materialization), not a job's
+                continue
             job = self.jobs.setdefault(event.proc, JobStatus(event.cluster, event.proc))
             if apply_event(job, event):
                 changed[event.proc] = job

@@ -48,6 +48,7 @@ class CondorProfile:
     hold_retries: int = 3
     release_hold_codes: tuple[int, ...] = (6, 12, 13)
     release_after: int = 30
+    late_materialization: bool = False  # max_materialize: the schedd makes the jobs itself
     schedd: str | None = None
     collector: str | None = None
     extra: Mapping[str, str] = field(default_factory=dict)
@@ -147,6 +148,15 @@ def _environment(jobs: WorkerJobs, profile: CondorProfile) -> str:
     return " ".join(f"{k}='{v}'" if " " in v else f"{k}={v}" for k, v in values.items())
 
 
+def _extra(profile: CondorProfile, jobs: WorkerJobs) -> dict[str, str]:
+    extra = dict(profile.extra)
+    if profile.late_materialization and jobs.count > 1:
+        # One cluster ad and the item data go to the schedd, which materializes the jobs: about
+        # a third faster for 1,000 jobs than sending every job's ad (benchmarks/submit.py).
+        extra["max_materialize"] = str(jobs.count)
+    return extra
+
+
 def render_submit_description(
     profile: CondorProfile, jobs: WorkerJobs, template: Path = TEMPLATE
 ) -> str:
@@ -178,6 +188,6 @@ def render_submit_description(
         release_codes=codes or "false",
         release_after=profile.release_after,
         run_name=jobs.name,
-        extra="\n".join(f"{k} = {v}" for k, v in profile.extra.items()),
+        extra="\n".join(f"{k} = {v}" for k, v in _extra(profile, jobs).items()),
         items=items,
     )
