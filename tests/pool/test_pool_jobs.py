@@ -110,3 +110,18 @@ def test_condor_submit_fallback_submits_one_cluster(pool: Pool) -> None:
         monitor, lambda jobs: len(jobs) == 2 and all(j.state.final for j in jobs.values())
     )
     assert {job.state for job in jobs.values()} == {JobState.DONE}
+
+
+def test_a_vacated_job_is_reported_evicted_and_runs_again(pool: Pool) -> None:
+    run_dir = pool.run_dir("vacate")
+    cluster = submit(run_dir, 1, ("sleep", "600"))
+    monitor = ClusterMonitor(Path(cluster.event_log), cluster.cluster_id)
+    try:
+        wait_for(monitor, lambda jobs: jobs.get(0) and jobs[0].state is JobState.RUNNING)
+        pool.in_root("condor_vacate_job", f"{cluster.cluster_id}.0")
+        jobs = wait_for(monitor, lambda jobs: jobs[0].attempts == 2)
+        assert jobs[0].state is JobState.RUNNING
+        states = [state for proc, state in monitor.transitions if proc == 0]
+        assert states == [JobState.IDLE, JobState.RUNNING, JobState.EVICTED, JobState.RUNNING]
+    finally:
+        remove_cluster(cluster)

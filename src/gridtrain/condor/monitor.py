@@ -59,6 +59,7 @@ class ClusterMonitor:
         self.event_log = Path(event_log)
         self.cluster_id = cluster_id
         self.jobs: dict[int, JobStatus] = {}
+        self.transitions: list[tuple[int, JobState]] = []  # (proc, new state), in log order
         self._reader: Any = None
 
     def poll(self) -> list[JobStatus]:
@@ -73,9 +74,16 @@ class ClusterMonitor:
                 continue
             if event.proc < 0:  # the cluster's own events (late materialization), not a job's
                 continue
-            job = self.jobs.setdefault(event.proc, JobStatus(event.cluster, event.proc))
+            job = self.jobs.get(event.proc)
+            if job is None:
+                job = self.jobs[event.proc] = JobStatus(event.cluster, event.proc)
+                self.transitions.append((job.proc_id, job.state))
+                changed[job.proc_id] = job
+            before = job.state
             if apply_event(job, event):
-                changed[event.proc] = job
+                changed[job.proc_id] = job
+                if job.state is not before:
+                    self.transitions.append((job.proc_id, job.state))
         return sorted(changed.values(), key=lambda job: job.proc_id)
 
     def states(self) -> dict[int, JobState]:
