@@ -12,6 +12,9 @@ import pytest
 # first, as gridtrain.train does for the worker.
 import XRootD.client  # noqa: F401
 
+# The htcondor2 bindings, loaded after TensorFlow, no longer find the local schedd: load them
+# before too (gridtrain.condor.submit imports them).
+import gridtrain.condor.submit  # noqa: F401
 from gridtrain.config import DatasetConfig
 from gridtrain.data.toy import JET_FEATURES
 

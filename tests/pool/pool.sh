@@ -184,11 +184,16 @@ write_client() {
         chmod 600 "$TOKEN_DIR/$POOL_USER.part"
         mv "$TOKEN_DIR/$POOL_USER.part" "$TOKEN_DIR/$POOL_USER"
     fi
+    # The schedd's address file, seen from the host: without it the bindings find the "local"
+    # schedd by this host's name, which fails in a process that has loaded TensorFlow.
+    local address_file
+    address_file=$ROOT_DIR$(in_root condor_config_val SCHEDD_ADDRESS_FILE)
     cat >"$CLIENT_CONFIG" <<EOF
 # Written by tests/pool/pool.sh: talk to the test pool as $POOL_USER with an IDTOKEN.
 CONDOR_HOST = 127.0.0.1
 SEC_CLIENT_AUTHENTICATION_METHODS = IDTOKENS
 SEC_TOKEN_DIRECTORY = $TOKEN_DIR
+SCHEDD_ADDRESS_FILE = $address_file
 EOF
     {
         echo "CONDOR_CONFIG=$CLIENT_CONFIG"

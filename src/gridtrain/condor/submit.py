@@ -62,14 +62,30 @@ def load_clusters(folder: Path) -> list[Cluster]:
     return [Cluster(**entry) for entry in json.loads(path.read_text())]
 
 
-def htcondor() -> ModuleType:
-    """The ``htcondor2`` bindings, imported on first use (they read CONDOR_CONFIG at import)."""
-    with warnings.catch_warnings():
-        # Without CONDOR_CONFIG the bindings warn and use /dev/null: fine for parsing only.
-        warnings.filterwarnings("ignore", message=".*CONDOR_CONFIG.*", category=UserWarning)
-        import htcondor2
+def _load_bindings() -> tuple[ModuleType | None, bool]:
+    after_tensorflow = "tensorflow" in sys.modules
+    try:
+        with warnings.catch_warnings():
+            # Without CONDOR_CONFIG the bindings warn and use /dev/null: fine for parsing only;
+            # whoever sets CONDOR_CONFIG later calls htcondor2.reload_config().
+            warnings.filterwarnings("ignore", message=".*CONDOR_CONFIG.*", category=UserWarning)
+            import htcondor2
+    except ImportError:
+        return None, after_tensorflow
+    return htcondor2, after_tensorflow
 
-    return htcondor2
+
+# Loaded at import, like the XRootD client in gridtrain.stage: loaded after TensorFlow, the
+# bindings no longer find the local schedd ("Unable to locate local daemon"). Import
+# gridtrain.condor.submit before TensorFlow.
+_BINDINGS, _AFTER_TENSORFLOW = _load_bindings()
+
+
+def htcondor() -> ModuleType:
+    """The ``htcondor2`` bindings; ImportError when they are not installed."""
+    if _BINDINGS is None:
+        raise ImportError("htcondor2 is not installed: pip install 'htcondor>=24.5.1,<25'")
+    return _BINDINGS
 
 
 _NONE_FLOOR = 50_000
@@ -119,7 +135,15 @@ def run_command(command: Sequence[str], *, timeout: float = 120) -> str:
 def _schedd(schedd: str | None, collector: str | None) -> object:
     htcondor2 = htcondor()
     if schedd is None and collector is None:
-        return htcondor2.Schedd()
+        try:
+            return htcondor2.Schedd()
+        except Exception as err:
+            hint = (
+                "; the bindings were loaded after TensorFlow: import gridtrain.condor.submit first"
+                if _AFTER_TENSORFLOW
+                else ""
+            )
+            raise CondorError(f"the local schedd: {err}{hint}") from None
     try:
         ad = htcondor2.Collector(collector).locate(htcondor2.DaemonType.Schedd, schedd)
     except Exception as err:  # the bindings raise HTCondorException, a bare Exception
