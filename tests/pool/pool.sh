@@ -64,6 +64,10 @@ build() {
     if [[ -f $STAMP ]]; then say "reusing $ROOT_DIR"; return; fi
     command -v debootstrap >/dev/null || die "debootstrap is missing: make system-deps"
     unmount_all
+    # Never delete through a bind mount: the checkout and the Python installation are mounted here.
+    if awk -v root="$ROOT_DIR" 'index($2, root "/") == 1 {found=1} END {exit !found}' /proc/self/mounts; then
+        die "mounts remain under $ROOT_DIR; run '$0 stop' first"
+    fi
     local url; url=$(mirror)
     say "building $ROOT_DIR from $url (about 2 minutes)"
     rm -rf "$ROOT_DIR"
