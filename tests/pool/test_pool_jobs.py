@@ -14,9 +14,16 @@ import pytest
 from pool_helpers import Pool
 
 from gridtrain import __version__
+from gridtrain.cli import main
 from gridtrain.condor.monitor import ClusterMonitor, JobState, JobStatus
 from gridtrain.condor.render import WorkerJobs, load_profile, render_submit_description
-from gridtrain.condor.submit import Cluster, query_jobs, remove_cluster, submit_cluster
+from gridtrain.condor.submit import (
+    Cluster,
+    load_clusters,
+    query_jobs,
+    remove_cluster,
+    submit_cluster,
+)
 
 pytestmark = pytest.mark.htcondor
 
@@ -123,5 +130,27 @@ def test_a_vacated_job_is_reported_evicted_and_runs_again(pool: Pool) -> None:
         assert jobs[0].state is JobState.RUNNING
         states = [state for proc, state in monitor.transitions if proc == 0]
         assert states == [JobState.IDLE, JobState.RUNNING, JobState.EVICTED, JobState.RUNNING]
+    finally:
+        remove_cluster(cluster)
+
+
+def test_gridtrain_submit_records_the_cluster_in_the_run_directory(
+    pool: Pool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_dir = pool.run_dir("cli")
+    (run_dir / "ps.address").write_text("127.0.0.1:9600\n")
+    assert main(["submit", str(run_dir), "--workers", "2", "--hold"]) == 0
+    [cluster] = load_clusters(run_dir / "condor")
+    try:
+        assert f"as cluster {cluster.cluster_id} on hold" in capsys.readouterr().out
+        assert cluster.count == 2
+        assert cluster.event_log == str(run_dir / "condor" / "workers.log")
+        ads = query_jobs(f"ClusterId == {cluster.cluster_id}", ["JobStatus", "Owner", "Args"])
+        assert [ad["JobStatus"] for ad in ads] == [5, 5]  # held, as asked
+        assert {ad["Owner"] for ad in ads} == {pool.user}
+        assert sorted(str(ad["Args"]) for ad in ads) == [
+            f"{run_dir.name}-w0 0",
+            f"{run_dir.name}-w1 1",
+        ]
     finally:
         remove_cluster(cluster)

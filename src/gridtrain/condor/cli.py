@@ -33,6 +33,7 @@ def register(subparsers: Any) -> None:
     )
     submit.add_argument("--address", help=f"PS HOST:PORT (default: RUN_DIR/{ADDRESS_FILE})")
     submit.add_argument("--dry-run", action="store_true", help="print, do not submit")
+    submit.add_argument("--hold", action="store_true", help="submit the jobs on hold")
     submit.set_defaults(func=_submit)
 
 
@@ -78,17 +79,12 @@ def _submit(args: argparse.Namespace) -> int:
             print(f"# {proc:<5} {item['worker_index']:<13} {item['worker_name']}  {output}")
         return 0
 
-    from gridtrain.condor.submit import submit_cluster
+    from gridtrain.condor.workers import submit_workers
 
     for needed in (jobs.spec, jobs.secret_file):
         if not needed.is_file():
             raise ConfigError(f"{needed}: missing; the run directory is not ready for workers")
-    cluster = submit_cluster(
-        description,
-        jobs.log_dir / "workers.log",
-        schedd=profile.schedd,
-        collector=profile.collector,
-    )
-    cluster.save(jobs.log_dir)
-    print(f"submitted {cluster.count} worker job(s) as cluster {cluster.cluster_id}")
+    cluster = submit_workers(profile, jobs, hold=args.hold)
+    held = " on hold (condor_release them)" if args.hold else ""
+    print(f"submitted {cluster.count} worker job(s) as cluster {cluster.cluster_id}{held}")
     return 0

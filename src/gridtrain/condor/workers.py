@@ -1,0 +1,29 @@
+"""A run's worker jobs as one cluster: render, submit, record; what an executor calls.
+
+Layer: batch-system edge, composition only: ``render`` makes the text, ``submit`` talks to the
+schedd, and the cluster is recorded in the run's ``condor/jobs.json`` so that monitoring can
+re-attach from the run directory alone.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gridtrain.condor.render import CondorProfile, WorkerJobs, render_submit_description
+from gridtrain.condor.submit import Cluster, submit_cluster
+
+EVENT_LOG = "workers.log"  # under WorkerJobs.log_dir; the template's `log`
+
+
+def event_log(jobs: WorkerJobs) -> Path:
+    return jobs.log_dir / EVENT_LOG
+
+
+def submit_workers(profile: CondorProfile, jobs: WorkerJobs, *, hold: bool = False) -> Cluster:
+    """Submit ``jobs.count`` workers as ONE cluster and record it in the run directory."""
+    description = render_submit_description(profile, jobs)
+    cluster = submit_cluster(
+        description, event_log(jobs), schedd=profile.schedd, collector=profile.collector, hold=hold
+    )
+    cluster.save(jobs.log_dir)
+    return cluster
