@@ -6,7 +6,10 @@ Starts (or reuses) the one-machine HTCondor pool of tests/pool/pool.sh and, in o
                 statement) and submit it through the htcondor2 bindings: one transaction;
   per job       the way a per-job executor submits: N descriptions of one worker each, N
                 submissions (N transactions) through the same bindings to the same schedd,
-                so the comparison is about clustering, not about process start-up.
+                so the comparison is about clustering, not about process start-up;
+  condor_submit as a third, informative line: ``--command-jobs`` (50) single-job
+                ``condor_submit`` processes, as dask-jobqueue or a cluster-generic executor run
+                them, extrapolated to N.
 
 Jobs are submitted on hold (``hold = True``): nothing runs, nothing is matched; both sets are
 removed afterwards. Times include rendering, and end when every job is in the queue (the
@@ -100,10 +103,37 @@ def submit_per_job(run_dir: Path, profile: CondorProfile, count: int) -> float:
     return elapsed
 
 
+def submit_per_job_command(pool: Pool, profile: CondorProfile, count: int) -> float:
+    """Seconds per job when each job is one ``condor_submit`` process (dask-jobqueue's way)."""
+    run_dir = pool.run_dir("bench-command")
+    command = pool.command("condor_submit", user=pool.user)  # as the job user, in the pool
+    started = time.perf_counter()
+    for index in range(count):
+        jobs = worker_jobs(run_dir, 1, first_index=index)
+        description = render_submit_description(profile, jobs)
+        submit_cluster(
+            description,
+            jobs.log_dir / "workers.log",
+            hold=True,
+            use_bindings=False,
+            submit_command=command,
+        )
+    elapsed = time.perf_counter() - started
+    assert queued(jobs.name) == count, "not every job was queued"
+    remove_run(jobs.name)
+    return elapsed / count
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=1000, help="worker jobs per method")
     parser.add_argument("--rounds", type=int, default=3, help="best of this many, each method")
+    parser.add_argument(
+        "--command-jobs",
+        type=int,
+        default=50,
+        help="also time this many single-job condor_submit processes (0: skip)",
+    )
     args = parser.parse_args()
     reason = pool_unavailable()
     if reason:
@@ -120,6 +150,9 @@ def main() -> int:
             methods = [(one_cluster, submit_one_cluster), (per_job, submit_per_job)]
             for times, method in methods[:: 1 if round_ % 2 == 0 else -1]:
                 times.append(method(pool.run_dir(f"bench-{round_}"), profile, args.jobs))
+        per_command = (
+            submit_per_job_command(pool, profile, args.command_jobs) if args.command_jobs else 0.0
+        )
     finally:
         for run in pool.runs.glob("bench-*"):
             shutil.rmtree(run, ignore_errors=True)
@@ -131,6 +164,10 @@ def main() -> int:
           f"({args.jobs / best_cluster:,.0f} jobs/s, {rounds})")  # fmt: skip
     print(f"{args.jobs} single-job submissions: {best_single:7.2f} s "
           f"({args.jobs / best_single:,.0f} jobs/s, {rounds})")  # fmt: skip
+    if per_command:
+        print(f"{args.jobs} condor_submit processes: {per_command * args.jobs:7.2f} s "
+              f"(extrapolated from {args.command_jobs}: {per_command:.3f} s each; "
+              f"{per_command * args.jobs / best_cluster:,.0f}x the one cluster)")  # fmt: skip
     print(f"all rounds, one cluster: {' '.join(f'{t:.2f}' for t in one_cluster)} s; "
           f"per job: {' '.join(f'{t:.2f}' for t in per_job)} s")  # fmt: skip
     print(f"ratio per-job / one-cluster: {best_single / best_cluster:.1f}x (goal >= 20x; "
