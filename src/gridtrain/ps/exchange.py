@@ -73,12 +73,7 @@ class Exchange:
         self.steps += 1
         if self.steps % self.every:
             return None
-        if callable(weights):
-            weights = weights()
-        if self.algorithm.algorithm == "easgd":
-            return self._easgd(weights)
-        delta = [np.subtract(w, a) for w, a in zip(weights, self._anchor, strict=True)]
-        return self._push_pull(delta)
+        return self._exchange(weights)
 
     def flush(self, weights: Sequence[Array] | Callable[[], Sequence[Array]]) -> list[Array] | None:
         """Exchange now if local steps are pending (end of a shard, end of the run).
@@ -88,6 +83,9 @@ class Exchange:
         if self.steps % self.every == 0:
             return None
         self.steps = 0
+        return self._exchange(weights)
+
+    def _exchange(self, weights: Sequence[Array] | Callable[[], Sequence[Array]]) -> list[Array]:
         if callable(weights):
             weights = weights()
         if self.algorithm.algorithm == "easgd":
