@@ -124,6 +124,9 @@ mount_all() {
     local path
     for path in $(shared_paths); do
         mount_one "$path" "$ROOT_DIR$path" --bind
+        # The job user reads the shared tree itself (jobs/worker.sh, .venv): a fresh clone made
+        # in `mktemp -d` is mode 700, so open the shared folder (not its contents) to others.
+        chmod o+rx "$path"
         # The chroot's own parents of a shared path (e.g. its /root) must be traversable by the
         # job user; the host's stay as they are.
         local parent=$path
