@@ -139,6 +139,7 @@ def prepare(config: dict[str, Any], run_dir: Path, workers: int | None) -> RunDi
         features,
         groups,
         _shard_locations(manifest, manifest_path),
+        dict(config.get("stage", {})),
     )
     spec.write(files.spec)
     auth.write_secret_file(files.secret, auth.new_secret())

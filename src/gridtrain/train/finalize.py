@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from gridtrain.config import StageConfig
 from gridtrain.data.manifest import Manifest
 from gridtrain.evaluation import weighted_roc
 from gridtrain.ps.checkpoint import read_checkpoint
@@ -107,7 +108,10 @@ def write_outputs(files: RunDir, spec: WorkerSpec, *, plots: bool = True) -> dic
     metrics: dict[str, Any] = {}
     if entries:
         with tempfile.TemporaryDirectory(prefix="gridtrain-final-") as scratch:
-            stagein = StageIn(Path(scratch))
+            stage = StageConfig.from_dict(spec.stage)
+            stagein = StageIn(
+                Path(scratch), timeout=stage.timeout, retries=stage.retries, backoff=stage.backoff
+            )
 
             def load(shard: str) -> ShardData:
                 entry = entries[shard]

@@ -96,6 +96,7 @@ class WorkerSpec:
     features: tuple[str, ...]
     groups: dict[str, tuple[int, tuple[str, ...]]] = field(default_factory=dict)
     locations: dict[str, str] = field(default_factory=dict)
+    stage: dict[str, Any] = field(default_factory=dict)  # the config's stage section
 
     def write(self, path: Path) -> None:
         data = asdict(self)
@@ -120,6 +121,7 @@ class WorkerSpec:
                     for name, (length, channels) in data["groups"].items()
                 },
                 locations=dict(data["locations"]),
+                stage=dict(data.get("stage", {})),
             )
         except FileNotFoundError:
             raise ConfigError(

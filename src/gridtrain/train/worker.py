@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from gridtrain.config import StageConfig
 from gridtrain.data.manifest import Manifest, ShardEntry
 from gridtrain.errors import GridtrainError
 from gridtrain.evaluation import weighted_accuracy, weighted_auc, weighted_log_loss
@@ -109,7 +110,15 @@ class Worker:
         self.inputs = model_input_names(self.model)
         self.builder = InputBuilder(self.manifest, spec.features, spec.groups, self.inputs)
         budget = settings.scratch_budget_mb
-        self.stagein = StageIn(scratch, budget << 20 if budget else None)
+        stage = StageConfig.from_dict(spec.stage)  # timeouts and retries of every copy
+        self.stagein = StageIn(
+            scratch,
+            budget << 20 if budget else None,
+            timeout=stage.timeout,
+            retries=stage.retries,
+            backoff=stage.backoff,
+            parallel_chunks=stage.parallel_chunks,
+        )
         self.prefetcher = Prefetcher(self.builder)
         self.client = PSClient(address, secret, self.model.get_weights(), name=name)
         self.throughput = Throughput()
