@@ -61,7 +61,6 @@ class Lease:
     shards: list[str]
     worker: str
     connection: int
-    deadline: float
     granted: float
 
 
@@ -144,6 +143,7 @@ class LeaseBook:
         self._started = time.time() - time_offset
         self._cond = threading.Condition()
         self._leases: dict[int, Lease] = {}
+        self._heard: dict[int, float] = {}  # last frame of each connection holding leases
         self._queues: dict[int, deque[str]] = {}
         self._train_loss: dict[int, list[float]] = {}
         self._pending_validation: deque[tuple[int, int]] = deque()  # (epoch, center version)
@@ -222,24 +222,25 @@ class LeaseBook:
         if self._pending_validation and not self._validating:
             epoch, version = self._pending_validation[0]
             self._validating = True
-            lease = self._new_lease(VALIDATE, epoch, list(self.plan.validation_shards), worker)
-            lease.connection = connection
+            lease = self._new_lease(
+                VALIDATE, epoch, list(self.plan.validation_shards), worker, connection
+            )
             return self._describe(lease, version=version)
         current = self._current_epoch()
         for epoch in (current, current + 1):
             queue = self._queues.get(epoch)
             if queue:
                 shard = queue.popleft()
-                lease = self._new_lease(TRAIN, epoch, [shard], worker)
-                lease.connection = connection
+                lease = self._new_lease(TRAIN, epoch, [shard], worker, connection)
                 return self._describe(lease)
         return {"kind": WAIT, "retry_after": 1.0}
 
-    def _new_lease(self, kind: str, epoch: int, shards: list[str], worker: str) -> Lease:
+    def _new_lease(
+        self, kind: str, epoch: int, shards: list[str], worker: str, connection: int
+    ) -> Lease:
         now = self._clock()
-        lease = Lease(
-            self.state.next_lease, kind, epoch, shards, worker, 0, now + self.plan.timeout, now
-        )
+        lease = Lease(self.state.next_lease, kind, epoch, shards, worker, connection, now)
+        self._heard[connection] = now
         self.state.next_lease += 1
         self._leases[lease.lease_id] = lease
         self._log("granted", lease)
@@ -256,14 +257,10 @@ class LeaseBook:
         }
 
     def renew(self, connection: int) -> None:
-        """Every frame of a connection keeps its leases alive."""
+        """Every frame of a connection keeps its leases alive (constant time: every frame)."""
         with self._cond:
-            if not self._leases:
-                return
-            deadline = self._clock() + self.plan.timeout
-            for lease in self._leases.values():
-                if lease.connection == connection:
-                    lease.deadline = deadline
+            if connection in self._heard:
+                self._heard[connection] = self._clock()
 
     def complete(self, lease_id: int, connection: int, result: dict[str, Any]) -> dict[str, Any]:
         """Record a finished task; refused when the lease is no longer this connection's."""
@@ -299,6 +296,7 @@ class LeaseBook:
             mine = [lease for lease in self._leases.values() if lease.connection == connection]
             for lease in mine:
                 self._return(lease, "released", reason)
+            self._heard.pop(connection, None)
 
     def expire(self) -> None:
         with self._cond:
@@ -314,8 +312,13 @@ class LeaseBook:
     # -- internals (lock held) -----------------------------------------------------------------
 
     def _expire_locked(self, now: float) -> None:
-        for lease in [lease for lease in self._leases.values() if lease.deadline <= now]:
+        silent = {c for c, heard in self._heard.items() if heard + self.plan.timeout <= now}
+        if not silent:
+            return
+        for lease in [lease for lease in self._leases.values() if lease.connection in silent]:
             self._return(lease, "expired", f"no word from the worker for {self.plan.timeout:g} s")
+        for connection in silent:
+            del self._heard[connection]
 
     def _return(self, lease: Lease, event: str, reason: str) -> None:
         del self._leases[lease.lease_id]
