@@ -52,6 +52,15 @@ def staleness_percentiles(counts: Counter[int]) -> dict[str, int]:
     return result
 
 
+def staleness_summary(counts: dict[str, int]) -> dict[str, Any]:
+    """Histogram and percentiles from exact staleness counts (``{"3": 17, ...}``, JSON keys)."""
+    exact = Counter({int(k): int(v) for k, v in counts.items()})
+    histogram = dict.fromkeys(STALENESS_BUCKETS, 0)
+    for value, count in exact.items():
+        histogram[staleness_bucket(value)] += count
+    return {"histogram": histogram, **staleness_percentiles(exact)}
+
+
 @dataclass
 class WorkerRecord:
     """One worker as the server has seen it (kept after it leaves, for the report)."""

@@ -47,6 +47,7 @@ class ShardRecord:
     loss: float
     events: int
     seconds: float
+    exchange_seconds: float = 0.0  # of ``seconds``, spent exchanging with the parameter server
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,7 @@ def _shard(r: dict[str, Any]) -> ShardRecord:
         loss=_number(r.get("loss")),
         events=_integer(r.get("events", 0)),
         seconds=_number(r.get("seconds")),
+        exchange_seconds=_number(r.get("exchange_seconds", 0.0)),
     )
 
 

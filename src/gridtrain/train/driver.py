@@ -10,6 +10,7 @@ and at the end evaluates the final model on the validation shards and writes the
   history.jsonl      per-shard loss, per-epoch validation          roc.npz  fpr, tpr, thresholds
   leases.jsonl       every lease granted, completed, released or expired
   checkpoint.npz     the PS center and optimizer     state.json    leases and clocks, for --resume
+  initial.npz        the model's initial weights
   best.npz           the best validated weights      plots/        PNGs (``gridtrain report``)
   logs/              one log per worker              ps-metrics.jsonl  the PS's periodic metrics
   ps.address         HOST:PORT of the running PS     ps.secret     its secret (mode 0600)
@@ -39,13 +40,18 @@ from gridtrain.data.manifest import Manifest, load_manifest, resolve
 from gridtrain.errors import ConfigError, GridtrainError
 from gridtrain.ps import auth
 from gridtrain.ps.center import CenterStore
-from gridtrain.ps.checkpoint import read_checkpoint
+from gridtrain.ps.checkpoint import read_checkpoint, read_initial_weights
 from gridtrain.ps.cli import write_address_file
 from gridtrain.ps.leases import EpochSnapshots, LeaseBook, LeasePlan, LeaseState
-from gridtrain.ps.metrics import staleness_percentiles
 from gridtrain.ps.server import ParameterServer, ServerConfig
 from gridtrain.train.executor import Executor, Launch, make_executor
-from gridtrain.train.settings import WORKER_SPEC, TrainSettings, WorkerSpec, select_inputs
+from gridtrain.train.settings import (
+    WORKER_SPEC,
+    TrainSettings,
+    WorkerSpec,
+    select_inputs,
+    write_atomically,
+)
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +77,7 @@ class RunDir:
             "secret": "ps.secret",
             "address": "ps.address",
             "checkpoint": "checkpoint.npz",
+            "initial": "initial.npz",
             "state": "state.json",
             "best": "best.npz",
             "leases": "leases.jsonl",
@@ -131,7 +138,7 @@ def prepare(config: dict[str, Any], run_dir: Path, workers: int | None) -> RunDi
     used = json.loads(json.dumps(config))
     used["train"]["workers"] = settings.workers
     used["train"]["model"]["name"] = settings.model
-    _atomic_text(files.config, yaml.safe_dump(used, sort_keys=False))
+    write_atomically(files.config, yaml.safe_dump(used, sort_keys=False))
     spec = WorkerSpec(
         json.loads(manifest.to_json()),
         manifest_path,
@@ -144,32 +151,18 @@ def prepare(config: dict[str, Any], run_dir: Path, workers: int | None) -> RunDi
     spec.write(files.spec)
     auth.write_secret_file(files.secret, auth.new_secret())
     weights = model.get_weights()
-    _save_weights(files.checkpoint.with_name("initial.npz"), weights)
+    _save_weights(files.initial, weights)
     return files
 
 
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _save_weights(path: Path, weights: list[np.ndarray], **meta: int) -> None:
+def _save_weights(path: Path, weights: list[np.ndarray]) -> None:
+    """``np.savez(path, *weights)`` atomically; read back with ``read_initial_weights``."""
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "wb") as handle:
-        arrays = {f"arr_{index}": array for index, array in enumerate(weights)}
-        arrays.update({f"meta_{key}": np.asarray(value) for key, value in meta.items()})
-        np.savez(handle, **arrays)  # type: ignore[arg-type]
+        np.savez(handle, *weights)
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
-
-
-def _load_weights(path: Path) -> tuple[list[np.ndarray], dict[str, int]]:
-    with np.load(path, allow_pickle=False) as data:
-        keys = sorted((k for k in data.files if k.startswith("arr_")), key=lambda k: int(k[4:]))
-        meta = {k[5:]: int(data[k]) for k in data.files if k.startswith("meta_")}
-        return [np.ascontiguousarray(data[k]) for k in keys], meta
 
 
 # -- the run -------------------------------------------------------------------------------------
@@ -218,8 +211,7 @@ class Run:
         algorithm = self.settings.algorithm_config()
         if resumed and self.files.checkpoint.exists():
             return CenterStore.resume(read_checkpoint(self.files.checkpoint), algorithm)
-        weights, _ = _load_weights(self.files.checkpoint.with_name("initial.npz"))
-        return CenterStore(weights, algorithm)
+        return CenterStore(read_initial_weights(self.files.initial), algorithm)
 
     def _write_state(self, book: LeaseBook, server: ParameterServer, wall: float) -> None:
         counts = Counter({int(k): v for k, v in self._previous.get("staleness", {}).items()})
@@ -230,7 +222,7 @@ class Run:
             "staleness": {str(k): v for k, v in sorted(counts.items())},
             "refused": self._previous.get("refused", 0) + server.metrics.refused,
         }
-        _atomic_text(self.files.state, json.dumps(state, indent=1))
+        write_atomically(self.files.state, json.dumps(state, indent=1))
 
     # -- running -------------------------------------------------------------------------------
 
@@ -247,9 +239,6 @@ class Run:
         store = self._store(resumed)
         entries = self.spec.manifest["shards"]
         snapshots = EpochSnapshots(store, self._on_best)
-        if self.files.best.exists():
-            best, meta = _load_weights(self.files.best)
-            snapshots.best = (meta.get("epoch", -1), meta.get("version", 0), best)
         plan = LeasePlan(
             train_shards=[entry["path"] for entry in entries.get("train", [])],
             validation_shards=[entry["path"] for entry in entries.get("validation", [])],
@@ -335,7 +324,8 @@ class Run:
         self.interrupted = signal.Signals(signum).name
 
     def _on_best(self, epoch: int, version: int, weights: list[np.ndarray]) -> None:
-        _save_weights(self.files.best, weights, epoch=epoch, version=version)
+        del epoch, version  # the lease state records the best epoch
+        _save_weights(self.files.best, weights)
 
     def _watch(
         self,
@@ -455,14 +445,3 @@ def resumable(run_dir: Path) -> bool:
         return files.spec.exists()
     state = json.loads(files.state.read_text())
     return str(state["leases"].get("stopped", "")).startswith("interrupted")
-
-
-def staleness_summary(counts: dict[str, int]) -> dict[str, Any]:
-    """Histogram and percentiles from exact staleness counts."""
-    from gridtrain.ps.metrics import STALENESS_BUCKETS, staleness_bucket
-
-    exact = Counter({int(k): int(v) for k, v in counts.items()})
-    histogram = dict.fromkeys(STALENESS_BUCKETS, 0)
-    for value, count in exact.items():
-        histogram[staleness_bucket(value)] += count
-    return {"histogram": histogram, **staleness_percentiles(exact)}

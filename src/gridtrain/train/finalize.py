@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import tempfile
 from collections import defaultdict
@@ -21,10 +22,12 @@ import numpy as np
 from gridtrain.config import StageConfig
 from gridtrain.data.manifest import Manifest
 from gridtrain.evaluation import weighted_roc
-from gridtrain.ps.checkpoint import read_checkpoint
+from gridtrain.ps.checkpoint import read_checkpoint, read_initial_weights
+from gridtrain.ps.metrics import staleness_summary
+from gridtrain.report.run import ShardRecord, read_history
 from gridtrain.stage import StageIn
 from gridtrain.train.data import InputBuilder, ShardData
-from gridtrain.train.settings import WorkerSpec
+from gridtrain.train.settings import WorkerSpec, write_atomically
 from gridtrain.train.worker import evaluate, predict_shards
 
 if TYPE_CHECKING:
@@ -33,58 +36,39 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def read_history(path: Path) -> list[dict[str, Any]]:
-    """The records of history.jsonl; a torn last line (a killed run) is skipped."""
-    records: list[dict[str, Any]] = []
-    if not path.exists():
-        return records
-    for line in path.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            log.warning("%s: skipping an incomplete line", path)
-    return records
+def run_figures(shards: list[ShardRecord], epochs: int) -> dict[str, Any]:
+    """Per-worker throughput and the exchange share, from the history's shard records."""
+    workers: dict[str, list[ShardRecord]] = defaultdict(list)
+    for record in shards:
+        workers[record.worker].append(record)
 
+    def total(records: list[ShardRecord], key: str) -> float:
+        return sum(v for v in (getattr(r, key) for r in records) if math.isfinite(v))
 
-def run_figures(history: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per-worker throughput, epochs and the exchange share, from the history records."""
-    workers: dict[str, dict[str, float]] = defaultdict(
-        lambda: {"shards": 0, "events": 0, "seconds": 0.0, "exchange_seconds": 0.0}
-    )
-    for record in history:
-        if record.get("type") == "shard":
-            totals = workers[record["worker"]]
-            totals["shards"] += 1
-            for key in ("events", "seconds", "exchange_seconds"):
-                totals[key] += record.get(key, 0)
-    busy = sum(w["seconds"] for w in workers.values())
-    exchanging = sum(w["exchange_seconds"] for w in workers.values())
-    return {
-        "workers": [
+    busy = sum(total(records, "seconds") for records in workers.values())
+    exchanging = sum(total(records, "exchange_seconds") for records in workers.values())
+    rows = []
+    for name, records in sorted(workers.items()):
+        events, seconds = sum(r.events for r in records), total(records, "seconds")
+        rows.append(
             {
                 "name": name,
-                "shards": int(w["shards"]),
-                "events": int(w["events"]),
-                "seconds": round(w["seconds"], 3),
-                "events_per_s": round(w["events"] / w["seconds"], 1) if w["seconds"] else 0.0,
+                "shards": len(records),
+                "events": events,
+                "seconds": round(seconds, 3),
+                "events_per_s": round(events / seconds, 1) if seconds else 0.0,
             }
-            for name, w in sorted(workers.items())
-        ],
+        )
+    return {
+        "workers": rows,
         "ps_time_fraction": round(exchanging / busy, 4) if busy else 0.0,
-        "epochs": sum(record.get("type") == "epoch" for record in history),
+        "epochs": epochs,
     }
-
-
-def _atomic_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
-    os.replace(tmp, path)
 
 
 def write_outputs(files: RunDir, spec: WorkerSpec, *, plots: bool = True) -> dict[str, Any]:
     from gridtrain.models import InputSpec, build_model, model_input_names
     from gridtrain.report import write_report
-    from gridtrain.train.driver import _load_weights, staleness_summary
 
     settings = spec.settings
     model = build_model(
@@ -96,9 +80,10 @@ def write_outputs(files: RunDir, spec: WorkerSpec, *, plots: bool = True) -> dic
     )
     checkpoint = read_checkpoint(files.checkpoint)
     state = json.loads(files.state.read_text())
+    leases = state["leases"]
     if settings.restore_best and files.best.exists():
-        weights, meta = _load_weights(files.best)
-        log.info("final model: the best validated weights (epoch %s)", meta.get("epoch"))
+        weights = read_initial_weights(files.best)
+        log.info("final model: the weights validated best (epoch %s)", leases.get("best_epoch"))
     else:
         weights = checkpoint.center
     model.set_weights(weights)
@@ -134,9 +119,8 @@ def write_outputs(files: RunDir, spec: WorkerSpec, *, plots: bool = True) -> dic
     tmp_model = files.model.with_name(".model.tmp.keras")
     model.save(tmp_model)
     os.replace(tmp_model, files.model)
-    history = read_history(files.history)
-    leases = state["leases"]
-    metrics.update(run_figures(history))
+    shards, epochs = read_history(files.history) if files.history.exists() else ([], [])
+    metrics.update(run_figures(shards, len(epochs)))
     metrics.update(
         {
             "best_epoch": leases.get("best_epoch"),
@@ -152,7 +136,7 @@ def write_outputs(files: RunDir, spec: WorkerSpec, *, plots: bool = True) -> dic
             "validation_events": int(sum(entry.events for entry in entries.values())),
         }
     )
-    _atomic_json(files.metrics, metrics)
+    write_atomically(files.metrics, json.dumps(metrics, indent=1) + "\n")
     if plots:
         write_report(files.path)
     return metrics

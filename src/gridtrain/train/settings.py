@@ -19,6 +19,13 @@ from gridtrain.ps.rules import AlgorithmConfig
 WORKER_SPEC = "worker.json"
 
 
+def write_atomically(path: Path, text: str) -> None:
+    """Write a run-directory text file under a temporary name, then rename it into place."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 @dataclass(frozen=True)
 class TrainSettings:
     """The validated ``train`` section (defaults come from the schema)."""
@@ -99,10 +106,7 @@ class WorkerSpec:
     stage: dict[str, Any] = field(default_factory=dict)  # the config's stage section
 
     def write(self, path: Path) -> None:
-        data = asdict(self)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(data, indent=1))
-        os.replace(tmp, path)
+        write_atomically(path, json.dumps(asdict(self), indent=1))
 
     @classmethod
     def read(cls, path: Path) -> WorkerSpec:
