@@ -14,16 +14,14 @@ from collections.abc import Iterator
 import pytest
 from pool_helpers import Pool, PoolError, pool_unavailable
 
-
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+from tests.conftest import in_ci
 
 
 @pytest.fixture(scope="session")
 def pool() -> Iterator[Pool]:
     reason = pool_unavailable()
     if reason is not None:
-        if _in_ci():
+        if in_ci():
             pytest.fail(f"CI must run the HTCondor pool tests, but {reason}")
         pytest.skip(reason)
     pool = Pool()

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import in_ci
+
 XROOTD_USER = "xrootd"
 START_TIMEOUT = 20.0
 
@@ -37,7 +39,7 @@ def _require_xrootd() -> str:
             "the xrootd server is not installed (apt-get install xrootd-server xrootd-client, "
             "or run 'make test', which installs them)"
         )
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        if in_ci():
             pytest.fail(f"CI must run the XRootD tests, but {reason}")
         pytest.skip(reason)
     return binary
