@@ -133,20 +133,27 @@ class InputBuilder:
 
 
 class Prefetcher:
-    """Loads shards in one background thread: ``submit`` early, ``get`` when needed."""
+    """Loads shards in one background thread: ``submit`` early, ``get`` when needed.
+
+    With a ``seed`` the shard is also permuted in that thread, so the training loop gets it ready.
+    """
 
     def __init__(self, builder: InputBuilder) -> None:
         self._builder = builder
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-load")
         self._pending: dict[str, Future[ShardData]] = {}
 
-    def submit(self, key: str, path: Locate) -> None:
+    def submit(self, key: str, path: Locate, seed: int | None = None) -> None:
         if key not in self._pending:
-            self._pending[key] = self._pool.submit(lambda: self._builder.load(path()))
+            self._pending[key] = self._pool.submit(self._load, path, seed)
 
-    def get(self, key: str, path: Locate) -> ShardData:
-        self.submit(key, path)
+    def get(self, key: str, path: Locate, seed: int | None = None) -> ShardData:
+        self.submit(key, path, seed)
         return self._pending.pop(key).result()
+
+    def _load(self, path: Locate, seed: int | None) -> ShardData:
+        data = self._builder.load(path())
+        return data if seed is None else data.shuffled(seed)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)

@@ -196,7 +196,7 @@ class Worker:
         task = self.client.lease(wait=0.0)
         if task["kind"] == "train":
             shard = task["shards"][0]
-            self.prefetcher.submit(shard, lambda: self._stage(shard))
+            self.prefetcher.submit(shard, lambda: self._stage(shard), self._shuffle_seed(task))
         return [] if task["kind"] in ("wait", "done") else [task]
 
     def _flush(self) -> None:
@@ -205,6 +205,11 @@ class Worker:
         new = self.exchange.flush(self.model.get_weights)
         if new is not None:
             self.model.set_weights(new)
+
+    def _shuffle_seed(self, task: dict[str, Any]) -> int:
+        """The order of a shard's events: a seed per (run seed, epoch, shard)."""
+        shard = task["shards"][0]
+        return self.settings.seed * 1_000_003 + task["epoch"] * 1009 + zlib.crc32(shard.encode())
 
     def _stage(self, shard: str) -> Path:
         entry = self.entries[shard]
@@ -219,13 +224,11 @@ class Worker:
         assert self.exchange is not None
         shard = task["shards"][0]
         epoch = int(task["epoch"])
-        data = self.prefetcher.get(shard, lambda: self._stage(shard))
+        data = self.prefetcher.get(shard, lambda: self._stage(shard), self._shuffle_seed(task))
         start = time.perf_counter()
         exchange_seconds = 0.0
         losses = []
-        seed = self.settings.seed * 1_000_003 + epoch * 1009 + zlib.crc32(shard.encode())
-        shuffled = data.shuffled(seed)
-        for inputs, labels, weights in shuffled.batches(self.settings.batch_size):
+        for inputs, labels, weights in data.batches(self.settings.batch_size):
             result = self.model.train_on_batch(
                 arrange_inputs(self.model, inputs), labels, sample_weight=weights
             )
