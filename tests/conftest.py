@@ -9,13 +9,10 @@ from typing import Any
 
 import pytest
 
-# The XRootD client crashes (SIGSEGV) when loaded after TensorFlow; tests load both, so load it
-# first, as gridtrain.train does for the worker.
-import XRootD.client  # noqa: F401
-
-# The htcondor2 bindings, loaded after TensorFlow, no longer find the local schedd: load them
-# before too (gridtrain.condor.submit imports them).
-import gridtrain.condor.submit  # noqa: F401
+# The XRootD client (gridtrain.stage) and the htcondor2 bindings (gridtrain.condor.submit) must be
+# loaded before TensorFlow, which tests load too: each package loads its client on import.
+import gridtrain.condor.submit
+import gridtrain.stage  # noqa: F401
 from gridtrain.config import DatasetConfig
 from gridtrain.data.toy import JET_FEATURES
 

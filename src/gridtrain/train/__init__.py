@@ -7,7 +7,7 @@ the manifest), ``data`` (model inputs from shards), ``worker`` (``gridtrain work
 and plots of a finished run), ``cli``.
 """
 
-# The XRootD client library (PyPI xrootd 6.x) crashes with SIGSEGV when it is loaded after
-# TensorFlow (2.21); loaded first, both work. Staging imports it lazily, so the training code,
-# which always loads TensorFlow, loads it here, before anything else can import TensorFlow.
-import XRootD.client  # noqa: F401
+# The XRootD client must be loaded before TensorFlow (after it, the process crashes);
+# gridtrain.stage loads it on import (see gridtrain.stage.xrd), so the training code, which always
+# loads TensorFlow, imports staging first.
+import gridtrain.stage  # noqa: F401
