@@ -3,7 +3,8 @@
 Layer: batch-system edge, read-only. ``ClusterMonitor`` follows the user log that the schedd
 writes (``htcondor2.JobEventLog``), incrementally, and maps HTCondor's events onto a small common
 set of states; it never queries or changes the queue, so it works after the submit host
-restarted, from the run directory alone.
+restarted, from the run directory alone. ``cluster_jobs`` reads a recorded cluster the same way
+and falls back to the schedd (queue, then history) when the event log is gone.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gridtrain.condor.submit import htcondor, keep_none_alive
+from gridtrain.condor.submit import Cluster, history_jobs, htcondor, keep_none_alive, query_jobs
 
 log = logging.getLogger(__name__)
 
@@ -134,3 +135,61 @@ def apply_event(job: JobStatus, event: Any) -> bool:
 
 def _get(event: Any, key: str) -> Any:
     return event.get(key)
+
+
+# JobStatus codes of a job ClassAd: 1 idle, 2 running, 3 removed, 4 completed, 5 held,
+# 6 transferring output, 7 suspended.
+_AD_STATES = {1: JobState.IDLE, 2: JobState.RUNNING, 5: JobState.HELD, 6: JobState.RUNNING}
+_AD_PROJECTION = (
+    "ProcId",
+    "JobStatus",
+    "NumJobStarts",
+    "ExitCode",
+    "ExitBySignal",
+    "ExitSignal",
+    "HoldReason",
+    "HoldReasonCode",
+    "HoldReasonSubCode",
+)
+
+
+def status_from_ad(cluster_id: int, ad: dict[str, Any]) -> JobStatus:
+    """A ``JobStatus`` from a job ClassAd of the queue or the history."""
+    job = JobStatus(cluster_id, int(ad["ProcId"]), attempts=int(ad.get("NumJobStarts") or 0))
+    code = int(ad.get("JobStatus") or 1)
+    if code == 3:
+        job.state, job.removed = JobState.FAILED, True
+    elif code == 4:
+        if ad.get("ExitBySignal"):
+            job.state, job.signal = JobState.FAILED, ad.get("ExitSignal")
+        else:
+            job.return_value = int(ad.get("ExitCode") or 0)
+            job.state = JobState.DONE if job.return_value == 0 else JobState.FAILED
+    else:
+        job.state = _AD_STATES.get(code, JobState.IDLE)
+    if job.state is JobState.HELD:
+        job.hold_reason = ad.get("HoldReason")
+        code_value, subcode = ad.get("HoldReasonCode"), ad.get("HoldReasonSubCode")
+        job.hold_reason_code = None if code_value is None else int(code_value)
+        job.hold_reason_subcode = None if subcode is None else int(subcode)
+    return job
+
+
+def cluster_jobs(cluster: Cluster) -> tuple[dict[int, JobStatus], str]:
+    """The jobs of a recorded cluster by proc, and where that came from (log, or schedd)."""
+    monitor = ClusterMonitor(Path(cluster.event_log), cluster.cluster_id)
+    try:
+        monitor.poll()
+    finally:
+        monitor.close()
+    if monitor.jobs:
+        return monitor.jobs, f"event log {cluster.event_log}"
+    where = {"schedd": cluster.schedd, "collector": cluster.collector}
+    constraint = f"ClusterId == {cluster.cluster_id}"
+    ads = query_jobs(constraint, _AD_PROJECTION, **where)
+    ads += history_jobs(constraint, _AD_PROJECTION, **where)
+    jobs: dict[int, JobStatus] = {}
+    for ad in ads:  # the queue first: a job in both (leaving the queue) is taken from there
+        job = status_from_ad(cluster.cluster_id, ad)
+        jobs.setdefault(job.proc_id, job)
+    return jobs, f"schedd {cluster.schedd or '(local)'} (no event log at {cluster.event_log})"

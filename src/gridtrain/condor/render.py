@@ -51,6 +51,13 @@ class CondorProfile:
     late_materialization: bool = False  # max_materialize: the schedd makes the jobs itself
     schedd: str | None = None
     collector: str | None = None
+    # The parameter server's host as the jobs reach it; None: listen on every interface and give
+    # the jobs this submit host's fully qualified name.
+    ps_host: str | None = None
+    # The account the jobs run as when it is not the submitting user's (a root-run test pool
+    # whose token names an ordinary user): a user name or uid that gets the run's condor/
+    # folder, worker.json and ps.secret, which the schedd's shadow reads and writes as that user.
+    job_owner: str | int | None = None
     extra: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -121,7 +128,14 @@ def load_profile(name: str | Path) -> CondorProfile:
         raise ConfigError(f"{path}: {err}") from None
 
 
-_NULLABLE = {"gpus_minimum_capability", "gpus_minimum_memory", "schedd", "collector"}
+_NULLABLE = {
+    "gpus_minimum_capability",
+    "gpus_minimum_memory",
+    "schedd",
+    "collector",
+    "ps_host",
+    "job_owner",
+}
 
 
 def job_items(jobs: WorkerJobs) -> list[dict[str, str]]:

@@ -240,21 +240,31 @@ def remove_cluster(
         schedd, collector, cluster_id = cluster.schedd, cluster.collector, cluster.cluster_id
     else:
         cluster_id = cluster
+    remove_jobs(f"ClusterId == {cluster_id}", schedd=schedd, collector=collector, reason=reason)
+
+
+def remove_jobs(
+    constraint: str,
+    *,
+    schedd: str | None = None,
+    collector: str | None = None,
+    reason: str = "removed by gridtrain",
+) -> None:
+    """Remove the jobs matching a ClassAd constraint (without bindings: condor_rm -constraint)."""
     try:
         htcondor2 = htcondor()
     except ImportError:
         pool = ["-pool", collector] if collector else []
-        run_command(
-            [*REMOVE_COMMAND, *pool, *(["-name", schedd] if schedd else []), str(cluster_id)]
-        )
+        name = ["-name", schedd] if schedd else []
+        run_command([*REMOVE_COMMAND, *pool, *name, "-constraint", constraint])
         return
     try:
         keep_none_alive()
         _schedd(schedd, collector).act(  # type: ignore[attr-defined]
-            htcondor2.JobAction.Remove, f"ClusterId == {cluster_id}", reason
+            htcondor2.JobAction.Remove, constraint, reason
         )
     except Exception as err:
-        raise CondorError(f"removing cluster {cluster_id}: {err}") from None
+        raise CondorError(f"removing the jobs {constraint!r}: {err}") from None
 
 
 def query_jobs(
@@ -270,4 +280,20 @@ def query_jobs(
         ads = _schedd(schedd, collector).query(constraint, list(projection))  # type: ignore[attr-defined]
     except Exception as err:
         raise CondorError(f"query {constraint!r}: {err}") from None
+    return [{key: ad[key] for key in ad} for ad in ads]
+
+
+def history_jobs(
+    constraint: str,
+    projection: Sequence[str] = (),
+    *,
+    schedd: str | None = None,
+    collector: str | None = None,
+) -> list[dict[str, object]]:
+    """Job ClassAds that left the queue (the schedd's history) matching ``constraint``."""
+    try:
+        keep_none_alive()
+        ads = _schedd(schedd, collector).history(constraint, list(projection))  # type: ignore[attr-defined]
+    except Exception as err:
+        raise CondorError(f"history {constraint!r}: {err}") from None
     return [{key: ad[key] for key in ad} for ad in ads]
