@@ -7,7 +7,9 @@ the manifest), ``data`` (model inputs from shards), ``worker`` (``gridtrain work
 and plots of a finished run), ``cli``.
 """
 
-# The XRootD client must be loaded before TensorFlow (after it, the process crashes);
-# gridtrain.stage loads it on import (see gridtrain.stage.xrd), so the training code, which always
-# loads TensorFlow, imports staging first.
+# The XRootD client must be loaded before TensorFlow (after it, the process crashes), and so must
+# the HTCondor bindings (after it, they no longer find the local schedd); gridtrain.stage and
+# gridtrain.condor.submit load them on import, so the training code, which always loads
+# TensorFlow, imports both first.
+import gridtrain.condor.submit
 import gridtrain.stage  # noqa: F401

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -20,11 +21,46 @@ def register(subparsers: Any) -> None:
     train.add_argument("--run-dir", type=Path, help="output folder (default: train.run_dir)")
     train.add_argument("--workers", type=int, help="number of workers (default: train.workers)")
     train.add_argument(
-        "--executor", choices=("local",), help="where workers run (default: train.executor)"
+        "--executor",
+        choices=("local", "condor"),
+        help="where workers run: local processes or HTCondor jobs (default: train.executor)",
+    )
+    train.add_argument(
+        "--profile",
+        help="condor profile, profiles/NAME/condor.yaml (default: train.condor.profile)",
     )
     train.add_argument("--epochs", type=int, help="override train.epochs")
     train.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a stopped run")
+    train.add_argument(
+        "--detach",
+        action="store_true",
+        help="check and prepare here, then train in the background (survives a closed "
+        "terminal); follow with `gridtrain status RUN_DIR`, stop with `gridtrain cancel RUN_DIR`",
+    )
     train.set_defaults(func=_train)
+
+    status = subparsers.add_parser(
+        "status",
+        help="where a run stands: driver, progress, worker jobs (re-attaches from RUN_DIR)",
+        description="Read a run directory (and the job event log, or the schedd when the log "
+        "is gone) and print the driver, the training progress and every worker's job.",
+    )
+    status.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.set_defaults(func=_status)
+
+    cancel = subparsers.add_parser(
+        "cancel",
+        help="stop a run: its driver checkpoints and stops the PS, its worker jobs are removed",
+        description="Send the run's driver SIGTERM (it removes the worker jobs, checkpoints and "
+        "stops the parameter server) and remove any job of the run still queued. Continue "
+        "later with gridtrain train --resume RUN_DIR.",
+    )
+    cancel.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    cancel.add_argument(
+        "--timeout", type=float, default=120.0, help="seconds to wait for the driver (120)"
+    )
+    cancel.set_defaults(func=_cancel)
 
     worker = subparsers.add_parser(
         "worker",
@@ -43,14 +79,50 @@ def register(subparsers: Any) -> None:
 
 def _train(args: argparse.Namespace) -> int:
     from gridtrain.config import load_config
-    from gridtrain.train.driver import resume, train
+    from gridtrain.train.driver import detach, prepare, resume, train
 
     if args.resume is not None:
+        if args.detach:
+            return _detached(args.resume, detach(args.resume))
         return resume(args.resume)
     config = load_config(args.config)
     if args.epochs is not None:
         config["train"]["epochs"] = args.epochs
+    if args.profile is not None:
+        config["train"]["condor"]["profile"] = args.profile
+    if args.detach:
+        if args.executor is not None:
+            config["train"]["executor"] = args.executor
+        files = prepare(config, args.run_dir or Path(config["train"]["run_dir"]), args.workers)
+        return _detached(files.path, detach(files.path))
     return train(config, args.run_dir, args.workers, args.executor)
+
+
+def _detached(run_dir: Path, pid: int) -> int:
+    print(
+        f"gridtrain train: training in the background (driver pid {pid}, output in "
+        f"{run_dir}/driver.log); follow it with `gridtrain status {run_dir}`, stop it with "
+        f"`gridtrain cancel {run_dir}`"
+    )
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from gridtrain.train.status import format_status, run_status
+
+    status = run_status(args.run_dir)
+    if args.json:
+        print(json.dumps(status, indent=1, sort_keys=True))
+    else:
+        print(format_status(status))
+    return 0
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    from gridtrain.train.status import cancel
+
+    print(cancel(args.run_dir, timeout=args.timeout))
+    return 0
 
 
 def _worker(args: argparse.Namespace) -> int:

@@ -14,9 +14,14 @@ and at the end evaluates the final model on the validation shards and writes the
   best.npz           the best validated weights      plots/        PNGs (``gridtrain report``)
   logs/              one log per worker              ps-metrics.jsonl  the PS's periodic metrics
   ps.address         HOST:PORT of the running PS     ps.secret     its secret (mode 0600)
+  driver.json        pid and host of the running driver (gone when it ends)
+  driver.log         the output of a driver started with --detach
+  condor/            HTCondor executor: jobs.json (clusters), workers.json, event log, job output
 
-Ctrl-C (SIGINT) or SIGTERM stops the workers (their leases go back), writes checkpoint.npz and
-state.json and exits 130; ``gridtrain train --resume RUN_DIR`` continues from there.
+Ctrl-C (SIGINT), SIGTERM or SIGHUP (the terminal closed) stops the workers (their leases go
+back), writes checkpoint.npz and state.json and exits 130; ``gridtrain train --resume RUN_DIR``
+continues from there. ``--detach`` runs the driver in a session of its own instead, which no
+terminal takes down; ``gridtrain status`` and ``gridtrain cancel`` find it through driver.json.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ import json
 import logging
 import os
 import signal
+import socket
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -87,6 +94,9 @@ class RunDir:
             "model": "model.keras",
             "metrics": "metrics.json",
             "roc": "roc.npz",
+            "driver": "driver.json",
+            "driver_log": "driver.log",
+            "condor": "condor",
         }
         if name not in names:
             raise AttributeError(name)
@@ -96,8 +106,22 @@ class RunDir:
 # -- preparation: everything checked before any process starts ----------------------------------
 
 
-def _shard_locations(manifest: Manifest, manifest_path: str) -> dict[str, str]:
-    """Where each shard of the manifest lives: an absolute path or a URL, by shard name."""
+def _shard_locations(
+    manifest: Manifest, manifest_path: str, stage_url: str | None = None
+) -> dict[str, str]:
+    """Where each shard of the manifest lives: an absolute path or a URL, by shard name.
+
+    With ``stage.url`` set, the workers read the copies pushed there (``gridtrain stage push``,
+    rule stage): what a job on a pool without the submit host's file system can reach.
+    """
+    if stage_url:
+        return {
+            entry.path: entry.path
+            if "://" in entry.path
+            else f"{stage_url.rstrip('/')}/{entry.path}"
+            for entries in manifest.shards.values()
+            for entry in entries
+        }
     base = os.path.dirname(os.path.abspath(manifest_path))
     return {
         entry.path: resolve(base, entry.path)
@@ -145,7 +169,7 @@ def prepare(config: dict[str, Any], run_dir: Path, workers: int | None) -> RunDi
         settings,
         features,
         groups,
-        _shard_locations(manifest, manifest_path),
+        _shard_locations(manifest, manifest_path, (config.get("stage") or {}).get("url")),
         dict(config.get("stage", {})),
     )
     spec.write(files.spec)
@@ -194,7 +218,9 @@ class Run:
         self.plots = plots
         self.spec = WorkerSpec.read(files.spec)
         self.settings = self.spec.settings
-        self.executor = executor or make_executor(self.settings.executor)
+        self.executor = executor or make_executor(
+            self.settings.executor, files.path, self.settings.condor_profile
+        )
         self.interrupted = ""
         self._stop_requested = False
         self._last_line = 0.0
@@ -227,6 +253,13 @@ class Run:
     # -- running -------------------------------------------------------------------------------
 
     def execute(self) -> int:
+        claim_driver(self.files)
+        try:
+            return self._execute()
+        finally:
+            self.files.driver.unlink(missing_ok=True)
+
+    def _execute(self) -> int:
         state, self._previous = self._state()
         resumed = state is not None
         if state is not None and state.stopped and not state.stopped.startswith("interrupted"):
@@ -259,11 +292,12 @@ class Run:
             on_validated=snapshots.validated,
             time_offset=offset,
         )
+        bind, advertised = self.executor.ps_hosts()
         server = ParameterServer(
             store,
             auth.read_secret_file(self.files.secret),
             ServerConfig(
-                host="127.0.0.1",
+                host=bind,
                 checkpoint_path=self.files.checkpoint,
                 metrics_log=self.files.ps_metrics,
                 metrics_interval=5.0,
@@ -272,16 +306,17 @@ class Run:
             snapshots=snapshots,
         )
         started = time.monotonic()
-        host, port = server.start()
-        write_address_file(self.files.address, host, port)  # for workers added by hand
+        _, port = server.start()
+        write_address_file(self.files.address, advertised, port)  # for workers added by hand
         previous_handlers = {
-            sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)
+            sig: signal.signal(sig, self._on_signal)
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
         }
         try:
             self.executor.start(
                 Launch(
                     self.files.spec,
-                    f"{host}:{port}",
+                    f"{advertised}:{port}",
                     self.files.secret,
                     self.files.logs,
                     self.files.path.name,
@@ -348,7 +383,7 @@ class Run:
                     "%s exited with %s before the run finished; see %s",
                     slot.name,
                     slot.returncode,
-                    self.files.logs / f"{slot.name}.log",
+                    self.executor.log_file(slot),
                 )
                 if budget <= 0:
                     continue
@@ -383,6 +418,8 @@ class Run:
             f"{status['updates_per_s']:.1f} updates/s",
             f"workers {status['workers_connected']}",
         ]
+        if self.executor.summary():
+            parts.append(self.executor.summary())
         last = history.last
         if last.get("type") == "shard" and "loss" in last:
             parts.append(f"loss {last['loss']:.4f}")
@@ -436,6 +473,69 @@ def resume(run_dir: Path, *, plots: bool = True) -> int:
             f"{run_dir} holds no run to resume (no {WORKER_SPEC}); start one with gridtrain train"
         )
     return Run(files, plots=plots).execute()
+
+
+def claim_driver(files: RunDir) -> None:
+    """Record this process as the run's driver; refuse when another one is alive."""
+    running = running_driver(files)
+    if running is not None:
+        raise ConfigError(
+            f"{files.path} is being trained by pid {running['pid']} on {running['host']}; "
+            f"follow it with `gridtrain status {files.path}` or stop it with `gridtrain cancel "
+            f"{files.path}`"
+        )
+    record = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
+    write_atomically(files.driver, json.dumps(record) + "\n")
+
+
+def running_driver(files: RunDir) -> dict[str, Any] | None:
+    """driver.json when its process is alive (or on another host, where we cannot tell)."""
+    try:
+        record = json.loads(files.driver.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    if record.get("host") != socket.gethostname():
+        return record
+    try:
+        os.kill(int(record["pid"]), 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        return record
+    cmdline = Path(f"/proc/{record['pid']}/cmdline")
+    if cmdline.exists() and b"gridtrain" not in cmdline.read_bytes():
+        return None  # the pid was reused by another program
+    return record
+
+
+def detach(run_dir: Path) -> int:
+    """Run the prepared (or interrupted) run in ``run_dir`` in a session of its own; its pid.
+
+    The driver is a new ``gridtrain train --resume RUN_DIR`` process, not a fork: this process
+    has TensorFlow's threads, which a fork would not carry over. Its output goes to driver.log.
+    """
+    files = RunDir(run_dir.absolute())
+    with open(files.driver_log, "ab") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gridtrain", "train", "--resume", str(files.path)],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=True,
+        )
+    deadline = time.monotonic() + 30.0  # until it has claimed the run (or failed to)
+    while time.monotonic() < deadline and process.poll() is None:
+        if running_driver(files) is not None:
+            break
+        time.sleep(0.1)
+    if process.poll() is not None:
+        tail = files.driver_log.read_text(errors="replace").strip().splitlines()[-1:]
+        raise TrainingFailed(
+            f"the detached driver exited {process.returncode}: {' '.join(tail)} "
+            f"(see {files.driver_log})"
+        )
+    return process.pid
 
 
 def resumable(run_dir: Path) -> bool:

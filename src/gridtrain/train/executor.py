@@ -1,8 +1,9 @@
 """Executors start, watch and stop the worker processes of a run.
 
 Layer: train, process edge. The driver talks to the ``Executor`` interface only; ``LocalExecutor``
-runs workers as local processes (the embedded default), and the HTCondor executor (grid issue)
-submits the same ``gridtrain worker`` command as jobs behind the same interface.
+runs workers as local processes (the embedded default); ``gridtrain.condor.executor``'s
+``CondorExecutor`` submits the same ``gridtrain worker`` command as HTCondor jobs (one cluster)
+behind the same interface.
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ class Slot:
     index: int
     name: str
     restarts: int = 0
+    state: str = "starting"  # the executor's word for it (local: running/ended; condor: job state)
+    detail: str = ""  # e.g. a hold's reason and code
+    job: str = ""  # the batch system's id of the current attempt ("17.0"); "" for processes
     process: subprocess.Popen[bytes] | None = None
     log: IO[bytes] | None = None
     returncode: int | None = None
@@ -69,6 +73,21 @@ class Executor(ABC):
     @abstractmethod
     def stop(self, grace: float) -> None:
         """Ask every worker to stop (SIGTERM), wait ``grace`` seconds, then kill."""
+
+    def ps_hosts(self) -> tuple[str, str]:
+        """(where the parameter server listens, the host name its workers dial)."""
+        return "127.0.0.1", "127.0.0.1"
+
+    def log_file(self, slot: Slot) -> Path:
+        """Where a worker's output goes, for messages that point the user at it."""
+        assert self._log_dir is not None
+        return self._log_dir / f"{slot.name}.log"
+
+    def summary(self) -> str:
+        """A few words for the progress line ('' when there is nothing beyond the PS's view)."""
+        return ""
+
+    _log_dir: Path | None = None
 
 
 def visible_gpus() -> list[str]:
@@ -105,6 +124,7 @@ class LocalExecutor(Executor):
         if count < 1:
             raise ConfigError(f"--workers {count}: start at least one worker")
         self._launch = launch
+        self._log_dir = launch.log_dir
         launch.log_dir.mkdir(parents=True, exist_ok=True)
         threads = self.threads_per_worker(count)
         for index in range(count):
@@ -145,6 +165,7 @@ class LocalExecutor(Executor):
             slot.log.close()
         slot.log = open(launch.log_dir / f"{slot.name}.log", "ab")  # noqa: SIM115
         slot.returncode = None
+        slot.state = "running"
         slot.process = subprocess.Popen(
             command,
             stdin=subprocess.DEVNULL,
@@ -160,7 +181,7 @@ class LocalExecutor(Executor):
             if slot.process is not None and slot.returncode is None:
                 code = slot.process.poll()
                 if code is not None:
-                    slot.returncode = code
+                    slot.returncode, slot.state = code, f"exited {code}"
                     ended.append(slot)
         return ended
 
@@ -196,13 +217,16 @@ class LocalExecutor(Executor):
                 slot.log = None
 
 
-EXECUTORS: dict[str, type[Executor]] = {"local": LocalExecutor}
+EXECUTORS = ("local", "condor")
 
 
-def make_executor(name: str) -> Executor:
-    try:
-        return EXECUTORS[name]()
-    except KeyError:
-        raise ConfigError(
-            f"executor {name!r} is unknown; choose one of {', '.join(EXECUTORS)}"
-        ) from None
+def make_executor(name: str, run_dir: Path, condor_profile: str = "local-pool") -> Executor:
+    """The executor called ``name`` for the run in ``run_dir``."""
+    if name == "local":
+        return LocalExecutor()
+    if name == "condor":
+        from gridtrain.condor.executor import CondorExecutor
+        from gridtrain.condor.render import load_profile
+
+        return CondorExecutor(load_profile(condor_profile), run_dir)
+    raise ConfigError(f"executor {name!r} is unknown; choose one of {', '.join(EXECUTORS)}")

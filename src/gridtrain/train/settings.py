@@ -45,6 +45,7 @@ class TrainSettings:
     lease_timeout: float
     workers: int
     executor: str
+    condor_profile: str
     scratch_budget_mb: int | None
     run_dir: str
 
@@ -70,6 +71,7 @@ class TrainSettings:
             lease_timeout=float(section["lease_timeout"]),
             workers=section["workers"],
             executor=section["executor"],
+            condor_profile=section["condor"]["profile"],
             scratch_budget_mb=section["scratch_budget_mb"],
             run_dir=section["run_dir"],
         )

@@ -1,0 +1,279 @@
+"""``CondorExecutor``: a run's workers as HTCondor jobs, behind the driver's ``Executor``.
+
+Layer: batch-system edge, composition: ``workers.submit_workers`` submits the N workers as ONE
+cluster, ``monitor.ClusterMonitor`` follows the job event log, ``submit.remove_cluster`` ends
+them. The driver sees slots, as with local processes; a slot's ``job`` is its current attempt.
+
+Policies (written down here, shown by ``gridtrain status``):
+
+- eviction (vacate, preemption): the wrapper exits 85, the checkpoint exit code, and HTCondor
+  runs the job again by itself; the slot stays alive, its leases went back to the PS when its
+  connection closed;
+- a job that exits non-zero is rerun by HTCondor up to the profile's ``max_retries``; when it is
+  still failing (or removed), the slot ends and the driver resubmits it as a one-job cluster
+  within the run's restart budget;
+- holds: the transient codes of the profile (``release_hold_codes``) are released by the schedd
+  itself (``periodic_release``); a hold by a person (code 1, ``condor_hold``) is respected: the
+  job waits for ``condor_release`` while the other workers go on; any other hold (memory or disk
+  exceeded, a policy) does not heal by waiting: the job is removed and the slot ends, so the
+  driver resubmits it within the budget.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pwd
+import socket
+import sys
+import time
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+from gridtrain.condor.monitor import ClusterMonitor, JobState, JobStatus
+from gridtrain.condor.render import CondorProfile, WorkerJobs
+from gridtrain.condor.submit import Cluster, remove_cluster, remove_jobs
+from gridtrain.condor.workers import submit_workers
+from gridtrain.errors import CondorError, ConfigError
+from gridtrain.train.executor import Executor, Launch, Slot
+
+log = logging.getLogger(__name__)
+
+WORKERS_FILE = "workers.json"  # in condor/: slot -> current job, for `gridtrain status`
+HOLD_BY_USER = 1  # HoldReasonCode UserRequest: condor_hold
+
+
+def _venv() -> Path | None:
+    """The Python environment of this process, for the jobs (same path on the execute node)."""
+    return Path(sys.prefix) if sys.prefix != sys.base_prefix else None
+
+
+def owner_uid(owner: str | int) -> int:
+    """A profile's ``job_owner`` as a uid: digits, or a user name known to this host."""
+    if isinstance(owner, int) or str(owner).isdigit():
+        return int(owner)
+    try:
+        return pwd.getpwnam(str(owner)).pw_uid
+    except KeyError:
+        raise ConfigError(
+            f"job_owner {owner!r}: no such user on this host; give the uid instead"
+        ) from None
+
+
+class CondorExecutor(Executor):
+    """Workers as jobs of one HTCondor cluster (plus one-job clusters for resubmissions)."""
+
+    name = "condor"
+
+    def __init__(
+        self,
+        profile: CondorProfile,
+        run_dir: Path,
+        venv: Path | None = None,
+        command: Sequence[str] = (),
+    ) -> None:
+        self.profile = profile
+        self.run_dir = run_dir.absolute()
+        self.venv = venv if venv is not None else _venv()
+        self.command = tuple(command)  # replaces `gridtrain worker ...` (tests)
+        self.slots: list[Slot] = []
+        self._launch: Launch | None = None
+        self._by_job: dict[tuple[int, int], Slot] = {}
+        self._clusters: dict[int, Cluster] = {}
+        self._monitors: dict[int, ClusterMonitor] = {}
+
+    @property
+    def condor_dir(self) -> Path:
+        return self.run_dir / "condor"
+
+    def ps_hosts(self) -> tuple[str, str]:
+        if self.profile.ps_host:
+            return self.profile.ps_host, self.profile.ps_host
+        return "0.0.0.0", socket.getfqdn()  # every interface: the PS authenticates each peer
+
+    def log_file(self, slot: Slot) -> Path:
+        return self.condor_dir / f"{slot.name}.err"
+
+    # -- submitting ----------------------------------------------------------------------------
+
+    def _jobs(self, count: int, first_index: int) -> WorkerJobs:
+        assert self._launch is not None
+        launch = self._launch
+        return WorkerJobs(
+            run_dir=self.run_dir,
+            address=launch.address,
+            count=count,
+            spec=launch.spec.absolute(),
+            secret_file=launch.secret_file.absolute(),
+            run_name=launch.run_name,
+            venv=self.venv,
+            command=self.command,
+            first_index=first_index,
+        )
+
+    def _grant_owner(self, jobs: WorkerJobs) -> None:
+        """Give the job owner what the shadow reads and writes, when it is not us."""
+        if self.profile.job_owner is None or os.geteuid() != 0:
+            return
+        uid = owner_uid(self.profile.job_owner)
+        jobs.log_dir.mkdir(parents=True, exist_ok=True)
+        for path in (jobs.log_dir, jobs.spec, jobs.secret_file):
+            os.chown(path, uid, uid)
+
+    def _submit(self, count: int, first_index: int) -> None:
+        jobs = self._jobs(count, first_index)
+        self._grant_owner(jobs)
+        cluster = submit_workers(self.profile, jobs)
+        self._clusters[cluster.cluster_id] = cluster
+        self._monitors[cluster.cluster_id] = ClusterMonitor(
+            Path(cluster.event_log), cluster.cluster_id
+        )
+        by_index = {slot.index: slot for slot in self.slots}
+        for proc, name in enumerate(jobs.worker_names()):
+            index = first_index + proc
+            slot = by_index.get(index)
+            if slot is None:
+                slot = Slot(index, name)
+                self.slots.append(slot)
+            slot.job, slot.state, slot.detail, slot.returncode = (
+                f"{cluster.cluster_id}.{proc}",
+                "idle",
+                "",
+                None,
+            )
+            self._by_job[(cluster.cluster_id, proc)] = slot
+        self._save()
+
+    def start(self, launch: Launch, count: int) -> None:
+        if count < 1:
+            raise ConfigError(f"--workers {count}: start at least one worker")
+        self._launch = launch
+        self._submit(count, 0)
+        cluster = max(self._clusters)
+        log.info(
+            "submitted %d worker jobs as cluster %d (profile %s); PS at %s",
+            count,
+            cluster,
+            self.profile.name,
+            launch.address,
+        )
+
+    def restart(self, slot: Slot) -> None:
+        slot.restarts += 1
+        self._submit(1, slot.index)
+        log.info("resubmitted %s as job %s", slot.name, slot.job)
+
+    def _save(self) -> None:
+        records = [
+            {"index": s.index, "name": s.name, "job": s.job, "restarts": s.restarts}
+            for s in sorted(self.slots, key=lambda s: s.index)
+        ]
+        part = self.condor_dir / f".{WORKERS_FILE}.part"
+        part.write_text(json.dumps(records, indent=1) + "\n")
+        os.replace(part, self.condor_dir / WORKERS_FILE)
+
+    # -- watching ------------------------------------------------------------------------------
+
+    def poll(self) -> list[Slot]:
+        ended = []
+        for cluster_id, monitor in self._monitors.items():
+            for job in monitor.poll():
+                slot = self._by_job.get((cluster_id, job.proc_id))
+                if slot is None or slot.job != job.job_id:
+                    continue  # an attempt that a resubmission replaced
+                slot.state = job.state.value
+                slot.detail = _detail(job)
+                if slot.returncode is not None:
+                    continue
+                if job.state is JobState.HELD:
+                    self._on_hold(slot, job)
+                if job.state.final:
+                    slot.returncode = _returncode(job)
+                if slot.returncode is not None:
+                    ended.append(slot)
+        return ended
+
+    def _on_hold(self, slot: Slot, job: JobStatus) -> None:
+        code = job.hold_reason_code
+        if code in self.profile.release_hold_codes:
+            log.warning(
+                "%s (job %s) held, code %s: the schedd releases it", slot.name, job.job_id, code
+            )
+            return
+        if code == HOLD_BY_USER:
+            log.warning(
+                "%s (job %s) held by a user (%s); it waits for condor_release %s",
+                slot.name,
+                job.job_id,
+                job.hold_reason,
+                job.job_id,
+            )
+            return
+        log.warning(
+            "%s (job %s) held, code %s (%s): removing it so that it is resubmitted",
+            slot.name,
+            job.job_id,
+            code,
+            job.hold_reason,
+        )
+        self._remove(f"ClusterId == {job.cluster_id} && ProcId == {job.proc_id}", "held")
+        slot.returncode = 1
+
+    def _remove(self, constraint: str, why: str) -> None:
+        cluster = next(iter(self._clusters.values()))
+        try:
+            remove_jobs(
+                constraint,
+                schedd=cluster.schedd,
+                collector=cluster.collector,
+                reason=f"gridtrain: {why}",
+            )
+        except CondorError as err:
+            log.warning("%s", err)
+
+    def running(self) -> int:
+        return sum(slot.returncode is None for slot in self.slots)
+
+    def summary(self) -> str:
+        counts = Counter(slot.state for slot in self.slots if slot.returncode is None)
+        return "jobs " + ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+
+    def stop(self, grace: float) -> None:
+        """Remove the jobs still queued (running ones get SIGTERM) and wait for them to leave."""
+        live = {int(s.job.split(".")[0]) for s in self.slots if s.returncode is None and s.job}
+        for cluster_id in sorted(live):
+            try:
+                remove_cluster(self._clusters[cluster_id], reason="gridtrain: training stopped")
+            except CondorError as err:
+                log.warning("%s", err)
+        deadline = time.monotonic() + grace
+        while self.running() and time.monotonic() < deadline:
+            self.poll()
+            time.sleep(0.5)
+        left = [f"{s.name} ({s.job})" for s in self.slots if s.returncode is None]
+        if left:
+            log.warning("still in the queue after %g s: %s", grace, ", ".join(left))
+        for monitor in self._monitors.values():
+            monitor.close()
+
+
+def _returncode(job: JobStatus) -> int:
+    if job.return_value is not None:
+        return job.return_value
+    if job.signal is not None:
+        return 128 + int(job.signal)
+    return 1  # removed
+
+
+def _detail(job: JobStatus) -> str:
+    if job.state is JobState.HELD:
+        return f"hold code {job.hold_reason_code}: {job.hold_reason}"
+    if job.removed:
+        return "removed"
+    if job.signal is not None:
+        return f"killed by signal {job.signal}"
+    if job.return_value is not None and job.state.final:
+        return f"exit {job.return_value}"
+    return f"attempt {job.attempts}" if job.attempts > 1 else ""

@@ -1,0 +1,226 @@
+"""``gridtrain status`` and ``gridtrain cancel``: a run seen, or stopped, from its directory alone.
+
+Layer: train, orchestration edge. Everything comes from the run directory (driver.json, state.json,
+metrics.json, condor/jobs.json and workers.json, the job event log), the running parameter server
+(authenticated with ps.secret) and, where the event log is gone, the schedd. So a new shell, a
+new login or a restarted submit host re-attaches to a run without the process that started it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+from gridtrain.errors import ConfigError, GridtrainError
+from gridtrain.train.driver import RunDir, TrainingFailed, running_driver
+from gridtrain.train.settings import WORKER_SPEC, WorkerSpec
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def _phase(files: RunDir, driver: dict[str, Any] | None) -> str:
+    if driver is not None:
+        return "training"
+    if files.metrics.exists():
+        return "finished"
+    state = _read_json(files.state) or {}
+    stopped = str(state.get("leases", {}).get("stopped", ""))
+    if stopped.startswith("interrupted"):
+        return "stopped"
+    if files.driver.exists():
+        return "lost"  # driver.json left by a driver that did not end cleanly
+    return "prepared" if not files.state.exists() else "stopped"
+
+
+def _ps_status(files: RunDir) -> dict[str, Any] | str:
+    from gridtrain.ps import auth
+    from gridtrain.ps.client import PSClient
+
+    try:
+        address = files.address.read_text().strip()
+        secret = auth.read_secret_file(files.secret)
+        with PSClient(address, secret, None, name="status", timeout=5.0) as ps:
+            return dict(ps.status())
+    except (OSError, GridtrainError) as err:
+        return f"not reachable ({err})"
+
+
+def _jobs(files: RunDir) -> dict[str, Any] | None:
+    from gridtrain.condor.executor import WORKERS_FILE
+    from gridtrain.condor.monitor import cluster_jobs
+    from gridtrain.condor.submit import load_clusters
+
+    clusters = load_clusters(files.condor)
+    if not clusters:
+        return None
+    seen: dict[str, dict[str, Any]] = {}
+    sources = []
+    for cluster in clusters:
+        jobs, source = cluster_jobs(cluster)
+        sources.append(f"cluster {cluster.cluster_id}: {source}")
+        for status in jobs.values():
+            seen[status.job_id] = {
+                "job": status.job_id,
+                "state": status.state.value,
+                "attempts": status.attempts,
+                "return_value": status.return_value,
+                "hold_reason": status.hold_reason,
+                "hold_reason_code": status.hold_reason_code,
+                "removed": status.removed,
+            }
+    workers = _read_json(files.condor / WORKERS_FILE) or []
+    listed = []
+    for worker in workers:
+        job = seen.get(worker["job"], {"job": worker["job"], "state": "unknown", "attempts": 0})
+        listed.append({**job, "name": worker["name"], "resubmissions": worker["restarts"]})
+    return {
+        "clusters": [c.cluster_id for c in clusters],
+        "sources": sources,
+        "workers": listed,
+        "earlier_jobs": len(seen) - sum(w["job"] in seen for w in workers),
+    }
+
+
+def run_status(run_dir: Path) -> dict[str, Any]:
+    """Everything ``gridtrain status`` prints, as a dictionary."""
+    files = RunDir(run_dir.absolute())
+    if not files.spec.exists():
+        raise ConfigError(
+            f"{run_dir}: no run here (no {WORKER_SPEC}); start one with gridtrain train"
+        )
+    settings = WorkerSpec.read(files.spec).settings
+    driver = running_driver(files)
+    status: dict[str, Any] = {
+        "run_dir": str(files.path),
+        "phase": _phase(files, driver),
+        "executor": settings.executor,
+        "epochs": settings.epochs,
+        "workers_asked": settings.workers,
+        "driver": driver or _read_json(files.driver),
+    }
+    if status["phase"] == "training":
+        status["ps"] = _ps_status(files)
+    state = _read_json(files.state)
+    if state is not None:
+        status["stopped"] = state.get("leases", {}).get("stopped", "")
+    metrics = _read_json(files.metrics)
+    if metrics is not None:
+        status["metrics"] = {k: metrics.get(k) for k in ("auc", "loss", "epochs", "wall_time_s")}
+    status["jobs"] = _jobs(files)
+    return status
+
+
+def format_status(status: dict[str, Any]) -> str:
+    run_dir, phase = status["run_dir"], status["phase"]
+    driver = status.get("driver") or {}
+    head = f"run {run_dir}: {phase}"
+    if phase == "training":
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(driver.get("started", 0)))
+        head += f" (driver pid {driver['pid']} on {driver['host']} since {started})"
+    head += f", executor {status['executor']}, {status['workers_asked']} workers"
+    lines = [head]
+    ps = status.get("ps")
+    if isinstance(ps, str):
+        lines.append(f"  parameter server: {ps}")
+    elif isinstance(ps, dict):
+        leases = ps.get("leases") or {}
+        latest = leases.get("latest_validation") or {}
+        parts = [
+            f"epoch {leases.get('epoch', 0) + 1}/{leases.get('epochs', status['epochs'])}",
+            f"shards {leases.get('shards_done', '?')}/{leases.get('shards_total', '?')}",
+            f"{ps['workers_connected']} workers connected",
+            f"{ps['updates_per_s']:.1f} updates/s",
+        ]
+        if "auc" in latest:
+            parts.append(f"last validation AUC {latest['auc']:.4f} (epoch {latest['epoch'] + 1})")
+        lines.append(f"  parameter server {ps.get('address', '?')}: " + ", ".join(parts))
+    metrics = status.get("metrics")
+    if phase == "finished" and metrics:
+        lines.append(
+            f"  validation AUC {metrics['auc']:.4f}, loss {metrics['loss']:.4f} after "
+            f"{metrics['epochs']} epochs in {metrics['wall_time_s']:.0f} s (model.keras)"
+        )
+    elif phase == "stopped":
+        lines.append(
+            f"  {status.get('stopped') or 'stopped'}; continue with gridtrain train --resume "
+            f"{run_dir}"
+        )
+    elif phase == "lost":
+        lines.append(
+            f"  the driver (pid {driver.get('pid')} on {driver.get('host')}) ended without "
+            "stopping the run (killed, or the host restarted); continue from its last "
+            f"checkpoint with gridtrain train --resume {run_dir}"
+        )
+    jobs = status.get("jobs")
+    if jobs:
+        lines.append(f"  worker jobs ({'; '.join(jobs['sources'])}):")
+        for worker in jobs["workers"]:
+            detail = ""
+            if worker["state"] == "held":
+                detail = f"  hold code {worker['hold_reason_code']}: {worker['hold_reason']}"
+            elif worker.get("removed"):
+                detail = "  removed"
+            elif worker.get("return_value") not in (None, 0):
+                detail = f"  exit {worker['return_value']}"
+            again = f", resubmitted {worker['resubmissions']}x" if worker["resubmissions"] else ""
+            lines.append(
+                f"    {worker['name']:<24} job {worker['job']:<9} {worker['state']:<8} "
+                f"attempts {worker['attempts']}{again}{detail}"
+            )
+    return "\n".join(lines)
+
+
+def cancel(run_dir: Path, *, timeout: float = 120.0) -> str:
+    """Stop the run's driver (checkpoint, PS stopped, jobs removed) and remove any queued job."""
+    files = RunDir(run_dir.absolute())
+    if not files.spec.exists():
+        raise ConfigError(f"{run_dir}: no run here (no {WORKER_SPEC}); nothing to cancel")
+    done = []
+    driver = running_driver(files)
+    if driver is not None:
+        pid = int(driver["pid"])
+        if driver["host"] != socket.gethostname():
+            raise GridtrainError(
+                f"{run_dir}: its driver runs on {driver['host']} (pid {pid}); run gridtrain "
+                "cancel there"
+            )
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while running_driver(files) is not None:
+            if time.monotonic() > deadline:
+                raise TrainingFailed(
+                    f"the driver (pid {pid}) did not stop within {timeout:g} s; see "
+                    f"{files.driver_log}, or kill -9 {pid} and run gridtrain cancel again"
+                )
+            time.sleep(0.2)
+        done.append(f"stopped the driver (pid {pid}), which checkpointed the run")
+    removed = _remove_queued(files)
+    if removed:
+        done.append(f"removed {removed} queued worker job(s)")
+    if not done:
+        return f"gridtrain cancel: {run_dir}: nothing to cancel (no driver running, no job queued)"
+    return f"gridtrain cancel: {'; '.join(done)}; continue with gridtrain train --resume {run_dir}"
+
+
+def _remove_queued(files: RunDir) -> int:
+    from gridtrain.condor.submit import load_clusters, query_jobs, remove_cluster
+
+    removed = 0
+    for cluster in load_clusters(files.condor):
+        where = {"schedd": cluster.schedd, "collector": cluster.collector}
+        constraint = f"ClusterId == {cluster.cluster_id} && JobStatus != 3"
+        queued = len(query_jobs(constraint, ["ProcId"], **where))
+        if queued:
+            remove_cluster(cluster, reason="gridtrain cancel")
+            removed += queued
+    return removed
