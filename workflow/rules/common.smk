@@ -10,6 +10,11 @@ def dataset_manifest():
     return f"{config['dataset']['outdir']}/manifest.json"
 
 
+def staged_dataset():
+    """The summary of rule stage when the workers read the dataset from stage.url, else none."""
+    return ["results/stage/pushed.json"] if config["stage"]["url"] else []
+
+
 def dataset_inputs():
     """Local input files of every sample; root:// inputs are read in place by the rule."""
     return [

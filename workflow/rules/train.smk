@@ -1,6 +1,9 @@
+# With stage.url set, the workers read the shards pushed there (rule stage runs first): what
+# worker jobs on a pool without this host's file system need.
 rule train:
     input:
         manifest=dataset_manifest(),
+        staged=staged_dataset(),
     output:
         model=f"{run_dir()}/model.keras",
         metrics=f"{run_dir()}/metrics.json",
