@@ -15,6 +15,7 @@ import pytest
 from pool_helpers import Pool, PoolError, pool_unavailable
 
 from tests.conftest import in_ci
+from tests.stage.conftest import area, xrootd_server  # noqa: F401 (fixtures for the workflow test)
 
 
 @pytest.fixture(scope="session")

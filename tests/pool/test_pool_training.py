@@ -1,0 +1,245 @@
+"""Training with ``--executor condor`` on the real pool: eviction, holds, re-attach, cancel.
+
+The driver runs detached on the host (as a user's would on a login node); every check goes
+through a new process (``gridtrain status`` / ``cancel``), as after a closed terminal. The jobs
+read the converted shards at their host paths (the pool shares ``Pool.runs``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pool_helpers import Pool
+
+from gridtrain.condor.executor import CondorExecutor
+from gridtrain.condor.render import load_profile
+from gridtrain.condor.submit import query_jobs
+from gridtrain.train.executor import Launch
+from tests.conftest import toy_section
+
+pytestmark = [pytest.mark.htcondor, pytest.mark.slow]
+
+TRAIN = {
+    "model": {"name": "mlp", "params": {"hidden": [32, 32]}},
+    "batch_size": 32,
+    "early_stopping": {"patience": None},
+    "workers": 2,
+    "executor": "condor",
+    "condor": {"profile": "local-pool"},
+}
+
+
+@pytest.fixture(scope="module")
+def work(pool: Pool, toy_dir: Path) -> Path:
+    """A folder the jobs see, with the toy dataset converted into 6 training shards."""
+    from gridtrain.config import DatasetConfig
+    from gridtrain.data.convert import convert
+
+    folder = pool.runs / f"training-{os.getpid()}-0"
+    section = toy_section(toy_dir, folder / "dataset", shard_events=1500, step_events=1500)
+    convert(DatasetConfig.from_dict(section), folder / "dataset")
+    (folder / "config.yaml").write_text(yaml.safe_dump({"dataset": section, "train": TRAIN}))
+    subprocess.run(["chmod", "-R", "a+rX", str(folder)], check=True)
+    return folder
+
+
+def gridtrain(work: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.run(
+        [sys.executable, "-m", "gridtrain", *args],
+        cwd=work, capture_output=True, text=True, timeout=timeout, env=env, check=False,
+    )  # fmt: skip
+
+
+def start_detached(work: Path, name: str, epochs: int) -> Path:
+    run_dir = work / name
+    started = gridtrain(
+        work, "train", "-c", "config.yaml", "--run-dir", str(run_dir), "--epochs", str(epochs),
+        "--detach",
+    )  # fmt: skip
+    assert started.returncode == 0, started.stderr[-3000:]
+    assert "training in the background" in started.stdout
+    return run_dir
+
+
+def status(work: Path, run_dir: Path) -> dict[str, Any]:
+    """``gridtrain status --json`` in a new process: what re-attaching sees."""
+    done = gridtrain(work, "status", str(run_dir), "--json")
+    assert done.returncode == 0, done.stderr[-3000:]
+    return dict(json.loads(done.stdout))
+
+
+def wait_status(
+    work: Path, run_dir: Path, ready: Callable[[dict[str, Any]], bool], timeout: float = 240
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        seen = status(work, run_dir)
+        if ready(seen):
+            return seen
+        if time.monotonic() > deadline:
+            log = (run_dir / "driver.log").read_text(errors="replace")[-3000:]
+            raise AssertionError(f"status never got there in {timeout:g} s: {seen}\n{log}")
+        time.sleep(1.0)
+
+
+def workers(seen: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {worker["name"]: worker for worker in (seen.get("jobs") or {}).get("workers", [])}
+
+
+def shards_done_by(run_dir: Path, worker: str) -> int:
+    history = run_dir / "history.jsonl"
+    if not history.exists():
+        return 0
+    records = [json.loads(line) for line in history.read_text().splitlines()]
+    return sum(r["type"] == "shard" and r["worker"] == worker for r in records)
+
+
+def test_an_evicted_worker_comes_back_and_no_shard_is_lost_or_trained_twice(
+    pool: Pool, work: Path
+) -> None:
+    run_dir = start_detached(work, "evict", epochs=14)
+    w0, w1 = f"{run_dir.name}-w0", f"{run_dir.name}-w1"
+    try:
+        seen = wait_status(
+            work,
+            run_dir,
+            lambda s: (
+                workers(s).get(w0, {}).get("state") == "running"
+                and shards_done_by(run_dir, w0) >= 1
+            ),
+        )
+        assert seen["phase"] == "training"
+        assert seen["executor"] == "condor"
+        job = workers(seen)[w0]["job"]
+        assert workers(seen)[w1]["job"].split(".")[0] == job.split(".")[0]  # one cluster
+        pool.in_root("condor_vacate_job", job)
+        finished = wait_status(work, run_dir, lambda s: s["phase"] == "finished", timeout=420)
+    finally:
+        gridtrain(work, "cancel", str(run_dir))
+    evicted = workers(finished)[w0]
+    assert evicted["job"] == job  # HTCondor ran the same job again, no resubmission needed
+    assert evicted["attempts"] == 2
+    assert evicted["state"] == "done"
+    assert workers(finished)[w1]["state"] == "done"
+    log = (run_dir / "driver.log").read_text()
+    assert log.count(f"worker {w0} joined") == 2  # it came back to the parameter server
+
+    leases = [json.loads(line) for line in (run_dir / "leases.jsonl").read_text().splitlines()]
+    manifest = json.loads((work / "dataset" / "manifest.json").read_text())
+    shards = sorted(entry["path"] for entry in manifest["shards"]["train"])
+    for epoch in range(14):
+        done = Counter(
+            r["shard"]
+            for r in leases
+            if r["event"] == "completed" and r["kind"] == "train" and r["epoch"] == epoch
+        )
+        assert sorted(done) == shards, f"epoch {epoch}: a shard lost"
+        assert set(done.values()) == {1}, f"epoch {epoch}: a shard trained twice: {done}"
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["epochs"] == 14
+    assert metrics["auc"] > 0.8
+
+
+def test_a_held_worker_is_shown_with_its_reason_and_cancel_stops_the_run(
+    pool: Pool, work: Path
+) -> None:
+    run_dir = start_detached(work, "hold", epochs=60)
+    w1 = f"{run_dir.name}-w1"
+    try:
+        seen = wait_status(
+            work,
+            run_dir,
+            lambda s: (
+                {w["state"] for w in workers(s).values()} == {"running"}
+                and shards_done_by(run_dir, w1) >= 1
+            ),
+        )
+        cluster = workers(seen)[w1]["job"].split(".")[0]
+        secret = (run_dir / "ps.secret").read_text().strip()
+        long_listing = pool.in_root("condor_q", "-l", cluster)
+        assert "GridtrainWorker" in long_listing
+        assert secret not in long_listing
+
+        job = workers(seen)[w1]["job"]
+        pool.in_root("condor_hold", "-reason", "gridtrain test: held by hand", job)
+        held = wait_status(work, run_dir, lambda s: workers(s)[w1]["state"] == "held")
+        assert held["phase"] == "training"  # the policy: a hold by a person waits for release
+        assert workers(held)[w1]["hold_reason_code"] == 1
+        assert "held by hand" in workers(held)[w1]["hold_reason"]
+        text = gridtrain(work, "status", str(run_dir)).stdout
+        assert "held" in text
+        assert "hold code 1: gridtrain test: held by hand" in text
+        assert workers(held)[f"{run_dir.name}-w0"]["state"] == "running"  # the other goes on
+    finally:
+        cancelled = gridtrain(work, "cancel", str(run_dir), timeout=180)
+    assert cancelled.returncode == 0, cancelled.stderr[-3000:]
+    assert "stopped the driver" in cancelled.stdout
+    assert f"gridtrain train --resume {run_dir}" in cancelled.stdout
+    assert query_jobs(f"ClusterId == {cluster} && JobStatus != 3", ["ProcId"]) == []
+    after = status(work, run_dir)
+    assert after["phase"] == "stopped"
+    assert after["stopped"].startswith("interrupted: SIGTERM")
+    assert (run_dir / "checkpoint.npz").exists()
+    assert not (run_dir / "driver.json").exists()
+    again = gridtrain(work, "cancel", str(run_dir))
+    assert "nothing to cancel" in again.stdout
+
+
+def test_failing_and_badly_held_jobs_are_resubmitted(pool: Pool) -> None:
+    """The executor alone, with trivial job commands: the resubmission paths, fast."""
+    run_dir = pool.run_dir("resubmit")
+    profile = load_profile("local-pool")
+    launch = Launch(run_dir / "worker.json", "127.0.0.1:9", run_dir / "ps.secret", run_dir, "rs")
+    # `false` fails at once (max_retries 0: no rerun by HTCondor); the second job is held by a
+    # policy (code 3), which waiting does not heal.
+    failing = CondorExecutor(
+        profile.__class__(**{**profile.__dict__, "max_retries": 0}),
+        run_dir,
+        command=("false",),
+    )
+    failing.start(launch, 1)
+    [slot] = wait_ended(failing)
+    assert slot.returncode == 1
+    assert slot.state == "failed"
+    first_job = slot.job
+    failing.restart(slot)
+    assert slot.job != first_job
+    assert slot.restarts == 1
+    records = json.loads((run_dir / "condor" / "workers.json").read_text())
+    assert records == [{"index": 0, "name": "rs-w0", "job": slot.job, "restarts": 1}]
+    [again] = wait_ended(failing)
+    assert again is slot
+    assert slot.returncode == 1
+    failing.stop(10)
+
+    policy = {**profile.__dict__, "extra": {"periodic_hold": "JobStatus == 2"}}
+    held = CondorExecutor(profile.__class__(**policy), run_dir, command=("sleep", "60"))
+    held.start(launch, 1)
+    try:
+        [slot] = wait_ended(held)
+    finally:
+        held.stop(30)
+    assert slot.returncode == 1
+    cluster = slot.job.split(".")[0]
+    assert query_jobs(f"ClusterId == {cluster} && JobStatus != 3", ["ProcId"]) == []
+
+
+def wait_ended(executor: CondorExecutor, timeout: float = 120) -> list[Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ended = executor.poll()
+        if ended:
+            return ended
+        time.sleep(0.5)
+    raise AssertionError(f"no job ended within {timeout:g} s: {executor.slots}")
