@@ -15,7 +15,7 @@ from pool_helpers import Pool
 
 from gridtrain import __version__
 from gridtrain.cli import main
-from gridtrain.condor.monitor import ClusterMonitor, JobState, JobStatus
+from gridtrain.condor.monitor import ClusterMonitor, JobState, JobStatus, cluster_jobs
 from gridtrain.condor.render import WorkerJobs, load_profile, render_submit_description
 from gridtrain.condor.submit import (
     Cluster,
@@ -69,6 +69,19 @@ def test_one_cluster_runs_as_the_job_user_and_reaches_done(pool: Pool) -> None:
     )
     assert {job.state for job in jobs.values()} == {JobState.DONE}
     assert all(job.attempts == 1 and job.return_value == 0 for job in jobs.values())
+    from_log, source = cluster_jobs(cluster)
+    assert source.startswith("event log")
+    assert {proc: job.state for proc, job in from_log.items()} == dict.fromkeys(
+        range(3), JobState.DONE
+    )
+
+    # The event log gone (a lost run directory on another disk): the schedd's history answers.
+    Path(cluster.event_log).rename(run_dir / "moved.log")
+    from_schedd, source = cluster_jobs(cluster)
+    assert source.startswith("schedd")
+    assert {
+        proc: (job.state, job.return_value) for proc, job in from_schedd.items()
+    } == dict.fromkeys(range(3), (JobState.DONE, 0))
 
     gpus = set()
     for index in range(3):
@@ -100,6 +113,13 @@ def test_job_ad_has_no_secret_and_a_held_job_is_reported(pool: Pool) -> None:
         assert jobs[1].hold_reason is not None
         assert "gridtrain test hold" in jobs[1].hold_reason
         assert jobs[1].hold_reason_code == 1  # UserRequest
+        no_log = Cluster(cluster.cluster_id, 2, str(run_dir / "condor" / "gone.log"))
+        from_queue, source = cluster_jobs(no_log)  # without the event log: the schedd's queue
+        assert source.startswith("schedd")
+        assert from_queue[1].state is JobState.HELD
+        assert from_queue[1].hold_reason_code == 1
+        assert "gridtrain test hold" in str(from_queue[1].hold_reason)
+        assert from_queue[0].state is JobState.RUNNING
     finally:
         remove_cluster(cluster)
     jobs = wait_for(monitor, lambda jobs: all(j.removed for j in jobs.values()) and len(jobs) == 2)
