@@ -13,6 +13,9 @@ from typing import Any
 import pytest
 from train_helpers import gridtrain, read_jsonl, write_config
 
+from gridtrain.errors import CondorError
+from gridtrain.train.executor import LocalExecutor, Slot
+
 pytestmark = pytest.mark.slow
 
 
@@ -79,3 +82,25 @@ def test_status_of_a_folder_without_a_run_names_it(tmp_path):
     assert done.returncode == 2
     assert str(tmp_path) in done.stderr
     assert "start one with gridtrain train" in done.stderr
+
+
+class ExecutorThatLosesItsBatchSystem(LocalExecutor):
+    """Real local workers; polling them fails as a schedd that went away would."""
+
+    def poll(self) -> list[Slot]:
+        raise CondorError("the schedd went away")
+
+
+def test_an_error_in_the_driver_leaves_a_resumable_run(tmp_path, toy_dir, toy_dataset):
+    from gridtrain.config import load_config
+    from gridtrain.train.driver import Run, prepare, resumable
+
+    config = write_config(tmp_path / "config.yaml", toy_dir, toy_dataset)
+    files = prepare(load_config(config), tmp_path / "run", 1)
+    with pytest.raises(CondorError, match="the schedd went away"):
+        Run(files, ExecutorThatLosesItsBatchSystem(), plots=False).execute()
+    state = json.loads(files.state.read_text())
+    assert state["leases"]["stopped"] == "interrupted: driver error: the schedd went away"
+    assert resumable(files.path)  # not mistaken for a finished run
+    assert not files.driver.exists()
+    assert status(files.path)["phase"] == "stopped"

@@ -34,7 +34,13 @@ from pathlib import Path
 
 from gridtrain.condor.monitor import ClusterMonitor, JobState, JobStatus
 from gridtrain.condor.render import CondorProfile, WorkerJobs
-from gridtrain.condor.submit import Cluster, remove_cluster, remove_jobs
+from gridtrain.condor.submit import (
+    Cluster,
+    load_clusters,
+    remove_cluster,
+    remove_jobs,
+    replace_file,
+)
 from gridtrain.condor.workers import submit_workers
 from gridtrain.errors import CondorError, ConfigError
 from gridtrain.train.executor import Executor, Launch, Slot
@@ -93,6 +99,9 @@ class CondorExecutor(Executor):
             return self.profile.ps_host, self.profile.ps_host
         return "0.0.0.0", socket.getfqdn()  # every interface: the PS authenticates each peer
 
+    def log_dir(self) -> Path:
+        return self.condor_dir
+
     def log_file(self, slot: Slot) -> Path:
         return self.condor_dir / f"{slot.name}.err"
 
@@ -114,13 +123,18 @@ class CondorExecutor(Executor):
         )
 
     def _grant_owner(self, jobs: WorkerJobs) -> None:
-        """Give the job owner what the shadow reads and writes, when it is not us."""
+        """Give the job owner what the shadow writes (condor/) and reads privately (ps.secret).
+
+        worker.json stays ours (it is world-readable); what we write into condor/ later is
+        written under a fresh temporary name and renamed, so the owner cannot redirect it.
+        """
         if self.profile.job_owner is None or os.geteuid() != 0:
             return
         uid = owner_uid(self.profile.job_owner)
         jobs.log_dir.mkdir(parents=True, exist_ok=True)
-        for path in (jobs.log_dir, jobs.spec, jobs.secret_file):
-            os.chown(path, uid, uid)
+        for path in (jobs.log_dir, jobs.secret_file):
+            os.chown(path, uid, -1)
+        jobs.spec.chmod(0o644)
 
     def _submit(self, count: int, first_index: int) -> None:
         jobs = self._jobs(count, first_index)
@@ -150,6 +164,7 @@ class CondorExecutor(Executor):
         if count < 1:
             raise ConfigError(f"--workers {count}: start at least one worker")
         self._launch = launch
+        self._remove_earlier()
         self._submit(count, 0)
         cluster = max(self._clusters)
         log.info(
@@ -159,6 +174,14 @@ class CondorExecutor(Executor):
             self.profile.name,
             launch.address,
         )
+
+    def _remove_earlier(self) -> None:
+        """Jobs an earlier driver of this run left queued (it was killed): they dial a dead PS."""
+        for cluster in load_clusters(self.condor_dir):
+            try:
+                remove_cluster(cluster, reason="gridtrain: the run was resumed by a new driver")
+            except CondorError as err:
+                log.debug("%s", err)  # nothing left of it in the queue
 
     def restart(self, slot: Slot) -> None:
         slot.restarts += 1
@@ -170,9 +193,7 @@ class CondorExecutor(Executor):
             {"index": s.index, "name": s.name, "job": s.job, "restarts": s.restarts}
             for s in sorted(self.slots, key=lambda s: s.index)
         ]
-        part = self.condor_dir / f".{WORKERS_FILE}.part"
-        part.write_text(json.dumps(records, indent=1) + "\n")
-        os.replace(part, self.condor_dir / WORKERS_FILE)
+        replace_file(self.condor_dir / WORKERS_FILE, json.dumps(records, indent=1) + "\n")
 
     # -- watching ------------------------------------------------------------------------------
 
@@ -197,7 +218,7 @@ class CondorExecutor(Executor):
 
     def _on_hold(self, slot: Slot, job: JobStatus) -> None:
         code = job.hold_reason_code
-        if code in self.profile.release_hold_codes:
+        if code in self.profile.release_hold_codes and job.holds <= self.profile.hold_retries:
             log.warning(
                 "%s (job %s) held, code %s: the schedd releases it", slot.name, job.job_id, code
             )
@@ -212,11 +233,12 @@ class CondorExecutor(Executor):
             )
             return
         log.warning(
-            "%s (job %s) held, code %s (%s): removing it so that it is resubmitted",
+            "%s (job %s) held, code %s (%s), %d time(s): removing it so that it is resubmitted",
             slot.name,
             job.job_id,
             code,
             job.hold_reason,
+            job.holds,
         )
         self._remove(f"ClusterId == {job.cluster_id} && ProcId == {job.proc_id}", "held")
         slot.returncode = 1
@@ -237,8 +259,11 @@ class CondorExecutor(Executor):
         return sum(slot.returncode is None for slot in self.slots)
 
     def summary(self) -> str:
-        counts = Counter(slot.state for slot in self.slots if slot.returncode is None)
-        return "jobs " + ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+        live = [slot for slot in self.slots if slot.returncode is None]
+        counts = Counter(slot.state for slot in live)
+        text = "jobs " + ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+        held = [f"{slot.name} {slot.detail}" for slot in live if slot.state == "held"]
+        return text + (f" ({'; '.join(held)})" if held else "")
 
     def stop(self, grace: float) -> None:
         """Remove the jobs still queued (running ones get SIGTERM) and wait for them to leave."""

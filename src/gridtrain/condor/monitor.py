@@ -46,6 +46,7 @@ class JobStatus:
     hold_reason: str | None = None
     hold_reason_code: int | None = None
     hold_reason_subcode: int | None = None
+    holds: int = 0  # how many times it was held
     removed: bool = False
 
     @property
@@ -110,6 +111,7 @@ def apply_event(job: JobStatus, event: Any) -> bool:
             job.state = JobState.EVICTED
     elif kind == "JOB_HELD":
         job.state = JobState.HELD
+        job.holds += 1
         job.hold_reason = _get(event, "HoldReason")
         code, subcode = _get(event, "HoldReasonCode"), _get(event, "HoldReasonSubCode")
         job.hold_reason_code = None if code is None else int(code)
@@ -139,11 +141,18 @@ def _get(event: Any, key: str) -> Any:
 
 # JobStatus codes of a job ClassAd: 1 idle, 2 running, 3 removed, 4 completed, 5 held,
 # 6 transferring output, 7 suspended.
-_AD_STATES = {1: JobState.IDLE, 2: JobState.RUNNING, 5: JobState.HELD, 6: JobState.RUNNING}
+_AD_STATES = {
+    1: JobState.IDLE,
+    2: JobState.RUNNING,
+    5: JobState.HELD,
+    6: JobState.RUNNING,
+    7: JobState.RUNNING,  # suspended: it still holds its slot
+}
 _AD_PROJECTION = (
     "ProcId",
     "JobStatus",
     "NumJobStarts",
+    "NumHolds",
     "ExitCode",
     "ExitBySignal",
     "ExitSignal",
@@ -155,7 +164,12 @@ _AD_PROJECTION = (
 
 def status_from_ad(cluster_id: int, ad: dict[str, Any]) -> JobStatus:
     """A ``JobStatus`` from a job ClassAd of the queue or the history."""
-    job = JobStatus(cluster_id, int(ad["ProcId"]), attempts=int(ad.get("NumJobStarts") or 0))
+    job = JobStatus(
+        cluster_id,
+        int(ad["ProcId"]),
+        attempts=int(ad.get("NumJobStarts") or 0),
+        holds=int(ad.get("NumHolds") or 0),
+    )
     code = int(ad.get("JobStatus") or 1)
     if code == 3:
         job.state, job.removed = JobState.FAILED, True

@@ -8,6 +8,7 @@ raises ``CondorError`` with its exit code and output. It never renders or reads 
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import logging
@@ -49,10 +50,26 @@ class Cluster:
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / JOBS_FILE
         clusters = [c for c in load_clusters(folder) if c.cluster_id != self.cluster_id]
-        part = path.with_name(f".{JOBS_FILE}.part")
-        part.write_text(json.dumps([asdict(c) for c in [*clusters, self]], indent=1) + "\n")
-        os.replace(part, path)
+        replace_file(path, json.dumps([asdict(c) for c in [*clusters, self]], indent=1) + "\n")
         return path
+
+
+def replace_file(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically, through a new temporary file (never a symlink).
+
+    The folder may belong to the job user (a root-run test pool); a fixed temporary name there
+    could be a symlink planted to make us overwrite something else.
+    """
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
 
 
 def load_clusters(folder: Path) -> list[Cluster]:

@@ -26,6 +26,7 @@ terminal takes down; ``gridtrain status`` and ``gridtrain cancel`` find it throu
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -115,10 +116,12 @@ def _shard_locations(
     rule stage): what a job on a pool without the submit host's file system can reach.
     """
     if stage_url:
+        from gridtrain.stage.dataset import shard_name
+        from gridtrain.stage.location import parse_location
+
+        pushed = parse_location(stage_url)  # where `stage push` put each shard: by file name
         return {
-            entry.path: entry.path
-            if "://" in entry.path
-            else f"{stage_url.rstrip('/')}/{entry.path}"
+            entry.path: pushed.join(shard_name(entry.path)).url
             for entries in manifest.shards.values()
             for entry in entries
         }
@@ -253,11 +256,12 @@ class Run:
     # -- running -------------------------------------------------------------------------------
 
     def execute(self) -> int:
-        claim_driver(self.files)
+        lock = claim_driver(self.files)
         try:
             return self._execute()
         finally:
             self.files.driver.unlink(missing_ok=True)
+            os.close(lock)
 
     def _execute(self) -> int:
         state, self._previous = self._state()
@@ -308,10 +312,11 @@ class Run:
         started = time.monotonic()
         _, port = server.start()
         write_address_file(self.files.address, advertised, port)  # for workers added by hand
-        previous_handlers = {
-            sig: signal.signal(sig, self._on_signal)
-            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-        }
+        signals = [signal.SIGINT, signal.SIGTERM]
+        if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:  # nohup's choice stands
+            signals.append(signal.SIGHUP)
+        previous_handlers = {sig: signal.signal(sig, self._on_signal) for sig in signals}
+        failure = ""
         try:
             self.executor.start(
                 Launch(
@@ -323,8 +328,10 @@ class Run:
                 ),
                 self.settings.workers,
             )
-            failure = ""
             failure = self._watch(book, server, history, started, offset)
+        except BaseException as err:  # recorded as an interruption, so --resume continues
+            failure = f"driver error: {err}"
+            raise
         finally:
             book.stop(self.interrupted or "driver stopped")
             if not self.interrupted and not failure:  # workers leave on their own when told done
@@ -391,9 +398,10 @@ class Run:
                 log.warning("restarting %s (%d restarts left)", slot.name, budget)
                 self.executor.restart(slot)
             if self.executor.running() == 0 and not book.done:
+                where = self.executor.log_dir()
                 return (
-                    f"all workers exited before the run finished; see the logs in "
-                    f"{self.files.logs} (resume with gridtrain train --resume {self.files.path})"
+                    f"all workers exited before the run finished; see the logs in {where} "
+                    f"(resume with gridtrain train --resume {self.files.path})"
                 )
             if time.monotonic() >= next_checkpoint:
                 server.checkpoint()
@@ -418,8 +426,9 @@ class Run:
             f"{status['updates_per_s']:.1f} updates/s",
             f"workers {status['workers_connected']}",
         ]
-        if self.executor.summary():
-            parts.append(self.executor.summary())
+        summary = self.executor.summary()
+        if summary:
+            parts.append(summary)
         last = history.last
         if last.get("type") == "shard" and "loss" in last:
             parts.append(f"loss {last['loss']:.4f}")
@@ -475,37 +484,63 @@ def resume(run_dir: Path, *, plots: bool = True) -> int:
     return Run(files, plots=plots).execute()
 
 
-def claim_driver(files: RunDir) -> None:
-    """Record this process as the run's driver; refuse when another one is alive."""
-    running = running_driver(files)
-    if running is not None:
+DRIVER_LOCK = ".driver.lock"
+
+
+def claim_driver(files: RunDir) -> int:
+    """Become the run's driver: a lock held for life (the kernel drops it when we die).
+
+    Returns the lock's file descriptor; refuses (``ConfigError``) while another driver holds it,
+    or while driver.json names a driver on another host, whose lock this host cannot see.
+    """
+    fd = os.open(files.path / DRIVER_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        running = _driver_record(files) or {"pid": "?", "host": socket.gethostname()}
         raise ConfigError(
             f"{files.path} is being trained by pid {running['pid']} on {running['host']}; "
             f"follow it with `gridtrain status {files.path}` or stop it with `gridtrain cancel "
             f"{files.path}`"
+        ) from None
+    elsewhere = _driver_record(files)
+    if elsewhere is not None and elsewhere.get("host") != socket.gethostname():
+        os.close(fd)
+        raise ConfigError(
+            f"{files.path} is being trained by pid {elsewhere['pid']} on {elsewhere['host']}; "
+            f"stop it there, or, if that host is gone, delete {files.driver} and resume"
         )
     record = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
     write_atomically(files.driver, json.dumps(record) + "\n")
+    return fd
+
+
+def _driver_record(files: RunDir) -> dict[str, Any] | None:
+    try:
+        return dict(json.loads(files.driver.read_text()))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
 
 
 def running_driver(files: RunDir) -> dict[str, Any] | None:
-    """driver.json when its process is alive (or on another host, where we cannot tell)."""
-    try:
-        record = json.loads(files.driver.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+    """driver.json when its driver is alive: it holds the run's lock (on another host: assumed)."""
+    record = _driver_record(files)
+    if record is None:
         return None
     if record.get("host") != socket.gethostname():
         return record
     try:
-        os.kill(int(record["pid"]), 0)
-    except ProcessLookupError:
+        fd = os.open(files.path / DRIVER_LOCK, os.O_RDONLY)
+    except FileNotFoundError:
         return None
-    except PermissionError:
-        return record
-    cmdline = Path(f"/proc/{record['pid']}/cmdline")
-    if cmdline.exists() and b"gridtrain" not in cmdline.read_bytes():
-        return None  # the pid was reused by another program
-    return record
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return record  # held: the driver is alive
+    finally:
+        os.close(fd)
+    return None
 
 
 def detach(run_dir: Path) -> int:
@@ -526,7 +561,8 @@ def detach(run_dir: Path) -> int:
         )
     deadline = time.monotonic() + 30.0  # until it has claimed the run (or failed to)
     while time.monotonic() < deadline and process.poll() is None:
-        if running_driver(files) is not None:
+        record = running_driver(files)
+        if record is not None and record.get("pid") == process.pid:
             break
         time.sleep(0.1)
     if process.poll() is not None:

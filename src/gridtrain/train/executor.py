@@ -78,10 +78,13 @@ class Executor(ABC):
         """(where the parameter server listens, the host name its workers dial)."""
         return "127.0.0.1", "127.0.0.1"
 
-    def log_file(self, slot: Slot) -> Path:
-        """Where a worker's output goes, for messages that point the user at it."""
+    def log_dir(self) -> Path:
+        """Where the workers' output goes, for messages that point the user at it."""
         assert self._log_dir is not None
-        return self._log_dir / f"{slot.name}.log"
+        return self._log_dir
+
+    def log_file(self, slot: Slot) -> Path:
+        return self.log_dir() / f"{slot.name}.log"
 
     def summary(self) -> str:
         """A few words for the progress line ('' when there is nothing beyond the PS's view)."""

@@ -115,6 +115,7 @@ class WorkerSpec:
         try:
             data = json.loads(path.read_text())
             settings = data["settings"]
+            settings.setdefault("condor_profile", "local-pool")  # runs prepared before it existed
             if settings["features"] is not None:
                 settings["features"] = tuple(settings["features"])
             return cls(

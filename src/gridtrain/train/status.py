@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gridtrain.errors import ConfigError, GridtrainError
+from gridtrain.errors import CondorError, ConfigError, GridtrainError
 from gridtrain.train.driver import RunDir, TrainingFailed, running_driver
 from gridtrain.train.settings import WORKER_SPEC, WorkerSpec
 
@@ -50,7 +50,7 @@ def _ps_status(files: RunDir) -> dict[str, Any] | str:
         address = files.address.read_text().strip()
         secret = auth.read_secret_file(files.secret)
         with PSClient(address, secret, None, name="status", timeout=5.0) as ps:
-            return dict(ps.status())
+            return {**ps.status(), "address": address}  # as the workers dial it
     except (OSError, GridtrainError) as err:
         return f"not reachable ({err})"
 
@@ -66,7 +66,11 @@ def _jobs(files: RunDir) -> dict[str, Any] | None:
     seen: dict[str, dict[str, Any]] = {}
     sources = []
     for cluster in clusters:
-        jobs, source = cluster_jobs(cluster)
+        try:
+            jobs, source = cluster_jobs(cluster)
+        except CondorError as err:  # no event log and no schedd: say so, show the rest
+            sources.append(f"cluster {cluster.cluster_id}: unknown ({err})")
+            continue
         sources.append(f"cluster {cluster.cluster_id}: {source}")
         for status in jobs.values():
             seen[status.job_id] = {
@@ -146,9 +150,14 @@ def format_status(status: dict[str, Any]) -> str:
         lines.append(f"  parameter server {ps.get('address', '?')}: " + ", ".join(parts))
     metrics = status.get("metrics")
     if phase == "finished" and metrics:
+        scores = ", ".join(
+            f"{name} {metrics[key]:.4f}"
+            for name, key in (("validation AUC", "auc"), ("loss", "loss"))
+            if isinstance(metrics.get(key), (int, float))
+        )
         lines.append(
-            f"  validation AUC {metrics['auc']:.4f}, loss {metrics['loss']:.4f} after "
-            f"{metrics['epochs']} epochs in {metrics['wall_time_s']:.0f} s (model.keras)"
+            f"  {scores or 'no validation'} after {metrics['epochs']} epochs in "
+            f"{metrics['wall_time_s']:.0f} s (model.keras)"
         )
     elif phase == "stopped":
         lines.append(
