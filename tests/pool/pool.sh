@@ -163,7 +163,8 @@ is_up() {
 
 start() {
     build
-    if is_up; then say "already up"; write_client; return; fi
+    # Already up (started from another checkout, say): still share this checkout with the jobs.
+    if is_up; then mount_all; say "already up"; write_client; return; fi
     mount_all
     local dir
     for dir in /var/run/condor /var/log/condor /var/lib/condor /var/lock/condor; do
