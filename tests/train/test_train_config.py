@@ -23,6 +23,9 @@ def build(inputs):
         ({"model": {"name": "mymodels.py:build"}}, "expected a compiled keras.Model"),
         ({"model": {"name": "mlp", "params": {"hiden": [8]}}}, "hiden"),
         ({"epochs": 0}, "train.epochs"),
+        ({"executor": "condor", "condor": {"profile": "nowhere"}}, "condor profile 'nowhere'"),
+        # a profile that needs a grid proxy, and there is none (X509_USER_PROXY below)
+        ({"executor": "condor", "condor": {"profile": "cms-connect"}}, "no grid proxy"),
     ],
 )
 def test_bad_config_is_refused_before_any_process_starts(
@@ -30,6 +33,7 @@ def test_bad_config_is_refused_before_any_process_starts(
 ):
     (tmp_path / "mymodels.py").write_text(NOT_COMPILED)
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("X509_USER_PROXY", str(tmp_path / "no-proxy"))
     config = write_config(tmp_path / "c.yaml", toy_dir, toy_dataset, **train)
     run_dir = tmp_path / "run"
     result = gridtrain("train", "-c", str(config), "--run-dir", str(run_dir), timeout=120)

@@ -58,7 +58,36 @@ class CondorProfile:
     # whose token names an ordinary user): a user name or uid that gets the run's condor/
     # folder, worker.json and ps.secret, which the schedd's shadow reads and writes as that user.
     job_owner: str | int | None = None
+    # Sites and accounting (CMS Connect, OSPool, lxplus): plain data, rendered below.
+    project_name: str | None = None  # +ProjectName
+    desired_sites: tuple[str, ...] = ()  # +DESIRED_Sites
+    undesired_sites: tuple[str, ...] = ()  # +UNDESIRED_Sites: sites to avoid (that failed, say)
+    requirements: tuple[str, ...] = ()  # ClassAd expressions, ANDed into `requirements`
+    container_image: str | None = None  # +SingularityImage, a path under /cvmfs
+    x509_proxy: bool = False  # use_x509userproxy; its lifetime is checked before submitting
+    job_flavour: str | None = None  # +JobFlavour (lxplus): also the jobs' run-time limit
+    max_runtime_hours: float | None = None  # how long a worker job may run (the proxy check)
     extra: Mapping[str, str] = field(default_factory=dict)
+
+    def runtime_hours(self) -> float | None:
+        """How long the jobs may run: ``max_runtime_hours``, else what ``job_flavour`` allows."""
+        if self.max_runtime_hours is not None:
+            return float(self.max_runtime_hours)
+        if self.job_flavour is not None:
+            return JOB_FLAVOURS[self.job_flavour]
+        return None
+
+
+# lxplus's job flavours and their run-time limits in hours (CERN batch documentation).
+JOB_FLAVOURS = {
+    "espresso": 20 / 60,
+    "microcentury": 1.0,
+    "longlunch": 2.0,
+    "workday": 8.0,
+    "tomorrow": 24.0,
+    "testmatch": 72.0,
+    "nextweek": 168.0,
+}
 
 
 @dataclass(frozen=True)
@@ -120,6 +149,16 @@ def load_profile(name: str | Path) -> CondorProfile:
     values: dict[str, Any] = {k: v for k, v in data.items() if v is not None or k in _NULLABLE}
     if "release_hold_codes" in values:
         values["release_hold_codes"] = tuple(int(code) for code in values["release_hold_codes"])
+    for key in ("desired_sites", "undesired_sites", "requirements"):
+        value = values.get(key, ())
+        if isinstance(value, str) or not all(isinstance(item, str) for item in value):
+            raise ConfigError(f"{path}: {key} must be a list of strings, e.g. [T2_US_UCSD]")
+        values[key] = tuple(value)
+    flavour = values.get("job_flavour")
+    if flavour is not None and flavour not in JOB_FLAVOURS:
+        raise ConfigError(
+            f"{path}: job_flavour {flavour!r} is not one of {', '.join(JOB_FLAVOURS)}"
+        )
     values["extra"] = {str(k): str(v) for k, v in (values.get("extra") or {}).items()}
     profile_name = path.parent.name if path.name == PROFILE_FILE else path.stem
     try:
@@ -135,6 +174,10 @@ _NULLABLE = {
     "collector",
     "ps_host",
     "job_owner",
+    "project_name",
+    "container_image",
+    "job_flavour",
+    "max_runtime_hours",
 }
 
 
@@ -160,6 +203,55 @@ def _environment(jobs: WorkerJobs, profile: CondorProfile) -> str:
                 f"{key}={value!r}: quotes and newlines cannot go into a job environment"
             )
     return " ".join(f"{k}='{v}'" if " " in v else f"{k}={v}" for k, v in values.items())
+
+
+def _quoted(value: str, key: str) -> str:
+    if '"' in value or "\n" in value:
+        raise ConfigError(f"{key}: {value!r}: quotes and newlines cannot go into a ClassAd string")
+    return f'"{value}"'
+
+
+def _requirements(profile: CondorProfile) -> list[str]:
+    """The job's requirements: the profile's, and the GPU request for pools of any age.
+
+    Recent pools match ``gpus_minimum_capability``/``_memory`` (``require_gpus``) against each
+    GPU's own ad; pools from before HTCondor 9 advertise ``CUDACapability`` and
+    ``CUDAGlobalMemoryMb`` on the slot instead and ignore ``require_gpus``. The fallback clauses
+    test those attributes where they are defined, so one description matches on both.
+    """
+    clauses = []
+    if profile.request_gpus > 0 and profile.gpus_minimum_capability is not None:
+        clauses.append(
+            "(isUndefined(TARGET.CUDACapability) || "
+            f"TARGET.CUDACapability >= {profile.gpus_minimum_capability})"
+        )
+    if profile.request_gpus > 0 and profile.gpus_minimum_memory is not None:
+        clauses.append(
+            "(isUndefined(TARGET.CUDAGlobalMemoryMb) || "
+            f"TARGET.CUDAGlobalMemoryMb >= {profile.gpus_minimum_memory})"
+        )
+    clauses += [f"({expression})" for expression in profile.requirements]
+    return clauses
+
+
+def _site_commands(profile: CondorProfile) -> dict[str, str]:
+    commands: dict[str, str] = {}
+    clauses = _requirements(profile)
+    if clauses:
+        commands["requirements"] = " && ".join(clauses)
+    if profile.project_name is not None:
+        commands["+ProjectName"] = _quoted(profile.project_name, "project_name")
+    if profile.desired_sites:
+        commands["+DESIRED_Sites"] = _quoted(",".join(profile.desired_sites), "desired_sites")
+    if profile.undesired_sites:
+        commands["+UNDESIRED_Sites"] = _quoted(",".join(profile.undesired_sites), "undesired_sites")
+    if profile.container_image is not None:
+        commands["+SingularityImage"] = _quoted(profile.container_image, "container_image")
+    if profile.x509_proxy:
+        commands["use_x509userproxy"] = "True"
+    if profile.job_flavour is not None:
+        commands["+JobFlavour"] = _quoted(profile.job_flavour, "job_flavour")
+    return commands
 
 
 def _extra(profile: CondorProfile, jobs: WorkerJobs) -> dict[str, str]:
@@ -202,6 +294,7 @@ def render_submit_description(
         release_codes=codes or "false",
         release_after=profile.release_after,
         run_name=jobs.name,
+        site="\n".join(f"{k:<23} = {v}" for k, v in _site_commands(profile).items()),
         extra="\n".join(f"{k} = {v}" for k, v in _extra(profile, jobs).items()),
         items=items,
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from gridtrain.condor.proxy import check_proxy
 from gridtrain.condor.render import CondorProfile, WorkerJobs, render_submit_description
 from gridtrain.condor.submit import Cluster, submit_cluster
 
@@ -21,6 +22,7 @@ def event_log(jobs: WorkerJobs) -> Path:
 
 def submit_workers(profile: CondorProfile, jobs: WorkerJobs, *, hold: bool = False) -> Cluster:
     """Submit ``jobs.count`` workers as ONE cluster and record it in the run directory."""
+    check_proxy(profile)
     description = render_submit_description(profile, jobs)
     cluster = submit_cluster(
         description, event_log(jobs), schedd=profile.schedd, collector=profile.collector, hold=hold

@@ -143,6 +143,11 @@ def prepare(config: dict[str, Any], run_dir: Path, workers: int | None) -> RunDi
             raise ConfigError(f"--workers {workers}: start at least one worker")
         settings = TrainSettings(**{**settings.__dict__, "workers": workers})
     settings.algorithm_config()  # raises ConfigError for bad algorithm settings
+    if settings.executor == "condor":  # a bad profile or a dying grid proxy: refuse now
+        from gridtrain.condor.proxy import check_proxy
+        from gridtrain.condor.render import load_profile
+
+        check_proxy(load_profile(settings.condor_profile))
     manifest_path = os.path.join(config["dataset"]["outdir"], "manifest.json")
     manifest = load_manifest(manifest_path)
     features, groups = select_inputs(manifest, settings.features, manifest_path)
