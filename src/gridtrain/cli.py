@@ -26,6 +26,7 @@ _COMMAND_MODULES = (
     "gridtrain.train.cli",
     "gridtrain.stage.cli",
     "gridtrain.condor.cli",
+    "gridtrain.condor.doctor",
 )
 
 EXIT_USER_ERROR = 2
