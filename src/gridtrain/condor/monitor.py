@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gridtrain.condor.submit import Cluster, history_jobs, htcondor, keep_none_alive, query_jobs
+from gridtrain.condor.submit import Cluster, htcondor, keep_none_alive, query_jobs
 
 log = logging.getLogger(__name__)
 
@@ -198,10 +198,18 @@ def cluster_jobs(cluster: Cluster) -> tuple[dict[int, JobStatus], str]:
         monitor.close()
     if monitor.jobs:
         return monitor.jobs, f"event log {cluster.event_log}"
-    where = {"schedd": cluster.schedd, "collector": cluster.collector}
     constraint = f"ClusterId == {cluster.cluster_id}"
-    ads = query_jobs(constraint, _AD_PROJECTION, **where)
-    ads += history_jobs(constraint, _AD_PROJECTION, **where)
+    ads = [
+        ad
+        for history in (False, True)  # the queue first, then the jobs that left it
+        for ad in query_jobs(
+            constraint,
+            _AD_PROJECTION,
+            schedd=cluster.schedd,
+            collector=cluster.collector,
+            history=history,
+        )
+    ]
     jobs: dict[int, JobStatus] = {}
     for ad in ads:  # the queue first: a job in both (leaving the queue) is taken from there
         job = status_from_ad(cluster.cluster_id, ad)

@@ -290,27 +290,14 @@ def query_jobs(
     *,
     schedd: str | None = None,
     collector: str | None = None,
+    history: bool = False,
 ) -> list[dict[str, object]]:
-    """Job ClassAds in the queue matching ``constraint``, as plain dicts."""
+    """Job ClassAds matching ``constraint`` as plain dicts: in the queue, or with ``history``
+    those that left it (the schedd's history)."""
+    where = "history" if history else "query"
     try:
         keep_none_alive()
-        ads = _schedd(schedd, collector).query(constraint, list(projection))  # type: ignore[attr-defined]
+        ads = getattr(_schedd(schedd, collector), where)(constraint, list(projection))
     except Exception as err:
-        raise CondorError(f"query {constraint!r}: {err}") from None
-    return [{key: ad[key] for key in ad} for ad in ads]
-
-
-def history_jobs(
-    constraint: str,
-    projection: Sequence[str] = (),
-    *,
-    schedd: str | None = None,
-    collector: str | None = None,
-) -> list[dict[str, object]]:
-    """Job ClassAds that left the queue (the schedd's history) matching ``constraint``."""
-    try:
-        keep_none_alive()
-        ads = _schedd(schedd, collector).history(constraint, list(projection))  # type: ignore[attr-defined]
-    except Exception as err:
-        raise CondorError(f"history {constraint!r}: {err}") from None
+        raise CondorError(f"{where} {constraint!r}: {err}") from None
     return [{key: ad[key] for key in ad} for ad in ads]

@@ -226,9 +226,10 @@ def _remove_queued(files: RunDir) -> int:
 
     removed = 0
     for cluster in load_clusters(files.condor):
-        where = {"schedd": cluster.schedd, "collector": cluster.collector}
         constraint = f"ClusterId == {cluster.cluster_id} && JobStatus != 3"
-        queued = len(query_jobs(constraint, ["ProcId"], **where))
+        queued = len(
+            query_jobs(constraint, ["ProcId"], schedd=cluster.schedd, collector=cluster.collector)
+        )
         if queued:
             remove_cluster(cluster, reason="gridtrain cancel")
             removed += queued
