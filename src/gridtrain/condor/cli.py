@@ -6,7 +6,6 @@ Layer: command-line edge over ``gridtrain.condor``; no HTCondor logic lives here
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -37,13 +36,10 @@ def register(subparsers: Any) -> None:
     submit.set_defaults(func=_submit)
 
 
-def _venv() -> Path | None:
-    return Path(sys.prefix) if sys.prefix != sys.base_prefix else None
-
-
 def _submit(args: argparse.Namespace) -> int:
     from gridtrain.condor.render import (
         WorkerJobs,
+        current_venv,
         job_items,
         load_profile,
         render_submit_description,
@@ -67,7 +63,7 @@ def _submit(args: argparse.Namespace) -> int:
         count=args.workers,
         spec=run_dir / SPEC_FILE,
         secret_file=run_dir / SECRET_FILE,
-        venv=_venv(),
+        venv=current_venv(),
     )
     description = render_submit_description(profile, jobs)
     if args.dry_run:

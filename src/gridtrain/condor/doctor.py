@@ -90,9 +90,7 @@ def check_xrootd(url: str | None, timeout: float) -> str:
 
 
 def check_ps_port(profile: Any) -> str:
-    from gridtrain.condor.executor import CondorExecutor
-
-    bind, advertised = CondorExecutor(profile, Path(".")).ps_hosts()
+    bind, advertised = profile.ps_hosts()
     try:
         listener = socket.create_server((bind, 0))
     except OSError as err:
@@ -113,7 +111,7 @@ def check_ps_port(profile: Any) -> str:
 
 
 def check_environment(profile: Any) -> str:
-    from gridtrain.condor.executor import _venv
+    from gridtrain.condor.render import current_venv
 
     if profile.container_image:
         if not Path(profile.container_image).exists():
@@ -122,7 +120,7 @@ def check_environment(profile: Any) -> str:
                 "mount /cvmfs (or fix container_image); jobs need it on the execute nodes",
             )
         return f"container image {profile.container_image}"
-    venv = _venv() or Path(sys.prefix)
+    venv = current_venv() or Path(sys.prefix)
     if not (venv / "bin" / "gridtrain").exists():
         raise _Failed(f"{venv} holds no gridtrain", "pip install -e . in that environment")
     return f"{venv} (this host's environment, at the same path on the execute nodes)"

@@ -25,15 +25,13 @@ import json
 import logging
 import os
 import pwd
-import socket
-import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
 from gridtrain.condor.monitor import ClusterMonitor, JobState, JobStatus
-from gridtrain.condor.render import CondorProfile, WorkerJobs
+from gridtrain.condor.render import CondorProfile, WorkerJobs, current_venv
 from gridtrain.condor.submit import (
     Cluster,
     load_clusters,
@@ -49,11 +47,6 @@ log = logging.getLogger(__name__)
 
 WORKERS_FILE = "workers.json"  # in condor/: slot -> current job, for `gridtrain status`
 HOLD_BY_USER = 1  # HoldReasonCode UserRequest: condor_hold
-
-
-def _venv() -> Path | None:
-    """The Python environment of this process, for the jobs (same path on the execute node)."""
-    return Path(sys.prefix) if sys.prefix != sys.base_prefix else None
 
 
 def owner_uid(owner: str | int) -> int:
@@ -82,7 +75,7 @@ class CondorExecutor(Executor):
     ) -> None:
         self.profile = profile
         self.run_dir = run_dir.absolute()
-        self.venv = venv if venv is not None else _venv()
+        self.venv = venv if venv is not None else current_venv()
         self.command = tuple(command)  # replaces `gridtrain worker ...` (tests)
         self.slots: list[Slot] = []
         self._launch: Launch | None = None
@@ -95,9 +88,7 @@ class CondorExecutor(Executor):
         return self.run_dir / "condor"
 
     def ps_hosts(self) -> tuple[str, str]:
-        if self.profile.ps_host:
-            return self.profile.ps_host, self.profile.ps_host
-        return "0.0.0.0", socket.getfqdn()  # every interface: the PS authenticates each peer
+        return self.profile.ps_hosts()
 
     def log_dir(self) -> Path:
         return self.condor_dir

@@ -7,7 +7,9 @@ result is a string that ``gridtrain.condor.submit`` hands to the schedd, and tha
 
 from __future__ import annotations
 
+import socket
 import string
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,6 +71,12 @@ class CondorProfile:
     max_runtime_hours: float | None = None  # how long a worker job may run (the proxy check)
     extra: Mapping[str, str] = field(default_factory=dict)
 
+    def ps_hosts(self) -> tuple[str, str]:
+        """(where the parameter server listens, the host name the jobs dial)."""
+        if self.ps_host:
+            return self.ps_host, self.ps_host
+        return "0.0.0.0", socket.getfqdn()  # every interface: the PS authenticates each peer
+
     def runtime_hours(self) -> float | None:
         """How long the jobs may run: ``max_runtime_hours``, else what ``job_flavour`` allows."""
         if self.max_runtime_hours is not None:
@@ -115,6 +123,11 @@ class WorkerJobs:
 
     def worker_names(self) -> list[str]:
         return [f"{self.name}-w{i}" for i in range(self.first_index, self.first_index + self.count)]
+
+
+def current_venv() -> Path | None:
+    """This process's Python environment, for the jobs (same path on the execute node)."""
+    return Path(sys.prefix) if sys.prefix != sys.base_prefix else None
 
 
 class _Template(string.Template):
