@@ -27,6 +27,7 @@ _COMMAND_MODULES = (
     "gridtrain.stage.cli",
     "gridtrain.condor.cli",
     "gridtrain.condor.doctor",
+    "gridtrain.condor.pack",
 )
 
 EXIT_USER_ERROR = 2

@@ -35,6 +35,7 @@ def example_jobs(count: int = 3) -> WorkerJobs:
         spec=RUN / "worker.json",
         secret_file=RUN / "ps.secret",
         venv=Path("/opt/gridtrain/.venv"),
+        wheel=RUN / "condor" / "gridtrain-0.1.0-py3-none-any.whl",  # profiles that ship it
         wrapper=Path("/opt/gridtrain/jobs/worker.sh"),
     )
 
@@ -59,7 +60,9 @@ def test_rendered_description_matches_golden_and_parses(name: str) -> None:
     assert submit["max_retries"] == str(profile.max_retries)
     assert "HoldReasonCode" in submit["periodic_release"]
     assert submit["log"] == str(RUN / "condor" / "workers.log")
-    assert submit["transfer_input_files"].endswith("/ps.secret")
+    inputs = submit["transfer_input_files"].split(", ")
+    assert inputs[:2] == [str(RUN / "worker.json"), str(RUN / "ps.secret")]
+    assert inputs[2:] == profile.environment.files(example_jobs().wheel)
     assert "worker_index" in submit.getQArgs()
     items = list(submit.itemdata())
     assert [item["worker_index"] for item in items] == ["0", "1", "2"]

@@ -41,7 +41,8 @@ def test_gpu_requirements_match_on_old_and_new_pools(machine: dict, matches: boo
     profile = load_profile("cms-connect")
     expression = classad2.ExprTree(requirements(profile))
     job = classad2.ClassAd()
-    slot = classad2.ClassAd({"HAS_SINGULARITY": True, "HAS_CVMFS_cms_cern_ch": True, **machine})
+    site = {"HAS_SINGULARITY": True, "HAS_CVMFS_cms_cern_ch": True, "HAS_CVMFS_sft_cern_ch": True}
+    slot = classad2.ClassAd({**site, **machine})
     assert expression.eval(scope=job, target=slot) is matches
 
 

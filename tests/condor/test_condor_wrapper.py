@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -15,7 +16,12 @@ def start(scratch: Path, env: dict[str, str]) -> subprocess.Popen[str]:
     return subprocess.Popen(
         ["bash", str(WRAPPER), "run-w3", "3"],
         cwd=scratch,
-        env={"PATH": os.environ["PATH"], "HOME": str(scratch), **env},
+        env={
+            "PATH": os.environ["PATH"],
+            "HOME": str(scratch),
+            "GRIDTRAIN_ENV_PATH": sys.prefix,  # this environment, which has gridtrain
+            **env,
+        },
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -25,23 +31,27 @@ def start(scratch: Path, env: dict[str, str]) -> subprocess.Popen[str]:
 def test_runs_gridtrain_worker_with_the_transferred_files(tmp_path: Path) -> None:
     venv = tmp_path / "venv"
     (venv / "bin").mkdir(parents=True)
-    fake = venv / "bin" / "gridtrain"
-    fake.write_text('#!/bin/sh\necho "ARGS: $*"\nstat -c "MODE: %a" ps.secret\n')
+    fake = venv / "bin" / "python3"  # answers the wrapper's probe, then shows its arguments
+    fake.write_text(
+        '#!/bin/sh\n[ "$1" = -c ] && { echo "fake 3.11 0.1 /fake/gridtrain"; exit 0; }\n'
+        'echo "ARGS: $*"\nstat -c "MODE: %a" ps.secret\n'
+    )
     fake.chmod(0o755)
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     (scratch / "ps.secret").write_text("s3cret")
     (scratch / "ps.secret").chmod(0o644)
     env = {
-        "GRIDTRAIN_VENV": str(venv),
+        "GRIDTRAIN_ENV": "host",
+        "GRIDTRAIN_ENV_PATH": str(venv),
         "GRIDTRAIN_PS_ADDRESS": "10.0.0.5:9600",
         "GRIDTRAIN_THREADS": "2",
         "CUDA_VISIBLE_DEVICES": "GPU-abc",
     }
     out, _ = start(scratch, env).communicate(timeout=30)
     assert (
-        "ARGS: worker --spec worker.json --address 10.0.0.5:9600 --secret-file ps.secret "
-        "--name run-w3 --threads 2"
+        "ARGS: -m gridtrain worker --spec worker.json --address 10.0.0.5:9600 "
+        "--secret-file ps.secret --name run-w3 --threads 2"
     ) in out
     assert "MODE: 600" in out
     assert "CUDA_VISIBLE_DEVICES=GPU-abc" in out

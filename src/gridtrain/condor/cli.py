@@ -44,6 +44,7 @@ def _submit(args: argparse.Namespace) -> int:
         load_profile,
         render_submit_description,
     )
+    from gridtrain.condor.workers import ship_environment, submit_workers
 
     run_dir: Path = args.run_dir.absolute()
     address = args.address
@@ -64,6 +65,7 @@ def _submit(args: argparse.Namespace) -> int:
         spec=run_dir / SPEC_FILE,
         secret_file=run_dir / SECRET_FILE,
         venv=current_venv(),
+        wheel=ship_environment(profile, run_dir / "condor"),
     )
     description = render_submit_description(profile, jobs)
     if args.dry_run:
@@ -74,8 +76,6 @@ def _submit(args: argparse.Namespace) -> int:
             output = jobs.log_dir / f"{item['worker_name']}.out"
             print(f"# {proc:<5} {item['worker_index']:<13} {item['worker_name']}  {output}")
         return 0
-
-    from gridtrain.condor.workers import submit_workers
 
     for needed in (jobs.spec, jobs.secret_file):
         if not needed.is_file():

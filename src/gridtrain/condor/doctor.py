@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import socket
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,19 +110,47 @@ def check_ps_port(profile: Any) -> str:
 
 
 def check_environment(profile: Any) -> str:
+    """The job environment of the profile exists where this host can see it (/cvmfs, files)."""
+    from gridtrain.condor.pack import read_info, stale_reason
     from gridtrain.condor.render import current_venv
 
+    environment = profile.environment
+    found = []
     if profile.container_image:
         if not Path(profile.container_image).exists():
             raise _Failed(
                 f"container image {profile.container_image} not visible here",
                 "mount /cvmfs (or fix container_image); jobs need it on the execute nodes",
             )
-        return f"container image {profile.container_image}"
-    venv = current_venv() or Path(sys.prefix)
-    if not (venv / "bin" / "gridtrain").exists():
-        raise _Failed(f"{venv} holds no gridtrain", "pip install -e . in that environment")
-    return f"{venv} (this host's environment, at the same path on the execute nodes)"
+        found.append(f"container image {profile.container_image}")
+    environment.check()  # a ConfigError names the file and the way out
+    if environment.kind == "host":
+        prefix = Path(environment.path) if environment.path else current_venv()
+        if not (prefix / "bin" / "python3").exists() or not any(
+            (prefix / "lib").glob("python3*/site-packages/*gridtrain*")
+        ):
+            raise _Failed(f"{prefix} holds no gridtrain", "pip install -e . in that environment")
+        found.append(f"{prefix} (this host's, at the same path on the execute nodes)")
+    elif environment.kind == "lcg":
+        setup = Path(environment.path) / "setup.sh"
+        if not setup.is_file():
+            raise _Failed(
+                f"LCG view {setup} not visible here",
+                "mount /cvmfs/sft.cern.ch, or fix environment.path (ls /cvmfs/sft.cern.ch/lcg)",
+            )
+        found.append(f"LCG view {environment.path}, gridtrain shipped as a wheel")
+    elif environment.kind == "packed" and "://" not in str(environment.path):
+        info = read_info(Path(environment.path))
+        reason = stale_reason(Path(environment.path))
+        if reason:
+            raise _Failed(reason, "")
+        found.append(f"packed {environment.path}: Python {info.python}, gridtrain {info.gridtrain}")
+    elif environment.kind == "packed":
+        found.append(f"packed {environment.path} (a URL, transferred by HTCondor)")
+    else:
+        shipped = environment.ships_gridtrain
+        found.append(f"gridtrain {'shipped as a wheel' if shipped else 'from the image'}")
+    return "; ".join(found)
 
 
 def _gpus(slot: Any) -> list[tuple[float, float]]:
@@ -193,6 +220,8 @@ def run_checks(profile: Any, stage_url: str | None, timeout: float = 5.0) -> lis
             checks.append(Check(name, True, step()))
         except _Failed as failed:
             checks.append(Check(name, False, failed.found, failed.fix))
+        except GridtrainError as err:  # its message names the value and the way out
+            checks.append(Check(name, False, str(err)))
     return checks
 
 

@@ -39,7 +39,7 @@ from gridtrain.condor.submit import (
     remove_jobs,
     replace_file,
 )
-from gridtrain.condor.workers import submit_workers
+from gridtrain.condor.workers import ship_environment, submit_workers
 from gridtrain.errors import CondorError, ConfigError
 from gridtrain.train.executor import Executor, Launch, Slot
 
@@ -70,12 +70,12 @@ class CondorExecutor(Executor):
         self,
         profile: CondorProfile,
         run_dir: Path,
-        venv: Path | None = None,
         command: Sequence[str] = (),
     ) -> None:
         self.profile = profile
         self.run_dir = run_dir.absolute()
-        self.venv = venv if venv is not None else current_venv()
+        self.venv = current_venv()  # environment kind host
+        self.wheel: Path | None = None  # environments that ship gridtrain: built at start
         self.command = tuple(command)  # replaces `gridtrain worker ...` (tests)
         self.slots: list[Slot] = []
         self._launch: Launch | None = None
@@ -109,6 +109,7 @@ class CondorExecutor(Executor):
             secret_file=launch.secret_file.absolute(),
             run_name=launch.run_name,
             venv=self.venv,
+            wheel=self.wheel,
             command=self.command,
             first_index=first_index,
         )
@@ -155,6 +156,7 @@ class CondorExecutor(Executor):
         if count < 1:
             raise ConfigError(f"--workers {count}: start at least one worker")
         self._launch = launch
+        self.wheel = ship_environment(self.profile, self.condor_dir)
         self._remove_earlier()
         self._submit(count, 0)
         cluster = max(self._clusters)

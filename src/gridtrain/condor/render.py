@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from gridtrain.condor.environment import JobEnvironment
 from gridtrain.errors import ConfigError
 
 # The checkout: jobs/ and profiles/ live beside src/ (an editable install, as `make` sets up).
@@ -69,6 +70,8 @@ class CondorProfile:
     x509_proxy: bool = False  # use_x509userproxy; its lifetime is checked before submitting
     job_flavour: str | None = None  # +JobFlavour (lxplus): also the jobs' run-time limit
     max_runtime_hours: float | None = None  # how long a worker job may run (the proxy check)
+    # Where the job's Python and gridtrain come from: gridtrain.condor.environment.
+    environment: JobEnvironment = field(default_factory=JobEnvironment)
     extra: Mapping[str, str] = field(default_factory=dict)
 
     def ps_hosts(self) -> tuple[str, str]:
@@ -108,7 +111,8 @@ class WorkerJobs:
     spec: Path  # worker.json
     secret_file: Path  # ps.secret, transferred (mode 0600), never in the ClassAd
     run_name: str = ""
-    venv: Path | None = None  # the Python environment on the execute node
+    venv: Path | None = None  # environment kind host: the Python environment (same path)
+    wheel: Path | None = None  # a gridtrain wheel, for environments that ship it
     wrapper: Path = WRAPPER
     command: Sequence[str] = ()  # replaces `gridtrain worker ...` (tests, no-op benchmarks)
     first_index: int = 0
@@ -125,9 +129,10 @@ class WorkerJobs:
         return [f"{self.name}-w{i}" for i in range(self.first_index, self.first_index + self.count)]
 
 
-def current_venv() -> Path | None:
-    """This process's Python environment, for the jobs (same path on the execute node)."""
-    return Path(sys.prefix) if sys.prefix != sys.base_prefix else None
+def current_venv() -> Path:
+    """This process's Python environment (a venv, conda or system prefix): environment kind host
+    runs the jobs with it, at the same path on the execute node."""
+    return Path(sys.prefix)
 
 
 class _Template(string.Template):
@@ -173,6 +178,12 @@ def load_profile(name: str | Path) -> CondorProfile:
             f"{path}: job_flavour {flavour!r} is not one of {', '.join(JOB_FLAVOURS)}"
         )
     values["extra"] = {str(k): str(v) for k, v in (values.get("extra") or {}).items()}
+    values["environment"] = JobEnvironment.from_profile(values.get("environment"), path)
+    if values["environment"].kind == "container" and not values.get("container_image"):
+        raise ConfigError(
+            f"{path}: environment kind container needs container_image, e.g. "
+            "/cvmfs/unpacked.cern.ch/registry.hub.docker.com/ORG/IMAGE:TAG"
+        )
     profile_name = path.parent.name if path.name == PROFILE_FILE else path.stem
     try:
         return CondorProfile(name=profile_name, **values)
@@ -206,8 +217,7 @@ def _environment(jobs: WorkerJobs, profile: CondorProfile) -> str:
     # HTCondor's quoted environment syntax: NAME=value separated by spaces, 'single' quotes
     # around values with spaces. Never the secret: this string is in the job ClassAd.
     values = {"GRIDTRAIN_PS_ADDRESS": jobs.address, "GRIDTRAIN_THREADS": str(profile.request_cpus)}
-    if jobs.venv is not None:
-        values["GRIDTRAIN_VENV"] = str(jobs.venv)
+    values.update(profile.environment.variables(jobs.venv, jobs.wheel))
     if jobs.command:
         values["GRIDTRAIN_JOB_COMMAND"] = " ".join(jobs.command)
     for key, value in values.items():
@@ -297,6 +307,7 @@ def render_submit_description(
         environment=_environment(jobs, profile),
         spec=jobs.spec.absolute(),
         secret_file=jobs.secret_file.absolute(),
+        environment_files="".join(f", {f}" for f in profile.environment.files(jobs.wheel)),
         request_gpus=profile.request_gpus,
         gpu_requirements="\n".join(gpu_requirements),
         request_cpus=profile.request_cpus,

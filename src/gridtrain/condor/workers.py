@@ -7,11 +7,16 @@ re-attach from the run directory alone.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
+from gridtrain.condor.environment import build_wheel
+from gridtrain.condor.pack import stale_reason
 from gridtrain.condor.proxy import check_proxy
 from gridtrain.condor.render import CondorProfile, WorkerJobs, render_submit_description
 from gridtrain.condor.submit import Cluster, submit_cluster
+
+log = logging.getLogger(__name__)
 
 EVENT_LOG = "workers.log"  # under WorkerJobs.log_dir; the template's `log`
 
@@ -29,3 +34,19 @@ def submit_workers(profile: CondorProfile, jobs: WorkerJobs, *, hold: bool = Fal
     )
     cluster.save(jobs.log_dir)
     return cluster
+
+
+def ship_environment(profile: CondorProfile, folder: Path) -> Path | None:
+    """Check the profile's job environment here; build the gridtrain wheel it ships, if any.
+
+    Returns the wheel (written into ``folder``, the run's condor/), for ``WorkerJobs.wheel``.
+    A packed environment from other gridtrain sources is run anyway, with a warning: it may be
+    the version the user means to run.
+    """
+    environment = profile.environment
+    environment.check()
+    if environment.kind == "packed" and environment.path and "://" not in environment.path:
+        reason = stale_reason(Path(environment.path))
+        if reason:
+            log.warning("%s", reason)
+    return build_wheel(folder) if environment.ships_gridtrain else None

@@ -1,0 +1,87 @@
+"""A packed environment end to end on the pool: ``gridtrain pack-env``, transfer, train.
+
+The tarball (this machine's Python, TensorFlow and gridtrain, without what a worker never
+imports) goes with each worker job; the wrapper unpacks it in the job's scratch directory and
+the workers train from the interpreter there, not from the shared .venv.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from pool_helpers import Pool
+
+from gridtrain.condor.pack import pack_env, read_info
+from tests.conftest import toy_section
+
+pytestmark = [pytest.mark.htcondor, pytest.mark.slow]
+
+# Large and never imported by a worker: 600 MB less to pack, transfer and unpack.
+NOT_FOR_WORKERS = ["clang", "skhep_testdata", "tensorflow/include", "pulp", "*mypyc*", "mypy"]
+
+
+def test_workers_train_from_a_packed_environment_unpacked_in_their_scratch(
+    pool: Pool, toy_dir: Path
+) -> None:
+    from gridtrain.config import DatasetConfig
+    from gridtrain.data.convert import convert
+
+    work = pool.runs / f"packed-{os.getpid()}-0"
+    tarball = work / "gridtrain-env.tar.gz"
+    pack_env(tarball, exclude=NOT_FOR_WORKERS, level=1)
+    assert read_info(tarball).python == ".".join(map(str, sys.version_info[:3]))
+
+    profile = yaml.safe_load(
+        (Path(__file__).parents[2] / "profiles" / "local-pool" / "condor.yaml").read_text()
+    )
+    profile.update(request_disk="4GB", environment={"kind": "packed", "path": str(tarball)})
+    (work / "site").mkdir()
+    (work / "site" / "condor.yaml").write_text(yaml.safe_dump(profile))
+    section = toy_section(toy_dir, work / "dataset", shard_events=1500, step_events=1500)
+    convert(DatasetConfig.from_dict(section), work / "dataset")
+    train = {
+        "model": {"name": "mlp", "params": {"hidden": [16]}},
+        "batch_size": 64,
+        "early_stopping": {"patience": None},
+        "workers": 2,
+        "executor": "condor",
+        "condor": {"profile": str(work / "site")},
+    }
+    (work / "config.yaml").write_text(yaml.safe_dump({"dataset": section, "train": train}))
+    subprocess.run(["chmod", "-R", "a+rX", str(work)], check=True)
+
+    run_dir = work / "run"
+    done = subprocess.run(
+        [sys.executable, "-m", "gridtrain", "train", "-c", "config.yaml", "--run-dir",
+         str(run_dir), "--epochs", "6"],
+        cwd=work, capture_output=True, text=True, timeout=420, check=False,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads((run_dir / "metrics.json").read_text())["epochs"] == 6
+
+    history = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
+    for index in (0, 1):
+        name = f"{run_dir.name}-w{index}"
+        out = (run_dir / "condor" / f"{name}.out").read_text()
+        found = re.search(
+            r"environment packed: python, version, gridtrain: (\S+) (\S+) (\S+) (\S+)", out
+        )
+        assert found, out
+        executable, _, _, package = found.groups()
+        scratch = executable.removesuffix("/.gridtrain-env/bin/python3")
+        assert scratch != executable
+        assert scratch.startswith("/var/lib/condor/execute/")
+        assert (
+            package
+            == f"{scratch}/.gridtrain-env/lib/python3.11/site-packages/gridtrain/__init__.py"
+        )
+        assert f"worker {name} joined" in done.stderr  # the parameter server saw it
+    assert any(r["type"] == "shard" for r in history)
