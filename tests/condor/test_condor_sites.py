@@ -156,3 +156,29 @@ def test_gridtrain_submit_refuses_before_submitting_with_a_short_proxy(
     assert code == 2
     assert f"{proxy}: the grid proxy expired" in capsys.readouterr().err
     assert not (run / "condor" / "jobs.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("excluded", "site", "matches"),
+    [
+        ("", "T2_US_UCSD", True),
+        ("T2_US_UCSD", "T2_US_UCSD", False),  # excluded after failures there
+        ("T2_US_Purdue,T2_US_UCSD", "T2_US_Wisconsin", True),
+        ("T2_US_UCSD", None, True),  # a slot that names no site is not excluded by name
+    ],
+)
+def test_excluded_sites_do_not_match(excluded: str, site: str | None, matches: bool) -> None:
+    import classad2
+
+    from gridtrain.condor.submit import htcondor
+
+    profile = load_profile("cms-connect")
+    text = render_submit_description(profile, example_jobs(1))
+    assert htcondor().Submit(text)["job_machine_attrs"] == "GLIDEIN_CMSSite"
+    job = classad2.ClassAd({"GridtrainExcludedSites": excluded})
+    slot = classad2.ClassAd(
+        {"HAS_SINGULARITY": True, "HAS_CVMFS_cms_cern_ch": True, "HAS_CVMFS_sft_cern_ch": True}
+    )
+    if site is not None:
+        slot["GLIDEIN_CMSSite"] = site
+    assert classad2.ExprTree(requirements(profile)).eval(scope=job, target=slot) is matches

@@ -243,3 +243,37 @@ def wait_ended(executor: CondorExecutor, timeout: float = 120) -> list[Any]:
             return ended
         time.sleep(0.5)
     raise AssertionError(f"no job ended within {timeout:g} s: {executor.slots}")
+
+
+def test_a_site_where_jobs_fail_is_excluded_from_the_runs_jobs(pool: Pool) -> None:
+    """With the pool's one machine as the "site": after a failed attempt there, the resubmitted
+    job is told to avoid it, so it stays idle instead of failing again at the same place."""
+    import classad2
+
+    from gridtrain.condor.submit import htcondor
+
+    run_dir = pool.run_dir("sites")
+    profile = load_profile("local-pool")
+    launch = Launch(run_dir / "worker.json", "127.0.0.1:9", run_dir / "ps.secret", run_dir, "st")
+    settings = {**profile.__dict__, "max_retries": 0, "site_attribute": "Machine"}
+    executor = CondorExecutor(
+        profile.__class__(**{**settings, "exclude_site_after": 1}), run_dir, command=("false",)
+    )
+    executor.start(launch, 1)
+    try:
+        [slot] = wait_ended(executor)
+        [machine] = executor.excluded_sites
+        sites = json.loads((run_dir / "condor" / "sites.json").read_text())
+        assert sites == {"failures": {machine: 1}, "excluded": [machine]}
+        assert "sites excluded: " + machine in executor.summary()
+        executor.restart(slot)
+        cluster, proc = slot.job.split(".")
+        time.sleep(8)  # several negotiation cycles: the job would have run (and failed) by now
+        [job] = query_jobs(f"ClusterId == {cluster} && ProcId == {proc}", [])
+        assert job["JobStatus"] == 1  # idle: no slot outside the excluded site
+        assert job["GridtrainExcludedSites"] == machine
+        [startd] = htcondor().Collector().query(htcondor().AdType.Startd, "true", [])
+        requirements = classad2.ExprTree(str(job["Requirements"]))
+        assert requirements.eval(scope=classad2.ClassAd(job), target=startd) is False
+    finally:
+        executor.stop(10)

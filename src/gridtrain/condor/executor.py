@@ -16,11 +16,17 @@ Policies (written down here, shown by ``gridtrain status``):
   itself (``periodic_release``); a hold by a person (code 1, ``condor_hold``) is respected: the
   job waits for ``condor_release`` while the other workers go on; any other hold (memory or disk
   exceeded, a policy) does not heal by waiting: the job is removed and the slot ends, so the
-  driver resubmits it within the budget.
+  driver resubmits it within the budget;
+- sites (with the profile's ``site_attribute``): each job records the site it ran on; a site
+  where ``exclude_site_after`` attempts failed (exited non-zero, including the wrapper's 86 for
+  a missing environment, or held past the policy) is excluded for the rest of the run: the
+  queued jobs' ``GridtrainExcludedSites`` is edited in place, resubmissions render it, and
+  ``condor/sites.json`` keeps it for a resumed run.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -31,10 +37,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from gridtrain.condor.monitor import ClusterMonitor, JobState, JobStatus
-from gridtrain.condor.render import CondorProfile, WorkerJobs, current_venv
+from gridtrain.condor.render import EXCLUDED_SITES, CondorProfile, WorkerJobs, current_venv
 from gridtrain.condor.submit import (
     Cluster,
+    edit_jobs,
     load_clusters,
+    query_jobs,
     remove_cluster,
     remove_jobs,
     replace_file,
@@ -46,6 +54,7 @@ from gridtrain.train.executor import Executor, Launch, Slot
 log = logging.getLogger(__name__)
 
 WORKERS_FILE = "workers.json"  # in condor/: slot -> current job, for `gridtrain status`
+SITES_FILE = "sites.json"  # in condor/: failed attempts per site, and the sites excluded
 HOLD_BY_USER = 1  # HoldReasonCode UserRequest: condor_hold
 
 
@@ -82,6 +91,8 @@ class CondorExecutor(Executor):
         self._by_job: dict[tuple[int, int], Slot] = {}
         self._clusters: dict[int, Cluster] = {}
         self._monitors: dict[int, ClusterMonitor] = {}
+        self.site_failures: Counter[str] = Counter()
+        self.excluded_sites: set[str] = set(profile.undesired_sites)
 
     @property
     def condor_dir(self) -> Path:
@@ -131,7 +142,9 @@ class CondorExecutor(Executor):
     def _submit(self, count: int, first_index: int) -> None:
         jobs = self._jobs(count, first_index)
         self._grant_owner(jobs)
-        cluster = submit_workers(self.profile, jobs)
+        # Resubmissions avoid the sites excluded so far (rendered as +UNDESIRED_Sites too).
+        sites = tuple(sorted(self.excluded_sites))
+        cluster = submit_workers(dataclasses.replace(self.profile, undesired_sites=sites), jobs)
         self._clusters[cluster.cluster_id] = cluster
         self._monitors[cluster.cluster_id] = ClusterMonitor(
             Path(cluster.event_log), cluster.cluster_id
@@ -157,6 +170,7 @@ class CondorExecutor(Executor):
             raise ConfigError(f"--workers {count}: start at least one worker")
         self._launch = launch
         self.wheel = ship_environment(self.profile, self.condor_dir)
+        self._load_sites()
         self._remove_earlier()
         self._submit(count, 0)
         cluster = max(self._clusters)
@@ -205,6 +219,8 @@ class CondorExecutor(Executor):
                     self._on_hold(slot, job)
                 if job.state.final:
                     slot.returncode = _returncode(job)
+                    if slot.returncode != 0 and not job.removed:
+                        self._failed_at_site(job)
                 if slot.returncode is not None:
                     ended.append(slot)
         return ended
@@ -233,8 +249,78 @@ class CondorExecutor(Executor):
             job.hold_reason,
             job.holds,
         )
+        self._failed_at_site(job)
         self._remove(f"ClusterId == {job.cluster_id} && ProcId == {job.proc_id}", "held")
         slot.returncode = 1
+
+    # -- sites ---------------------------------------------------------------------------------
+
+    def _failed_at_site(self, job: JobStatus) -> None:
+        """Count a failed attempt against its site; exclude the site past the profile's limit."""
+        after = self.profile.exclude_site_after
+        site = self._site_of(job) if self.profile.site_attribute and after > 0 else None
+        if site is None:
+            return
+        self.site_failures[site] += 1
+        if self.site_failures[site] >= after and site not in self.excluded_sites:
+            self.excluded_sites.add(site)
+            log.warning(
+                "site %s excluded from this run: %d attempt(s) failed there (last: job %s)",
+                site,
+                self.site_failures[site],
+                job.job_id,
+            )
+            self._exclude_in_queue()
+        self._save_sites()
+
+    def _site_of(self, job: JobStatus) -> str | None:
+        """The site of the job's last match (``MachineAttr<site_attribute>0``)."""
+        attribute = f"MachineAttr{self.profile.site_attribute}0"
+        constraint = f"ClusterId == {job.cluster_id} && ProcId == {job.proc_id}"
+        cluster = self._clusters[job.cluster_id]
+        for history in (False, True):
+            try:
+                ads = query_jobs(
+                    constraint,
+                    [attribute],
+                    schedd=cluster.schedd,
+                    collector=cluster.collector,
+                    history=history,
+                )
+            except CondorError as err:
+                log.debug("%s", err)
+                continue
+            for ad in ads:
+                value = {key.lower(): v for key, v in ad.items()}.get(attribute.lower())
+                if value is not None:
+                    return str(value)
+        return None
+
+    def _exclude_in_queue(self) -> None:
+        """Give the run's queued jobs the excluded sites: the negotiator stops matching them."""
+        clusters = " || ".join(f"ClusterId == {c}" for c in sorted(self._clusters))
+        cluster = next(iter(self._clusters.values()))
+        try:
+            edit_jobs(
+                f"({clusters}) && JobStatus =!= 3 && JobStatus =!= 4",
+                EXCLUDED_SITES,
+                '"' + ",".join(sorted(self.excluded_sites)) + '"',
+                schedd=cluster.schedd,
+                collector=cluster.collector,
+            )
+        except CondorError as err:
+            log.warning("%s", err)
+
+    def _load_sites(self) -> None:
+        path = self.condor_dir / SITES_FILE
+        if path.is_file():  # a resumed run keeps what it learned
+            data = json.loads(path.read_text())
+            self.site_failures.update(data.get("failures", {}))
+            self.excluded_sites.update(data.get("excluded", []))
+
+    def _save_sites(self) -> None:
+        data = {"failures": dict(self.site_failures), "excluded": sorted(self.excluded_sites)}
+        replace_file(self.condor_dir / SITES_FILE, json.dumps(data, indent=1) + "\n")
 
     def _remove(self, constraint: str, why: str) -> None:
         cluster = next(iter(self._clusters.values()))
@@ -256,7 +342,10 @@ class CondorExecutor(Executor):
         counts = Counter(slot.state for slot in live)
         text = "jobs " + ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
         held = [f"{slot.name} {slot.detail}" for slot in live if slot.state == "held"]
-        return text + (f" ({'; '.join(held)})" if held else "")
+        text += f" ({'; '.join(held)})" if held else ""
+        if self.excluded_sites:
+            text += f"; sites excluded: {', '.join(sorted(self.excluded_sites))}"
+        return text
 
     def stop(self, grace: float) -> None:
         """Remove the jobs still queued (running ones get SIGTERM) and wait for them to leave."""

@@ -27,6 +27,7 @@ WRAPPER = CHECKOUT / "jobs" / "worker.sh"
 PROFILES = CHECKOUT / "profiles"
 PROFILE_FILE = "condor.yaml"
 EXIT_EVICTED = 85  # the wrapper's exit code after SIGTERM, and checkpoint_exit_code
+EXCLUDED_SITES = "GridtrainExcludedSites"  # job attribute: sites the run's jobs must avoid
 
 _PROFILE_EXAMPLE = """request_gpus: 1
 gpus_minimum_capability: 7.0
@@ -65,6 +66,11 @@ class CondorProfile:
     project_name: str | None = None  # +ProjectName
     desired_sites: tuple[str, ...] = ()  # +DESIRED_Sites
     undesired_sites: tuple[str, ...] = ()  # +UNDESIRED_Sites: sites to avoid (that failed, say)
+    # The slot attribute naming a job's site (GLIDEIN_CMSSite, GLIDEIN_Site): with it, the jobs
+    # record where they ran, and a site where `exclude_site_after` attempts failed is excluded
+    # from the run's jobs (requirements on MY.GridtrainExcludedSites, edited in place).
+    site_attribute: str | None = None
+    exclude_site_after: int = 2  # failed attempts at one site; 0: never exclude
     requirements: tuple[str, ...] = ()  # ClassAd expressions, ANDed into `requirements`
     container_image: str | None = None  # +SingularityImage, a path under /cvmfs
     x509_proxy: bool = False  # use_x509userproxy; its lifetime is checked before submitting
@@ -192,6 +198,7 @@ def load_profile(name: str | Path) -> CondorProfile:
 
 
 _NULLABLE = {
+    "site_attribute",
     "gpus_minimum_capability",
     "gpus_minimum_memory",
     "schedd",
@@ -253,6 +260,9 @@ def _requirements(profile: CondorProfile) -> list[str]:
             "(isUndefined(TARGET.CUDAGlobalMemoryMb) || "
             f"TARGET.CUDAGlobalMemoryMb >= {profile.gpus_minimum_memory})"
         )
+    if profile.site_attribute:
+        site = f"TARGET.{profile.site_attribute}"
+        clauses.append(f"(isUndefined({site}) || !stringListMember({site}, MY.{EXCLUDED_SITES}))")
     clauses += [f"({expression})" for expression in profile.requirements]
     return clauses
 
@@ -268,6 +278,11 @@ def _site_commands(profile: CondorProfile) -> dict[str, str]:
         commands["+DESIRED_Sites"] = _quoted(",".join(profile.desired_sites), "desired_sites")
     if profile.undesired_sites:
         commands["+UNDESIRED_Sites"] = _quoted(",".join(profile.undesired_sites), "undesired_sites")
+    if profile.site_attribute:
+        if not profile.site_attribute.isidentifier():
+            raise ConfigError(f"site_attribute {profile.site_attribute!r}: not a ClassAd name")
+        commands["job_machine_attrs"] = profile.site_attribute  # MachineAttr<attr>0 on the job
+        commands[f"+{EXCLUDED_SITES}"] = _quoted(",".join(profile.undesired_sites), "sites")
     if profile.container_image is not None:
         commands["+SingularityImage"] = _quoted(profile.container_image, "container_image")
     if profile.x509_proxy:

@@ -284,6 +284,22 @@ def remove_jobs(
         raise CondorError(f"removing the jobs {constraint!r}: {err}") from None
 
 
+def edit_jobs(
+    constraint: str,
+    attribute: str,
+    value: str,
+    *,
+    schedd: str | None = None,
+    collector: str | None = None,
+) -> None:
+    """Set ``attribute`` (a ClassAd expression, e.g. a quoted string) on the matching jobs."""
+    try:
+        keep_none_alive()
+        getattr(_schedd(schedd, collector), "edit")(constraint, attribute, value)  # noqa: B009
+    except Exception as err:
+        raise CondorError(f"edit {attribute} of {constraint!r}: {err}") from None
+
+
 def query_jobs(
     constraint: str,
     projection: Sequence[str] = (),

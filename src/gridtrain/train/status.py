@@ -56,7 +56,7 @@ def _ps_status(files: RunDir) -> dict[str, Any] | str:
 
 
 def _jobs(files: RunDir) -> dict[str, Any] | None:
-    from gridtrain.condor.executor import WORKERS_FILE
+    from gridtrain.condor.executor import SITES_FILE, WORKERS_FILE
     from gridtrain.condor.monitor import cluster_jobs
     from gridtrain.condor.submit import load_clusters
 
@@ -92,6 +92,7 @@ def _jobs(files: RunDir) -> dict[str, Any] | None:
         "sources": sources,
         "workers": listed,
         "earlier_jobs": len(seen) - sum(w["job"] in seen for w in workers),
+        "sites": _read_json(files.condor / SITES_FILE) or {"failures": {}, "excluded": []},
     }
 
 
@@ -186,6 +187,11 @@ def format_status(status: dict[str, Any]) -> str:
                 f"    {worker['name']:<24} job {worker['job']:<9} {worker['state']:<8} "
                 f"attempts {worker['attempts']}{again}{detail}"
             )
+        sites = jobs.get("sites") or {}
+        if sites.get("excluded"):
+            failures = sites.get("failures", {})
+            excluded = [f"{s} ({failures.get(s, 0)} failed)" for s in sites["excluded"]]
+            lines.append(f"  sites excluded: {', '.join(excluded)}")
     return "\n".join(lines)
 
 
