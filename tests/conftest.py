@@ -64,3 +64,35 @@ def toy_section(toy_dir: Path, outdir: Path, **overrides: Any) -> dict[str, Any]
 
 def toy_config(toy_dir: Path, outdir: Path, **overrides: Any) -> DatasetConfig:
     return DatasetConfig.from_dict(toy_section(toy_dir, outdir, **overrides))
+
+
+def split_toy(toy_dir: Path, out: Path, files: int) -> dict[str, list[str]]:
+    """The toy samples cut into ``files`` ROOT files each, same events (and ids), same branches.
+
+    What a real dataset looks like to a grouped conversion: many files per sample.
+    """
+    import awkward as ak
+    import uproot
+
+    from gridtrain.data.toy import CONSTITUENT_FIELDS, SAMPLES, TREE_NAME
+
+    out.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, list[str]] = {}
+    for name in SAMPLES:
+        arrays = uproot.open(toy_dir / f"{name}.root")[TREE_NAME].arrays()
+        part = ak.zip({f: arrays[f"part_{f}"] for f in CONSTITUENT_FIELDS})
+        flat = {k: arrays[k] for k in arrays.fields if not k.startswith("part") and k != "npart"}
+        types = {k: ak.to_numpy(v).dtype for k, v in flat.items()}
+        types["part"] = part.type.content
+        bounds = [len(part) * i // files for i in range(files + 1)]
+        paths[name] = []
+        for i in range(files):
+            path = out / f"{name}-{i}.root"
+            with uproot.recreate(path) as f:
+                tree = f.mktree(TREE_NAME, types)
+                for start in range(bounds[i], bounds[i + 1], 500):  # several baskets per file
+                    stop = min(start + 500, bounds[i + 1])
+                    chunk = {k: ak.to_numpy(v[start:stop]) for k, v in flat.items()}
+                    tree.extend({**chunk, "part": part[start:stop]})
+            paths[name].append(str(path))
+    return paths

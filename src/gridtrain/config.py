@@ -116,6 +116,7 @@ class DatasetConfig:
     codec: str
     seed: int
     outdir: str
+    files_per_job: int | None = None  # None: one conversion job (gridtrain.data.groups)
 
     @classmethod
     def from_dict(cls, section: dict[str, Any]) -> DatasetConfig:
@@ -135,8 +136,14 @@ class DatasetConfig:
                 "dataset: neither 'features' nor 'jagged' names a branch; "
                 f"there is nothing to train on. For example:\n{EXAMPLE}"
             )
+        if section["files_per_job"] is not None and not section["event_id"]:
+            raise ConfigError(
+                "dataset.files_per_job needs dataset.event_id branches: without them an event's "
+                "id is its entry number within one job's files, which repeats across jobs; "
+                "name the id branches, or set files_per_job: null"
+            )
         scalars = ["name", "weight", "selection", "validation_fraction", "shard_events"]
-        scalars += ["chunk_events", "step_events", "codec", "seed", "outdir"]
+        scalars += ["chunk_events", "step_events", "codec", "seed", "outdir", "files_per_job"]
         return cls(
             samples=samples,
             features=tuple(section["features"]),
@@ -149,6 +156,8 @@ class DatasetConfig:
         """A hash of everything that determines the converted arrays (not where they go)."""
         content = asdict(self)
         content.pop("outdir")
+        if content["files_per_job"] is None:  # datasets converted before the key keep their hash
+            content.pop("files_per_job")
         blob = json.dumps(content, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()
 

@@ -10,20 +10,23 @@ from gridtrain.checksum import adler32_file
 from gridtrain.data.manifest import Manifest, ShardEntry, write_manifest
 
 
-def fake_dataset(folder: Path, sizes: list[int], seed: int = 0) -> Manifest:
+def fake_dataset(
+    folder: Path, sizes: list[int], seed: int = 0, paths: list[str] | None = None
+) -> Manifest:
     """A dataset folder whose shards are random bytes, with a valid manifest naming them.
 
     Staging never opens a shard, so random bytes of shard size test it as well as HDF5 would,
-    and let a test choose the sizes.
+    and let a test choose the sizes. ``paths``: each shard's path below ``folder`` (default
+    ``train-NNNNN.h5``), e.g. the ``groups/gNNNN/`` folders of a grouped conversion.
     """
     folder.mkdir(parents=True, exist_ok=True)
     entries = []
     for i, size in enumerate(sizes):
-        path = folder / f"train-{i:05d}.h5"
+        name = paths[i] if paths else f"train-{i:05d}.h5"
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(os.urandom(size))
-        entries.append(
-            ShardEntry(path.name, events=size // 100, bytes=size, adler32=adler32_file(path))
-        )
+        entries.append(ShardEntry(name, events=size // 100, bytes=size, adler32=adler32_file(path)))
     manifest = Manifest(
         name=f"fake-{seed}",
         gridtrain_version=__version__,

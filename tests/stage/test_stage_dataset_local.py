@@ -36,6 +36,23 @@ def test_push_to_a_file_url_and_pull_back(tmp_path):
     ).read_bytes()
 
 
+def test_a_grouped_dataset_keeps_its_subfolders_through_push_and_pull(tmp_path):
+    paths = [f"groups/g000{k}/train-00000.h5" for k in range(3)]  # one file name, three groups
+    fake_dataset(tmp_path / "ds", [30_000, 20_000, 10_000], paths=paths)
+    push(tmp_path / "ds", str(tmp_path / "store"), FAST)
+    pull(str(tmp_path / "store"), tmp_path / "back", FAST)
+    for folder in (tmp_path / "store", tmp_path / "back"):
+        manifest = load_manifest(folder)
+        assert [e.path for v in manifest.shards.values() for e in v] == paths
+        assert verify_local(manifest, folder) == []
+        assert not list(folder.rglob(".*.part"))
+    # A manifest naming its shards by full path or URL: those below its folder keep their place.
+    push(tmp_path / "ds", str(tmp_path / "by-url"), FAST, url_paths=True)
+    pull(str(tmp_path / "by-url"), tmp_path / "back-by-url", FAST)
+    manifest = load_manifest(tmp_path / "back-by-url")
+    assert [e.path for v in manifest.shards.values() for e in v] == paths
+
+
 def test_rerun_keeps_complete_shards_and_replaces_a_corrupt_one(tmp_path):
     fake_dataset(tmp_path / "ds", [100_000] * 4)
     store = tmp_path / "store"
@@ -124,10 +141,10 @@ def test_a_bad_stage_section_names_the_key():
 def test_shard_names_must_be_unique_at_the_destination(tmp_path):
     manifest = fake_dataset(tmp_path / "ds", [1000, 1000])
     raw = json.loads((tmp_path / "ds" / "manifest.json").read_text())
-    sub = tmp_path / "ds" / "sub"
-    sub.mkdir()
-    (sub / "train-00000.h5").write_bytes((tmp_path / "ds" / "train-00000.h5").read_bytes())
-    raw["shards"]["validation"][0]["path"] = "sub/train-00000.h5"
+    other = tmp_path / "elsewhere"  # a shard outside the dataset folder is copied by its name
+    other.mkdir()
+    (other / "train-00000.h5").write_bytes((tmp_path / "ds" / "train-00000.h5").read_bytes())
+    raw["shards"]["validation"][0]["path"] = str(other / "train-00000.h5")
     raw["shards"]["validation"][0]["adler32"] = manifest.shards["train"][0].adler32
     (tmp_path / "ds" / "manifest.json").write_text(json.dumps(raw))
     with pytest.raises(StageError, match="must be unique"):

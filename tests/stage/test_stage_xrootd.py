@@ -16,13 +16,15 @@ from gridtrain.checksum import adler32_file
 from gridtrain.cli import main
 from gridtrain.config import DatasetConfig
 from gridtrain.data.convert import convert
+from gridtrain.data.gather import gather
+from gridtrain.data.groups import group_count, plan_group
 from gridtrain.data.manifest import load_manifest, verify_local
 from gridtrain.errors import ChecksumMismatchError, StageError
 from gridtrain.stage import StageIn
 from gridtrain.stage.check import check
 from gridtrain.stage.dataset import pull, push
 from gridtrain.stage.transfer import Transfer, TransferOptions
-from tests.conftest import toy_config, toy_section
+from tests.conftest import split_toy, toy_config, toy_section
 
 pytestmark = pytest.mark.xrootd
 
@@ -67,6 +69,39 @@ def test_push_then_pull_verifies_every_shard_and_writes_the_manifest_last(
     assert (local / "manifest.json").read_bytes() == pushed_manifest.read_bytes()
     assert verify_local(load_manifest(local), local) == []
     assert not list(local.glob(".*"))
+
+
+def test_a_grouped_dataset_keeps_its_subfolders_on_the_server(
+    xrootd_server, area, toy_dir, tmp_path
+):
+    from gridtrain.train.driver import _shard_locations
+
+    files = split_toy(toy_dir, tmp_path / "split", 2)
+    section = toy_section(toy_dir, tmp_path / "grouped", files_per_job=1, shard_events=2000)
+    for sample in section["samples"]:
+        sample["files"] = files[sample["name"]]
+    cfg = DatasetConfig.from_dict(section)
+    for k in range(group_count(cfg)):
+        convert(cfg, file_group=plan_group(cfg, k))
+    manifest = gather(cfg)
+    entries = [e for shards in manifest.shards.values() for e in shards]
+    assert {e.path.rsplit("/", 1)[0] for e in entries} == {"groups/g0000", "groups/g0001"}
+
+    summary = push(tmp_path / "grouped", xrootd_server.url(area), FAST)
+    assert summary.copied == len(entries)
+    remote = xrootd_server.local(area)
+    for entry in entries:  # the remote layout is the local one
+        assert adler32_file(remote / entry.path) == entry.adler32
+    # What training does with stage.url set: every shard where push put it.
+    locations = _shard_locations(manifest, str(tmp_path / "grouped"), xrootd_server.url(area))
+    assert locations == {e.path: f"{xrootd_server.url(area)}/{e.path}" for e in entries}
+
+    pull(xrootd_server.url(area), tmp_path / "pulled", FAST)
+    assert verify_local(load_manifest(tmp_path / "pulled"), tmp_path / "pulled") == []
+    only = tmp_path / "remote-only"
+    pull(xrootd_server.url(area), only, FAST, manifest_only=True)
+    urls = [e.path for shards in load_manifest(only).shards.values() for e in shards]
+    assert urls == [f"{xrootd_server.url(area)}/{e.path}" for e in entries]
 
 
 def test_url_paths_manifest_feeds_stagein_with_prefetch_and_eviction(

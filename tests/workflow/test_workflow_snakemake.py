@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from gridtrain.data.manifest import load_manifest, verify_local
+from tests.conftest import TOY_EVENTS, split_toy
 
 REPO = Path(__file__).resolve().parents[2]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
@@ -67,3 +68,32 @@ def test_the_chain_runs_from_toy_to_a_trained_model_and_its_report(tmp_path):
     again = snakemake(workdir)  # nothing to do the second time
     assert again.returncode == 0
     assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def test_grouped_conversion_runs_a_job_per_group_and_gathers(tmp_path, toy_dir):
+    workdir = workdir_with_config(tmp_path, 2000)
+    files = split_toy(toy_dir, tmp_path / "in", 2)
+    path = workdir / "config" / "config.yaml"
+    config = yaml.safe_load(path.read_text())
+    for sample in config["dataset"]["samples"]:
+        sample["files"] = files[sample["name"]]
+    config["dataset"]["files_per_job"] = 1
+    path.write_text(yaml.safe_dump(config))
+    target = "results/toy/dataset/manifest.json"
+
+    for profile in ("local", "htcondor"):  # the htcondor profile parses; runs on tests/pool
+        lint = snakemake(workdir, "--lint", "--profile", f"profiles/{profile}")
+        assert lint.returncode == 0, lint.stderr
+        assert "good condition" in lint.stdout + lint.stderr
+    dry = snakemake(workdir, target, "-n", "--profile", "profiles/htcondor")
+    assert dry.returncode == 0, dry.stderr
+    assert dry.stdout.count("rule convert_group:") == 2
+    assert "rule convert:" not in dry.stdout
+
+    run = snakemake(workdir, target)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert (run.stdout + run.stderr).count("rule convert_group:") == 2
+    manifest = load_manifest(workdir / target)
+    assert manifest.events("train") + manifest.events("validation") == TOY_EVENTS
+    assert verify_local(manifest, workdir / "results" / "toy" / "dataset") == []
+    assert "gathered" in (workdir / "logs" / "gather.log").read_text()

@@ -5,6 +5,10 @@ min_version("8.0")
 
 validate(config, "../schemas/config.schema.yaml")
 
+# With a batch-system executor (profiles/htcondor) only the conversion jobs leave this host: every
+# other rule is a `localrule`, cheap (toy, gather, stage, report) or, like train, the driver and
+# parameter server that the worker jobs connect back to.
+
 
 def dataset_manifest():
     return f"{config['dataset']['outdir']}/manifest.json"
@@ -23,6 +27,27 @@ def dataset_inputs():
         for path in sample["files"]
         if "://" not in path
     ]
+
+
+def dataset_config():
+    from gridtrain.config import DatasetConfig
+
+    return DatasetConfig.from_dict(config["dataset"])
+
+
+def conversion_groups():
+    """The values of the group wildcard of convert_group (0000, 0001, ...): files_per_job."""
+    from gridtrain.data.groups import group_count
+
+    return [f"{k:04d}" for k in range(group_count(dataset_config()))]
+
+
+def group_inputs(wildcards):
+    """Local input files of one conversion group; root:// inputs are read in place."""
+    from gridtrain.data.groups import plan_group
+
+    group = plan_group(dataset_config(), int(wildcards.group))
+    return [path for path in group.paths if "://" not in path]
 
 
 REPORT_PLOTS = ["training_vs_time", "training_vs_updates", "roc", "staleness", "throughput"]

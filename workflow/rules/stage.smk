@@ -12,6 +12,7 @@ rule stage:
         url=config["stage"]["url"],
     log:
         "logs/stage.log",
+    localrule: True
     conda:
         "../../envs/gridtrain.yaml"
     script:

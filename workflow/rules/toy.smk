@@ -7,6 +7,7 @@ rule toy:
         seed=config["toy"]["seed"],
     log:
         "logs/toy.log",
+    localrule: True
     conda:
         "../../envs/gridtrain.yaml"
     script:

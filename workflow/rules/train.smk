@@ -10,6 +10,7 @@ rule train:
     log:
         "logs/train.log",
     threads: workflow.cores
+    localrule: True
     conda:
         "../../envs/gridtrain.yaml"
     script:
@@ -23,6 +24,7 @@ rule report:
         plots=[f"{run_dir()}/plots/{name}.png" for name in REPORT_PLOTS],
     log:
         "logs/report.log",
+    localrule: True
     conda:
         "../../envs/gridtrain.yaml"
     script:

@@ -6,6 +6,7 @@ No I/O here: functions take and return numpy arrays, so each is testable on hand
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -97,6 +98,16 @@ class RunningStats:
         mean = columns.mean(axis=1)
         columns -= mean[:, None]
         m2 = np.einsum("ij,ij->i", columns, columns)
+        self._combine(n, mean, m2, minimum, maximum)
+
+    def merge(self, other: RunningStats) -> None:
+        """Add the statistics of another stream (another conversion job's)."""
+        if other.count:
+            self._combine(other.count, other.mean, other.m2, other.minimum, other.maximum)
+
+    def _combine(
+        self, n: int, mean: np.ndarray, m2: np.ndarray, minimum: np.ndarray, maximum: np.ndarray
+    ) -> None:
         total = self.count + n
         delta = mean - self.mean
         self.mean = self.mean + delta * (n / total)
@@ -104,6 +115,16 @@ class RunningStats:
         self.count = total
         self.minimum = np.minimum(self.minimum, minimum)
         self.maximum = np.maximum(self.maximum, maximum)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunningStats:
+        """The inverse of ``as_dict`` (the manifest's form)."""
+        stats = cls(len(data["mean"]), int(data["count"]))
+        stats.mean = np.asarray(data["mean"], dtype=np.float64)
+        stats.m2 = np.asarray(data["std"], dtype=np.float64) ** 2 * stats.count
+        stats.minimum = np.asarray(data["min"], dtype=np.float64)
+        stats.maximum = np.asarray(data["max"], dtype=np.float64)
+        return stats
 
     @property
     def std(self) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Subcommands of the data layer: ``toy``, ``convert`` and ``verify``; thin wrappers only."""
+"""Subcommands of the data layer: ``toy``, ``convert``, ``gather`` and ``verify``; thin wrappers."""
 
 from __future__ import annotations
 
@@ -22,7 +22,20 @@ def register(subparsers: Any) -> None:
     convert.add_argument("-c", "--config", default="config/config.yaml", help="YAML config")
     convert.add_argument("-o", "--out", help="output folder (default: dataset.outdir)")
     convert.add_argument("--threads", type=int, help="decompression threads (default: cores)")
+    convert.add_argument(
+        "--group",
+        type=int,
+        help="with dataset.files_per_job: convert only this group of input files, into its "
+        "folder (default: every group, one after another, then gather)",
+    )
     convert.set_defaults(func=_convert)
+
+    gather = subparsers.add_parser(
+        "gather", help="write the manifest of a dataset converted in groups (files_per_job)"
+    )
+    gather.add_argument("-c", "--config", default="config/config.yaml", help="YAML config")
+    gather.add_argument("-o", "--out", help="dataset folder (default: dataset.outdir)")
+    gather.set_defaults(func=_gather)
 
     verify = subparsers.add_parser("verify", help="check shard sizes and adler32 checksums")
     verify.add_argument("dataset", help="a dataset folder or its manifest.json")
@@ -42,6 +55,9 @@ def _toy(args: argparse.Namespace) -> int:
 def _convert(args: argparse.Namespace) -> int:
     from gridtrain.config import DatasetConfig, load_config
     from gridtrain.data.convert import convert
+    from gridtrain.data.gather import gather
+    from gridtrain.data.groups import group_count, group_dir, plan_group
+    from gridtrain.errors import ConfigError
 
     config = load_config(args.config)
     dataset = DatasetConfig.from_dict(config["dataset"])
@@ -57,13 +73,41 @@ def _convert(args: argparse.Namespace) -> int:
             if done == total:
                 print(file=sys.stderr)
 
-    manifest = convert(dataset, args.out, progress=progress, threads=args.threads)
-    took = time.perf_counter() - start
     out = args.out or dataset.outdir
+    if dataset.files_per_job is None and args.group is not None:
+        raise ConfigError(f"{args.config}: --group needs dataset.files_per_job (it is null)")
+    if dataset.files_per_job is None:
+        manifest = convert(dataset, out, progress=progress, threads=args.threads)
+    else:
+        groups = range(group_count(dataset)) if args.group is None else [args.group]
+        for k in groups:
+            group = plan_group(dataset, k)
+            manifest = convert(dataset, group_dir(out, k), progress, args.threads, group)
+        if args.group is None:
+            manifest = gather(dataset, out)
+        else:
+            out = str(group_dir(out, args.group))
+    took = time.perf_counter() - start
     shards = sum(len(v) for v in manifest.shards.values())
     print(
         f"converted {manifest.events('train')} training and {manifest.events('validation')} "
         f"validation events into {shards} shards in {took:.1f} s: {out}/manifest.json"
+    )
+    return 0
+
+
+def _gather(args: argparse.Namespace) -> int:
+    from gridtrain.config import DatasetConfig, load_config
+    from gridtrain.data.gather import gather
+
+    dataset = DatasetConfig.from_dict(load_config(args.config)["dataset"])
+    out = args.out or dataset.outdir
+    manifest = gather(dataset, out)
+    shards = sum(len(v) for v in manifest.shards.values())
+    print(
+        f"gathered {manifest.events('train')} training and {manifest.events('validation')} "
+        f"validation events in {shards} shards of {len(manifest.sources)} sources: "
+        f"{out}/manifest.json"
     )
     return 0
 

@@ -14,6 +14,9 @@ thread pool. Memory is bounded by a step plus at most three shards, whatever the
 How it commits. Shards are written as ``.NAME.part``; only when every shard is complete are they
 renamed, stale shards of an earlier run removed, and the manifest written last (also atomically).
 A failed or interrupted run leaves no file under a final name and removes its parts.
+
+One job of a grid-parallel conversion converts a ``FileGroup`` (``gridtrain.data.groups``): its
+files or file slices, into the group's own folder, with the group's shuffle seed.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from gridtrain import __version__
 from gridtrain.checksum import adler32_file
 from gridtrain.config import DatasetConfig, Sample
 from gridtrain.data.arrays import RunningStats, pad_group, validation_mask
+from gridtrain.data.groups import FileGroup, FileSlice, group_dir
 from gridtrain.data.manifest import (
     MANIFEST_NAME,
     SPLITS,
@@ -87,25 +91,37 @@ class _Input:
     sample: Sample
     sample_index: int
     reader: TreeReader
-    offset: int  # first entry of this file in the sample's concatenated entry space
+    offset: int  # where entry ``start`` of this file lies in the sample's concatenated entries
+    start: int  # the file's entries this job reads: [start, stop)
+    stop: int
     selected: int = 0
 
+    @property
+    def entries(self) -> int:
+        return self.stop - self.start
 
-def _open_inputs(cfg: DatasetConfig) -> list[list[_Input]]:
+
+def _open_inputs(cfg: DatasetConfig, file_group: FileGroup | None) -> list[list[_Input]]:
     inputs: list[list[_Input]] = []
     try:
         for sample_index, sample in enumerate(cfg.samples):
             files: list[_Input] = []
             inputs.append(files)
             offset = 0
-            for path in sample.files:
-                reader = TreeReader(path, sample.tree)
-                files.append(_Input(sample, sample_index, reader, offset))
-                offset += reader.entries
-            if offset == 0:
+            slices = (
+                file_group.samples[sample_index]
+                if file_group is not None
+                else tuple(FileSlice(path) for path in sample.files)
+            )
+            for piece in slices:
+                reader = TreeReader(piece.path, sample.tree)
+                start, stop = piece.entry_range(reader.entries)
+                files.append(_Input(sample, sample_index, reader, offset, start, stop))
+                offset += stop - start
+            if not any(f.reader.entries for f in files):
                 raise ConversionError(
-                    f"{', '.join(sample.files)}: tree {sample.tree!r} of sample {sample.name!r} "
-                    "has no entries; check the files, or drop the sample"
+                    f"{', '.join(s.path for s in slices)}: tree {sample.tree!r} of sample "
+                    f"{sample.name!r} has no entries; check the files, or drop the sample"
                 )
     except BaseException:
         _close(inputs)
@@ -203,7 +219,7 @@ def _read_piece(
     for g, future in group_futures.items():
         read = future.result()
         groups[g] = (read.counts, [read.contents[b] for b in read.contents])
-    entries = np.arange(start, stop) + item.offset
+    entries = np.arange(start, stop) + (item.offset - item.start)
     if selection is not None:
         keep = selection.mask({n: flat[n][:, 0] for n in selection.names})
         entries = entries[keep]
@@ -237,14 +253,13 @@ class _SampleStream:
 
     def take(self, hi: int) -> list[_Piece]:
         while self.read_to < hi:
-            index = next(
-                i for i, f in enumerate(self.files) if self.read_to < f.offset + f.reader.entries
-            )
+            index = next(i for i, f in enumerate(self.files) if self.read_to < f.offset + f.entries)
             item, bounds = self.files[index], self.bounds[index]
-            target = min(hi - item.offset, item.reader.entries)
-            stop = bounds[bisect.bisect_left(bounds, target)]
-            piece = self.read(item, self.read_to - item.offset, stop)
-            self.read_to = item.offset + stop
+            # In the file's own entries: read up to the first basket boundary at or past hi.
+            target = item.start + min(hi - item.offset, item.entries)
+            stop = min(bounds[bisect.bisect_left(bounds, target)], item.stop)
+            piece = self.read(item, self.read_to - item.offset + item.start, stop)
+            self.read_to = item.offset + stop - item.start
             self.pending.append((self.read_to, piece))
         out = []
         while self.pending:
@@ -405,19 +420,33 @@ def convert(
     outdir: str | Path | None = None,
     progress: ProgressCallback | None = None,
     threads: int | None = None,
+    file_group: FileGroup | None = None,
 ) -> Manifest:
-    """Convert the samples of ``cfg`` into shards and a manifest in ``outdir``; return it."""
-    out = Path(outdir if outdir is not None else cfg.outdir)
+    """Convert the samples of ``cfg`` into shards and a manifest in ``outdir``; return it.
+
+    With ``file_group`` only that group's files are converted, by default into its folder below
+    ``cfg.outdir``; a group whose events the selection removes all of gets a manifest without
+    shards (``gridtrain.data.gather`` refuses a dataset where every group is empty).
+    """
+    if outdir is None:
+        outdir = cfg.outdir if file_group is None else group_dir(cfg.outdir, file_group.index)
+    out = Path(outdir)
     selection = Selection(cfg.selection) if cfg.selection else None
     threads = threads or min(4, os.cpu_count() or 1)
+    seed = file_group.shuffle_seed if file_group is not None else (cfg.seed,)
+    if file_group is not None:
+        log.info(
+            "converting group %d of %d: %d files into %s",
+            file_group.index, file_group.count, len(file_group.paths), out,
+        )  # fmt: skip
     with ThreadPoolExecutor(threads, thread_name_prefix="gridtrain-read") as pool:
-        inputs = _open_inputs(cfg)
+        inputs = _open_inputs(cfg, file_group)
         try:
             layout = _check_layout(cfg, inputs, selection)
             out.mkdir(parents=True, exist_ok=True)
             writer = _Writer(out, cfg, layout)
             try:
-                _stream(cfg, inputs, layout, selection, writer, pool, progress)
+                _stream(cfg, inputs, layout, selection, writer, pool, progress, seed)
                 writer.finish()
             except BaseException:
                 writer.abort()
@@ -425,10 +454,10 @@ def convert(
                 raise
         finally:
             _close(inputs)
-    if not writer.entries["train"] and not writer.entries["validation"]:
+    if not writer.entries["train"] and not writer.entries["validation"] and file_group is None:
         raise ConversionError(
             f"dataset.selection {cfg.selection!r} keeps no event of "
-            f"{sum(f.reader.entries for files in inputs for f in files)}; loosen it"
+            f"{sum(f.entries for files in inputs for f in files)}; loosen it"
         )
     manifest = _manifest(cfg, layout, inputs, writer)
     _commit(out, writer.parts, manifest)
@@ -443,8 +472,9 @@ def _stream(
     writer: _Writer,
     pool: ThreadPoolExecutor,
     progress: ProgressCallback | None,
+    seed: tuple[int, ...],
 ) -> None:
-    sizes = [sum(f.reader.entries for f in files) for files in inputs]
+    sizes = [sum(f.entries for f in files) for files in inputs]
     total = sum(sizes)
     steps = max(1, math.ceil(total / cfg.step_events))
     buffers = {s: _ShardBuffer(s, layout, cfg.shard_events, writer) for s in SPLITS}
@@ -477,7 +507,7 @@ def _stream(
                 continue
             arrays = _assemble(pieces, layout, cfg.weight)
             is_validation = validation_mask(arrays["event_id"], cfg.validation_fraction, cfg.seed)
-            order = np.random.default_rng([cfg.seed, step]).permutation(len(is_validation))
+            order = np.random.default_rng([*seed, step]).permutation(len(is_validation))
             buffers["train"].add(arrays, order[~is_validation[order]])
             buffers["validation"].add(arrays, order[is_validation[order]])
     for buffer in buffers.values():
@@ -524,8 +554,8 @@ def _manifest(
                 path=f.reader.path,
                 tree=f.sample.tree,
                 label=f.sample.label,
-                entry_start=0,
-                entry_stop=f.reader.entries,
+                entry_start=f.start,
+                entry_stop=f.stop,
                 selected=f.selected,
             )
             for files in inputs
@@ -543,12 +573,7 @@ def _commit(out: Path, parts: list[Path], manifest: Manifest) -> None:
         name = part.name[1 : -len(".part")]
         part.replace(out / name)
         final.add(name)
-    for stale in out.iterdir():
-        # Shards of an earlier, larger run, and parts left by a run that was killed.
-        if (_SHARD_NAME.match(stale.name) and stale.name not in final) or _PART_NAME.match(
-            stale.name
-        ):
-            stale.unlink()
+    remove_stale_shards(out, final)
     write_manifest(manifest, out)
     log.info(
         "wrote %d training and %d validation events in %d shards and %s",
@@ -557,6 +582,15 @@ def _commit(out: Path, parts: list[Path], manifest: Manifest) -> None:
         len(parts),
         out / MANIFEST_NAME,
     )
+
+
+def remove_stale_shards(out: Path, keep: set[str]) -> None:
+    """Remove shards in ``out`` not named in ``keep`` (an earlier, larger run's) and parts."""
+    for stale in out.iterdir():
+        if (_SHARD_NAME.match(stale.name) and stale.name not in keep) or _PART_NAME.match(
+            stale.name
+        ):
+            stale.unlink()
 
 
 def _remove(paths: list[Path]) -> None:

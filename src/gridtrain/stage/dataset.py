@@ -1,10 +1,11 @@
 """Push and pull a converted dataset: every shard verified against the manifest, manifest last.
 
-The dataset layer of staging: it reads a manifest, turns its shard entries into transfers and
-commits the manifest after the last shard, so a manifest at the destination always names
-complete, verified shards. A destination manifest that describes other data is removed before
-the first shard is replaced, so no reader trusts a half-updated dataset. Local folders, ``file://``
-and ``root://`` destinations take the same path.
+The dataset layer of staging: it reads a manifest, turns its shard entries into transfers (a
+shard keeps its path below the dataset folder, subfolders included) and commits the manifest
+after the last shard, so a manifest at the destination always names complete, verified shards.
+A destination manifest that describes other data is removed before the first shard is replaced,
+so no reader trusts a half-updated dataset. Local folders, ``file://`` and ``root://``
+destinations take the same path.
 """
 
 from __future__ import annotations
@@ -59,8 +60,19 @@ def shard_location(base: Location, path: str) -> Location:
     return base.join(path)
 
 
-def shard_name(path: str) -> str:
-    """The file name a shard takes in a local or pushed copy of the dataset."""
+def shard_name(path: str, base: Location | None = None) -> str:
+    """Where a shard goes in a pushed or pulled copy of the dataset, relative to its folder.
+
+    A shard inside the dataset folder keeps its path below it (``groups/g0003/train-00000.h5``,
+    a grouped conversion's), so shards of different groups with one file name stay apart: a
+    relative manifest path, or a URL or absolute path below ``base``. Any other gives its name.
+    """
+    if "://" not in path and not path.startswith("/"):
+        return "/".join(p for p in path.split("/") if p not in ("", "."))  # '..': join refuses it
+    if base is not None:
+        location, folder = parse_location(path), base.path.rstrip("/") + "/"
+        if location.server == base.server and location.path.startswith(folder):
+            return location.path[len(folder) :]
     return path.rstrip("/").rsplit("/", 1)[-1].partition("?")[0]
 
 
@@ -89,7 +101,7 @@ def push(
     for split, shards in manifest.shards.items():
         entries[split] = []
         for entry in shards:
-            name = shard_name(entry.path)
+            name = shard_name(entry.path, source_base)
             source, target = shard_location(source_base, entry.path), base.join(name)
             transfers.append(Transfer(source, target, entry.bytes, entry.adler32))
             entries[split].append(replace(entry, path=target.url if url_paths else name))
@@ -140,7 +152,7 @@ def pull(
     for split, shards in manifest.shards.items():
         entries[split] = []
         for entry in shards:
-            name = shard_name(entry.path)
+            name = shard_name(entry.path, base)
             source = shard_location(base, entry.path)
             if manifest_only:
                 entries[split].append(replace(entry, path=source.url))
