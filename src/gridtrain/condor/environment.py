@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
-import tempfile
 import zipfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -34,6 +32,7 @@ from typing import Any
 
 import gridtrain
 from gridtrain.errors import ConfigError
+from gridtrain.files import atomic_file
 
 KINDS = ("host", "lcg", "container", "packed")
 GRIDTRAIN_SOURCES = ("shipped", "image")
@@ -197,19 +196,12 @@ def build_wheel(folder: Path, package: Path = PACKAGE) -> Path:
     record = [f"{name},sha256={_urlsafe_digest(data)},{len(data)}" for name, data in entries]
     entries.append((f"{info}/RECORD", ("\n".join([*record, f"{info}/RECORD,,"]) + "\n").encode()))
     folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.")
-    try:
-        with os.fdopen(fd, "wb") as handle, zipfile.ZipFile(handle, "w") as zf:
-            for name, data in entries:
-                member = zipfile.ZipInfo(name, date_time=_EPOCH)
-                member.external_attr = 0o644 << 16
-                member.compress_type = zipfile.ZIP_DEFLATED
-                zf.writestr(member, data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(target) as handle, zipfile.ZipFile(handle, "w") as zf:
+        for name, data in entries:
+            member = zipfile.ZipInfo(name, date_time=_EPOCH)
+            member.external_attr = 0o644 << 16
+            member.compress_type = zipfile.ZIP_DEFLATED
+            zf.writestr(member, data)
     return target
 
 

@@ -24,12 +24,10 @@ import fnmatch
 import io
 import json
 import logging
-import os
 import platform
 import sys
 import sysconfig
 import tarfile
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -39,6 +37,7 @@ from typing import Any
 import gridtrain
 from gridtrain.condor.environment import PACKAGE, source_fingerprint
 from gridtrain.errors import ConfigError
+from gridtrain.files import atomic_file
 
 log = logging.getLogger(__name__)
 
@@ -135,32 +134,27 @@ def pack_env(
     info = PackInfo.here(prefix)
     output = output.absolute()
     output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.")
-    os.close(fd)
-    try:
-        with tarfile.open(tmp, "w:gz", compresslevel=level) as tar:
-            _add_bytes(tar, INFO_MEMBER, json.dumps(asdict(info), indent=1).encode(), 0o644)
-            tar.add(interpreter, f"bin/{version}")
-            for alias in ("python3", "python"):
-                _add_link(tar, f"bin/{alias}", version)
-            _add_bytes(tar, "bin/gridtrain", _GRIDTRAIN_SCRIPT, 0o755)
-            for library in sorted((base / "lib").glob("libpython*")):
-                tar.add(library, f"lib/{library.name}")
-            stdlib = base / "lib" / version
-            for entry in sorted(stdlib.iterdir()):
-                if entry.name not in STDLIB_LEFT_OUT and not entry.name.startswith("config-"):
-                    tar.add(entry, f"lib/{version}/{entry.name}")
-            packages = f"lib/{version}/site-packages"
-            for entry in sorted(site.iterdir()):
-                if entry.name.startswith(_EDITABLE) or entry.name == "gridtrain":
-                    continue
-                tar.add(entry, f"{packages}/{entry.name}", filter=_excluding(exclude, packages))
-            tar.add(PACKAGE, f"{packages}/gridtrain", filter=_no_bytecode)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, output)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with (
+        atomic_file(output) as handle,
+        tarfile.open(fileobj=handle, mode="w:gz", compresslevel=level) as tar,
+    ):
+        _add_bytes(tar, INFO_MEMBER, json.dumps(asdict(info), indent=1).encode(), 0o644)
+        tar.add(interpreter, f"bin/{version}")
+        for alias in ("python3", "python"):
+            _add_link(tar, f"bin/{alias}", version)
+        _add_bytes(tar, "bin/gridtrain", _GRIDTRAIN_SCRIPT, 0o755)
+        for library in sorted((base / "lib").glob("libpython*")):
+            tar.add(library, f"lib/{library.name}")
+        stdlib = base / "lib" / version
+        for entry in sorted(stdlib.iterdir()):
+            if entry.name not in STDLIB_LEFT_OUT and not entry.name.startswith("config-"):
+                tar.add(entry, f"lib/{version}/{entry.name}")
+        packages = f"lib/{version}/site-packages"
+        for entry in sorted(site.iterdir()):
+            if entry.name.startswith(_EDITABLE) or entry.name == "gridtrain":
+                continue
+            tar.add(entry, f"{packages}/{entry.name}", filter=_excluding(exclude, packages))
+        tar.add(PACKAGE, f"{packages}/gridtrain", filter=_no_bytecode)
     return info
 
 

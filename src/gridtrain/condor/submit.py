@@ -8,7 +8,6 @@ raises ``CondorError`` with its exit code and output. It never renders or reads 
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import json
 import logging
@@ -25,6 +24,7 @@ from pathlib import Path
 from types import ModuleType
 
 from gridtrain.errors import CondorError
+from gridtrain.files import atomic_file
 
 log = logging.getLogger(__name__)
 
@@ -60,16 +60,8 @@ def replace_file(path: Path, text: str) -> None:
     The folder may belong to the job user (a root-run test pool); a fixed temporary name there
     could be a symlink planted to make us overwrite something else.
     """
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with atomic_file(path) as handle:
+        handle.write(text.encode())
 
 
 def load_clusters(folder: Path) -> list[Cluster]:
