@@ -53,6 +53,8 @@ setup_environment() {
     local path=${GRIDTRAIN_ENV_PATH:-}
     case ${GRIDTRAIN_ENV:-host} in
     host)
+        # The environment's tools (gridtrain, its scripts) on PATH, as when it is activated.
+        [[ -n $path ]] && export PATH="$path/bin:$PATH"
         python=${path:+$path/bin/}python3
         ;;
     lcg)
