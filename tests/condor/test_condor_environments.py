@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import subprocess
 import sys
 import tarfile
@@ -286,7 +285,6 @@ def test_submitting_refuses_a_packed_environment_that_does_not_exist(tmp_path: P
     assert JobEnvironment(kind="packed", path="osdf:///ospool/x/e.tgz").files(None) == [
         "osdf:///ospool/x/e.tgz"
     ]
-    assert os.path.exists(WRAPPER)
 
 
 def test_the_gpu_pins_are_the_versions_tested_here() -> None:

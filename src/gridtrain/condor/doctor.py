@@ -139,9 +139,9 @@ def check_environment(profile: Any) -> str:
                 "mount /cvmfs/sft.cern.ch, or fix environment.path (ls /cvmfs/sft.cern.ch/lcg)",
             )
         found.append(f"LCG view {environment.path}, gridtrain shipped as a wheel")
-    elif environment.kind == "packed" and "://" not in str(environment.path):
-        info = read_info(Path(environment.path))
-        reason = stale_reason(Path(environment.path))
+    elif environment.local_tarball is not None:
+        info = read_info(environment.local_tarball)
+        reason = stale_reason(environment.local_tarball, info)
         if reason:
             raise _Failed(reason, "")
         found.append(f"packed {environment.path}: Python {info.python}, gridtrain {info.gridtrain}")

@@ -95,6 +95,13 @@ class JobEnvironment:
         return cls(kind, None if path is None else str(path), gridtrain_from, tuple(wheels))
 
     @property
+    def local_tarball(self) -> Path | None:
+        """The packed environment's tarball when it is a file on this host (not a URL)."""
+        if self.kind != "packed" or not self.path or _is_url(self.path):
+            return None
+        return Path(self.path)
+
+    @property
     def ships_gridtrain(self) -> bool:
         """Whether a gridtrain wheel goes with the jobs (built by ``build_wheel``)."""
         return self.kind == "lcg" or (self.kind == "container" and self.gridtrain == "shipped")
@@ -133,8 +140,8 @@ class JobEnvironment:
 
     def check(self) -> None:
         """Refuse before submitting what cannot work: shipped files that do not exist here."""
-        packed = self.path if self.kind == "packed" and self.path else None
-        if packed and not _is_url(packed) and not Path(packed).is_file():
+        packed = self.local_tarball
+        if packed is not None and not packed.is_file():
             raise ConfigError(
                 f"packed environment {packed}: no such file; make it with "
                 f"`gridtrain pack-env -o {packed}` in the environment the jobs should use"

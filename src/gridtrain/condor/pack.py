@@ -90,9 +90,9 @@ def read_info(tarball: Path) -> PackInfo:
     return PackInfo(**data)
 
 
-def stale_reason(tarball: Path) -> str | None:
+def stale_reason(tarball: Path, info: PackInfo | None = None) -> str | None:
     """Why a packed environment would not run the gridtrain of this checkout, or None."""
-    info = read_info(tarball)
+    info = info or read_info(tarball)
     if info.source != source_fingerprint():
         return (
             f"{tarball} holds gridtrain {info.gridtrain} from other sources (packed "

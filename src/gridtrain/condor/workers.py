@@ -45,8 +45,8 @@ def ship_environment(profile: CondorProfile, folder: Path) -> Path | None:
     """
     environment = profile.environment
     environment.check()
-    if environment.kind == "packed" and environment.path and "://" not in environment.path:
-        reason = stale_reason(Path(environment.path))
+    if environment.local_tarball is not None:
+        reason = stale_reason(environment.local_tarball)
         if reason:
             log.warning("%s", reason)
     return build_wheel(folder) if environment.ships_gridtrain else None
