@@ -1,17 +1,41 @@
 # Two entry points for a fresh machine: `make demo` runs the main job on the embedded default,
-# `make test` runs the whole test suite. Both create and fill .venv first.
+# `make test` runs the whole test suite. Both create .venv and fill it with exactly what uv.lock
+# says (`uv sync --locked`: no newer version is ever resolved on the way).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+UV := $(BIN)/uv
+# The uv that the lock itself names: pip brings it into a new .venv, then the lock keeps it there.
+UV_VERSION := $(shell awk '/^name = "uv"$$/ { getline; gsub(/[^0-9.]/, ""); print; exit }' uv.lock)
+# What the project's own environment holds (tests/test_lock.py reads this line).
+LOCKED_ENV := --extra cpu --extra workflow --group test --group docs
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: demo test lint bench clean system-deps pool-deps
+.PHONY: demo test lint docs lock envs bench clean system-deps pool-deps
 
-$(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[cpu,workflow,test]'
+$(STAMP): pyproject.toml uv.lock
+	@[ -x $(UV) ] && [ "$$($(UV) --version | cut -d' ' -f2)" = "$(UV_VERSION)" ] || { \
+		$(PYTHON) -m venv $(VENV) && \
+		$(BIN)/python -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"; }
+	$(UV) sync --quiet --locked --python $(BIN)/python $(LOCKED_ENV)
 	touch $@
+
+# Update every pin: resolve pyproject.toml's ranges anew into uv.lock, then regenerate envs/.
+# Commit both; nothing else changes a version.
+lock: $(STAMP)
+	$(UV) lock --upgrade
+	$(MAKE) envs
+
+# envs/ files generated from uv.lock (tests/test_lock.py checks that they are current).
+ENVS_DIR ?= envs
+EXPORT := $(UV) export --frozen --quiet --no-emit-project --no-default-groups --format requirements-txt
+envs: $(STAMP)
+	$(EXPORT) --extra gpu > $(ENVS_DIR)/requirements-gpu.txt.tmp
+	mv $(ENVS_DIR)/requirements-gpu.txt.tmp $(ENVS_DIR)/requirements-gpu.txt
+	$(EXPORT) --extra cpu --extra workflow > $(ENVS_DIR)/requirements-cpu.txt.tmp
+	mv $(ENVS_DIR)/requirements-cpu.txt.tmp $(ENVS_DIR)/requirements-cpu.txt
 
 demo: $(STAMP)
 	$(BIN)/snakemake --profile profiles/local
@@ -24,7 +48,11 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/snakemake --lint --profile profiles/local
 
-test: lint system-deps
+# The documentation site; --strict turns a broken link or a page missing from the nav into an error.
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict --quiet --site-dir .docs-site
+
+test: lint docs system-deps
 	$(BIN)/python -m pytest
 
 bench: $(STAMP) system-deps
@@ -68,4 +96,4 @@ pool-deps:
 	fi
 
 clean:
-	rm -rf $(VENV) .snakemake results data logs .bench
+	rm -rf $(VENV) .snakemake results data logs .bench .docs-site dist

@@ -287,20 +287,6 @@ def test_submitting_refuses_a_packed_environment_that_does_not_exist(tmp_path: P
     ]
 
 
-def test_the_gpu_pins_are_the_versions_tested_here() -> None:
-    from importlib.metadata import version
-
-    pins = {}
-    for line in (
-        (Path(__file__).parents[2] / "envs" / "requirements-gpu.txt").read_text().split("\n")
-    ):
-        if line and not line.startswith("#"):
-            name, pinned = line.split("==")
-            pins[name.split("[")[0]] = pinned
-    assert pins.pop("tensorflow") == version("tensorflow-cpu")  # the same release, CPU build
-    assert {name: version(name) for name in pins} == pins
-
-
 def test_doctor_checks_the_environment_the_profile_names(tmp_path: Path, small_pack: Path) -> None:
     from gridtrain.condor.doctor import run_checks
 
