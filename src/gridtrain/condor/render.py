@@ -1,4 +1,4 @@
-"""Submit descriptions for worker jobs, rendered from ``jobs/worker.sub`` and a profile.
+"""Submit descriptions for worker jobs, rendered from ``job/worker.sub`` and a profile.
 
 Layer: batch-system edge, pure text. Nothing here imports ``htcondor2`` or runs a command: the
 result is a string that ``gridtrain.condor.submit`` hands to the schedd, and that
@@ -12,6 +12,7 @@ import string
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +21,15 @@ import yaml
 from gridtrain.condor.environment import JobEnvironment
 from gridtrain.errors import ConfigError
 
-# The checkout: jobs/ and profiles/ live beside src/ (an editable install, as `make` sets up).
-CHECKOUT = Path(__file__).resolve().parents[3]
-TEMPLATE = CHECKOUT / "jobs" / "worker.sub"
-WRAPPER = CHECKOUT / "jobs" / "worker.sh"
-PROFILES = CHECKOUT / "profiles"
+# Package data, so that an installed wheel has them (the checkout's jobs/ and profiles/NAME/
+# condor.yaml are links to these). Wheels install unzipped: the folder is a real path, which the
+# schedd needs for the executable it transfers.
+PACKAGE_DATA = Path(str(resources.files("gridtrain.condor")))
+TEMPLATE = PACKAGE_DATA / "job" / "worker.sub"
+WRAPPER = PACKAGE_DATA / "job" / "worker.sh"
+SITE_PROFILES = PACKAGE_DATA / "sites"  # the built-in profiles, NAME.yaml
 PROFILE_FILE = "condor.yaml"
+USER_PROFILES = Path("profiles")  # a user's own profiles/NAME/condor.yaml, beside the config
 EXIT_EVICTED = 85  # the wrapper's exit code after SIGTERM, and checkpoint_exit_code
 EXCLUDED_SITES = "GridtrainExcludedSites"  # job attribute: sites the run's jobs must avoid
 
@@ -145,16 +149,25 @@ class _Template(string.Template):
     delimiter = "@"  # $(...) belongs to HTCondor
 
 
+def builtin_profiles() -> list[str]:
+    """The names of the profiles that ship with gridtrain."""
+    return sorted(path.stem for path in SITE_PROFILES.glob("*.yaml"))
+
+
 def resolve_profile(name: str | Path) -> Path:
-    """``profiles/NAME/condor.yaml``: a folder or file path first, then the packaged profiles."""
+    """A file or folder path first, then ``profiles/NAME/condor.yaml`` under the current folder
+    (a user's own profile overrides a built-in one of the same name), then the built-in one."""
     path = Path(name)
-    for candidate in (path, path / PROFILE_FILE, PROFILES / str(name) / PROFILE_FILE):
+    own = USER_PROFILES / str(name) / PROFILE_FILE
+    for candidate in (path, path / PROFILE_FILE, own, SITE_PROFILES / f"{name}.yaml"):
         if candidate.is_file():
             return candidate
-    known = sorted(p.parent.name for p in PROFILES.glob(f"*/{PROFILE_FILE}"))
+    known = sorted(
+        {*builtin_profiles(), *(p.parent.name for p in USER_PROFILES.glob(f"*/{PROFILE_FILE}"))}
+    )
     raise ConfigError(
-        f"condor profile {str(name)!r} not found (no {path / PROFILE_FILE} nor "
-        f"{PROFILES / str(name) / PROFILE_FILE}); choose one of {', '.join(known) or 'none'}"
+        f"condor profile {str(name)!r} not found (no {path / PROFILE_FILE} nor {own}, and no "
+        f"built-in profile of that name); choose one of {', '.join(known)}"
     )
 
 
