@@ -26,6 +26,7 @@ from gridtrain.condor.render import load_profile
 from gridtrain.condor.submit import query_jobs
 from gridtrain.train.executor import Launch
 from tests.conftest import toy_section
+from tests.train.train_helpers import lost_lease_updates
 
 pytestmark = [pytest.mark.htcondor, pytest.mark.slow]
 
@@ -146,6 +147,10 @@ def test_an_evicted_worker_comes_back_and_no_shard_is_lost_or_trained_twice(
         )
         assert sorted(done) == shards, f"epoch {epoch}: a shard lost"
         assert set(done.values()) == {1}, f"epoch {epoch}: a shard trained twice: {done}"
+    # the evicted attempt's lease was released; what it had pushed is kept, counted once
+    released = [r for r in leases if r["event"] == "released" and r["worker"] == w0]
+    assert released
+    assert lost_lease_updates(run_dir) == sum(r.get("updates", 0) for r in released)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["epochs"] == 14
     assert metrics["auc"] > 0.8

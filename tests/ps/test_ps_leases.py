@@ -231,3 +231,27 @@ def test_an_epoch_finished_early_is_validated_after_the_one_before_it() -> None:
         leases.complete(task["lease"], 3, {"loss": 0.5})
     assert validated == [0, 1, 2]
     assert [r["epoch"] for r in history if r["type"] == "epoch"] == [0, 1, 2]
+
+
+def test_updates_count_under_the_lease_being_trained_and_a_lost_lease_keeps_its_count() -> None:
+    leases, lease_log, _, clock = book()
+    first = leases.grant("w", connection=1)
+    ahead = leases.grant("w", connection=1)  # leased ahead while the first one trains
+    other = leases.grant("v", connection=2)
+    for _ in range(3):
+        leases.count_update(1)
+    leases.count_update(2)
+    leases.complete(first["lease"], 1, {"loss": 0.5})
+    leases.count_update(1)  # now on the shard leased ahead
+    leases.count_update(1)
+    leases.release_connection(1, "connection closed")
+    clock.now = 100.0
+    leases.expire()  # worker v fell silent: its lease expires with the update it pushed
+    ended = {r["lease"]: r for r in lease_log if r["event"] != "granted"}
+    assert ended[first["lease"]]["event"] == "completed"
+    assert ended[first["lease"]]["updates"] == 3
+    assert (ended[ahead["lease"]]["event"], ended[ahead["lease"]]["updates"]) == ("released", 2)
+    assert (ended[other["lease"]]["event"], ended[other["lease"]]["updates"]) == ("expired", 1)
+    # the shards of the lost leases go back to be trained again, from the front of the queue
+    assert leases.grant("u", connection=3)["shards"] == other["shards"]
+    assert leases.grant("u", connection=3)["shards"] == ahead["shards"]

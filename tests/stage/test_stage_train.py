@@ -17,6 +17,7 @@ from gridtrain.data.manifest import load_manifest
 from gridtrain.stage.dataset import pull, push
 from gridtrain.stage.transfer import TransferOptions
 from tests.conftest import toy_section
+from tests.train.train_helpers import lost_lease_updates
 
 pytestmark = [pytest.mark.xrootd, pytest.mark.slow]
 
@@ -55,4 +56,5 @@ def test_training_stages_every_shard_from_the_server(xrootd_server, area, toy_di
     leases = [json.loads(line) for line in (run_dir / "leases.jsonl").read_text().splitlines()]
     done = Counter(r["shard"] for r in leases if r["event"] == "completed" and r["kind"] == "train")
     assert done == Counter(train_shards)  # every root:// shard trained on exactly once
+    assert lost_lease_updates(run_dir) == 0  # and no lease was lost
     assert sorted(p.name for p in remote_only.iterdir()) == ["manifest.json"]

@@ -12,6 +12,7 @@ import pytest
 from train_helpers import (
     completions,
     gridtrain,
+    lost_lease_updates,
     read_jsonl,
     start_gridtrain,
     train_shards,
@@ -130,7 +131,9 @@ def test_a_worker_killed_mid_epoch_loses_no_shard(tmp_path, toy_dir, toy_dataset
         if r["event"] == "released" and r["worker"] == victim
     ]
     assert released, "the killed worker's lease was not released"
+    assert all(r["updates"] >= 0 for r in released)  # the partial work kept in the center
     assert completions(run_dir) == {e: train_shards(toy_dataset) for e in range(3)}
+    assert lost_lease_updates(run_dir) == sum(r["updates"] for r in released)
     assert "restarting killed-w1" in stderr
 
 

@@ -67,3 +67,29 @@ def completions(run_dir: Path) -> dict[int, Counter[str]]:
 def train_shards(dataset: Path) -> Counter[str]:
     manifest = json.loads((dataset / "manifest.json").read_text())
     return Counter(entry["path"] for entry in manifest["shards"]["train"])
+
+
+def lost_lease_updates(run_dir: Path) -> int:
+    """Check the documented guarantee against the workers' own record; the updates kept from
+    leases that were lost.
+
+    Every shard completes exactly once per epoch (``completions``); the updates a worker pushed
+    under a lease it then lost stay in the center. So: each completed lease's update count on the
+    server side equals what its worker reported for that shard (history.jsonl), and every update
+    the center took (its version at the last epoch) is counted under exactly one lease,
+    completed or lost.
+    """
+    leases = read_jsonl(run_dir / "leases.jsonl")
+    history = read_jsonl(run_dir / "history.jsonl")
+    ended = [r for r in leases if r["kind"] == "train" and r["event"] != "granted"]
+    assert all(isinstance(r.get("updates"), int) for r in ended if r["event"] != "refused")
+    completed = {(r["epoch"], r["shard"]): r for r in ended if r["event"] == "completed"}
+    reported = {(r["epoch"], r["shard"]): r for r in history if r["type"] == "shard"}
+    assert completed.keys() == reported.keys()
+    for key, record in completed.items():
+        assert record["worker"] == reported[key]["worker"], key
+        assert record["updates"] == reported[key]["updates"], f"{key}: server and worker differ"
+    lost = sum(r["updates"] for r in ended if r["event"] in ("released", "expired"))
+    final_version = max(r["version"] for r in history if r["type"] == "epoch")
+    assert sum(r["updates"] for r in completed.values()) + lost == final_version
+    return lost

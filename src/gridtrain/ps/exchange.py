@@ -48,6 +48,7 @@ class Exchange:
         self.version = 0
         self.steps = 0
         self.refused = 0
+        self.updates = 0  # pushes the server accepted
         self._anchor: list[Array] = []
         self._gradient_sum: list[Array] | None = None
 
@@ -114,6 +115,7 @@ class Exchange:
             log.info("update refused (%s); pulling the center", refused)
             return self.start()
         self.version = reply.version
+        self.updates += 1
         self._anchor = [array.copy() for array in reply.tensors]
         return reply.tensors
 
@@ -121,5 +123,6 @@ class Exchange:
         local = [np.array(w, copy=True) for w in weights]
         reply = self.client.push_pull(local, self.version)
         self.version = reply.version
+        self.updates += 1
         # the server sent alpha * (local - center): the worker moves by minus that
         return [w - delta for w, delta in zip(weights, reply.tensors, strict=True)]

@@ -14,6 +14,12 @@ Semantics:
 * A completion counts only while its lease is valid, so each shard is completed exactly once per
   epoch: a late completion of a lease that expired is refused (``accepted: False``) because the
   shard is someone else's by then.
+* What "exactly once" does not undo: a worker pushes its updates every few steps, so the part of
+  a shard it trained before its lease was lost is already in the center when the shard is leased
+  again. That partial work is kept; those events count up to twice in that epoch. Every accepted
+  update is attributed to the lease it was trained under (``count_update``: the connection's
+  oldest training lease, the one it is working on) and the lease log records the count with the
+  lease's end: ``updates`` of a completed lease, and of a released or expired one (kept work).
 * Workers may start epoch e+1 while the last shards of epoch e are still out (no barrier), but not
   epoch e+2. When the last shard of an epoch completes, ``on_epoch_end`` snapshots the center and
   a validation task for that epoch is queued ahead of any training shard. One validation task is
@@ -44,7 +50,7 @@ VALIDATE = "validate"
 WAIT = "wait"
 DONE = "done"
 
-_SHARD_RESULT = ("version", "loss", "events", "seconds", "exchange_seconds")
+_SHARD_RESULT = ("version", "loss", "events", "seconds", "exchange_seconds", "updates")
 
 Journal = Callable[[dict[str, Any]], None]
 
@@ -62,6 +68,7 @@ class Lease:
     worker: str
     connection: int
     granted: float
+    updates: int = 0  # accepted pushes trained under this lease
 
 
 @dataclass
@@ -262,6 +269,18 @@ class LeaseBook:
             if connection in self._heard:
                 self._heard[connection] = self._clock()
 
+    def count_update(self, connection: int) -> None:
+        """An update of ``connection`` reached the center: it belongs to the training lease the
+        worker is on, its oldest (a worker trains its leases in the order it got them)."""
+        with self._cond:
+            held = [
+                lease
+                for lease in self._leases.values()
+                if lease.connection == connection and lease.kind == TRAIN
+            ]
+            if held:
+                min(held, key=lambda lease: lease.lease_id).updates += 1
+
     def complete(self, lease_id: int, connection: int, result: dict[str, Any]) -> dict[str, Any]:
         """Record a finished task; refused when the lease is no longer this connection's."""
         with self._cond:
@@ -434,6 +453,8 @@ class LeaseBook:
         }
         if lease.kind == TRAIN:
             record["shard"] = lease.shards[0]
+            if event != "granted":
+                record["updates"] = lease.updates
         if reason:
             record["reason"] = reason
         self._lease_log(record)

@@ -392,6 +392,8 @@ class Conversation:
                 self._refuse(session, outcome, recorded=True)
                 return True
             self._context.on_update(outcome)
+            if self._leases is not None:
+                self._leases.count_update(self.connection)
             if not reply_center:
                 channel.send(
                     MessageType.ACK,

@@ -227,6 +227,7 @@ class Worker:
         data = self.prefetcher.get(shard, lambda: self._stage(shard), self._shuffle_seed(task))
         start = time.perf_counter()
         exchange_seconds = 0.0
+        updates_before = self.exchange.updates
         losses = []
         for inputs, labels, weights in data.batches(self.settings.batch_size):
             result = self.model.train_on_batch(
@@ -262,6 +263,8 @@ class Worker:
                 "seconds": round(seconds, 4),
                 "exchange_seconds": round(exchange_seconds, 4),
                 "version": self.exchange.version,
+                # the worker's own count, which the lease log's server-side count must match
+                "updates": self.exchange.updates - updates_before,
             },
         )
         log.info(
