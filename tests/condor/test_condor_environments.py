@@ -55,14 +55,9 @@ def run_wrapper(scratch: Path, env: dict[str, str]) -> subprocess.CompletedProce
     probe.write_text(PROBE)
     probe.chmod(0o755)
     return subprocess.run(
-        ["bash", str(WRAPPER), "run-w0", "0"],
+        ["bash", str(WRAPPER), "run-w0", "0", "--", str(probe)],
         cwd=scratch,
-        env={
-            "PATH": "/usr/bin:/bin",
-            "HOME": str(scratch),
-            "GRIDTRAIN_JOB_COMMAND": str(probe),
-            **env,
-        },
+        env={"PATH": "/usr/bin:/bin", "HOME": str(scratch), **env},
         capture_output=True,
         text=True,
         timeout=120,

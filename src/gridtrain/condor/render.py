@@ -124,7 +124,7 @@ class WorkerJobs:
     venv: Path | None = None  # environment kind host: the Python environment (same path)
     wheel: Path | None = None  # a gridtrain wheel, for environments that ship it
     wrapper: Path = WRAPPER
-    command: Sequence[str] = ()  # replaces `gridtrain worker ...` (tests, no-op benchmarks)
+    command: Sequence[str] = ()  # instead of `gridtrain worker ...`: worker.sh NAME INDEX -- ...
     first_index: int = 0
 
     @property
@@ -238,14 +238,22 @@ def _environment(jobs: WorkerJobs, profile: CondorProfile) -> str:
     # around values with spaces. Never the secret: this string is in the job ClassAd.
     values = {"GRIDTRAIN_PS_ADDRESS": jobs.address, "GRIDTRAIN_THREADS": str(profile.request_cpus)}
     values.update(profile.environment.variables(jobs.venv, jobs.wheel))
-    if jobs.command:
-        values["GRIDTRAIN_JOB_COMMAND"] = " ".join(jobs.command)
     for key, value in values.items():
         if any(c in value for c in "\"'\n"):
             raise ConfigError(
                 f"{key}={value!r}: quotes and newlines cannot go into a job environment"
             )
     return " ".join(f"{k}='{v}'" if " " in v else f"{k}={v}" for k, v in values.items())
+
+
+def _command(command: Sequence[str]) -> str:
+    """`` -- COMMAND ARG...`` for the wrapper's arguments (old syntax: split on white space)."""
+    for word in command:
+        if not word or any(c.isspace() or c in "\"'" for c in word):
+            raise ConfigError(
+                f"job command word {word!r}: empty, or with a space or a quote; use a script"
+            )
+    return "".join(f" {word}" for word in ("--", *command)) if command else ""
 
 
 def _quoted(value: str, key: str) -> str:
@@ -346,6 +354,7 @@ def render_submit_description(
         release_codes=codes or "false",
         release_after=profile.release_after,
         run_name=jobs.name,
+        command=_command(jobs.command),
         site="\n".join(f"{k:<23} = {v}" for k, v in _site_commands(profile).items()),
         extra="\n".join(f"{k} = {v}" for k, v in _extra(profile, jobs).items()),
         items=items,

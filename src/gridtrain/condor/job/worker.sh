@@ -1,7 +1,13 @@
 #!/bin/bash
 # gridtrain worker job wrapper: runs in the job's scratch directory on the execute node.
 #
-#   worker.sh NAME INDEX
+#   worker.sh NAME INDEX [-- COMMAND ARG...]
+#
+# With `-- COMMAND`, that command runs instead of the worker, in the same prepared environment
+# and under the same exit-code and eviction rules (GRIDTRAIN_PYTHON names the environment's
+# Python): a probe of what a site gives a job, and how the tests and the submission benchmark run
+# the real wrapper without training. It is part of the job's arguments, so `condor_q -l` shows it;
+# nothing in the job's environment can change what runs.
 #
 # Environment (from the submit description): GRIDTRAIN_PS_ADDRESS (HOST:PORT), GRIDTRAIN_THREADS,
 # and the Python environment chosen by the profile (gridtrain.condor.environment):
@@ -11,16 +17,22 @@
 #                       packed: the transferred tarball (gridtrain pack-env, or conda-pack)
 #   GRIDTRAIN_WHEELS    transferred wheels (the gridtrain wheel, extra packages), comma separated:
 #                       unpacked into .gridtrain-lib/, which goes first on PYTHONPATH
-# GRIDTRAIN_JOB_COMMAND replaces the worker command (tests and no-op benchmarks); it runs in the
-# environment, with GRIDTRAIN_PYTHON naming its Python. Transferred: worker.json, ps.secret.
+# Transferred: worker.json, ps.secret.
 #
 # Exit codes: the worker's own; 85 after SIGTERM (eviction): the worker checkpoints, and 85 is
 # the submit description's checkpoint_exit_code, so HTCondor restarts the job rather than
 # counting it as finished; 86 when the environment is missing or broken on this node (no /cvmfs,
 # no setup.sh, a tarball that does not unpack, an image without gridtrain).
 set -u
-name=${1:?usage: worker.sh NAME INDEX}
+name=${1:?usage: worker.sh NAME INDEX [-- COMMAND ARG...]}
 index=${2:-0}
+shift $(($# < 2 ? $# : 2))
+command=()
+if (($#)); then
+    [[ $1 == -- && -n ${2:-} ]] || { echo "usage: worker.sh NAME INDEX [-- COMMAND ARG...]" >&2; exit 2; }
+    shift
+    command=("$@")
+fi
 readonly EXIT_EVICTED=85 EXIT_NO_ENVIRONMENT=86
 
 echo "gridtrain job: worker $name (index $index) on $(hostname) as $(id -un) in $PWD"
@@ -103,9 +115,7 @@ setup_environment
 export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
 [[ -f ps.secret ]] && chmod 600 ps.secret
 
-if [[ -n ${GRIDTRAIN_JOB_COMMAND:-} ]]; then
-    read -r -a command <<<"$GRIDTRAIN_JOB_COMMAND"
-else
+if ((${#command[@]} == 0)); then
     command=("$python" -m gridtrain worker --spec worker.json --address "${GRIDTRAIN_PS_ADDRESS:?not set}"
         --secret-file ps.secret --name "$name")
     [[ -n ${GRIDTRAIN_THREADS:-} ]] && command+=(--threads "$GRIDTRAIN_THREADS")
