@@ -7,16 +7,18 @@ the accepted updates imply.
 from __future__ import annotations
 
 import os
+import random
 import socket
 import subprocess
 import sys
 import textwrap
 import threading
 import time
+import tracemalloc
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import psutil
 import pytest
 from ps_helpers import connected, like, run_threads, running_server, small_model
 
@@ -60,6 +62,35 @@ def closed_by_server(sock: socket.socket, within: float) -> bytes:
     raise AssertionError(f"server kept the connection open for {within} s")
 
 
+def reply_frames(reply: bytes) -> list[tuple[protocol.Header, dict[str, Any]]]:
+    """The frames a server sent before any handshake, decoded; fails on bytes that are not frames.
+
+    Before the handshake nothing is authenticated, so a frame is header, table, meta and data.
+    """
+    frames = []
+    while reply:
+        header = protocol.decode_header(reply[: protocol.HEADER_SIZE])
+        assert not header.authenticated, header
+        end = protocol.HEADER_SIZE + header.payload_length
+        assert len(reply) >= end, f"reply ends inside a {header.msg_type.name} frame"
+        start = protocol.HEADER_SIZE + header.table_length
+        frames.append((header, protocol.decode_meta(reply[start : start + header.meta_length])))
+        reply = reply[end:]
+    return frames
+
+
+def assert_dropped(ps: ParameterServer, expected: dict[str, int], within: float = 3.0) -> None:
+    """The server dropped connections for exactly these errors (``ParameterServer.dropped``).
+
+    A drop is counted before the server closes the connection, but after an ERROR it sends, so a
+    client that gave up on that ERROR may look before the count: wait for it, briefly.
+    """
+    deadline = time.monotonic() + within
+    while ps.dropped != expected and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert ps.dropped == expected
+
+
 def assert_still_serving(ps: ParameterServer, secret: bytes, version: int, offset: float) -> None:
     """A correct client is served, and the center is the initial one plus ``offset``."""
     with connected(ps, secret) as client:
@@ -69,23 +100,38 @@ def assert_still_serving(ps: ParameterServer, secret: bytes, version: int, offse
         np.testing.assert_allclose(got, initial + offset, rtol=1e-6)
 
 
+_JUNK = random.Random(20261121)  # seeded: the same garbage, and the same verdict, every run
+
+
 @pytest.mark.parametrize(
-    "garbage",
+    ("garbage", "reply_types", "error"),
     [
-        os.urandom(4096),
-        b"GET / HTTP/1.1\r\nHost: head-node\r\nUser-Agent: curl/8.0\r\nAccept: */*\r\n\r\n",
-        protocol.MAGIC + os.urandom(200),
-        b"\x00" * protocol.HEADER_SIZE,
+        (_JUNK.randbytes(4096), [], "ProtocolError"),
+        (
+            b"GET / HTTP/1.1\r\nHost: head-node\r\nUser-Agent: curl/8.0\r\nAccept: */*\r\n\r\n",
+            [],
+            "ProtocolError",
+        ),
+        # a gridtrain magic and a random version: told which version the server speaks, no more
+        (protocol.MAGIC + _JUNK.randbytes(200), [MessageType.ERROR], "ProtocolVersionError"),
+        (b"\x00" * protocol.HEADER_SIZE, [], "ProtocolError"),
     ],
     ids=["random", "http", "magic-then-junk", "zeros"],
 )
-def test_garbage_bytes_are_dropped(server: tuple[ParameterServer, bytes], garbage: bytes) -> None:
+def test_garbage_bytes_are_dropped_without_a_challenge(
+    server: tuple[ParameterServer, bytes],
+    garbage: bytes,
+    reply_types: list[MessageType],
+    error: str,
+) -> None:
     ps, secret = server
     sock = raw_connect(ps)
     sock.sendall(garbage)
-    reply = closed_by_server(sock, within=3.0)
-    assert b"CHALLENGE" not in reply
-    assert len(reply) < 400
+    frames = reply_frames(closed_by_server(sock, within=3.0))
+    assert [header.msg_type for header, _ in frames] == reply_types  # never a CHALLENGE
+    for _, meta in frames:
+        assert meta["code"] == "version"
+    assert_dropped(ps, {error: 1})
     assert_still_serving(ps, secret, 0, 0.0)
 
 
@@ -102,6 +148,7 @@ def test_wrong_secret_is_refused_without_learning_anything(
         with pytest.raises(AuthenticationError):
             PSClient(ps.address, auth.new_secret(), None).connect()
         assert good.pull()[0] == 1  # the existing worker never noticed
+    assert_dropped(ps, {"AuthenticationError": 2})
     assert_still_serving(ps, secret, 1, 1.0)
 
 
@@ -116,6 +163,7 @@ def test_wrong_signature_is_refused_naming_the_tensor(
     wrong_dtype = [w.astype(np.float64) for w in small_model()]
     with pytest.raises(SignatureMismatchError, match="tensor 0 is float64"):
         PSClient(ps.address, secret, wrong_dtype).connect()
+    assert_dropped(ps, {"SignatureMismatchError": 2})
     assert_still_serving(ps, secret, 0, 0.0)
 
 
@@ -127,10 +175,8 @@ def test_wrong_protocol_version_gets_an_error_naming_both(
     hello[4:6] = (7).to_bytes(2, "little")
     sock = raw_connect(ps)
     sock.sendall(hello)
-    reply = closed_by_server(sock, within=3.0)
-    header = protocol.decode_header(reply[: protocol.HEADER_SIZE])
+    [(header, meta)] = reply_frames(closed_by_server(sock, within=3.0))
     assert header.msg_type is MessageType.ERROR
-    meta = protocol.decode_meta(reply[protocol.HEADER_SIZE :])
     assert meta["code"] == "version"
     assert "version 7, this side speaks 1" in meta["message"]
     assert_still_serving(ps, secret, 0, 0.0)
@@ -139,12 +185,29 @@ def test_wrong_protocol_version_gets_an_error_naming_both(
 def test_a_header_announcing_100_gb_is_refused_before_allocation(
     server: tuple[ParameterServer, bytes],
 ) -> None:
+    # The server runs in this process: tracemalloc sees its allocations (bytearrays and numpy
+    # buffers alike, even ones the kernel would back lazily), and ps.dropped says why each
+    # connection ended: a refusal on the header, not a failed allocation (MemoryError) or a
+    # read that never finished.
     ps, secret = server
-    rss_before = psutil.Process().memory_info().rss
-    sock = raw_connect(ps)  # before the handshake
-    sock.sendall(protocol.encode_header(MessageType.HELLO, data_length=100 * 10**9))
-    closed_by_server(sock, within=3.0)
-    client = PSClient(ps.address, secret, small_model()).connect()  # after it
+    tracemalloc.start()
+    try:
+        sock = raw_connect(ps)  # before the handshake
+        sock.sendall(protocol.encode_header(MessageType.HELLO, data_length=100 * 10**9))
+        assert closed_by_server(sock, within=3.0) == b""  # not even a CHALLENGE
+        assert_dropped(ps, {"FrameTooLargeError": 1})
+        push_refused_after_the_handshake(ps, secret)
+        assert_dropped(ps, {"FrameTooLargeError": 2})
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * 2**20, f"{peak} bytes allocated while refusing"
+    assert_still_serving(ps, secret, 0, 0.0)
+
+
+def push_refused_after_the_handshake(ps: ParameterServer, secret: bytes) -> None:
+    """An authenticated PUSH header that announces 100 GB of tensor data, and nothing else."""
+    client = PSClient(ps.address, secret, small_model()).connect()
     try:
         table = client.signature.encode()  # type: ignore[union-attr]
         client.channel.sock.sendall(
@@ -157,11 +220,9 @@ def test_a_header_announcing_100_gb_is_refused_before_allocation(
                 tensor_count=4,
             )
         )
-        closed_by_server(client.channel.sock, within=3.0)
+        assert closed_by_server(client.channel.sock, within=3.0) == b""
     finally:
         client.close()
-    assert psutil.Process().memory_info().rss - rss_before < 100 * 2**20
-    assert_still_serving(ps, secret, 0, 0.0)
 
 
 def test_half_a_header_then_silence_is_dropped_while_others_are_served() -> None:
@@ -175,13 +236,17 @@ def test_half_a_header_then_silence_is_dropped_while_others_are_served() -> None
         started = time.monotonic()
         closed_by_server(stalled, within=3.0)
         assert time.monotonic() - started < 1.5
+        assert_dropped(ps, {"ReadTimeoutError": 1})
         assert_still_serving(ps, secret, 1, 1.0)
 
 
 def test_silent_connection_is_dropped_after_the_handshake_timeout() -> None:
     with running_server(handshake_timeout=0.3) as (ps, secret):
+        started = time.monotonic()
         sock = raw_connect(ps)
-        closed_by_server(sock, within=3.0)
+        assert closed_by_server(sock, within=3.0) == b""
+        assert time.monotonic() - started >= 0.3
+        assert_dropped(ps, {"ReadTimeoutError": 1})
         assert_still_serving(ps, secret, 0, 0.0)
 
 
@@ -212,6 +277,7 @@ def test_half_a_push_then_silence_does_not_stall_other_pushes() -> None:
             closed_by_server(staller.channel.sock, within=3.0)
         finally:
             staller.close()
+        assert_dropped(ps, {"ReadTimeoutError": 1})
         assert_still_serving(ps, secret, 5, 5.0)
 
 
@@ -290,9 +356,10 @@ def test_forged_push_after_the_handshake_is_rejected(server: tuple[ParameterServ
         forged = bytearray(update)
         forged[5] ^= 0x40  # a man in the middle changes one bit of the tensor data
         client.channel.sock.sendall(header + table + bytes(forged) + mac.tag())
-        closed_by_server(client.channel.sock, within=3.0)
+        assert closed_by_server(client.channel.sock, within=3.0) == b""  # no ACK, no ERROR
     finally:
         client.close()
+    assert_dropped(ps, {"AuthenticationError": 1})  # the tag did not match; nothing else did
     assert_still_serving(ps, secret, 0, 0.0)
 
 
@@ -302,6 +369,7 @@ def test_frames_before_the_handshake_are_refused(server: tuple[ParameterServer, 
     sock.sendall(protocol.encode_header(MessageType.PULL))
     reply = closed_by_server(sock, within=3.0)
     assert reply == b""  # not a single byte of the model
+    assert_dropped(ps, {"ProtocolError": 1})  # expected HELLO
     assert_still_serving(ps, secret, 0, 0.0)
 
 

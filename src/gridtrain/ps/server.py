@@ -18,6 +18,7 @@ import socket
 import ssl
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -123,6 +124,8 @@ class ParameterServer:
         self._sessions: dict[int, Channel] = {}
         self._threads: dict[int, threading.Thread] = {}
         self._next_connection = 0
+        # connections dropped for breaking the protocol or its deadlines, by the error's class
+        self._dropped: Counter[str] = Counter()
         self._service_threads: list[threading.Thread] = []
         self._checkpoint_due = threading.Event()
         self._checkpoint_lock = threading.Lock()
@@ -140,6 +143,7 @@ class ParameterServer:
             status=self.status,
             leases=leases,
             snapshots=snapshots,
+            on_drop=self._record_drop,
         )
 
     # -- life cycle ----------------------------------------------------------------------------
@@ -209,6 +213,19 @@ class ParameterServer:
     def connection_count(self) -> int:
         with self._lock:
             return len(self._sessions)
+
+    @property
+    def dropped(self) -> dict[str, int]:
+        """Connections dropped so far, by the error that ended them (``{"ReadTimeoutError": 2}``).
+
+        Counted before the connection is closed; busy refusals and clean goodbyes are not drops.
+        """
+        with self._lock:
+            return dict(self._dropped)
+
+    def _record_drop(self, error: BaseException) -> None:
+        with self._lock:
+            self._dropped[type(error).__name__] += 1
 
     def checkpoint(self) -> None:
         """Write a checkpoint now (no-op without a checkpoint path)."""
@@ -313,6 +330,7 @@ class ParameterServer:
         snapshot["algorithm"] = self.store.config.to_dict()
         snapshot["checkpointed_version"] = self._checkpointed_version
         snapshot["connections"] = self.connection_count
+        snapshot["dropped"] = self.dropped
         snapshot["address"] = "{}:{}".format(*self._address) if self._address else ""
         if self.leases is not None:
             snapshot["leases"] = self.leases.progress()
@@ -330,6 +348,7 @@ class ParameterServer:
         except (ProtocolError, OSError) as err:  # TLS handshake failures
             if not self._stopping.is_set():
                 log.warning("connection %s: %s", address, err)
+                self._record_drop(err)
         finally:
             channel.close()
             with self._lock:

@@ -126,6 +126,9 @@ class ServingContext:
     status: Callable[[], dict[str, Any]]
     leases: LeaseBook | None = None
     snapshots: EpochSnapshots | None = None
+    # Called with the error that made the server drop a connection (a protocol violation, a
+    # timeout, a failed authentication), before the connection is closed.
+    on_drop: Callable[[ProtocolError | OSError | ValueError], None] | None = None
 
 
 class Conversation:
@@ -184,6 +187,8 @@ class Conversation:
             reason = f"dropped: {err}"
             if not stopping.is_set():
                 log.warning("connection %s (%s): %s", session.address, session.name or "?", err)
+                if self._context.on_drop is not None:
+                    self._context.on_drop(err)
         finally:
             channel.close()
             if self._leases is not None:
