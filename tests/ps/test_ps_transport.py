@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gridtrain.errors import ConfigError
 from gridtrain.ps import auth, protocol
@@ -95,7 +97,8 @@ def test_tensors_arrive_bit_exact(authenticated: bool) -> None:
         assert b.bytes_received == a.bytes_sent
 
 
-def test_a_flipped_bit_anywhere_fails_authentication() -> None:
+def _one_push_frame() -> tuple[Signature, bytes]:
+    """A signed PUSH (header, table, data, tag) as the first frame of a session."""
     model = [np.arange(100, dtype=np.float32)]
     signature = Signature.of(model)
     key = auth.session_key(b"s" * 32, b"c" * 32, b"n" * 32)
@@ -103,24 +106,64 @@ def test_a_flipped_bit_anywhere_fails_authentication() -> None:
     header = protocol.encode_header(
         MessageType.PUSH,
         flags=protocol.FLAG_AUTHENTICATED,
+        base_version=3,
         table_length=len(signature.encode()),
-        data_length=400,
+        data_length=signature.nbytes,
         tensor_count=1,
     )
     frame = header + signature.encode() + model[0].tobytes()
     mac.update(frame)
-    tag = mac.tag()
-    for position in (24, len(frame) - 1):  # base version in the header, the last tensor byte
-        forged = bytearray(frame + tag)
-        forged[position] ^= 0x01
-        with channel_pair() as (a, b):
-            keyed(a, b)
-            a.sock.sendall(forged)
-            received = b.recv_header(session_limits(signature), 5.0)
-            b.recv_sections(received)
-            b.recv_tensors(received, tensor_views(signature.allocate()))
-            with pytest.raises(AuthenticationError, match="forged, corrupted or replayed"):
-                b.finish(received)
+    return signature, frame + mac.tag()
+
+
+PUSH_SIGNATURE, PUSH_FRAME = _one_push_frame()
+# Header fields that no structural check looks at: only the tag can catch a change to them.
+_MAC_ONLY = {*range(12, 16), *range(24, 32), *range(40, 44)}  # worker id, base version, count
+
+
+def receive_push(frame: bytes) -> list[np.ndarray]:
+    """Receive ``frame`` as a server would: checked header, sections, tensors, tag."""
+    with channel_pair() as (a, b):
+        keyed(a, b)
+        a.sock.sendall(frame)
+        a.sock.shutdown(socket.SHUT_WR)  # a frame that announces more ends at once, no timeout
+        header = b.recv_header(session_limits(PUSH_SIGNATURE), 5.0)
+        b.recv_sections(header)
+        out = PUSH_SIGNATURE.allocate()
+        if header.data_length == PUSH_SIGNATURE.nbytes:
+            b.recv_tensors(header, tensor_views(out))
+        else:
+            b.discard_tensors(header)
+        b.finish(header)
+        return out
+
+
+def test_the_unflipped_frame_is_accepted() -> None:
+    """The control for the property below: the same receiving code accepts the honest frame."""
+    [tensor] = receive_push(PUSH_FRAME)
+    np.testing.assert_array_equal(tensor, np.arange(100, dtype=np.float32))
+
+
+@settings(max_examples=200, deadline=None)
+@given(position=st.integers(0, len(PUSH_FRAME) - 1), bit=st.integers(0, 7))
+def test_a_flipped_bit_anywhere_is_refused(position: int, bit: int) -> None:
+    """Header, table, data or tag: one flipped bit and the frame is refused, never used.
+
+    Past the header, and in header fields nothing else checks, the tag is what refuses it;
+    elsewhere in the header a structural check (magic, version, flags, lengths, sequence) may
+    refuse it first.
+    """
+    forged = bytearray(PUSH_FRAME)
+    forged[position] ^= 1 << bit
+    expected = (
+        AuthenticationError
+        if position >= protocol.HEADER_SIZE or position in _MAC_ONLY
+        else ProtocolError
+    )
+    with pytest.raises(expected) as refused:
+        receive_push(bytes(forged))
+    if expected is AuthenticationError:
+        assert "forged, corrupted or replayed" in str(refused.value)
 
 
 def test_replayed_frame_is_refused() -> None:
