@@ -53,12 +53,11 @@ def test_hzz_flat_and_jagged_equal_uproot(hzz_converted):
     tree = uproot.open(skhep_testdata.data_path("uproot-HZZ.root"))["events"]
     assert len(hzz_converted["label"]) == tree.num_entries == 2421
     np.testing.assert_array_equal(hzz_converted["event_id"][:, 1], np.arange(2421))
-    flat = tree.arrays(
-        ["MET_px", "NPrimaryVertices", "triggerIsoMu24", "EventWeight"], library="np"
-    )
-    np.testing.assert_array_equal(hzz_converted["features"][:, 0], flat["MET_px"])
-    np.testing.assert_array_equal(hzz_converted["features"][:, 2], flat["NPrimaryVertices"])
-    np.testing.assert_array_equal(hzz_converted["features"][:, 3], flat["triggerIsoMu24"])
+    features = ["MET_px", "MET_py", "NPrimaryVertices", "triggerIsoMu24"]
+    flat = tree.arrays([*features, "EventWeight"], library="np")
+    for column, name in enumerate(features):
+        expected = flat[name].astype(np.float32)
+        np.testing.assert_array_equal(hzz_converted["features"][:, column], expected, err_msg=name)
     np.testing.assert_array_equal(hzz_converted["weight"], flat["EventWeight"])
     muons = tree.arrays(MUONS)
     for channel, name in enumerate(MUONS):
@@ -92,24 +91,54 @@ def test_nested_directories_and_fixed_size_arrays(tmp_path):
     assert manifest.features[3:] == [f"ArrayFloat32[{i}]" for i in range(10)]
     data = all_events(tmp_path, manifest)
     tree = uproot.open(path)["one/two/tree"]
-    np.testing.assert_array_equal(data["features"][:, 0], tree["Int32"].array(library="np"))
+    for column, name in enumerate(["Int32", "UInt64", "Float64"]):
+        expected = tree[name].array(library="np").astype(np.float32)
+        np.testing.assert_array_equal(data["features"][:, column], expected, err_msg=name)
     np.testing.assert_array_equal(data["features"][:, 3:], tree["ArrayFloat32"].array(library="np"))
 
 
 def test_zmumu_with_its_own_event_ids(tmp_path):
     path = skhep_testdata.data_path("uproot-Zmumu.root")
+    features = ["pt1", "eta1", "pt2", "eta2", "M"]
     config = DatasetConfig.from_dict(
         {
             "tree": "events",
             "samples": [{"name": "z", "files": [path, path], "label": 1}],  # a file twice
-            "features": ["pt1", "eta1", "pt2", "eta2", "M"],
+            "features": features,
             "event_id": ["Run", "Event"],
             "selection": "M > 60 && M < 120",
             "outdir": str(tmp_path),
         }
     )
     manifest = convert(config)
-    mass = uproot.open(path)["events"]["M"].array(library="np")
-    passing = int(((mass > 60) & (mass < 120)).sum())
-    assert [s.selected for s in manifest.sources] == [passing, passing]
-    assert manifest.events("train") + manifest.events("validation") == 2 * passing
+    assert manifest.event_id == ["Run", "Event"]
+    read = uproot.open(path)["events"].arrays(["Run", "Event", *features], library="np")
+    passing = (read["M"] > 60) & (read["M"] < 120)
+    assert [s.selected for s in manifest.sources] == [int(passing.sum())] * 2
+
+    # every selected entry, from each of the two files: its (Run, Event) from uproot and the
+    # features of that same entry
+    def rows(ids: np.ndarray, values: np.ndarray) -> list[tuple]:
+        return sorted(zip(*(c.tolist() for c in (*ids.T, *values.T)), strict=True))
+
+    expected = rows(
+        np.column_stack([read["Run"][passing], read["Event"][passing]]).astype(np.uint64),
+        np.column_stack([read[f][passing] for f in features]).astype(np.float32),
+    )
+    splits = {}
+    for split in ("train", "validation"):
+        parts = []
+        for entry in manifest.shards[split]:
+            with ShardReader(tmp_path / entry.path, ["event_id", "features"]) as reader:
+                parts.append(reader.read())
+        splits[split] = {k: np.concatenate([p[k] for p in parts]) for k in ("event_id", "features")}
+    got = rows(
+        np.concatenate([data["event_id"] for data in splits.values()]),
+        np.concatenate([data["features"] for data in splits.values()]),
+    )
+    assert got == sorted(expected + expected)
+    # the ids decide the split: an event never lands on both sides, not even from two files
+    train, validation = ({tuple(r) for r in d["event_id"].tolist()} for d in splits.values())
+    assert train
+    assert validation
+    assert not train & validation
