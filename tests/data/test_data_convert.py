@@ -145,13 +145,19 @@ def test_split_is_decided_by_event_id_whatever_the_step_and_shard_size(toy_dir, 
 
 
 def test_rerun_gives_identical_files_and_removes_stale_shards(converted, toy_dir, tmp_path):
-    _out, manifest = converted
+    out, manifest = converted
     again = convert(toy_config(toy_dir, tmp_path))
-    assert again.shards == manifest.shards  # same names, sizes and adler32: byte-identical
+    assert again.shards == manifest.shards
+    entries = [entry for split in again.shards.values() for entry in split]
+    assert entries
+    for entry in entries:  # the files themselves, byte for byte
+        assert (tmp_path / entry.path).read_bytes() == (out / entry.path).read_bytes(), entry.path
     convert(toy_config(toy_dir, tmp_path, shard_events=6000))
     names = sorted(p.name for p in tmp_path.iterdir())
     fewer = load_manifest(tmp_path)
     assert names == sorted(["manifest.json"] + [e.path for v in fewer.shards.values() for e in v])
+    stale = {entry.path for entry in entries} - set(names)
+    assert stale  # there were shards to remove, and they are gone
 
 
 def test_chunks_hold_a_batch_and_never_exceed_one_mebibyte(converted):
