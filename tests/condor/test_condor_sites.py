@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from gridtrain.condor.proxy import check_proxy, proxy_expires
 from gridtrain.condor.render import CondorProfile, load_profile, render_submit_description
 from gridtrain.errors import CondorError, ConfigError
 from tests.condor.test_condor_render import example_jobs
+from tests.conftest import in_ci
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 
@@ -29,13 +31,17 @@ def requirements(profile: CondorProfile) -> str:
 @pytest.mark.parametrize(
     ("machine", "matches"),
     [
-        ({}, True),  # a recent pool: nested GPU ads, require_gpus does the matching
+        # a recent pool has no CUDA* slot attributes: the fallback clauses step aside, and
+        # require_gpus does the matching (test_gpu_request_matches_gpu_ads_on_new_pools)
+        ({}, True),
         ({"CUDACapability": 8.0, "CUDAGlobalMemoryMb": 40000}, True),  # an old pool, an A100
         ({"CUDACapability": 6.1, "CUDAGlobalMemoryMb": 11000}, False),  # old pool, GTX 1080 Ti
         ({"CUDACapability": 7.5, "CUDAGlobalMemoryMb": 8000}, False),  # capable, too small
     ],
 )
-def test_gpu_requirements_match_on_old_and_new_pools(machine: dict, matches: bool) -> None:
+def test_gpu_fallback_clauses_match_old_pools_and_step_aside_on_new_ones(
+    machine: dict, matches: bool
+) -> None:
     import classad2
 
     profile = load_profile("cms-connect")
@@ -44,6 +50,96 @@ def test_gpu_requirements_match_on_old_and_new_pools(machine: dict, matches: boo
     site = {"HAS_SINGULARITY": True, "HAS_CVMFS_cms_cern_ch": True, "HAS_CVMFS_sft_cern_ch": True}
     slot = classad2.ClassAd({**site, **machine})
     assert expression.eval(scope=job, target=slot) is matches
+
+
+def submitted_job_ad(profile: CondorProfile, run_dir: Path):  # -> classad2.ClassAd
+    """The job ad condor_submit makes of the rendered description, as a ``classad2.ClassAd``.
+
+    That is where a recent pool's GPU matching comes from: condor_submit turns
+    ``gpus_minimum_capability``/``_memory`` into the job's ``RequireGPUs`` and adds
+    ``countMatches(MY.RequireGPUs, TARGET.AvailableGPUs) >= RequestGPUs`` to its requirements.
+    htcondor2 cannot expand a description without a schedd (``Submit.jobs`` is not implemented);
+    the version-1 bindings of the same wheel can.
+    """
+    import classad2
+
+    with warnings.catch_warnings():  # no condor_config here: fine for expanding a description
+        warnings.filterwarnings("ignore", message=".*condor_config.*", category=UserWarning)
+        try:
+            import htcondor
+        except ImportError as err:
+            reason = f"the htcondor version-1 bindings expand submit descriptions: {err}"
+            if in_ci():
+                pytest.fail(f"CI must test GPU matching on new pools, but {reason}")
+            pytest.skip(reason)
+    run_dir.mkdir(parents=True, exist_ok=True)  # initialdir, which condor_submit checks
+    jobs = dataclasses.replace(example_jobs(1), run_dir=run_dir)
+    # condor_submit reads the proxy file when it makes the ad; the GPU request does not use it
+    text = render_submit_description(dataclasses.replace(profile, x509_proxy=False), jobs)
+    [ad] = list(htcondor.Submit(text).jobs(count=1))
+    return classad2.parseOne(str(ad))
+
+
+def new_pool_slot(*gpus: tuple[float, int]):  # -> classad2.ClassAd
+    """A slot as an HTCondor >= 9 startd advertises it: one nested ad per GPU, listed in
+    ``AvailableGPUs``, properties all GPUs share also as ``GPUs_<property>``; no CUDA* names."""
+    import classad2
+
+    slot = classad2.ClassAd(
+        {
+            "HAS_SINGULARITY": True,
+            "HAS_CVMFS_cms_cern_ch": True,
+            "HAS_CVMFS_sft_cern_ch": True,
+            "GLIDEIN_CMSSite": "T2_US_UCSD",
+            "Arch": "X86_64",
+            "OpSys": "LINUX",
+            "Cpus": 8,
+            "Memory": 64000,  # MB
+            "Disk": 200_000_000,  # KiB
+            "HasFileTransfer": True,
+            "HasSelfCheckpointTransfers": True,
+            "GPUs": len(gpus),
+        }
+    )
+    names = []
+    for index, (capability, memory) in enumerate(gpus):
+        name = f"GPUs_GPU_{index:08x}"
+        slot[name] = classad2.ClassAd(
+            {"Id": f"GPU-{index:08x}", "Capability": capability, "GlobalMemoryMb": memory}
+        )
+        names.append(name)
+    slot["AvailableGPUs"] = classad2.ExprTree("{ " + ", ".join(names) + " }")
+    if len(set(gpus)) == 1:
+        slot["GPUs_Capability"], slot["GPUs_GlobalMemoryMb"] = gpus[0]
+    return slot
+
+
+@pytest.mark.parametrize(
+    ("gpus", "qualifying"),
+    [
+        ([(8.0, 40960)], 1),  # an A100: above both minimums
+        ([(7.5, 15360)], 1),  # a T4: capability exactly the minimum, memory above it
+        ([(6.1, 11264)], 0),  # a GTX 1080 Ti: fails both
+        ([(8.6, 10240)], 0),  # capable enough, too little memory
+        ([(6.1, 40960)], 0),  # memory enough, not capable enough
+        ([(6.1, 11264), (8.6, 24576)], 1),  # two GPUs, one that qualifies: enough for one
+    ],
+)
+def test_gpu_request_matches_gpu_ads_on_new_pools(
+    tmp_path: Path, gpus: list[tuple[float, int]], qualifying: int
+) -> None:
+    import classad2
+
+    profile = load_profile("cms-connect")  # request_gpus 1, capability >= 7.5, memory >= 15000
+    job = submitted_job_ad(profile, tmp_path / "run")
+    assert job["RequestGPUs"] == profile.request_gpus == 1
+    assert job["GPUsMinCapability"] == profile.gpus_minimum_capability == 7.5
+    assert job["GPUsMinMemory"] == profile.gpus_minimum_memory == 15000
+    slot = new_pool_slot(*gpus)
+    assert "CUDACapability" not in slot  # so only require_gpus can turn a GPU down
+    count = classad2.ExprTree("countMatches(MY.RequireGPUs, TARGET.AvailableGPUs)")
+    assert count.eval(scope=job, target=slot) == qualifying
+    assert job.lookup("Requirements").eval(scope=job, target=slot) is (qualifying >= 1)
 
 
 def test_a_profile_requirement_the_slot_lacks_does_not_match() -> None:
