@@ -50,7 +50,7 @@ lint: $(STAMP)
 
 # The documentation site; --strict turns a broken link or a page missing from the nav into an error.
 docs: $(STAMP)
-	$(BIN)/mkdocs build --strict --quiet --site-dir .docs-site
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir .docs-site
 
 test: lint docs system-deps
 	$(BIN)/python -m pytest

@@ -48,8 +48,9 @@ from cryptography.hazmat.primitives.poly1305 import Poly1305
 from gridtrain.ps import auth
 from gridtrain.ps.center import CenterStore
 from gridtrain.ps.client import PSClient
+from gridtrain.ps.config import ServerConfig
 from gridtrain.ps.rules import AlgorithmConfig
-from gridtrain.ps.server import ParameterServer, ServerConfig
+from gridtrain.ps.server import ParameterServer
 from gridtrain.ps.transport import CHUNK
 
 CTX = mp.get_context("fork")  # the parent holds no threads when it forks

@@ -33,12 +33,8 @@ sys.path.insert(0, str(REPO / "tests" / "pool"))
 
 from pool_helpers import Pool, pool_unavailable  # noqa: E402
 
-from gridtrain.condor.render import (  # noqa: E402
-    CondorProfile,
-    WorkerJobs,
-    load_profile,
-    render_submit_description,
-)
+from gridtrain.condor.render import WorkerJobs, render_submit_description  # noqa: E402
+from gridtrain.condor.site import SiteProfile, load_profile  # noqa: E402
 from gridtrain.condor.submit import (  # noqa: E402
     htcondor,
     keep_none_alive,
@@ -73,7 +69,7 @@ def remove_run(run_name: str) -> None:
         time.sleep(0.5)
 
 
-def submit_one_cluster(run_dir: Path, profile: CondorProfile, count: int) -> float:
+def submit_one_cluster(run_dir: Path, profile: SiteProfile, count: int) -> float:
     started = time.perf_counter()
     jobs = worker_jobs(run_dir, count)
     description = render_submit_description(profile, jobs)
@@ -89,7 +85,7 @@ def submit_one_cluster(run_dir: Path, profile: CondorProfile, count: int) -> flo
     return elapsed
 
 
-def submit_per_job(run_dir: Path, profile: CondorProfile, count: int) -> float:
+def submit_per_job(run_dir: Path, profile: SiteProfile, count: int) -> float:
     started = time.perf_counter()
     cluster_ids = set()
     for index in range(count):
@@ -103,7 +99,7 @@ def submit_per_job(run_dir: Path, profile: CondorProfile, count: int) -> float:
     return elapsed
 
 
-def submit_per_job_command(pool: Pool, profile: CondorProfile, count: int) -> float:
+def submit_per_job_command(pool: Pool, profile: SiteProfile, count: int) -> float:
     """Seconds per job when each job is one ``condor_submit`` process (dask-jobqueue's way)."""
     run_dir = pool.run_dir("bench-command")
     command = pool.command("condor_submit", user=pool.user)  # as the job user, in the pool

@@ -63,7 +63,7 @@ def plain_child(dataset: dict[str, Any], train: dict[str, Any]) -> None:
     from gridtrain.data.manifest import load_manifest
     from gridtrain.evaluation import weighted_auc
     from gridtrain.models import InputSpec, arrange_inputs, build_model, model_input_names
-    from gridtrain.train.data import InputBuilder
+    from gridtrain.train.inputs import InputBuilder
     from gridtrain.train.settings import select_inputs
 
     keras.utils.set_random_seed(train["seed"])  # seeded like gridtrain: repeats differ in time only

@@ -24,9 +24,10 @@ import yaml
 import gridtrain
 from gridtrain.condor.environment import JobEnvironment, build_wheel
 from gridtrain.condor.pack import INFO_MEMBER, pack_env, read_info, stale_reason
-from gridtrain.condor.render import WRAPPER, WorkerJobs, load_profile, render_submit_description
+from gridtrain.condor.render import WRAPPER, WorkerJobs, render_submit_description
+from gridtrain.condor.site import load_profile
 from gridtrain.condor.submit import htcondor
-from gridtrain.condor.workers import ship_environment
+from gridtrain.condor.worker_jobs import ship_environment
 from gridtrain.errors import ConfigError
 
 EXIT_NO_ENVIRONMENT = 86

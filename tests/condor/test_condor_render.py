@@ -12,13 +12,8 @@ from pathlib import Path
 import pytest
 
 from gridtrain.cli import main
-from gridtrain.condor.render import (
-    WorkerJobs,
-    builtin_profiles,
-    job_items,
-    load_profile,
-    render_submit_description,
-)
+from gridtrain.condor.render import WorkerJobs, job_items, render_submit_description
+from gridtrain.condor.site import builtin_profiles, load_profile
 from gridtrain.condor.submit import htcondor
 from gridtrain.errors import ConfigError
 

@@ -14,7 +14,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from gridtrain.condor.proxy import check_proxy, proxy_expires
-from gridtrain.condor.render import CondorProfile, load_profile, render_submit_description
+from gridtrain.condor.render import render_submit_description
+from gridtrain.condor.site import SiteProfile, load_profile
 from gridtrain.errors import CondorError, ConfigError
 from tests.condor.test_condor_render import example_jobs
 from tests.conftest import in_ci
@@ -22,7 +23,7 @@ from tests.conftest import in_ci
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 
 
-def requirements(profile: CondorProfile) -> str:
+def requirements(profile: SiteProfile) -> str:
     text = render_submit_description(profile, example_jobs(1))
     [line] = [line for line in text.splitlines() if line.startswith("requirements ")]
     return line.split("=", 1)[1].strip()
@@ -52,7 +53,7 @@ def test_gpu_fallback_clauses_match_old_pools_and_step_aside_on_new_ones(
     assert expression.eval(scope=job, target=slot) is matches
 
 
-def submitted_job_ad(profile: CondorProfile, run_dir: Path):  # -> classad2.ClassAd
+def submitted_job_ad(profile: SiteProfile, run_dir: Path):  # -> classad2.ClassAd
     """The job ad condor_submit makes of the rendered description, as a ``classad2.ClassAd``.
 
     That is where a recent pool's GPU matching comes from: condor_submit turns

@@ -106,7 +106,8 @@ def test_the_environment_cannot_change_what_runs_only_the_arguments_can(tmp_path
 
 
 def test_a_job_command_goes_into_the_arguments_never_the_environment() -> None:
-    from gridtrain.condor.render import WorkerJobs, load_profile, render_submit_description
+    from gridtrain.condor.render import WorkerJobs, render_submit_description
+    from gridtrain.condor.site import load_profile
     from gridtrain.errors import ConfigError
 
     run = Path("/data/runs/r")

@@ -16,14 +16,16 @@ from pool_helpers import Pool
 from gridtrain import __version__
 from gridtrain.cli import main
 from gridtrain.condor.monitor import ClusterMonitor, JobState, JobStatus, cluster_jobs
-from gridtrain.condor.render import WorkerJobs, load_profile, render_submit_description
+from gridtrain.condor.record import JobsRecord
+from gridtrain.condor.render import WorkerJobs, render_submit_description
+from gridtrain.condor.site import load_profile
 from gridtrain.condor.submit import (
     Cluster,
-    load_clusters,
     query_jobs,
     remove_cluster,
     submit_cluster,
 )
+from gridtrain.rundir import RunDir
 
 pytestmark = pytest.mark.htcondor
 
@@ -160,7 +162,7 @@ def test_gridtrain_submit_records_the_cluster_in_the_run_directory(
     run_dir = pool.run_dir("cli")
     (run_dir / "ps.address").write_text("127.0.0.1:9600\n")
     assert main(["submit", str(run_dir), "--workers", "2", "--hold"]) == 0
-    [cluster] = load_clusters(run_dir / "condor")
+    [cluster] = JobsRecord.load(RunDir(run_dir).condor_jobs).clusters
     try:
         assert f"as cluster {cluster.cluster_id} on hold" in capsys.readouterr().out
         assert cluster.count == 2

@@ -21,9 +21,11 @@ import pytest
 import yaml
 from pool_helpers import Pool
 
-from gridtrain.condor.executor import CondorExecutor
-from gridtrain.condor.render import load_profile
+from gridtrain.condor.record import JobsRecord, WorkerRecord
+from gridtrain.condor.site import load_profile
 from gridtrain.condor.submit import query_jobs
+from gridtrain.rundir import RunDir
+from gridtrain.train.condor_executor import CondorExecutor
 from gridtrain.train.executor import Launch
 from tests.conftest import toy_section
 from tests.train.train_helpers import lost_lease_updates
@@ -221,8 +223,10 @@ def test_failing_and_badly_held_jobs_are_resubmitted(pool: Pool) -> None:
     failing.restart(slot)
     assert slot.job != first_job
     assert slot.restarts == 1
-    records = json.loads((run_dir / "condor" / "workers.json").read_text())
-    assert records == [{"index": 0, "name": "rs-w0", "job": slot.job, "restarts": 1}]
+    cluster = slot.job.split(".")[0]
+    record = JobsRecord.load(RunDir(run_dir).condor_jobs)
+    assert record.workers == [WorkerRecord(0, "rs-w0", slot.job, restarts=1)]
+    assert [c.cluster_id for c in record.clusters] == [int(first_job.split(".")[0]), int(cluster)]
     [again] = wait_ended(failing)
     assert again is slot
     assert slot.returncode == 1
@@ -268,8 +272,8 @@ def test_a_site_where_jobs_fail_is_excluded_from_the_runs_jobs(pool: Pool) -> No
     try:
         [slot] = wait_ended(executor)
         [machine] = executor.excluded_sites
-        sites = json.loads((run_dir / "condor" / "sites.json").read_text())
-        assert sites == {"failures": {machine: 1}, "excluded": [machine]}
+        record = JobsRecord.load(RunDir(run_dir).condor_jobs)
+        assert (record.site_failures, record.excluded_sites) == ({machine: 1}, [machine])
         assert "sites excluded: " + machine in executor.summary()
         executor.restart(slot)
         cluster, proc = slot.job.split(".")

@@ -18,7 +18,7 @@ import pytest
 import yaml
 from pool_helpers import Pool
 
-from gridtrain.condor.render import builtin_profiles
+from gridtrain.condor.site import builtin_profiles
 from tests.conftest import toy_section
 
 pytestmark = [pytest.mark.htcondor, pytest.mark.slow]

@@ -19,7 +19,8 @@ import pytest
 import yaml
 from pool_helpers import Pool
 
-from gridtrain.condor.submit import load_clusters
+from gridtrain.condor.record import JobsRecord
+from gridtrain.rundir import RunDir
 
 pytestmark = [pytest.mark.htcondor, pytest.mark.xrootd, pytest.mark.slow]
 
@@ -61,7 +62,7 @@ def test_snakemake_with_the_condor_profile_trains_on_pool_jobs_from_xrootd(
     assert spec["settings"]["executor"] == "condor"  # from the profile's config
     assert all(url.startswith(xrootd_server.url(area)) for url in spec["locations"].values())
 
-    [cluster] = load_clusters(run_dir / "condor")  # one cluster, both workers
+    [cluster] = JobsRecord.load(RunDir(run_dir).condor_jobs).clusters  # one cluster, both workers
     assert cluster.count == 2
     for index in range(2):
         out = (run_dir / "condor" / f"{run_dir.name}-w{index}.out").read_text()

@@ -12,8 +12,9 @@ import numpy as np
 from gridtrain.ps import auth
 from gridtrain.ps.center import CenterStore
 from gridtrain.ps.client import PSClient
+from gridtrain.ps.config import ServerConfig
 from gridtrain.ps.rules import AlgorithmConfig
-from gridtrain.ps.server import ParameterServer, ServerConfig
+from gridtrain.ps.server import ParameterServer
 
 
 def small_model(seed: int = 0) -> list[np.ndarray]:

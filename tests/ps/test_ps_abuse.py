@@ -22,14 +22,14 @@ import numpy as np
 import pytest
 from ps_helpers import connected, like, run_threads, running_server, small_model
 
-from gridtrain.ps import auth, protocol
-from gridtrain.ps.client import PSClient
-from gridtrain.ps.errors import (
+from gridtrain.errors import (
     AuthenticationError,
     ServerBusyError,
     SignatureMismatchError,
     StaleUpdateError,
 )
+from gridtrain.ps import auth, protocol
+from gridtrain.ps.client import PSClient
 from gridtrain.ps.protocol import MessageType
 from gridtrain.ps.rules import AlgorithmConfig
 from gridtrain.ps.server import ParameterServer

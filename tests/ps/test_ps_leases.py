@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 from ps_helpers import connected, running_server, small_model
 
+from gridtrain.errors import RemoteError
 from gridtrain.ps import auth
 from gridtrain.ps.center import CenterStore
 from gridtrain.ps.cli import format_status
-from gridtrain.ps.errors import RemoteError
+from gridtrain.ps.config import ServerConfig
 from gridtrain.ps.leases import EpochSnapshots, LeaseBook, LeasePlan, LeaseState
 from gridtrain.ps.rules import AlgorithmConfig
-from gridtrain.ps.server import ParameterServer, ServerConfig
+from gridtrain.ps.server import ParameterServer
 
 SHARDS = [f"train-{i:05d}.h5" for i in range(4)]
 

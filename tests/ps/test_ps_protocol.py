@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gridtrain.errors import FrameTooLargeError, ProtocolError, ProtocolVersionError
 from gridtrain.ps import protocol
-from gridtrain.ps.errors import FrameTooLargeError, ProtocolError, ProtocolVersionError
 from gridtrain.ps.protocol import (
     HEADER_SIZE,
     MessageType,

@@ -18,12 +18,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from ps_helpers import connected, like, run_threads, running_server, small_model
 
-from gridtrain.errors import ConfigError
+from gridtrain.errors import CheckpointError, ConfigError, StaleUpdateError
 from gridtrain.ps.checkpoint import read_checkpoint, read_initial_weights, write_checkpoint
 from gridtrain.ps.client import PSClient, parse_address
-from gridtrain.ps.errors import CheckpointError, StaleUpdateError
+from gridtrain.ps.config import ServerConfig
 from gridtrain.ps.rules import AlgorithmConfig
-from gridtrain.ps.server import ParameterServer, ServerConfig, bind_first_free
+from gridtrain.ps.server import ParameterServer, bind_first_free
 
 
 def test_pull_push_and_push_pull(server: tuple[ParameterServer, bytes]) -> None:

@@ -14,7 +14,8 @@ import pytest
 from train_helpers import gridtrain, read_jsonl, write_config
 
 from gridtrain.errors import CondorError
-from gridtrain.train.executor import LocalExecutor, Slot
+from gridtrain.train.executor import Slot
+from gridtrain.train.local_executor import LocalExecutor
 
 pytestmark = pytest.mark.slow
 
@@ -93,12 +94,12 @@ class ExecutorThatLosesItsBatchSystem(LocalExecutor):
 
 def test_an_error_in_the_driver_leaves_a_resumable_run(tmp_path, toy_dir, toy_dataset):
     from gridtrain.config import load_config
-    from gridtrain.train.driver import Run, prepare, resumable
+    from gridtrain.train.driver import TrainingRun, prepare, resumable
 
     config = write_config(tmp_path / "config.yaml", toy_dir, toy_dataset)
     files = prepare(load_config(config), tmp_path / "run", 1)
     with pytest.raises(CondorError, match="the schedd went away"):
-        Run(files, ExecutorThatLosesItsBatchSystem(), plots=False).execute()
+        TrainingRun(files, ExecutorThatLosesItsBatchSystem(), plots=False).execute()
     state = json.loads(files.state.read_text())
     assert state["leases"]["stopped"] == "interrupted: driver error: the schedd went away"
     assert resumable(files.path)  # not mistaken for a finished run

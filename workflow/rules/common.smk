@@ -1,5 +1,7 @@
 from snakemake.utils import min_version, validate
 
+from gridtrain.paths import is_url
+
 min_version("8.0")
 
 
@@ -25,7 +27,7 @@ def dataset_inputs():
         path
         for sample in config["dataset"]["samples"]
         for path in sample["files"]
-        if "://" not in path
+        if not is_url(path)
     ]
 
 
@@ -47,7 +49,7 @@ def group_inputs(wildcards):
     from gridtrain.data.groups import plan_group
 
     group = plan_group(dataset_config(), int(wildcards.group))
-    return [path for path in group.paths if "://" not in path]
+    return [path for path in group.paths if not is_url(path)]
 
 
 REPORT_PLOTS = ["training_vs_time", "training_vs_updates", "roc", "staleness", "throughput"]

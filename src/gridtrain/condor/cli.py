@@ -10,10 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from gridtrain.errors import ConfigError
+from gridtrain.rundir import RunDir
 
-ADDRESS_FILE = "ps.address"
-SECRET_FILE = "ps.secret"
-SPEC_FILE = "worker.json"
 _PLACEHOLDER_ADDRESS = "PS_HOST:PORT"
 
 
@@ -30,7 +28,7 @@ def register(subparsers: Any) -> None:
     submit.add_argument(
         "--profile", default="local-pool", help="profiles/NAME/condor.yaml (default: local-pool)"
     )
-    submit.add_argument("--address", help=f"PS HOST:PORT (default: RUN_DIR/{ADDRESS_FILE})")
+    submit.add_argument("--address", help="PS HOST:PORT (default: RUN_DIR/ps.address)")
     submit.add_argument("--dry-run", action="store_true", help="print, do not submit")
     submit.add_argument("--hold", action="store_true", help="submit the jobs on hold")
     submit.set_defaults(func=_submit)
@@ -41,19 +39,20 @@ def _submit(args: argparse.Namespace) -> int:
         WorkerJobs,
         current_venv,
         job_items,
-        load_profile,
         render_submit_description,
     )
-    from gridtrain.condor.workers import ship_environment, submit_workers
+    from gridtrain.condor.site import load_profile
+    from gridtrain.condor.worker_jobs import ship_environment, submit_workers
 
     run_dir: Path = args.run_dir.absolute()
+    files = RunDir(run_dir)
     address = args.address
-    if address is None and (run_dir / ADDRESS_FILE).is_file():
-        address = (run_dir / ADDRESS_FILE).read_text().strip()
+    if address is None and files.address.is_file():
+        address = files.address.read_text().strip()
     if address is None:
         if not args.dry_run:
             raise ConfigError(
-                f"{run_dir / ADDRESS_FILE}: missing; start the parameter server first "
+                f"{files.address}: missing; start the parameter server first "
                 "(gridtrain train) or pass --address HOST:PORT"
             )
         address = _PLACEHOLDER_ADDRESS
@@ -62,8 +61,8 @@ def _submit(args: argparse.Namespace) -> int:
         run_dir=run_dir,
         address=address,
         count=args.workers,
-        spec=run_dir / SPEC_FILE,
-        secret_file=run_dir / SECRET_FILE,
+        spec=files.spec,
+        secret_file=files.secret,
         venv=current_venv(),
         wheel=ship_environment(profile, run_dir / "condor"),
     )

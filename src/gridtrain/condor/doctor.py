@@ -239,7 +239,7 @@ def register(subparsers: Any) -> None:
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    from gridtrain.condor.render import load_profile
+    from gridtrain.condor.site import load_profile
     from gridtrain.config import load_config
 
     config = load_config(args.config)

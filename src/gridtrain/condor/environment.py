@@ -33,6 +33,7 @@ from typing import Any
 import gridtrain
 from gridtrain.errors import ConfigError
 from gridtrain.files import atomic_file
+from gridtrain.paths import is_url
 
 KINDS = ("host", "lcg", "container", "packed")
 GRIDTRAIN_SOURCES = ("shipped", "image")
@@ -97,7 +98,7 @@ class JobEnvironment:
     @property
     def local_tarball(self) -> Path | None:
         """The packed environment's tarball when it is a file on this host (not a URL)."""
-        if self.kind != "packed" or not self.path or _is_url(self.path):
+        if self.kind != "packed" or not self.path or is_url(self.path):
             return None
         return Path(self.path)
 
@@ -119,7 +120,7 @@ class JobEnvironment:
         files += [str(Path(w).absolute()) for w in self.wheels]
         if self.kind == "packed":
             assert self.path is not None
-            files.append(self.path if _is_url(self.path) else str(Path(self.path).absolute()))
+            files.append(self.path if is_url(self.path) else str(Path(self.path).absolute()))
         return files
 
     def variables(self, venv: Path | None, wheel: Path | None) -> dict[str, str]:
@@ -152,10 +153,6 @@ class JobEnvironment:
                     f"environment wheel {wheel}: no such file; build it with "
                     "`pip wheel --no-deps -w wheels/ PACKAGE` for the job's Python"
                 )
-
-
-def _is_url(path: str) -> bool:
-    return "://" in path
 
 
 def _basename(path: str) -> str:

@@ -9,28 +9,15 @@ and falls back to the schedd (queue, then history) when the event log is gone.
 
 from __future__ import annotations
 
-import enum
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from gridtrain.condor.submit import Cluster, htcondor, keep_none_alive, query_jobs
+from gridtrain.jobstate import JobState
 
 log = logging.getLogger(__name__)
-
-
-class JobState(enum.StrEnum):
-    IDLE = "idle"
-    RUNNING = "running"
-    HELD = "held"
-    EVICTED = "evicted"  # stopped by the pool (vacate, preemption, checkpoint exit); will rerun
-    DONE = "done"  # exited 0
-    FAILED = "failed"  # exited non-zero, killed by a signal, or removed
-
-    @property
-    def final(self) -> bool:
-        return self in (JobState.DONE, JobState.FAILED)
 
 
 @dataclass

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from cryptography import x509
 
-from gridtrain.condor.render import CondorProfile
+from gridtrain.condor.site import SiteProfile
 from gridtrain.errors import CondorError
 
 DEFAULT_RUNTIME_HOURS = 24.0  # when the profile names no run-time limit
@@ -53,7 +53,7 @@ def proxy_expires(path: Path) -> datetime:
 
 
 def check_proxy(
-    profile: CondorProfile, path: Path | None = None, now: datetime | None = None
+    profile: SiteProfile, path: Path | None = None, now: datetime | None = None
 ) -> None:
     """Refuse (``CondorError``) when the profile needs a proxy that would die before its jobs."""
     if not profile.x509_proxy:

@@ -1,114 +1,30 @@
-"""Submit descriptions for worker jobs, rendered from ``job/worker.sub`` and a profile.
+"""Submit descriptions for worker jobs, rendered from ``job/worker.sub`` and a site profile.
 
-Layer: batch-system edge, pure text. Nothing here imports ``htcondor2`` or runs a command: the
-result is a string that ``gridtrain.condor.submit`` hands to the schedd, and that
-``gridtrain submit --dry-run`` prints.
+Layer: batch-system edge, pure text (the site profile comes from ``gridtrain.condor.site``).
+Nothing here imports ``htcondor2`` or runs a command: the result is a string that
+``gridtrain.condor.submit`` hands to the schedd, and that ``gridtrain submit --dry-run`` prints.
 """
 
 from __future__ import annotations
 
-import socket
 import string
 import sys
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
-import yaml
-
-from gridtrain.condor.environment import JobEnvironment
+from gridtrain.condor.site import SiteProfile
 from gridtrain.errors import ConfigError
+from gridtrain.rundir import RunDir
 
-# Package data, so that an installed wheel has them (the checkout's jobs/ and profiles/NAME/
-# condor.yaml are links to these). Wheels install unzipped: the folder is a real path, which the
-# schedd needs for the executable it transfers.
+# Package data, so that an installed wheel has them (the checkout's jobs/ links to them).
+# Wheels install unzipped: the folder is a real path, which the schedd needs for the executable.
 PACKAGE_DATA = Path(str(resources.files("gridtrain.condor")))
 TEMPLATE = PACKAGE_DATA / "job" / "worker.sub"
 WRAPPER = PACKAGE_DATA / "job" / "worker.sh"
-SITE_PROFILES = PACKAGE_DATA / "sites"  # the built-in profiles, NAME.yaml
-PROFILE_FILE = "condor.yaml"
-USER_PROFILES = Path("profiles")  # a user's own profiles/NAME/condor.yaml, beside the config
 EXIT_EVICTED = 85  # the wrapper's exit code after SIGTERM, and checkpoint_exit_code
 EXCLUDED_SITES = "GridtrainExcludedSites"  # job attribute: sites the run's jobs must avoid
-
-_PROFILE_EXAMPLE = """request_gpus: 1
-gpus_minimum_capability: 7.0
-gpus_minimum_memory: 8000
-request_cpus: 1
-request_memory: 2GB
-request_disk: 1GB"""
-
-
-@dataclass(frozen=True)
-class CondorProfile:
-    """What the worker jobs ask of the pool (``profiles/NAME/condor.yaml``)."""
-
-    name: str
-    request_gpus: int = 1
-    gpus_minimum_capability: float | None = None
-    gpus_minimum_memory: int | None = None  # MB
-    request_cpus: int = 1
-    request_memory: str = "2GB"
-    request_disk: str = "1GB"
-    max_retries: int = 3
-    hold_retries: int = 3
-    release_hold_codes: tuple[int, ...] = (6, 12, 13)
-    release_after: int = 30
-    late_materialization: bool = False  # max_materialize: the schedd makes the jobs itself
-    schedd: str | None = None
-    collector: str | None = None
-    # The parameter server's host as the jobs reach it; None: listen on every interface and give
-    # the jobs this submit host's fully qualified name.
-    ps_host: str | None = None
-    # The account the jobs run as when it is not the submitting user's (a root-run test pool
-    # whose token names an ordinary user): a user name or uid that gets the run's condor/
-    # folder, worker.json and ps.secret, which the schedd's shadow reads and writes as that user.
-    job_owner: str | int | None = None
-    # Sites and accounting (CMS Connect, OSPool, lxplus): plain data, rendered below.
-    project_name: str | None = None  # +ProjectName
-    desired_sites: tuple[str, ...] = ()  # +DESIRED_Sites
-    undesired_sites: tuple[str, ...] = ()  # +UNDESIRED_Sites: sites to avoid (that failed, say)
-    # The slot attribute naming a job's site (GLIDEIN_CMSSite, GLIDEIN_Site): with it, the jobs
-    # record where they ran, and a site where `exclude_site_after` attempts failed is excluded
-    # from the run's jobs (requirements on MY.GridtrainExcludedSites, edited in place).
-    site_attribute: str | None = None
-    exclude_site_after: int = 2  # failed attempts at one site; 0: never exclude
-    requirements: tuple[str, ...] = ()  # ClassAd expressions, ANDed into `requirements`
-    container_image: str | None = None  # +SingularityImage, a path under /cvmfs
-    x509_proxy: bool = False  # use_x509userproxy; its lifetime is checked before submitting
-    job_flavour: str | None = None  # +JobFlavour (lxplus): also the jobs' run-time limit
-    max_runtime_hours: float | None = None  # how long a worker job may run (the proxy check)
-    # Where the job's Python and gridtrain come from: gridtrain.condor.environment.
-    environment: JobEnvironment = field(default_factory=JobEnvironment)
-    extra: Mapping[str, str] = field(default_factory=dict)
-
-    def ps_hosts(self) -> tuple[str, str]:
-        """(where the parameter server listens, the host name the jobs dial)."""
-        if self.ps_host:
-            return self.ps_host, self.ps_host
-        return "0.0.0.0", socket.getfqdn()  # every interface: the PS authenticates each peer
-
-    def runtime_hours(self) -> float | None:
-        """How long the jobs may run: ``max_runtime_hours``, else what ``job_flavour`` allows."""
-        if self.max_runtime_hours is not None:
-            return float(self.max_runtime_hours)
-        if self.job_flavour is not None:
-            return JOB_FLAVOURS[self.job_flavour]
-        return None
-
-
-# lxplus's job flavours and their run-time limits in hours (CERN batch documentation).
-JOB_FLAVOURS = {
-    "espresso": 20 / 60,
-    "microcentury": 1.0,
-    "longlunch": 2.0,
-    "workday": 8.0,
-    "tomorrow": 24.0,
-    "testmatch": 72.0,
-    "nextweek": 168.0,
-}
 
 
 @dataclass(frozen=True)
@@ -133,7 +49,7 @@ class WorkerJobs:
 
     @property
     def log_dir(self) -> Path:
-        return self.run_dir / "condor"
+        return RunDir(self.run_dir).condor
 
     def worker_names(self) -> list[str]:
         return [f"{self.name}-w{i}" for i in range(self.first_index, self.first_index + self.count)]
@@ -149,82 +65,6 @@ class _Template(string.Template):
     delimiter = "@"  # $(...) belongs to HTCondor
 
 
-def builtin_profiles() -> list[str]:
-    """The names of the profiles that ship with gridtrain."""
-    return sorted(path.stem for path in SITE_PROFILES.glob("*.yaml"))
-
-
-def resolve_profile(name: str | Path) -> Path:
-    """A file or folder path first, then ``profiles/NAME/condor.yaml`` under the current folder
-    (a user's own profile overrides a built-in one of the same name), then the built-in one."""
-    path = Path(name)
-    own = USER_PROFILES / str(name) / PROFILE_FILE
-    for candidate in (path, path / PROFILE_FILE, own, SITE_PROFILES / f"{name}.yaml"):
-        if candidate.is_file():
-            return candidate
-    known = sorted(
-        {*builtin_profiles(), *(p.parent.name for p in USER_PROFILES.glob(f"*/{PROFILE_FILE}"))}
-    )
-    raise ConfigError(
-        f"condor profile {str(name)!r} not found (no {path / PROFILE_FILE} nor {own}, and no "
-        f"built-in profile of that name); choose one of {', '.join(known)}"
-    )
-
-
-def load_profile(name: str | Path) -> CondorProfile:
-    path = resolve_profile(name)
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping such as\n{_PROFILE_EXAMPLE}")
-    known = set(CondorProfile.__dataclass_fields__) - {"name"}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)}; known: {sorted(known)}")
-    values: dict[str, Any] = {k: v for k, v in data.items() if v is not None or k in _NULLABLE}
-    if "release_hold_codes" in values:
-        values["release_hold_codes"] = tuple(int(code) for code in values["release_hold_codes"])
-    for key in ("desired_sites", "undesired_sites", "requirements"):
-        value = values.get(key, ())
-        if isinstance(value, str) or not all(isinstance(item, str) for item in value):
-            raise ConfigError(f"{path}: {key} must be a list of strings, e.g. [T2_US_UCSD]")
-        values[key] = tuple(value)
-    flavour = values.get("job_flavour")
-    if flavour is not None and flavour not in JOB_FLAVOURS:
-        raise ConfigError(
-            f"{path}: job_flavour {flavour!r} is not one of {', '.join(JOB_FLAVOURS)}"
-        )
-    values["extra"] = {str(k): str(v) for k, v in (values.get("extra") or {}).items()}
-    values["environment"] = JobEnvironment.from_profile(values.get("environment"), path)
-    if values["environment"].kind == "container" and not values.get("container_image"):
-        raise ConfigError(
-            f"{path}: environment kind container needs container_image, e.g. "
-            "/cvmfs/unpacked.cern.ch/registry.hub.docker.com/ORG/IMAGE:TAG"
-        )
-    profile_name = path.parent.name if path.name == PROFILE_FILE else path.stem
-    try:
-        return CondorProfile(name=profile_name, **values)
-    except TypeError as err:
-        raise ConfigError(f"{path}: {err}") from None
-
-
-_NULLABLE = {
-    "site_attribute",
-    "gpus_minimum_capability",
-    "gpus_minimum_memory",
-    "schedd",
-    "collector",
-    "ps_host",
-    "job_owner",
-    "project_name",
-    "container_image",
-    "job_flavour",
-    "max_runtime_hours",
-}
-
-
 def job_items(jobs: WorkerJobs) -> list[dict[str, str]]:
     """The item data of the cluster: one job per worker index."""
     return [
@@ -233,7 +73,7 @@ def job_items(jobs: WorkerJobs) -> list[dict[str, str]]:
     ]
 
 
-def _environment(jobs: WorkerJobs, profile: CondorProfile) -> str:
+def _environment(jobs: WorkerJobs, profile: SiteProfile) -> str:
     # HTCondor's quoted environment syntax: NAME=value separated by spaces, 'single' quotes
     # around values with spaces. Never the secret: this string is in the job ClassAd.
     values = {"GRIDTRAIN_PS_ADDRESS": jobs.address, "GRIDTRAIN_THREADS": str(profile.request_cpus)}
@@ -262,7 +102,7 @@ def _quoted(value: str, key: str) -> str:
     return f'"{value}"'
 
 
-def _requirements(profile: CondorProfile) -> list[str]:
+def _requirements(profile: SiteProfile) -> list[str]:
     """The job's requirements: the profile's, and the GPU request for pools of any age.
 
     Recent pools match ``gpus_minimum_capability``/``_memory`` (``require_gpus``) against each
@@ -288,7 +128,7 @@ def _requirements(profile: CondorProfile) -> list[str]:
     return clauses
 
 
-def _site_commands(profile: CondorProfile) -> dict[str, str]:
+def _site_commands(profile: SiteProfile) -> dict[str, str]:
     commands: dict[str, str] = {}
     clauses = _requirements(profile)
     if clauses:
@@ -313,7 +153,7 @@ def _site_commands(profile: CondorProfile) -> dict[str, str]:
     return commands
 
 
-def _extra(profile: CondorProfile, jobs: WorkerJobs) -> dict[str, str]:
+def _extra(profile: SiteProfile, jobs: WorkerJobs) -> dict[str, str]:
     extra = dict(profile.extra)
     if profile.late_materialization and jobs.count > 1:
         # One cluster ad and the item data go to the schedd, which materializes the jobs: about
@@ -323,7 +163,7 @@ def _extra(profile: CondorProfile, jobs: WorkerJobs) -> dict[str, str]:
 
 
 def render_submit_description(
-    profile: CondorProfile, jobs: WorkerJobs, template: Path = TEMPLATE
+    profile: SiteProfile, jobs: WorkerJobs, template: Path = TEMPLATE
 ) -> str:
     """The submit description of one cluster holding ``jobs.count`` workers."""
     if jobs.count < 1:
@@ -339,7 +179,8 @@ def render_submit_description(
     return _Template(template.read_text()).substitute(
         wrapper=jobs.wrapper.absolute(),
         run_dir=run_dir,
-        log_dir=run_dir / jobs.log_dir.relative_to(jobs.run_dir),
+        log_dir=RunDir(run_dir).condor,
+        event_log=RunDir(run_dir).condor_event_log,
         environment=_environment(jobs, profile),
         spec=jobs.spec.absolute(),
         secret_file=jobs.secret_file.absolute(),

@@ -9,7 +9,6 @@ raises ``CondorError`` with its exit code and output. It never renders or reads 
 from __future__ import annotations
 
 import ctypes
-import json
 import logging
 import os
 import re
@@ -19,18 +18,16 @@ import tempfile
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
 from gridtrain.errors import CondorError
-from gridtrain.files import atomic_file
 
 log = logging.getLogger(__name__)
 
 SUBMIT_COMMAND = ("condor_submit",)
 REMOVE_COMMAND = ("condor_rm",)
-JOBS_FILE = "jobs.json"  # in the run's condor/ folder: what `gridtrain status` re-attaches to
 _TERSE = re.compile(r"^(\d+)\.(\d+)\s*-\s*(\d+)\.(\d+)\s*$", re.MULTILINE)
 
 
@@ -45,30 +42,6 @@ class Cluster:
     collector: str | None = None
     submitted: float = 0.0
     via: str = "bindings"
-
-    def save(self, folder: Path) -> Path:
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / JOBS_FILE
-        clusters = [c for c in load_clusters(folder) if c.cluster_id != self.cluster_id]
-        replace_file(path, json.dumps([asdict(c) for c in [*clusters, self]], indent=1) + "\n")
-        return path
-
-
-def replace_file(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically, through a new temporary file (never a symlink).
-
-    The folder may belong to the job user (a root-run test pool); a fixed temporary name there
-    could be a symlink planted to make us overwrite something else.
-    """
-    with atomic_file(path) as handle:
-        handle.write(text.encode())
-
-
-def load_clusters(folder: Path) -> list[Cluster]:
-    path = folder / JOBS_FILE
-    if not path.is_file():
-        return []
-    return [Cluster(**entry) for entry in json.loads(path.read_text())]
 
 
 def _load_bindings() -> tuple[ModuleType | None, bool]:

@@ -101,10 +101,10 @@ class _Input:
         return self.stop - self.start
 
 
-def _open_inputs(cfg: DatasetConfig, file_group: FileGroup | None) -> list[list[_Input]]:
+def _open_inputs(dataset: DatasetConfig, file_group: FileGroup | None) -> list[list[_Input]]:
     inputs: list[list[_Input]] = []
     try:
-        for sample_index, sample in enumerate(cfg.samples):
+        for sample_index, sample in enumerate(dataset.samples):
             files: list[_Input] = []
             inputs.append(files)
             offset = 0
@@ -136,38 +136,38 @@ def _close(inputs: list[list[_Input]]) -> None:
 
 
 def _check_layout(
-    cfg: DatasetConfig, inputs: list[list[_Input]], selection: Selection | None
+    dataset: DatasetConfig, inputs: list[list[_Input]], selection: Selection | None
 ) -> Layout:
     features: tuple[FlatBranch, ...] = ()
-    jagged_names = {b for g in cfg.jagged for b in g.branches}
+    jagged_names = {b for g in dataset.jagged for b in g.branches}
     for files in inputs:
         for item in files:
             r = item.reader
-            these = tuple(r.check_flat(name, "feature") for name in cfg.features)
+            these = tuple(r.check_flat(name, "feature") for name in dataset.features)
             if features and these != features:
                 raise ConversionError(
                     f"{r.path}: feature branch shapes {these} differ from the first input's "
                     f"{features}; all inputs must share one layout"
                 )
             features = these
-            for group in cfg.jagged:
+            for group in dataset.jagged:
                 for name in group.branches:
                     r.check_jagged(name, group.name)
-            for name in cfg.event_id:
+            for name in dataset.event_id:
                 r.check_flat(name, "event id")
-            if cfg.weight:
-                r.check_flat(cfg.weight, "weight")
+            if dataset.weight:
+                r.check_flat(dataset.weight, "weight")
             if isinstance(item.sample.label, str):
                 r.check_flat(item.sample.label, f"label of sample {item.sample.name!r}")
             for name in selection.names if selection else ():
                 if name in jagged_names:
                     raise ConversionError(
-                        f"dataset.selection {cfg.selection!r}: {name!r} is jagged; cut on "
+                        f"dataset.selection {dataset.selection!r}: {name!r} is jagged; cut on "
                         "per-event branches only"
                     )
                 r.check_flat(name, "selection")
-    groups = tuple((g.name, g.branches, g.length, g.fill) for g in cfg.jagged)
-    return Layout(features, groups, cfg.event_id)
+    groups = tuple((g.name, g.branches, g.length, g.fill) for g in dataset.jagged)
+    return Layout(features, groups, dataset.event_id)
 
 
 @dataclass
@@ -310,7 +310,7 @@ class _Writer:
     """The writer thread: compresses, checksums and gathers statistics, off the read path."""
 
     outdir: Path
-    cfg: DatasetConfig
+    dataset: DatasetConfig
     layout: Layout
     jobs: queue.Queue[tuple[str, int, dict[str, np.ndarray]] | None] = field(
         default_factory=lambda: queue.Queue(maxsize=1)
@@ -361,7 +361,7 @@ class _Writer:
             part = self.outdir / f".{name}.part"
             self.parts.append(part)
             try:
-                write_shard(part, arrays, self.cfg.codec, self.cfg.chunk_events, columns)
+                write_shard(part, arrays, self.dataset.codec, self.dataset.chunk_events, columns)
                 if split == "train":
                     self._accumulate(arrays)
                 entry = ShardEntry(
@@ -416,37 +416,39 @@ class _ShardBuffer:
 
 
 def convert(
-    cfg: DatasetConfig,
+    dataset: DatasetConfig,
     outdir: str | Path | None = None,
     progress: ProgressCallback | None = None,
     threads: int | None = None,
     file_group: FileGroup | None = None,
 ) -> Manifest:
-    """Convert the samples of ``cfg`` into shards and a manifest in ``outdir``; return it.
+    """Convert the samples of ``dataset`` into shards and a manifest in ``outdir``; return it.
 
     With ``file_group`` only that group's files are converted, by default into its folder below
-    ``cfg.outdir``; a group whose events the selection removes all of gets a manifest without
+    ``dataset.outdir``; a group whose events the selection removes all of gets a manifest without
     shards (``gridtrain.data.gather`` refuses a dataset where every group is empty).
     """
     if outdir is None:
-        outdir = cfg.outdir if file_group is None else group_dir(cfg.outdir, file_group.index)
+        outdir = (
+            dataset.outdir if file_group is None else group_dir(dataset.outdir, file_group.index)
+        )
     out = Path(outdir)
-    selection = Selection(cfg.selection) if cfg.selection else None
+    selection = Selection(dataset.selection) if dataset.selection else None
     threads = threads or min(4, os.cpu_count() or 1)
-    seed = file_group.shuffle_seed if file_group is not None else (cfg.seed,)
+    seed = file_group.shuffle_seed if file_group is not None else (dataset.seed,)
     if file_group is not None:
         log.info(
             "converting group %d of %d: %d files into %s",
             file_group.index, file_group.count, len(file_group.paths), out,
         )  # fmt: skip
     with ThreadPoolExecutor(threads, thread_name_prefix="gridtrain-read") as pool:
-        inputs = _open_inputs(cfg, file_group)
+        inputs = _open_inputs(dataset, file_group)
         try:
-            layout = _check_layout(cfg, inputs, selection)
+            layout = _check_layout(dataset, inputs, selection)
             out.mkdir(parents=True, exist_ok=True)
-            writer = _Writer(out, cfg, layout)
+            writer = _Writer(out, dataset, layout)
             try:
-                _stream(cfg, inputs, layout, selection, writer, pool, progress, seed)
+                _stream(dataset, inputs, layout, selection, writer, pool, progress, seed)
                 writer.finish()
             except BaseException:
                 writer.abort()
@@ -456,16 +458,16 @@ def convert(
             _close(inputs)
     if not writer.entries["train"] and not writer.entries["validation"] and file_group is None:
         raise ConversionError(
-            f"dataset.selection {cfg.selection!r} keeps no event of "
+            f"dataset.selection {dataset.selection!r} keeps no event of "
             f"{sum(f.entries for files in inputs for f in files)}; loosen it"
         )
-    manifest = _manifest(cfg, layout, inputs, writer)
+    manifest = _manifest(dataset, layout, inputs, writer)
     _commit(out, writer.parts, manifest)
     return manifest
 
 
 def _stream(
-    cfg: DatasetConfig,
+    dataset: DatasetConfig,
     inputs: list[list[_Input]],
     layout: Layout,
     selection: Selection | None,
@@ -476,9 +478,9 @@ def _stream(
 ) -> None:
     sizes = [sum(f.entries for f in files) for files in inputs]
     total = sum(sizes)
-    steps = max(1, math.ceil(total / cfg.step_events))
-    buffers = {s: _ShardBuffer(s, layout, cfg.shard_events, writer) for s in SPLITS}
-    names = _branch_names(cfg, layout, selection)  # basket boundaries are common to all of them
+    steps = max(1, math.ceil(total / dataset.step_events))
+    buffers = {s: _ShardBuffer(s, layout, dataset.shard_events, writer) for s in SPLITS}
+    names = _branch_names(dataset, layout, selection)  # basket boundaries are common to all of them
     jagged = {b for g in layout.groups for b in g[1]}
     flat_names = [n for n in names if n not in jagged]
 
@@ -505,8 +507,10 @@ def _stream(
                 progress(sum(n * (step + 1) // steps for n in sizes), total)
             if not any(len(p) for p in pieces):
                 continue
-            arrays = _assemble(pieces, layout, cfg.weight)
-            is_validation = validation_mask(arrays["event_id"], cfg.validation_fraction, cfg.seed)
+            arrays = _assemble(pieces, layout, dataset.weight)
+            is_validation = validation_mask(
+                arrays["event_id"], dataset.validation_fraction, dataset.seed
+            )
             order = np.random.default_rng([*seed, step]).permutation(len(is_validation))
             buffers["train"].add(arrays, order[~is_validation[order]])
             buffers["validation"].add(arrays, order[is_validation[order]])
@@ -514,15 +518,15 @@ def _stream(
         buffer.flush()
 
 
-def _branch_names(cfg: DatasetConfig, layout: Layout, selection: Selection | None) -> list[str]:
+def _branch_names(dataset: DatasetConfig, layout: Layout, selection: Selection | None) -> list[str]:
     names = [f.name for f in layout.features] + [b for g in layout.groups for b in g[1]]
-    names += list(layout.event_id) + ([cfg.weight] if cfg.weight else [])
-    names += [s.label for s in cfg.samples if isinstance(s.label, str)]
+    names += list(layout.event_id) + ([dataset.weight] if dataset.weight else [])
+    names += [s.label for s in dataset.samples if isinstance(s.label, str)]
     return sorted(set(names) | set(selection.names if selection else ()))
 
 
 def _manifest(
-    cfg: DatasetConfig, layout: Layout, inputs: list[list[_Input]], writer: _Writer
+    dataset: DatasetConfig, layout: Layout, inputs: list[list[_Input]], writer: _Writer
 ) -> Manifest:
     stats: dict[str, object] = {}
     if layout.feature_columns:
@@ -530,21 +534,21 @@ def _manifest(
     for name, stat in writer.group_stats.items():
         stats[name] = stat.as_dict()
     return Manifest(
-        name=cfg.name,
+        name=dataset.name,
         gridtrain_version=__version__,
-        config_hash=cfg.content_hash(),
-        codec=cfg.codec,
-        chunk_events=cfg.chunk_events,
+        config_hash=dataset.content_hash(),
+        codec=dataset.codec,
+        chunk_events=dataset.chunk_events,
         features=list(layout.feature_columns),
         jagged=[
             {"name": n, "branches": list(b), "length": length, "fill": fill, "count": f"{n}_count"}
             for n, b, length, fill in layout.groups
         ],
         event_id=list(layout.event_id) or ["sample_index", "entry"],
-        weight=cfg.weight,
+        weight=dataset.weight,
         split={
-            "validation_fraction": cfg.validation_fraction,
-            "seed": cfg.seed,
+            "validation_fraction": dataset.validation_fraction,
+            "seed": dataset.seed,
             "method": "splitmix64 hash of the event id columns salted with the seed",
         },
         stats=stats,

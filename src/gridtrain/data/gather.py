@@ -31,6 +31,7 @@ from gridtrain.data.manifest import (
     write_manifest,
 )
 from gridtrain.errors import ConfigError, ConversionError, ShardError
+from gridtrain.paths import below
 
 log = logging.getLogger(__name__)
 
@@ -38,20 +39,22 @@ log = logging.getLogger(__name__)
 _SAME_LAYOUT = ("codec", "chunk_events", "features", "jagged", "event_id", "weight", "split")
 
 
-def gather(cfg: DatasetConfig, outdir: str | Path | None = None) -> Manifest:
-    """Write the manifest of ``outdir`` (default ``cfg.outdir``) from its groups'; return it."""
-    if cfg.files_per_job is None:
+def gather(dataset: DatasetConfig, outdir: str | Path | None = None) -> Manifest:
+    """Write the manifest of ``outdir`` (default ``dataset.outdir``) from its groups'; return it."""
+    if dataset.files_per_job is None:
         raise ConfigError(
             "dataset.files_per_job is null: one job converts every file and writes the manifest "
             "itself; set files_per_job to convert in groups"
         )
-    out = Path(outdir if outdir is not None else cfg.outdir)
-    count = group_count(cfg)
-    groups = [(group_dir(out, k) / MANIFEST_NAME, _load(cfg, out, k, count)) for k in range(count)]
+    out = Path(outdir if outdir is not None else dataset.outdir)
+    count = group_count(dataset)
+    groups = [
+        (group_dir(out, k) / MANIFEST_NAME, _load(dataset, out, k, count)) for k in range(count)
+    ]
     manifest = merge(groups, out)
     if not any(manifest.shards.values()):
         raise ConversionError(
-            f"dataset.selection {cfg.selection!r} keeps no event in any of the {count} groups "
+            f"dataset.selection {dataset.selection!r} keeps no event in any of the {count} groups "
             f"of {out}; loosen it"
         )
     # As in a conversion: the old manifest first, so none ever names shards that are gone.
@@ -65,16 +68,16 @@ def gather(cfg: DatasetConfig, outdir: str | Path | None = None) -> Manifest:
     return manifest
 
 
-def _load(cfg: DatasetConfig, out: Path, index: int, count: int) -> Manifest:
+def _load(dataset: DatasetConfig, out: Path, index: int, count: int) -> Manifest:
     path = group_dir(out, index) / MANIFEST_NAME
     redo = f"convert it (again): gridtrain convert -c CONFIG --group {index}, or snakemake {path}"
     if not path.is_file():
         raise ShardError(f"{path}: group {index} of {count} has no manifest; {redo}")
     manifest = load_manifest(path)
-    if manifest.config_hash != cfg.content_hash():
+    if manifest.config_hash != dataset.content_hash():
         raise ShardError(
             f"{path}: group {index} was converted from another dataset config than this one "
-            f"(files_per_job {cfg.files_per_job}); {redo}"
+            f"(files_per_job {dataset.files_per_job}); {redo}"
         )
     return manifest
 
@@ -98,7 +101,7 @@ def merge(groups: Sequence[tuple[Path, Manifest]], outdir: str | Path) -> Manife
         folder = os.path.relpath(path.parent, outdir).replace(os.sep, "/")
         for split, entries in manifest.shards.items():
             shards.setdefault(split, []).extend(
-                replace(e, path=_below(folder, e.path)) for e in entries
+                replace(e, path=below(folder, e.path)) for e in entries
             )
     return replace(
         first,
@@ -116,9 +119,3 @@ def _merge_stats(parts: list[dict[str, Any]]) -> dict[str, Any]:
             total.merge(RunningStats.from_dict(part[name]))
         merged[name] = total.as_dict()
     return merged
-
-
-def _below(folder: str, path: str) -> str:
-    if "://" in path or os.path.isabs(path):
-        return path
-    return f"{folder}/{path}"

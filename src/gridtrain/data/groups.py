@@ -73,25 +73,28 @@ def group_dir(outdir: str | Path, index: int) -> Path:
     return Path(outdir) / GROUPS_DIR / group_name(index)
 
 
-def group_count(cfg: DatasetConfig) -> int:
-    """How many conversion jobs ``cfg`` asks for: 1 when ``files_per_job`` is null."""
-    if cfg.files_per_job is None:
+def group_count(dataset: DatasetConfig) -> int:
+    """How many conversion jobs ``dataset`` asks for: 1 when ``files_per_job`` is null."""
+    if dataset.files_per_job is None:
         return 1
-    return math.ceil(max(len(s.files) for s in cfg.samples) / cfg.files_per_job)
+    return math.ceil(max(len(s.files) for s in dataset.samples) / dataset.files_per_job)
 
 
-def plan_group(cfg: DatasetConfig, index: int) -> FileGroup:
+def plan_group(dataset: DatasetConfig, index: int) -> FileGroup:
     """The files (or file slices) of every sample that conversion job ``index`` reads."""
-    count = group_count(cfg)
-    if cfg.files_per_job is None:
+    count = group_count(dataset)
+    if dataset.files_per_job is None:
         raise ConfigError("dataset.files_per_job is null: one job converts every file")
     if not 0 <= index < count:
         raise ConfigError(
-            f"group {index}: dataset.files_per_job {cfg.files_per_job} makes groups 0 to "
+            f"group {index}: dataset.files_per_job {dataset.files_per_job} makes groups 0 to "
             f"{count - 1}; pick one of those"
         )
     return FileGroup(
-        index, count, tuple(_slices(s.files, index, count) for s in cfg.samples), (cfg.seed, index)
+        index,
+        count,
+        tuple(_slices(s.files, index, count) for s in dataset.samples),
+        (dataset.seed, index),
     )
 
 

@@ -15,6 +15,8 @@ from typing import Any
 
 from gridtrain.checksum import adler32_file
 from gridtrain.errors import ShardError
+from gridtrain.files import write_text
+from gridtrain.paths import below, is_url
 
 MANIFEST_NAME = "manifest.json"
 FORMAT = "gridtrain-manifest"
@@ -75,21 +77,9 @@ class Manifest:
         return cls(**data)
 
 
-def resolve(manifest_dir: str | Path, shard_path: str) -> str:
-    """The location of a shard: URLs as they are, relative paths against the manifest's folder."""
-    if "://" in shard_path or os.path.isabs(shard_path):
-        return shard_path
-    return os.path.join(str(manifest_dir), shard_path)
-
-
 def write_manifest(manifest: Manifest, directory: str | Path) -> Path:
     final = Path(directory) / MANIFEST_NAME
-    tmp = final.with_name(f".{MANIFEST_NAME}.tmp")
-    with open(tmp, "w") as f:
-        f.write(manifest.to_json())
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(final)
+    write_text(final, manifest.to_json())
     return final
 
 
@@ -124,8 +114,8 @@ def verify_local(manifest: Manifest, directory: str | Path) -> list[str]:
     problems = []
     for split, entries in manifest.shards.items():
         for entry in entries:
-            location = resolve(directory, entry.path)
-            if "://" in location:
+            location = below(str(directory), entry.path)
+            if is_url(location):
                 continue
             try:
                 size = os.path.getsize(location)

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from gridtrain.errors import ConversionError
+from gridtrain.paths import is_url
 
 # Errors uproot and its decompressors raise on files that are not ROOT, truncated or corrupt.
 _READ_ERRORS: tuple[type[BaseException], ...] = (
@@ -28,10 +29,6 @@ _READ_ERRORS: tuple[type[BaseException], ...] = (
     AssertionError,
     zlib.error,
 )
-
-
-def _is_url(path: str) -> bool:
-    return "://" in path
 
 
 def _read_errors() -> tuple[type[BaseException], ...]:
@@ -69,7 +66,7 @@ class TreeReader:
 
         self.path = path
         self.tree_name = tree_name
-        if not _is_url(path) and not Path(path).is_file():
+        if not is_url(path) and not Path(path).is_file():
             raise ConversionError(f"{path}: no such file; check dataset.samples[].files")
         # uproot's own array cache would hold 100 MB per file of arrays we never read twice.
         options: dict[str, Any] = {"array_cache": None}

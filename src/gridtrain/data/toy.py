@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from gridtrain.files import atomic_path
+
 log = logging.getLogger(__name__)
 
 TREE_NAME = "events"
@@ -211,8 +213,7 @@ def write_toy_dataset(outdir: str | Path, events: int, seed: int = 1) -> list[Pa
     for index, name in enumerate(SAMPLES):
         n = events // 2 + (events % 2 if index == 0 else 0)
         final = out / f"{name}.root"
-        tmp = out / f".{name}.root.tmp"
-        with uproot.recreate(tmp) as f:
+        with atomic_path(final) as tmp, uproot.recreate(tmp) as f:
             tree = None
             for block in _blocks(n, SAMPLES[name] == 1, seed):
                 part = ak.zip(
@@ -225,7 +226,6 @@ def write_toy_dataset(outdir: str | Path, events: int, seed: int = 1) -> list[Pa
                     tree = f.mktree(TREE_NAME, types, title=f"gridtrain toy {name}")
                 for start in range(0, len(block.counts), _BASKET):
                     tree.extend({k: v[start : start + _BASKET] for k, v in data.items()})
-        tmp.replace(final)
         log.info("wrote %d %s events to %s", n, name, final)
         written.append(final)
     return written

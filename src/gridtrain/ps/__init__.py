@@ -9,23 +9,3 @@ MACs), ``transport`` (frames over sockets), ``algorithms`` (pure update rules), 
 consistency), ``checkpoint``, ``metrics``, ``server``, ``client``, ``exchange`` (the worker side
 of each algorithm), ``cli``.
 """
-
-from gridtrain.ps.center import CenterStore
-from gridtrain.ps.client import PSClient, PushResult, Reply
-from gridtrain.ps.exchange import Exchange
-from gridtrain.ps.protocol import PROTOCOL_VERSION, Signature
-from gridtrain.ps.rules import AlgorithmConfig
-from gridtrain.ps.server import ParameterServer, ServerConfig
-
-__all__ = [
-    "PROTOCOL_VERSION",
-    "AlgorithmConfig",
-    "CenterStore",
-    "Exchange",
-    "PSClient",
-    "ParameterServer",
-    "PushResult",
-    "Reply",
-    "ServerConfig",
-    "Signature",
-]

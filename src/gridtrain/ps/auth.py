@@ -42,7 +42,7 @@ TLS (``ssl.SSLContext`` on both sides); the frame MAC stays on.
 from __future__ import annotations
 
 import hmac
-import os
+import logging
 import secrets
 import stat
 import struct
@@ -54,8 +54,10 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms, modes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from gridtrain.errors import ConfigError
-from gridtrain.ps.errors import AuthenticationError
+from gridtrain.errors import AuthenticationError, ConfigError
+from gridtrain.files import write_bytes
+
+log = logging.getLogger(__name__)
 
 NONCE_SIZE = 32
 SECRET_SIZE = 32
@@ -141,14 +143,17 @@ class SessionKeys:
 def write_secret_file(path: Path, secret: bytes) -> None:
     """Write ``secret`` as hex to a new file of mode 0600 (never widening an existing one)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, secret.hex().encode() + b"\n")
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    write_bytes(path, secret.hex().encode() + b"\n", mode=0o600)
+
+
+def load_or_create_secret_file(path: Path) -> bytes:
+    """The secret in ``path``; a new one written there (mode 0600) when there is none yet."""
+    if path.exists():
+        return read_secret_file(path)
+    secret = new_secret()
+    write_secret_file(path, secret)
+    log.info("new secret written to %s", path)
+    return secret
 
 
 def read_secret_file(path: Path) -> bytes:

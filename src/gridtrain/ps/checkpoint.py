@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import zipfile
 from pathlib import Path
@@ -27,9 +26,10 @@ from typing import Any
 
 import numpy as np
 
+from gridtrain.errors import CheckpointError
+from gridtrain.files import atomic_file
 from gridtrain.ps.algorithms import Array
 from gridtrain.ps.center import CenterSnapshot
-from gridtrain.ps.errors import CheckpointError
 
 log = logging.getLogger(__name__)
 
@@ -55,21 +55,8 @@ def write_checkpoint(path: Path, snapshot: CenterSnapshot) -> None:
     }
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            np.savez(handle, **arrays)  # type: ignore[arg-type]
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    with atomic_file(path) as handle:
+        np.savez(handle, **arrays)  # type: ignore[arg-type]
     log.info("checkpoint of center version %d written to %s", snapshot.version, path)
 
 

@@ -10,9 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import signal
-import socket
 import ssl
 import time
 from pathlib import Path
@@ -21,11 +19,13 @@ from typing import Any
 
 from gridtrain.errors import ConfigError
 from gridtrain.ps import auth
+from gridtrain.ps.address import write_address_file
 from gridtrain.ps.center import CenterStore
 from gridtrain.ps.checkpoint import read_checkpoint, read_initial_weights
 from gridtrain.ps.client import PSClient
+from gridtrain.ps.config import ServerConfig
 from gridtrain.ps.rules import ALGORITHMS, OPTIMIZERS, STALENESS_SCALINGS, AlgorithmConfig
-from gridtrain.ps.server import ParameterServer, ServerConfig
+from gridtrain.ps.server import ParameterServer
 
 log = logging.getLogger(__name__)
 
@@ -196,32 +196,6 @@ def build_store(args: argparse.Namespace) -> CenterStore:
     return CenterStore(read_initial_weights(args.init), algorithm)
 
 
-def load_or_create_secret(path: Path) -> bytes:
-    if path.exists():
-        return auth.read_secret_file(path)
-    secret = auth.new_secret()
-    auth.write_secret_file(path, secret)
-    log.info("new secret written to %s", path)
-    return secret
-
-
-def write_address_file(path: Path, host: str, port: int) -> None:
-    """Write HOST:PORT (mode 0600, atomically); a wildcard bind writes this host's name."""
-    if host in ("0.0.0.0", "::", ""):
-        host = socket.getfqdn()
-    if ":" in host:
-        host = f"[{host}]"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, f"{host}:{port}\n".encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-
-
 def serve_command(args: argparse.Namespace) -> int:
     store = build_store(args)
     tls = None
@@ -244,7 +218,7 @@ def serve_command(args: argparse.Namespace) -> int:
         metrics_interval=args.metrics_interval,
         tls=tls,
     )
-    secret = load_or_create_secret(args.secret_file)
+    secret = auth.load_or_create_secret_file(args.secret_file)
     server = ParameterServer(store, secret, config)
     stop_signal: list[int] = []
 

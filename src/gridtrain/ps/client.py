@@ -23,9 +23,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from gridtrain.ps import auth
-from gridtrain.ps.algorithms import Array
-from gridtrain.ps.errors import (
+from gridtrain.errors import (
     AuthenticationError,
     ProtocolError,
     ProtocolVersionError,
@@ -34,6 +32,8 @@ from gridtrain.ps.errors import (
     SignatureMismatchError,
     StaleUpdateError,
 )
+from gridtrain.ps import auth
+from gridtrain.ps.algorithms import Array
 from gridtrain.ps.protocol import (
     FLAG_DELTA,
     HANDSHAKE_LIMITS,

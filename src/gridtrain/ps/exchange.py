@@ -26,9 +26,9 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from gridtrain.errors import StaleUpdateError
 from gridtrain.ps.algorithms import Array
 from gridtrain.ps.client import PSClient
-from gridtrain.ps.errors import StaleUpdateError
 from gridtrain.ps.rules import AlgorithmConfig
 
 log = logging.getLogger(__name__)

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from gridtrain.ps.errors import FrameTooLargeError, ProtocolError, ProtocolVersionError
+from gridtrain.errors import FrameTooLargeError, ProtocolError, ProtocolVersionError
 
 MAGIC = b"GTPS"
 PROTOCOL_VERSION = 1

@@ -20,10 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from gridtrain.ps import auth
-from gridtrain.ps.algorithms import Array
-from gridtrain.ps.center import CenterStore, Generation, PushOutcome
-from gridtrain.ps.errors import (
+from gridtrain.errors import (
     AuthenticationError,
     PeerClosedError,
     ProtocolError,
@@ -31,6 +28,9 @@ from gridtrain.ps.errors import (
     ReadTimeoutError,
     SignatureMismatchError,
 )
+from gridtrain.ps import auth
+from gridtrain.ps.algorithms import Array
+from gridtrain.ps.center import CenterStore, Generation, PushOutcome
 from gridtrain.ps.leases import EpochSnapshots, LeaseBook
 from gridtrain.ps.metrics import Metrics
 from gridtrain.ps.protocol import (
@@ -46,7 +46,7 @@ from gridtrain.ps.protocol import (
 from gridtrain.ps.transport import Channel
 
 if TYPE_CHECKING:
-    from gridtrain.ps.server import ServerConfig
+    from gridtrain.ps.config import ServerConfig
 
 log = logging.getLogger(__name__)
 

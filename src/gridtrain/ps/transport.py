@@ -24,8 +24,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from gridtrain.errors import PeerClosedError, ProtocolError, ReadTimeoutError
 from gridtrain.ps.auth import FrameMac, SessionKeys
-from gridtrain.ps.errors import PeerClosedError, ProtocolError, ReadTimeoutError
 from gridtrain.ps.protocol import (
     FLAG_AUTHENTICATED,
     HEADER_SIZE,

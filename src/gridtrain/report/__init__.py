@@ -4,11 +4,8 @@ Layer: report. It reads what training wrote (``metrics.json``, ``history.jsonl``
 and draws; it never imports TensorFlow, so ``gridtrain report`` runs on a head node without it.
 """
 
-from gridtrain.report.plots import PLOTS, PLOTS_DIR, MissingData, save_png, write_report
+from gridtrain.report.plots import PLOTS, MissingData, save_png, write_report
 from gridtrain.report.run import (
-    HISTORY_NAME,
-    METRICS_NAME,
-    ROC_NAME,
     EpochRecord,
     RocCurve,
     Run,
@@ -20,11 +17,7 @@ from gridtrain.report.run import (
 from gridtrain.report.summary import summary_lines
 
 __all__ = [
-    "HISTORY_NAME",
-    "METRICS_NAME",
     "PLOTS",
-    "PLOTS_DIR",
-    "ROC_NAME",
     "EpochRecord",
     "MissingData",
     "RocCurve",

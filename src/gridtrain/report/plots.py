@@ -9,10 +9,8 @@ backend is switched, and nothing here imports TensorFlow, so the head node can r
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-import os
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -21,7 +19,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from gridtrain.evaluation import auc_from_curve
+from gridtrain.files import atomic_file
 from gridtrain.report.run import EpochRecord, Run, ShardRecord, load_run
+from gridtrain.rundir import RunDir
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -29,7 +29,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PLOTS_DIR = "plots"
 DPI = 110
 MAX_ROC_POINTS = 4000
 MAX_WORKER_COLOURS = 8
@@ -271,16 +270,8 @@ PLOTS: dict[str, Callable[[Run], Figure]] = {
 
 def save_png(fig: Figure, path: Path) -> None:
     """Write ``fig`` as ``path`` atomically: a temporary name in the same folder, then a rename."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            fig.savefig(f, format="png", dpi=DPI)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+    with atomic_file(path) as handle:
+        fig.savefig(handle, format="png", dpi=DPI)
 
 
 def write_report(run_dir: str | Path, run: Run | None = None) -> list[Path]:
@@ -291,7 +282,7 @@ def write_report(run_dir: str | Path, run: Run | None = None) -> list[Path]:
     history are missing.
     """
     run = run if run is not None else load_run(run_dir)
-    out = Path(run_dir) / PLOTS_DIR
+    out = RunDir(Path(run_dir)).plots
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for name, draw in PLOTS.items():

@@ -19,12 +19,9 @@ import numpy as np
 import numpy.typing as npt
 
 from gridtrain.errors import GridtrainError
+from gridtrain.rundir import RunDir
 
 log = logging.getLogger(__name__)
-
-METRICS_NAME = "metrics.json"
-HISTORY_NAME = "history.jsonl"
-ROC_NAME = "roc.npz"
 
 
 class RunDirError(GridtrainError, FileNotFoundError):
@@ -193,13 +190,12 @@ def load_run(run_dir: str | Path) -> Run:
             f"{path}: no such run directory; run 'gridtrain train' first, or give the run "
             "directory it printed"
         )
-    metrics_path, history_path, roc_path = (
-        path / n for n in (METRICS_NAME, HISTORY_NAME, ROC_NAME)
-    )
+    files = RunDir(path)
+    metrics_path, history_path, roc_path = files.metrics, files.history, files.roc
     if not metrics_path.is_file() and not history_path.is_file():
         raise RunDirError(
-            f"{path}: neither {METRICS_NAME} nor {HISTORY_NAME} is there; not a gridtrain run "
-            "directory, or its training has not started: run 'gridtrain train' first"
+            f"{path}: neither {metrics_path.name} nor {history_path.name} is there; not a "
+            "gridtrain run directory, or its training has not started: run 'gridtrain train' first"
         )
     run = Run(path=path, metrics=read_metrics(metrics_path) if metrics_path.is_file() else None)
     if history_path.is_file():

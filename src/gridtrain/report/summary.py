@@ -8,7 +8,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from gridtrain.report.run import METRICS_NAME, Run
+from gridtrain.report.run import Run
+from gridtrain.rundir import RunDir
 
 
 def summary_lines(run: Run) -> list[str]:
@@ -29,12 +30,15 @@ def summary_lines(run: Run) -> list[str]:
     elif run.epochs:
         last = run.epochs[-1]
         lines.append(
-            f"no {run.path / METRICS_NAME} (training unfinished?); after epoch {last.epoch}: "
+            f"no {RunDir(run.path).metrics} (training unfinished?); after epoch {last.epoch}: "
             f"validation AUC {last.val_auc:.4f}, loss {last.val_loss:.4f}, "
             f"{last.updates} updates in {_duration(last.time)}"
         )
     else:
-        lines.append(f"no {METRICS_NAME} and no finished epoch; {len(run.shards)} shards trained")
+        lines.append(
+            f"no {RunDir(run.path).metrics.name} and no finished epoch; "
+            f"{len(run.shards)} shards trained"
+        )
     staleness = m.get("staleness")
     workers = m.get("workers")
     if isinstance(staleness, dict) and isinstance(workers, list) and workers:

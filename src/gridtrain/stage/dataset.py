@@ -20,6 +20,7 @@ from pathlib import Path
 from gridtrain.checksum import adler32_bytes, format_adler32
 from gridtrain.data.manifest import MANIFEST_NAME, Manifest, ShardEntry, load_manifest
 from gridtrain.errors import ShardError, StageError
+from gridtrain.paths import is_url
 from gridtrain.stage import xrd
 from gridtrain.stage.location import Location, parse_location
 from gridtrain.stage.storage import Storage
@@ -55,7 +56,7 @@ class StageSummary:
 
 def shard_location(base: Location, path: str) -> Location:
     """Where a manifest entry's shard lives: a URL or absolute path as is, else below ``base``."""
-    if "://" in path or path.startswith("/"):
+    if is_url(path) or os.path.isabs(path):
         return parse_location(path)
     return base.join(path)
 
@@ -67,7 +68,7 @@ def shard_name(path: str, base: Location | None = None) -> str:
     a grouped conversion's), so shards of different groups with one file name stay apart: a
     relative manifest path, or a URL or absolute path below ``base``. Any other gives its name.
     """
-    if "://" not in path and not path.startswith("/"):
+    if not is_url(path) and not os.path.isabs(path):
         return "/".join(p for p in path.split("/") if p not in ("", "."))  # '..': join refuses it
     if base is not None:
         location, folder = parse_location(path), base.path.rstrip("/") + "/"

@@ -3,20 +3,8 @@
 Layer: train, orchestration. Checks the config against the manifest and builds the model once
 (so a bad config fails before any process starts), serves the center and the shard leases from
 an in-process parameter server, has the executor start the workers, shows progress, checkpoints,
-and at the end evaluates the final model on the validation shards and writes the run directory:
-
-  config.yaml        the configuration used          worker.json   what every worker is given
-  model.keras        the final model                 metrics.json  final metrics and run figures
-  history.jsonl      per-shard loss, per-epoch validation          roc.npz  fpr, tpr, thresholds
-  leases.jsonl       every lease granted, completed, released or expired
-  checkpoint.npz     the PS center and optimizer     state.json    leases and clocks, for --resume
-  initial.npz        the model's initial weights
-  best.npz           the best validated weights      plots/        PNGs (``gridtrain report``)
-  logs/              one log per worker              ps-metrics.jsonl  the PS's periodic metrics
-  ps.address         HOST:PORT of the running PS     ps.secret     its secret (mode 0600)
-  driver.json        pid and host of the running driver (gone when it ends)
-  driver.log         the output of a driver started with --detach
-  condor/            HTCondor executor: jobs.json (clusters), workers.json, event log, job output
+and at the end evaluates the final model on the validation shards and writes the run directory
+(every file of it is named in ``gridtrain.rundir``).
 
 Ctrl-C (SIGINT), SIGTERM or SIGHUP (the terminal closed) stops the workers (their leases go
 back), writes checkpoint.npz and state.json and exits 130; ``gridtrain train --resume RUN_DIR``
@@ -36,7 +24,6 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
@@ -44,64 +31,58 @@ from typing import Any, TextIO
 import numpy as np
 import yaml
 
-from gridtrain.data.manifest import Manifest, load_manifest, resolve
+from gridtrain.data.manifest import Manifest, load_manifest
 from gridtrain.errors import ConfigError, GridtrainError
+from gridtrain.files import atomic_file, write_text
+from gridtrain.paths import below
 from gridtrain.ps import auth
+from gridtrain.ps.address import write_address_file
 from gridtrain.ps.center import CenterStore
 from gridtrain.ps.checkpoint import read_checkpoint, read_initial_weights
-from gridtrain.ps.cli import write_address_file
+from gridtrain.ps.config import ServerConfig
 from gridtrain.ps.leases import EpochSnapshots, LeaseBook, LeasePlan, LeaseState
-from gridtrain.ps.server import ParameterServer, ServerConfig
-from gridtrain.train.executor import Executor, Launch, make_executor
+from gridtrain.ps.server import ParameterServer
+from gridtrain.rundir import RunDir
+from gridtrain.train.executor import Executor, Launch
 from gridtrain.train.settings import (
-    WORKER_SPEC,
-    TrainSettings,
+    TrainConfig,
     WorkerSpec,
     select_inputs,
-    write_atomically,
 )
 
 log = logging.getLogger(__name__)
 
+EXECUTORS = ("local", "condor")
 CHECKPOINT_INTERVAL = 30.0
 STOP_GRACE = 60.0
 EXIT_INTERRUPTED = 130
 
 
+def make_executor(name: str, run_dir: Path, condor_profile: str = "local-pool") -> Executor:
+    """The executor called ``name`` for the run in ``run_dir``."""
+    if name == "local":
+        from gridtrain.train.local_executor import LocalExecutor
+
+        return LocalExecutor()
+    if name == "condor":
+        from gridtrain.condor.site import load_profile
+        from gridtrain.train.condor_executor import CondorExecutor
+
+        return CondorExecutor(load_profile(condor_profile), run_dir)
+    raise ConfigError(f"executor {name!r} is unknown; choose one of {', '.join(EXECUTORS)}")
+
+
+def attach_executor(name: str, run_dir: Path) -> Executor:
+    """The executor of an existing run, from a new process: for ``status`` and ``cancel``."""
+    if name == "condor":
+        from gridtrain.train.condor_executor import CondorExecutor
+
+        return CondorExecutor.attach(run_dir)
+    return make_executor(name, run_dir)
+
+
 class TrainingFailed(GridtrainError, RuntimeError):
     """The run could not complete; the message says where to look."""
-
-
-@dataclass(frozen=True)
-class RunDir:
-    """The files of one run (see the module docstring)."""
-
-    path: Path
-
-    def __getattr__(self, name: str) -> Path:
-        names = {
-            "config": "config.yaml",
-            "spec": WORKER_SPEC,
-            "secret": "ps.secret",
-            "address": "ps.address",
-            "checkpoint": "checkpoint.npz",
-            "initial": "initial.npz",
-            "state": "state.json",
-            "best": "best.npz",
-            "leases": "leases.jsonl",
-            "history": "history.jsonl",
-            "ps_metrics": "ps-metrics.jsonl",
-            "logs": "logs",
-            "model": "model.keras",
-            "metrics": "metrics.json",
-            "roc": "roc.npz",
-            "driver": "driver.json",
-            "driver_log": "driver.log",
-            "condor": "condor",
-        }
-        if name not in names:
-            raise AttributeError(name)
-        return self.path / names[name]
 
 
 # -- preparation: everything checked before any process starts ----------------------------------
@@ -127,7 +108,7 @@ def _shard_locations(
         }
     base = os.path.dirname(os.path.abspath(manifest_path))
     return {
-        entry.path: resolve(base, entry.path)
+        entry.path: below(base, entry.path)
         for entries in manifest.shards.values()
         for entry in entries
     }
@@ -135,17 +116,17 @@ def _shard_locations(
 
 def prepare(config: dict[str, Any], run_dir: Path, workers: int | None) -> RunDir:
     """Check the config, build the model once, and write config, worker spec and initial state."""
-    from gridtrain.models import InputSpec, build_model
+    from gridtrain.train.replica import build_replica
 
-    settings = TrainSettings.from_section(config["train"]).with_model_path_resolved(Path.cwd())
+    settings = TrainConfig.from_dict(config["train"]).with_model_path_resolved(Path.cwd())
     if workers is not None:
         if workers < 1:
             raise ConfigError(f"--workers {workers}: start at least one worker")
-        settings = TrainSettings(**{**settings.__dict__, "workers": workers})
+        settings = TrainConfig(**{**settings.__dict__, "workers": workers})
     settings.algorithm_config()  # raises ConfigError for bad algorithm settings
     if settings.executor == "condor":  # a bad profile or a dying grid proxy: refuse now
         from gridtrain.condor.proxy import check_proxy
-        from gridtrain.condor.render import load_profile
+        from gridtrain.condor.site import load_profile
 
         check_proxy(load_profile(settings.condor_profile))
     manifest_path = os.path.join(config["dataset"]["outdir"], "manifest.json")
@@ -153,13 +134,7 @@ def prepare(config: dict[str, Any], run_dir: Path, workers: int | None) -> RunDi
     features, groups = select_inputs(manifest, settings.features, manifest_path)
     if not manifest.shards.get("train"):
         raise ConfigError(f"{manifest_path}: the dataset has no training shards; convert again")
-    model = build_model(
-        settings.model,
-        settings.model_params,
-        InputSpec(features, groups),
-        learning_rate=settings.learning_rate,
-        seed=settings.seed,
-    )
+    model = build_replica(settings, features, groups)
     files = RunDir(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if files.spec.exists():
@@ -170,7 +145,7 @@ def prepare(config: dict[str, Any], run_dir: Path, workers: int | None) -> RunDi
     used = json.loads(json.dumps(config))
     used["train"]["workers"] = settings.workers
     used["train"]["model"]["name"] = settings.model
-    write_atomically(files.config, yaml.safe_dump(used, sort_keys=False))
+    write_text(files.config, yaml.safe_dump(used, sort_keys=False))
     spec = WorkerSpec(
         json.loads(manifest.to_json()),
         manifest_path,
@@ -189,12 +164,8 @@ def prepare(config: dict[str, Any], run_dir: Path, workers: int | None) -> RunDi
 
 def _save_weights(path: Path, weights: list[np.ndarray]) -> None:
     """``np.savez(path, *weights)`` atomically; read back with ``read_initial_weights``."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as handle:
+    with atomic_file(path) as handle:
         np.savez(handle, *weights)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 # -- the run -------------------------------------------------------------------------------------
@@ -216,7 +187,7 @@ class JsonLines:
         self._handle.close()
 
 
-class Run:
+class TrainingRun:
     """One training run in ``files``; ``execute`` returns the exit code."""
 
     def __init__(
@@ -256,7 +227,7 @@ class Run:
             "staleness": {str(k): v for k, v in sorted(counts.items())},
             "refused": self._previous.get("refused", 0) + server.metrics.refused,
         }
-        write_atomically(self.files.state, json.dumps(state, indent=1))
+        write_text(self.files.state, json.dumps(state, indent=1))
 
     # -- running -------------------------------------------------------------------------------
 
@@ -476,7 +447,7 @@ def train(
     if executor is not None:
         config["train"]["executor"] = executor
     files = prepare(config, run_dir or Path(config["train"]["run_dir"]), workers)
-    return Run(files, plots=plots).execute()
+    return TrainingRun(files, plots=plots).execute()
 
 
 def resume(run_dir: Path, *, plots: bool = True) -> int:
@@ -484,9 +455,10 @@ def resume(run_dir: Path, *, plots: bool = True) -> int:
     files = RunDir(run_dir)
     if not files.spec.exists():
         raise ConfigError(
-            f"{run_dir} holds no run to resume (no {WORKER_SPEC}); start one with gridtrain train"
+            f"{run_dir} holds no run to resume (no {files.spec.name}); start one with "
+            "gridtrain train"
         )
-    return Run(files, plots=plots).execute()
+    return TrainingRun(files, plots=plots).execute()
 
 
 DRIVER_LOCK = ".driver.lock"
@@ -517,7 +489,7 @@ def claim_driver(files: RunDir) -> int:
             f"stop it there, or, if that host is gone, delete {files.driver} and resume"
         )
     record = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
-    write_atomically(files.driver, json.dumps(record) + "\n")
+    write_text(files.driver, json.dumps(record) + "\n")
     return fd
 
 

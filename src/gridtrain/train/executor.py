@@ -1,28 +1,20 @@
-"""Executors start, watch and stop the worker processes of a run.
+"""The executor interface: what the driver needs to start, watch and stop a run's workers.
 
-Layer: train, process edge. The driver talks to the ``Executor`` interface only; ``LocalExecutor``
-runs workers as local processes (the embedded default); ``gridtrain.condor.executor``'s
-``CondorExecutor`` submits the same ``gridtrain worker`` command as HTCondor jobs (one cluster)
-behind the same interface.
+Layer: train, interface only. The driver talks to ``Executor``; ``local_executor.LocalExecutor``
+runs workers as local processes (the embedded default) and ``condor_executor.CondorExecutor``
+submits the same ``gridtrain worker`` command as HTCondor jobs (one cluster). This module knows
+neither of them.
 """
 
 from __future__ import annotations
 
-import logging
-import os
-import shutil
-import signal
 import subprocess
-import sys
-import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
-from gridtrain.errors import ConfigError
-
-log = logging.getLogger(__name__)
+from gridtrain.jobstate import JobState
 
 
 @dataclass(frozen=True)
@@ -43,8 +35,8 @@ class Slot:
     index: int
     name: str
     restarts: int = 0
-    state: str = "starting"  # the executor's word for it (local: running/ended; condor: job state)
-    detail: str = ""  # e.g. a hold's reason and code
+    state: JobState = JobState.IDLE
+    detail: str = ""  # e.g. a hold's reason and code, an exit code
     job: str = ""  # the batch system's id of the current attempt ("17.0"); "" for processes
     process: subprocess.Popen[bytes] | None = None
     log: IO[bytes] | None = None
@@ -90,146 +82,14 @@ class Executor(ABC):
         """A few words for the progress line ('' when there is nothing beyond the PS's view)."""
         return ""
 
+    def status(self) -> dict[str, Any] | None:
+        """The run's workers as the batch system sees them, for ``gridtrain status`` (from a new
+        process, the driver running or not); None when there is nothing beyond the PS's view."""
+        return None
+
+    def cancel(self) -> int:
+        """Remove what the batch system still holds of the run once its driver has stopped (or
+        died); the number of jobs removed."""
+        return 0
+
     _log_dir: Path | None = None
-
-
-def visible_gpus() -> list[str]:
-    """GPU ids for one-process-per-GPU: CUDA_VISIBLE_DEVICES, else what nvidia-smi lists."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        return [gpu for gpu in visible.split(",") if gpu.strip() and gpu.strip() != "-1"]
-    if shutil.which("nvidia-smi") is None:
-        return []
-    try:
-        listing = subprocess.run(
-            ["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20, check=False
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return []
-    return [str(index) for index, line in enumerate(listing.splitlines()) if line.startswith("GPU")]
-
-
-class LocalExecutor(Executor):
-    """Workers as child processes of the driver, dividing this machine's cores or GPUs."""
-
-    name = "local"
-
-    def __init__(self, cores: int | None = None) -> None:
-        self.cores = cores or len(os.sched_getaffinity(0))
-        self.slots: list[Slot] = []
-        self._launch: Launch | None = None
-        self.gpus = visible_gpus()
-
-    def threads_per_worker(self, count: int) -> int:
-        return max(1, self.cores // count)
-
-    def start(self, launch: Launch, count: int) -> None:
-        if count < 1:
-            raise ConfigError(f"--workers {count}: start at least one worker")
-        self._launch = launch
-        self._log_dir = launch.log_dir
-        launch.log_dir.mkdir(parents=True, exist_ok=True)
-        threads = self.threads_per_worker(count)
-        for index in range(count):
-            env = {
-                "OMP_NUM_THREADS": str(threads),
-                "TF_NUM_INTRAOP_THREADS": str(threads),
-                "TF_NUM_INTEROP_THREADS": str(min(threads, 2)),
-                "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),
-            }
-            if self.gpus:  # one GPU per worker, round robin when workers outnumber GPUs
-                env["CUDA_VISIBLE_DEVICES"] = self.gpus[index % len(self.gpus)]
-            slot = Slot(index, f"{launch.run_name}-w{index}", env=env)
-            self.slots.append(slot)
-            self._spawn(slot, threads)
-        where = f"GPUs {','.join(self.gpus)}" if self.gpus else f"{threads} CPU threads each"
-        log.info("started %d local workers (%s)", count, where)
-
-    def _spawn(self, slot: Slot, threads: int) -> None:
-        assert self._launch is not None
-        launch = self._launch
-        command = [
-            sys.executable,
-            "-m",
-            "gridtrain",
-            "worker",
-            "--spec",
-            str(launch.spec),
-            "--address",
-            launch.address,
-            "--secret-file",
-            str(launch.secret_file),
-            "--name",
-            slot.name,
-            "--threads",
-            str(threads),
-        ]
-        if slot.log is not None:
-            slot.log.close()
-        slot.log = open(launch.log_dir / f"{slot.name}.log", "ab")  # noqa: SIM115
-        slot.returncode = None
-        slot.state = "running"
-        slot.process = subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=slot.log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **slot.env},
-            start_new_session=True,  # Ctrl-C reaches the driver only; it stops workers in order
-        )
-
-    def poll(self) -> list[Slot]:
-        ended = []
-        for slot in self.slots:
-            if slot.process is not None and slot.returncode is None:
-                code = slot.process.poll()
-                if code is not None:
-                    slot.returncode, slot.state = code, f"exited {code}"
-                    ended.append(slot)
-        return ended
-
-    def restart(self, slot: Slot) -> None:
-        slot.restarts += 1
-        self._spawn(slot, self.threads_per_worker(len(self.slots)))
-
-    def running(self) -> int:
-        return sum(slot.returncode is None and slot.process is not None for slot in self.slots)
-
-    def pids(self) -> list[int]:
-        return [slot.process.pid for slot in self.slots if slot.process and slot.returncode is None]
-
-    def stop(self, grace: float) -> None:
-        live = [slot for slot in self.slots if slot.process and slot.process.poll() is None]
-        for slot in live:
-            assert slot.process is not None
-            slot.process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        for slot in live:
-            assert slot.process is not None
-            try:
-                slot.process.wait(max(deadline - time.monotonic(), 0.1))
-            except subprocess.TimeoutExpired:
-                log.warning("%s did not stop within %g s; killing it", slot.name, grace)
-                slot.process.kill()
-                slot.process.wait()
-        for slot in self.slots:
-            if slot.process is not None:
-                slot.returncode = slot.process.poll()
-            if slot.log is not None:
-                slot.log.close()
-                slot.log = None
-
-
-EXECUTORS = ("local", "condor")
-
-
-def make_executor(name: str, run_dir: Path, condor_profile: str = "local-pool") -> Executor:
-    """The executor called ``name`` for the run in ``run_dir``."""
-    if name == "local":
-        return LocalExecutor()
-    if name == "condor":
-        from gridtrain.condor.executor import CondorExecutor
-        from gridtrain.condor.render import load_profile
-
-        return CondorExecutor(load_profile(condor_profile), run_dir)
-    raise ConfigError(f"executor {name!r} is unknown; choose one of {', '.join(EXECUTORS)}")

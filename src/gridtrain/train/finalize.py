@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import tempfile
 from collections import defaultdict
 from pathlib import Path
@@ -19,19 +18,19 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from gridtrain.config import StageConfig
 from gridtrain.data.manifest import Manifest
 from gridtrain.evaluation import weighted_roc
+from gridtrain.files import atomic_file, atomic_path, write_text
 from gridtrain.ps.checkpoint import read_checkpoint, read_initial_weights
 from gridtrain.ps.metrics import staleness_summary
 from gridtrain.report.run import ShardRecord, read_history
-from gridtrain.stage import StageIn
-from gridtrain.train.data import InputBuilder, ShardData
-from gridtrain.train.settings import WorkerSpec, write_atomically
+from gridtrain.train.inputs import InputBuilder, ShardData
+from gridtrain.train.replica import replica, stage_in
+from gridtrain.train.settings import WorkerSpec
 from gridtrain.train.worker import evaluate, predict_shards
 
 if TYPE_CHECKING:
-    from gridtrain.train.driver import RunDir
+    from gridtrain.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -67,17 +66,11 @@ def run_figures(shards: list[ShardRecord], epochs: int) -> dict[str, Any]:
 
 
 def write_outputs(files: RunDir, spec: WorkerSpec, *, plots: bool = True) -> dict[str, Any]:
-    from gridtrain.models import InputSpec, build_model, model_input_names
+    from gridtrain.models import model_input_names
     from gridtrain.report import write_report
 
     settings = spec.settings
-    model = build_model(
-        settings.model,
-        settings.model_params,
-        InputSpec(spec.features, spec.groups),
-        learning_rate=settings.learning_rate,
-        seed=settings.seed,
-    )
+    model = replica(spec)
     checkpoint = read_checkpoint(files.checkpoint)
     state = json.loads(files.state.read_text())
     leases = state["leases"]
@@ -93,10 +86,7 @@ def write_outputs(files: RunDir, spec: WorkerSpec, *, plots: bool = True) -> dic
     metrics: dict[str, Any] = {}
     if entries:
         with tempfile.TemporaryDirectory(prefix="gridtrain-final-") as scratch:
-            stage = StageConfig.from_dict(spec.stage)
-            stagein = StageIn(
-                Path(scratch), timeout=stage.timeout, retries=stage.retries, backoff=stage.backoff
-            )
+            stagein = stage_in(spec, Path(scratch))
 
             def load(shard: str) -> ShardData:
                 entry = entries[shard]
@@ -111,14 +101,12 @@ def write_outputs(files: RunDir, spec: WorkerSpec, *, plots: bool = True) -> dic
                 stagein.close()
         metrics.update(evaluate(labels, scores, event_weights))
         fpr, tpr, thresholds = weighted_roc(labels, scores, event_weights)
-        tmp = files.roc.with_name(".roc.tmp.npz")
-        np.savez(tmp, fpr=fpr, tpr=tpr, thresholds=thresholds)
-        os.replace(tmp, files.roc)
+        with atomic_file(files.roc) as handle:
+            np.savez(handle, fpr=fpr, tpr=tpr, thresholds=thresholds)
     if model.optimizer is not None and not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)  # saved with its state, loads quietly
-    tmp_model = files.model.with_name(".model.tmp.keras")
-    model.save(tmp_model)
-    os.replace(tmp_model, files.model)
+    with atomic_path(files.model) as tmp_model:
+        model.save(tmp_model)
     shards, epochs = read_history(files.history) if files.history.exists() else ([], [])
     metrics.update(run_figures(shards, len(epochs)))
     metrics.update(
@@ -136,7 +124,7 @@ def write_outputs(files: RunDir, spec: WorkerSpec, *, plots: bool = True) -> dic
             "validation_events": int(sum(entry.events for entry in entries.values())),
         }
     )
-    write_atomically(files.metrics, json.dumps(metrics, indent=1) + "\n")
+    write_text(files.metrics, json.dumps(metrics, indent=1) + "\n")
     if plots:
         write_report(files.path)
     return metrics

@@ -7,27 +7,18 @@ process starts, and hands workers the same record as JSON (``worker.json`` in th
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from gridtrain.data.manifest import Manifest
 from gridtrain.errors import ConfigError
+from gridtrain.files import write_text
 from gridtrain.ps.rules import AlgorithmConfig
-
-WORKER_SPEC = "worker.json"
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Write a run-directory text file under a temporary name, then rename it into place."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 @dataclass(frozen=True)
-class TrainSettings:
+class TrainConfig:
     """The validated ``train`` section (defaults come from the schema)."""
 
     model: str
@@ -50,7 +41,7 @@ class TrainSettings:
     run_dir: str
 
     @classmethod
-    def from_section(cls, section: dict[str, Any]) -> TrainSettings:
+    def from_dict(cls, section: dict[str, Any]) -> TrainConfig:
         algorithm = dict(section["algorithm"])
         every = int(algorithm.pop("every"))
         stopping = section["early_stopping"]
@@ -83,11 +74,11 @@ class TrainSettings:
             values["window"] = self.every
         return AlgorithmConfig.from_dict(values)
 
-    def with_model_path_resolved(self, base: Path) -> TrainSettings:
+    def with_model_path_resolved(self, base: Path) -> TrainConfig:
         """A user model named by file ("models/net.py:build") made absolute for the workers."""
         from gridtrain.models import absolute_model_name
 
-        return TrainSettings(**{**asdict(self), "model": absolute_model_name(self.model, base)})
+        return TrainConfig(**{**asdict(self), "model": absolute_model_name(self.model, base)})
 
 
 @dataclass(frozen=True)
@@ -101,14 +92,14 @@ class WorkerSpec:
 
     manifest: dict[str, Any]
     source: str
-    settings: TrainSettings
+    settings: TrainConfig
     features: tuple[str, ...]
     groups: dict[str, tuple[int, tuple[str, ...]]] = field(default_factory=dict)
     locations: dict[str, str] = field(default_factory=dict)
     stage: dict[str, Any] = field(default_factory=dict)  # the config's stage section
 
     def write(self, path: Path) -> None:
-        write_atomically(path, json.dumps(asdict(self), indent=1))
+        write_text(path, json.dumps(asdict(self), indent=1))
 
     @classmethod
     def read(cls, path: Path) -> WorkerSpec:
@@ -121,7 +112,7 @@ class WorkerSpec:
             return cls(
                 manifest=data["manifest"],
                 source=data["source"],
-                settings=TrainSettings(**settings),
+                settings=TrainConfig(**settings),
                 features=tuple(data["features"]),
                 groups={
                     name: (int(length), tuple(channels))

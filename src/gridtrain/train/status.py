@@ -1,9 +1,11 @@
 """``gridtrain status`` and ``gridtrain cancel``: a run seen, or stopped, from its directory alone.
 
-Layer: train, orchestration edge. Everything comes from the run directory (driver.json, state.json,
-metrics.json, condor/jobs.json and workers.json, the job event log), the running parameter server
-(authenticated with ps.secret) and, where the event log is gone, the schedd. So a new shell, a
-new login or a restarted submit host re-attaches to a run without the process that started it.
+Layer: train, orchestration edge. Everything comes from the run directory (``gridtrain.rundir``:
+driver.json, state.json, metrics.json), the running parameter server (authenticated with
+ps.secret) and the run's executor, attached from the run directory: its ``status()`` and
+``cancel()`` (for HTCondor: the jobs record, the event log and, where that is gone, the
+schedd). So a new shell, a new login or a restarted submit host re-attaches to a run without the
+process that started it.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gridtrain.errors import CondorError, ConfigError, GridtrainError
-from gridtrain.train.driver import RunDir, TrainingFailed, running_driver
-from gridtrain.train.settings import WORKER_SPEC, WorkerSpec
+from gridtrain.errors import ConfigError, GridtrainError
+from gridtrain.rundir import RunDir
+from gridtrain.train.driver import TrainingFailed, attach_executor, running_driver
+from gridtrain.train.settings import WorkerSpec
 
 
 def _read_json(path: Path) -> Any:
@@ -55,53 +58,12 @@ def _ps_status(files: RunDir) -> dict[str, Any] | str:
         return f"not reachable ({err})"
 
 
-def _jobs(files: RunDir) -> dict[str, Any] | None:
-    from gridtrain.condor.executor import SITES_FILE, WORKERS_FILE
-    from gridtrain.condor.monitor import cluster_jobs
-    from gridtrain.condor.submit import load_clusters
-
-    clusters = load_clusters(files.condor)
-    if not clusters:
-        return None
-    seen: dict[str, dict[str, Any]] = {}
-    sources = []
-    for cluster in clusters:
-        try:
-            jobs, source = cluster_jobs(cluster)
-        except CondorError as err:  # no event log and no schedd: say so, show the rest
-            sources.append(f"cluster {cluster.cluster_id}: unknown ({err})")
-            continue
-        sources.append(f"cluster {cluster.cluster_id}: {source}")
-        for status in jobs.values():
-            seen[status.job_id] = {
-                "job": status.job_id,
-                "state": status.state.value,
-                "attempts": status.attempts,
-                "return_value": status.return_value,
-                "hold_reason": status.hold_reason,
-                "hold_reason_code": status.hold_reason_code,
-                "removed": status.removed,
-            }
-    workers = _read_json(files.condor / WORKERS_FILE) or []
-    listed = []
-    for worker in workers:
-        job = seen.get(worker["job"], {"job": worker["job"], "state": "unknown", "attempts": 0})
-        listed.append({**job, "name": worker["name"], "resubmissions": worker["restarts"]})
-    return {
-        "clusters": [c.cluster_id for c in clusters],
-        "sources": sources,
-        "workers": listed,
-        "earlier_jobs": len(seen) - sum(w["job"] in seen for w in workers),
-        "sites": _read_json(files.condor / SITES_FILE) or {"failures": {}, "excluded": []},
-    }
-
-
 def run_status(run_dir: Path) -> dict[str, Any]:
     """Everything ``gridtrain status`` prints, as a dictionary."""
     files = RunDir(run_dir.absolute())
     if not files.spec.exists():
         raise ConfigError(
-            f"{run_dir}: no run here (no {WORKER_SPEC}); start one with gridtrain train"
+            f"{run_dir}: no run here (no {files.spec.name}); start one with gridtrain train"
         )
     settings = WorkerSpec.read(files.spec).settings
     driver = running_driver(files)
@@ -121,7 +83,7 @@ def run_status(run_dir: Path) -> dict[str, Any]:
     metrics = _read_json(files.metrics)
     if metrics is not None:
         status["metrics"] = {k: metrics.get(k) for k in ("auc", "loss", "epochs", "wall_time_s")}
-    status["jobs"] = _jobs(files)
+    status["jobs"] = attach_executor(settings.executor, files.path).status()
     return status
 
 
@@ -199,7 +161,7 @@ def cancel(run_dir: Path, *, timeout: float = 120.0) -> str:
     """Stop the run's driver (checkpoint, PS stopped, jobs removed) and remove any queued job."""
     files = RunDir(run_dir.absolute())
     if not files.spec.exists():
-        raise ConfigError(f"{run_dir}: no run here (no {WORKER_SPEC}); nothing to cancel")
+        raise ConfigError(f"{run_dir}: no run here (no {files.spec.name}); nothing to cancel")
     done = []
     driver = running_driver(files)
     if driver is not None:
@@ -219,24 +181,10 @@ def cancel(run_dir: Path, *, timeout: float = 120.0) -> str:
                 )
             time.sleep(0.2)
         done.append(f"stopped the driver (pid {pid}), which checkpointed the run")
-    removed = _remove_queued(files)
+    settings = WorkerSpec.read(files.spec).settings
+    removed = attach_executor(settings.executor, files.path).cancel()
     if removed:
         done.append(f"removed {removed} queued worker job(s)")
     if not done:
         return f"gridtrain cancel: {run_dir}: nothing to cancel (no driver running, no job queued)"
     return f"gridtrain cancel: {'; '.join(done)}; continue with gridtrain train --resume {run_dir}"
-
-
-def _remove_queued(files: RunDir) -> int:
-    from gridtrain.condor.submit import load_clusters, query_jobs, remove_cluster
-
-    removed = 0
-    for cluster in load_clusters(files.condor):
-        constraint = f"ClusterId == {cluster.cluster_id} && JobStatus != 3"
-        queued = len(
-            query_jobs(constraint, ["ProcId"], schedd=cluster.schedd, collector=cluster.collector)
-        )
-        if queued:
-            remove_cluster(cluster, reason="gridtrain cancel")
-            removed += queued
-    return removed

@@ -33,16 +33,14 @@ from typing import Any
 
 import numpy as np
 
-from gridtrain.config import StageConfig
 from gridtrain.data.manifest import Manifest, ShardEntry
-from gridtrain.errors import GridtrainError
+from gridtrain.errors import GridtrainError, ProtocolError
 from gridtrain.evaluation import weighted_accuracy, weighted_auc, weighted_log_loss
 from gridtrain.ps import auth
 from gridtrain.ps.client import PSClient
-from gridtrain.ps.errors import ProtocolError
 from gridtrain.ps.exchange import Exchange
-from gridtrain.stage import StageIn
-from gridtrain.train.data import InputBuilder, Prefetcher, ShardData
+from gridtrain.train.inputs import InputBuilder, Prefetcher, ShardData
+from gridtrain.train.replica import replica, stage_in
 from gridtrain.train.settings import WorkerSpec
 
 log = logging.getLogger(__name__)
@@ -88,7 +86,7 @@ class Worker:
         scratch: Path,
         stop: threading.Event,
     ) -> None:
-        from gridtrain.models import InputSpec, build_model, model_input_names
+        from gridtrain.models import model_input_names
 
         settings = spec.settings
         self.spec = spec
@@ -100,25 +98,11 @@ class Worker:
             entry.path: entry for entries in self.manifest.shards.values() for entry in entries
         }
         self.locations = spec.locations
-        self.model = build_model(
-            settings.model,
-            settings.model_params,
-            InputSpec(spec.features, spec.groups),
-            learning_rate=settings.learning_rate,
-            seed=settings.seed,
-        )
+        self.model = replica(spec)
         self.inputs = model_input_names(self.model)
         self.builder = InputBuilder(self.manifest, spec.features, spec.groups, self.inputs)
         budget = settings.scratch_budget_mb
-        stage = StageConfig.from_dict(spec.stage)  # timeouts and retries of every copy
-        self.stagein = StageIn(
-            scratch,
-            budget << 20 if budget else None,
-            timeout=stage.timeout,
-            retries=stage.retries,
-            backoff=stage.backoff,
-            parallel_chunks=stage.parallel_chunks,
-        )
+        self.stagein = stage_in(spec, scratch, budget << 20 if budget else None)
         self.prefetcher = Prefetcher(self.builder)
         self.client = PSClient(address, secret, self.model.get_weights(), name=name)
         self.throughput = Throughput()

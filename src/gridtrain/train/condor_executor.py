@@ -1,8 +1,9 @@
 """``CondorExecutor``: a run's workers as HTCondor jobs, behind the driver's ``Executor``.
 
-Layer: batch-system edge, composition: ``workers.submit_workers`` submits the N workers as ONE
-cluster, ``monitor.ClusterMonitor`` follows the job event log, ``submit.remove_cluster`` ends
-them. The driver sees slots, as with local processes; a slot's ``job`` is its current attempt.
+Layer: train, process edge over the batch-system layer (``gridtrain.condor``), composition:
+``workers.submit_workers`` submits the N workers as ONE cluster, ``monitor.ClusterMonitor``
+follows the job event log, ``submit.remove_cluster`` ends them. The driver sees slots, as with
+local processes; a slot's ``job`` is its current attempt.
 
 Policies (written down here, shown by ``gridtrain status``):
 
@@ -20,14 +21,18 @@ Policies (written down here, shown by ``gridtrain status``):
 - sites (with the profile's ``site_attribute``): each job records the site it ran on; a site
   where ``exclude_site_after`` attempts failed (exited non-zero, including the wrapper's 86 for
   a missing environment, or held past the policy) is excluded for the rest of the run: the
-  queued jobs' ``GridtrainExcludedSites`` is edited in place, resubmissions render it, and
-  ``condor/sites.json`` keeps it for a resumed run.
+  queued jobs' ``GridtrainExcludedSites`` is edited in place, resubmissions render it, and the
+  run's jobs record keeps it for a resumed run.
+
+Everything the executor must remember is in one record, ``condor/jobs.json``
+(``gridtrain.condor.record``): the clusters, each worker's current job and resubmissions, the
+site failures and exclusions. ``status()`` and ``cancel()`` work from that record alone, in a new
+process (``CondorExecutor.attach``), whether the driver still runs or not.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import pwd
@@ -35,26 +40,27 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from gridtrain.condor.monitor import ClusterMonitor, JobState, JobStatus
-from gridtrain.condor.render import EXCLUDED_SITES, CondorProfile, WorkerJobs, current_venv
+from gridtrain.condor.monitor import ClusterMonitor, JobStatus, cluster_jobs
+from gridtrain.condor.record import JobsRecord, WorkerRecord
+from gridtrain.condor.render import EXCLUDED_SITES, WorkerJobs, current_venv
+from gridtrain.condor.site import SiteProfile
 from gridtrain.condor.submit import (
     Cluster,
     edit_jobs,
-    load_clusters,
     query_jobs,
     remove_cluster,
     remove_jobs,
-    replace_file,
 )
-from gridtrain.condor.workers import ship_environment, submit_workers
+from gridtrain.condor.worker_jobs import ship_environment, submit_workers
 from gridtrain.errors import CondorError, ConfigError
+from gridtrain.jobstate import JobState
+from gridtrain.rundir import RunDir
 from gridtrain.train.executor import Executor, Launch, Slot
 
 log = logging.getLogger(__name__)
 
-WORKERS_FILE = "workers.json"  # in condor/: slot -> current job, for `gridtrain status`
-SITES_FILE = "sites.json"  # in condor/: failed attempts per site, and the sites excluded
 HOLD_BY_USER = 1  # HoldReasonCode UserRequest: condor_hold
 
 
@@ -77,12 +83,13 @@ class CondorExecutor(Executor):
 
     def __init__(
         self,
-        profile: CondorProfile,
+        profile: SiteProfile,
         run_dir: Path,
         command: Sequence[str] = (),
     ) -> None:
         self.profile = profile
         self.run_dir = run_dir.absolute()
+        self.files = RunDir(self.run_dir)
         self.venv = current_venv()  # environment kind host
         self.wheel: Path | None = None  # environments that ship gridtrain: built at start
         self.command = tuple(command)  # replaces `gridtrain worker ...` (tests)
@@ -94,9 +101,15 @@ class CondorExecutor(Executor):
         self.site_failures: Counter[str] = Counter()
         self.excluded_sites: set[str] = set(profile.undesired_sites)
 
+    @classmethod
+    def attach(cls, run_dir: Path) -> CondorExecutor:
+        """An executor over a run's recorded jobs, for ``status`` and ``cancel`` only: it needs
+        no profile (the one the run was started with may not resolve from here)."""
+        return cls(SiteProfile(name="(attached)"), run_dir)
+
     @property
     def condor_dir(self) -> Path:
-        return self.run_dir / "condor"
+        return self.files.condor
 
     def ps_hosts(self) -> tuple[str, str]:
         return self.profile.ps_hosts()
@@ -158,7 +171,7 @@ class CondorExecutor(Executor):
                 self.slots.append(slot)
             slot.job, slot.state, slot.detail, slot.returncode = (
                 f"{cluster.cluster_id}.{proc}",
-                "idle",
+                JobState.IDLE,
                 "",
                 None,
             )
@@ -170,8 +183,10 @@ class CondorExecutor(Executor):
             raise ConfigError(f"--workers {count}: start at least one worker")
         self._launch = launch
         self.wheel = ship_environment(self.profile, self.condor_dir)
-        self._load_sites()
-        self._remove_earlier()
+        record = JobsRecord.load(self.files.condor_jobs)  # a resumed run keeps what it learned
+        self.site_failures.update(record.site_failures)
+        self.excluded_sites.update(record.excluded_sites)
+        self._remove_earlier(record)
         self._submit(count, 0)
         cluster = max(self._clusters)
         log.info(
@@ -182,9 +197,9 @@ class CondorExecutor(Executor):
             launch.address,
         )
 
-    def _remove_earlier(self) -> None:
+    def _remove_earlier(self, record: JobsRecord) -> None:
         """Jobs an earlier driver of this run left queued (it was killed): they dial a dead PS."""
-        for cluster in load_clusters(self.condor_dir):
+        for cluster in record.clusters:
             try:
                 remove_cluster(cluster, reason="gridtrain: the run was resumed by a new driver")
             except CondorError as err:
@@ -196,11 +211,15 @@ class CondorExecutor(Executor):
         log.info("resubmitted %s as job %s", slot.name, slot.job)
 
     def _save(self) -> None:
-        records = [
-            {"index": s.index, "name": s.name, "job": s.job, "restarts": s.restarts}
+        """The workers and sites into the run's jobs record (submit_workers added the clusters)."""
+        record = JobsRecord.load(self.files.condor_jobs)
+        record.workers = [
+            WorkerRecord(s.index, s.name, s.job, s.restarts)
             for s in sorted(self.slots, key=lambda s: s.index)
         ]
-        replace_file(self.condor_dir / WORKERS_FILE, json.dumps(records, indent=1) + "\n")
+        record.site_failures = dict(self.site_failures)
+        record.excluded_sites = sorted(self.excluded_sites)
+        record.save(self.files.condor_jobs)
 
     # -- watching ------------------------------------------------------------------------------
 
@@ -211,7 +230,7 @@ class CondorExecutor(Executor):
                 slot = self._by_job.get((cluster_id, job.proc_id))
                 if slot is None or slot.job != job.job_id:
                     continue  # an attempt that a resubmission replaced
-                slot.state = job.state.value
+                slot.state = job.state
                 slot.detail = _detail(job)
                 if slot.returncode is not None:
                     continue
@@ -271,7 +290,7 @@ class CondorExecutor(Executor):
                 job.job_id,
             )
             self._exclude_in_queue()
-        self._save_sites()
+        self._save()
 
     def _site_of(self, job: JobStatus) -> str | None:
         """The site of the job's last match (``MachineAttr<site_attribute>0``)."""
@@ -311,17 +330,6 @@ class CondorExecutor(Executor):
         except CondorError as err:
             log.warning("%s", err)
 
-    def _load_sites(self) -> None:
-        path = self.condor_dir / SITES_FILE
-        if path.is_file():  # a resumed run keeps what it learned
-            data = json.loads(path.read_text())
-            self.site_failures.update(data.get("failures", {}))
-            self.excluded_sites.update(data.get("excluded", []))
-
-    def _save_sites(self) -> None:
-        data = {"failures": dict(self.site_failures), "excluded": sorted(self.excluded_sites)}
-        replace_file(self.condor_dir / SITES_FILE, json.dumps(data, indent=1) + "\n")
-
     def _remove(self, constraint: str, why: str) -> None:
         cluster = next(iter(self._clusters.values()))
         try:
@@ -341,7 +349,7 @@ class CondorExecutor(Executor):
         live = [slot for slot in self.slots if slot.returncode is None]
         counts = Counter(slot.state for slot in live)
         text = "jobs " + ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
-        held = [f"{slot.name} {slot.detail}" for slot in live if slot.state == "held"]
+        held = [f"{slot.name} {slot.detail}" for slot in live if slot.state is JobState.HELD]
         text += f" ({'; '.join(held)})" if held else ""
         if self.excluded_sites:
             text += f"; sites excluded: {', '.join(sorted(self.excluded_sites))}"
@@ -364,6 +372,60 @@ class CondorExecutor(Executor):
             log.warning("still in the queue after %g s: %s", grace, ", ".join(left))
         for monitor in self._monitors.values():
             monitor.close()
+
+    # -- from a new process: the run's record --------------------------------------------------
+
+    def status(self) -> dict[str, Any] | None:
+        record = JobsRecord.load(self.files.condor_jobs)
+        if not record.clusters:
+            return None
+        seen: dict[str, dict[str, Any]] = {}
+        sources = []
+        for cluster in record.clusters:
+            try:
+                jobs, source = cluster_jobs(cluster)
+            except CondorError as err:  # no event log and no schedd: say so, show the rest
+                sources.append(f"cluster {cluster.cluster_id}: unknown ({err})")
+                continue
+            sources.append(f"cluster {cluster.cluster_id}: {source}")
+            for job in jobs.values():
+                seen[job.job_id] = {
+                    "job": job.job_id,
+                    "state": job.state,
+                    "attempts": job.attempts,
+                    "return_value": job.return_value,
+                    "hold_reason": job.hold_reason,
+                    "hold_reason_code": job.hold_reason_code,
+                    "removed": job.removed,
+                }
+        unknown = {"state": "unknown", "attempts": 0}
+        workers = [
+            {
+                **seen.get(w.job, {**unknown, "job": w.job}),
+                "name": w.name,
+                "resubmissions": w.restarts,
+            }
+            for w in record.workers
+        ]
+        return {
+            "clusters": [c.cluster_id for c in record.clusters],
+            "sources": sources,
+            "workers": workers,
+            "earlier_jobs": len(seen) - sum(w.job in seen for w in record.workers),
+            "sites": {"failures": record.site_failures, "excluded": record.excluded_sites},
+        }
+
+    def cancel(self) -> int:
+        removed = 0
+        for cluster in JobsRecord.load(self.files.condor_jobs).clusters:
+            constraint = f"ClusterId == {cluster.cluster_id} && JobStatus != 3"
+            queued = query_jobs(
+                constraint, ["ProcId"], schedd=cluster.schedd, collector=cluster.collector
+            )
+            if queued:
+                remove_cluster(cluster, reason="gridtrain cancel")
+                removed += len(queued)
+        return removed
 
 
 def _returncode(job: JobStatus) -> int:

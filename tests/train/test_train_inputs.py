@@ -11,7 +11,7 @@ import pytest
 
 from gridtrain.data.manifest import load_manifest
 from gridtrain.errors import ConfigError
-from gridtrain.train.data import InputBuilder, Prefetcher, ShardData
+from gridtrain.train.inputs import InputBuilder, Prefetcher, ShardData
 from gridtrain.train.settings import select_inputs
 
 
