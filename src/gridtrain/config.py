@@ -98,6 +98,22 @@ class JaggedGroup:
     fill: float = 0.0
 
 
+IMAGE_STATISTICS = ("global", "per-pixel")
+# Names the shard already uses for other datasets, which a jagged group or an image cannot take.
+_RESERVED = ("features", "label", "weight", "event_id")
+
+
+@dataclass(frozen=True)
+class ImageGroup:
+    """Fixed-size array branches kept as one tensor: one branch as its own shape, several
+    stacked on a last, channel axis; ``statistics`` is ``global`` (per channel) or
+    ``per-pixel``."""
+
+    name: str
+    branches: tuple[str, ...]
+    statistics: str = "global"
+
+
 @dataclass(frozen=True)
 class DatasetConfig:
     """The ``dataset`` section: everything conversion needs, and nothing about machines."""
@@ -117,6 +133,7 @@ class DatasetConfig:
     seed: int
     outdir: str
     files_per_job: int | None = None  # None: one conversion job (gridtrain.data.groups)
+    images: tuple[ImageGroup, ...] = ()
 
     @classmethod
     def from_dict(cls, section: dict[str, Any]) -> DatasetConfig:
@@ -131,9 +148,14 @@ class DatasetConfig:
             JaggedGroup(name, tuple(g["branches"]), int(g["length"]), float(g["fill"]))
             for name, g in section["jagged"].items()
         )
-        if not section["features"] and not jagged:
+        images = tuple(
+            ImageGroup(name, tuple(g["branches"]), g["statistics"])
+            for name, g in section["images"].items()
+        )
+        _check_names([g.name for g in jagged], [g.name for g in images])
+        if not section["features"] and not jagged and not images:
             raise ConfigError(
-                "dataset: neither 'features' nor 'jagged' names a branch; "
+                "dataset: none of 'features', 'jagged' and 'images' names a branch; "
                 f"there is nothing to train on. For example:\n{EXAMPLE}"
             )
         if section["files_per_job"] is not None and not section["event_id"]:
@@ -148,6 +170,7 @@ class DatasetConfig:
             samples=samples,
             features=tuple(section["features"]),
             jagged=jagged,
+            images=images,
             event_id=tuple(section["event_id"]),
             **{key: section[key] for key in scalars},
         )
@@ -156,10 +179,27 @@ class DatasetConfig:
         """A hash of everything that determines the converted arrays (not where they go)."""
         content = asdict(self)
         content.pop("outdir")
-        if content["files_per_job"] is None:  # datasets converted before the key keep their hash
+        # Datasets converted before these keys existed keep their hash.
+        if content["files_per_job"] is None:
             content.pop("files_per_job")
+        if not content["images"]:
+            content.pop("images")
         blob = json.dumps(content, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()
+
+
+def _check_names(jagged: list[str], images: list[str]) -> None:
+    """Jagged groups and images become shard datasets and model inputs: their names must differ
+    from each other and from what the shard already holds."""
+    seen: set[str] = set()
+    for kind, name in [("jagged group", n) for n in jagged] + [("image", n) for n in images]:
+        if name in _RESERVED or name.endswith("_count") or name in seen:
+            raise ConfigError(
+                f"dataset: {kind} name {name!r} clashes with another shard dataset "
+                f"({', '.join(_RESERVED)}, '<group>_count', or another group or image); "
+                "rename it"
+            )
+        seen.add(name)
 
 
 @dataclass(frozen=True)

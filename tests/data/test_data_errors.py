@@ -63,7 +63,7 @@ def test_a_truncated_file(tmp_path):
 
 
 def test_a_missing_tree_lists_the_trees_there(tmp_path):
-    with pytest.raises(ConversionError, match=r"no TTree 'Events'.*\['events'\]"):
+    with pytest.raises(ConversionError, match=r"no TTree or RNTuple 'Events'.*\['events'\]"):
         convert(config_for(real("uproot-HZZ.root"), "Events", tmp_path, features=["MET_px"]))
 
 

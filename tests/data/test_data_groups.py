@@ -120,9 +120,11 @@ def test_gathered_groups_hold_the_events_of_a_one_job_conversion(one_job, groupe
         assert manifest.events(split) == one.events(split)
         assert event_ids(out, manifest, split) == event_ids(one_dir, one, split)
     assert verify_local(manifest, out) == []
+    # The same values merged in other blocks: float32 deviations squared and summed in float64
+    # agree to far better than float32's own 1e-7.
     for name, stats in one.stats.items():
         for key in ("count", "mean", "std", "min", "max"):
-            np.testing.assert_allclose(manifest.stats[name][key], stats[key], rtol=1e-9)
+            np.testing.assert_allclose(manifest.stats[name][key], stats[key], rtol=1e-7)
     assert {e.path.rsplit("/", 1)[0] for e in manifest.shards["train"]} == {
         f"groups/g000{k}" for k in range(3)
     }

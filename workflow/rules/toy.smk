@@ -5,6 +5,8 @@ rule toy:
     params:
         events=config["toy"]["events"],
         seed=config["toy"]["seed"],
+        file_format=config["toy"]["format"],
+        image_size=config["toy"]["image_size"],
     log:
         "logs/toy.log",
     localrule: True

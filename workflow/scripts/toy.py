@@ -13,5 +13,9 @@ logging.basicConfig(
     format="%(asctime)s %(name)s %(levelname)s: %(message)s",
 )
 write_toy_dataset(
-    Path(snakemake.output.signal).parent, snakemake.params.events, snakemake.params.seed
+    Path(snakemake.output.signal).parent,
+    snakemake.params.events,
+    snakemake.params.seed,
+    snakemake.params.file_format,
+    snakemake.params.image_size,
 )

@@ -44,6 +44,33 @@ def pad_group(
     return clipped
 
 
+def scatter_group(
+    counts: np.ndarray, contents: list[np.ndarray], length: int, rows: np.ndarray, out: np.ndarray
+) -> np.ndarray:
+    """Scatter flattened jagged channels sharing ``counts`` into rows ``rows`` of ``out``.
+
+    ``out`` is a C-contiguous (R x length x C) array the caller has filled with the fill value;
+    event i goes to row ``rows[i]`` and keeps its first ``length`` entries. Returns the clipped
+    counts. One index computation serves every channel, and the events land in their final
+    (shuffled) rows directly, so no padded copy is made and gathered again.
+    """
+    clipped = np.minimum(counts, length)
+    if len(counts) == 0:
+        return clipped
+    starts = np.cumsum(counts) - counts
+    positions = np.repeat(rows.astype(np.int64) * length - starts, counts)
+    positions += np.arange(len(positions))
+    keep = clip_mask(counts, length)
+    if keep is not None:
+        positions = positions[keep]
+    table = out.reshape(-1, out.shape[-1])
+    if not np.shares_memory(table, out):
+        raise ValueError("scatter_group needs a C-contiguous output array")
+    for channel, content in enumerate(contents):
+        table[:, channel][positions] = content if keep is None else content[keep]
+    return clipped
+
+
 def _splitmix64(x: np.ndarray) -> np.ndarray:
     with np.errstate(over="ignore"):
         x = x + _GOLDEN
@@ -98,6 +125,30 @@ class RunningStats:
         mean = columns.mean(axis=1)
         columns -= mean[:, None]
         m2 = np.einsum("ij,ij->i", columns, columns)
+        self._combine(n, mean, m2, minimum, maximum)
+
+    def update_columns(self, columns: list[np.ndarray]) -> None:
+        """Add one block given as one 1-D array per column (equal lengths), e.g. the contents
+        of a jagged group's channels as read: no 2-D block or float64 copy is made."""
+        n = len(columns[0]) if columns else 0
+        if n == 0:
+            return
+        mean = np.empty(self.columns)
+        m2 = np.empty(self.columns)
+        minimum = np.empty(self.columns)
+        maximum = np.empty(self.columns)
+        for k, column in enumerate(columns):
+            # The values as the shard stores them (float32), so the statistics describe those.
+            values = column if column.dtype == np.float32 else column.astype(np.float32)
+            mean[k] = np.add.reduce(values, dtype=np.float64) / n
+            # Deviations from the mean rounded to float32; the sum of squares is corrected for
+            # that rounding of the centre: sum (x - c)^2 = m2 + n (mean - c)^2.
+            centre = np.float32(mean[k])
+            deviation = values - centre
+            np.square(deviation, out=deviation)
+            shift = mean[k] - float(centre)
+            m2[k] = max(float(np.add.reduce(deviation, dtype=np.float64)) - n * shift**2, 0.0)
+            minimum[k], maximum[k] = values.min(), values.max()
         self._combine(n, mean, m2, minimum, maximum)
 
     def merge(self, other: RunningStats) -> None:

@@ -16,9 +16,23 @@ def register(subparsers: Any) -> None:
     toy.add_argument("--events", type=int, default=200_000, help="events in all (half each)")
     toy.add_argument("--seed", type=int, default=1)
     toy.add_argument("--out", default="data/toy", help="output folder (default: data/toy)")
+    toy.add_argument(
+        "--format",
+        choices=("ttree", "rntuple"),
+        default="ttree",
+        help="write TTrees (default) or RNTuples (ROOT 6.34+); the same branch names either way",
+    )
+    toy.add_argument(
+        "--image-size",
+        type=int,
+        metavar="N",
+        help="also write two N x N jet images per jet (jet_image_charged, jet_image_neutral)",
+    )
     toy.set_defaults(func=_toy)
 
-    convert = subparsers.add_parser("convert", help="convert ROOT TTrees into HDF5 shards")
+    convert = subparsers.add_parser(
+        "convert", help="convert ROOT TTrees or RNTuples into HDF5 shards"
+    )
     convert.add_argument("-c", "--config", default="config/config.yaml", help="YAML config")
     convert.add_argument("-o", "--out", help="output folder (default: dataset.outdir)")
     convert.add_argument("--threads", type=int, help="decompression threads (default: cores)")
@@ -46,7 +60,7 @@ def _toy(args: argparse.Namespace) -> int:
     from gridtrain.data.toy import write_toy_dataset
 
     start = time.perf_counter()
-    files = write_toy_dataset(args.out, args.events, args.seed)
+    files = write_toy_dataset(args.out, args.events, args.seed, args.format, args.image_size)
     took = time.perf_counter() - start
     print(f"wrote {args.events} toy events to {', '.join(map(str, files))} in {took:.1f} s")
     return 0

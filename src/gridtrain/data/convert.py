@@ -1,15 +1,19 @@
-"""ROOT TTrees to HDF5 training shards with a checksummed manifest.
+"""ROOT TTrees and RNTuples to HDF5 training shards with a checksummed manifest.
 
-The conversion layer: plans entry ranges, drives the reader (``rootio``), the pure array functions
-(``arrays``, ``selection``) and the shard writer (``shards``), and commits the result atomically.
+The conversion layer: plans entry ranges, drives the readers (``rootio``: TTree or RNTuple, mixed
+freely), the pure array functions (``arrays``, ``selection``), the layout checks (``layout``) and
+the shard writer (``writer``, ``shards``), and commits the result atomically.
 
 How it streams. The events of all samples are cut into steps of about ``step_events``; each step
 takes from every sample a share proportional to the sample's size, so inputs ordered by sample
-still give class-mixed shards. A step is permuted (seeded by the dataset seed and the step index)
-and split into training and validation by a hash of the event id, then copied into preallocated
-shard buffers. Full shards go to a writer thread, which compresses, checksums and accumulates the
-training statistics while the main thread reads the next step; uproot decompresses baskets in a
-thread pool. Memory is bounded by a step plus at most three shards, whatever the input size.
+still give class-mixed shards. A step is split into training and validation by a hash of the
+event id and permuted (seeded by the dataset seed and the step index); every event is then
+written once, straight into its shuffled row of the step arrays (training rows first), jagged
+groups padded on the way and images kept as tensors, and the training statistics are taken from
+the unpadded values. Shard buffers fill from the step by contiguous copies; full shards go to a
+writer thread, which compresses and checksums while the main thread assembles the next step and
+a read-ahead thread reads the one after it, every branch of a range on a pool of threads.
+Memory is bounded by a step plus at most three shards, whatever the input size.
 
 How it commits. Shards are written as ``.NAME.part``; only when every shard is complete are they
 renamed, stale shards of an earlier run removed, and the manifest written last (also atomically).
@@ -25,32 +29,24 @@ import bisect
 import logging
 import math
 import os
-import queue
 import re
-import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from gridtrain import __version__
-from gridtrain.checksum import adler32_file
 from gridtrain.config import DatasetConfig, Sample
-from gridtrain.data.arrays import RunningStats, pad_group, validation_mask
+from gridtrain.data.arrays import clip_mask, scatter_group, validation_mask
+from gridtrain.data.branches import InputReader
 from gridtrain.data.groups import FileGroup, FileSlice, group_dir
-from gridtrain.data.manifest import (
-    MANIFEST_NAME,
-    SPLITS,
-    Manifest,
-    ShardEntry,
-    SourceEntry,
-    write_manifest,
-)
-from gridtrain.data.rootio import FlatBranch, TreeReader
+from gridtrain.data.layout import Input, Layout, branch_names, check_layout
+from gridtrain.data.manifest import MANIFEST_NAME, SPLITS, Manifest, SourceEntry, write_manifest
+from gridtrain.data.rootio import open_input
 from gridtrain.data.selection import Selection
-from gridtrain.data.shards import write_shard
+from gridtrain.data.writer import Arrays, ShardBuffer, Statistics, Writer
 from gridtrain.errors import ConversionError
 
 log = logging.getLogger(__name__)
@@ -61,36 +57,11 @@ ProgressCallback = Callable[[int, int], None]
 _PieceReader = Callable[["_Input", int, int], "_Piece"]
 
 
-@dataclass(frozen=True)
-class Layout:
-    """What each event becomes: the resolved feature columns and the jagged groups."""
-
-    features: tuple[FlatBranch, ...]
-    groups: tuple[tuple[str, tuple[str, ...], int, float], ...]
-    event_id: tuple[str, ...]
-
-    @property
-    def feature_columns(self) -> tuple[str, ...]:
-        return tuple(c for f in self.features for c in f.columns())
-
-    def row_shapes(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
-        shapes: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
-        if self.feature_columns:
-            shapes["features"] = ((len(self.feature_columns),), np.dtype(np.float32))
-        for name, branches, length, _ in self.groups:
-            shapes[name] = ((length, len(branches)), np.dtype(np.float32))
-            shapes[f"{name}_count"] = ((), np.dtype(np.int32))
-        shapes["label"] = ((), np.dtype(np.int32))
-        shapes["weight"] = ((), np.dtype(np.float32))
-        shapes["event_id"] = ((len(self.event_id) or 2,), np.dtype(np.uint64))
-        return shapes
-
-
 @dataclass
 class _Input:
     sample: Sample
     sample_index: int
-    reader: TreeReader
+    reader: InputReader
     offset: int  # where entry ``start`` of this file lies in the sample's concatenated entries
     start: int  # the file's entries this job reads: [start, stop)
     stop: int
@@ -114,7 +85,7 @@ def _open_inputs(dataset: DatasetConfig, file_group: FileGroup | None) -> list[l
                 else tuple(FileSlice(path) for path in sample.files)
             )
             for piece in slices:
-                reader = TreeReader(piece.path, sample.tree)
+                reader = open_input(piece.path, sample.tree)
                 start, stop = piece.entry_range(reader.entries)
                 files.append(_Input(sample, sample_index, reader, offset, start, stop))
                 offset += stop - start
@@ -135,48 +106,15 @@ def _close(inputs: list[list[_Input]]) -> None:
             item.reader.close()
 
 
-def _check_layout(
-    dataset: DatasetConfig, inputs: list[list[_Input]], selection: Selection | None
-) -> Layout:
-    features: tuple[FlatBranch, ...] = ()
-    jagged_names = {b for g in dataset.jagged for b in g.branches}
-    for files in inputs:
-        for item in files:
-            r = item.reader
-            these = tuple(r.check_flat(name, "feature") for name in dataset.features)
-            if features and these != features:
-                raise ConversionError(
-                    f"{r.path}: feature branch shapes {these} differ from the first input's "
-                    f"{features}; all inputs must share one layout"
-                )
-            features = these
-            for group in dataset.jagged:
-                for name in group.branches:
-                    r.check_jagged(name, group.name)
-            for name in dataset.event_id:
-                r.check_flat(name, "event id")
-            if dataset.weight:
-                r.check_flat(dataset.weight, "weight")
-            if isinstance(item.sample.label, str):
-                r.check_flat(item.sample.label, f"label of sample {item.sample.name!r}")
-            for name in selection.names if selection else ():
-                if name in jagged_names:
-                    raise ConversionError(
-                        f"dataset.selection {dataset.selection!r}: {name!r} is jagged; cut on "
-                        "per-event branches only"
-                    )
-                r.check_flat(name, "selection")
-    groups = tuple((g.name, g.branches, g.length, g.fill) for g in dataset.jagged)
-    return Layout(features, groups, dataset.event_id)
-
-
 @dataclass
 class _Piece:
-    """Selected events of one file's entry range, as read: flat columns and unpadded groups."""
+    """Selected events of one file's entry range, as read: flat columns, unpadded groups and
+    image tensors."""
 
     entries: np.ndarray  # sample-level entry number of each event
     flat: dict[str, np.ndarray]  # branch -> N x width
     groups: dict[str, tuple[np.ndarray, list[np.ndarray]]]  # group -> (counts, channel contents)
+    images: dict[str, np.ndarray]  # branch -> N x shape
     label: np.ndarray
     sample_index: int
 
@@ -190,11 +128,13 @@ class _Piece:
             cut = int(counts[:k].sum())
             heads[name] = (counts[:k], [c[:cut] for c in contents])
             tails[name] = (counts[k:], [c[cut:] for c in contents])
-        flat_head = {n: a[:k] for n, a in self.flat.items()}
-        flat_tail = {n: a[k:] for n, a in self.flat.items()}
+        head = {n: a[:k] for n, a in self.flat.items()}
+        tail = {n: a[k:] for n, a in self.flat.items()}
+        image_head = {n: a[:k] for n, a in self.images.items()}
+        image_tail = {n: a[k:] for n, a in self.images.items()}
         return (
-            _Piece(self.entries[:k], flat_head, heads, self.label[:k], self.sample_index),
-            _Piece(self.entries[k:], flat_tail, tails, self.label[k:], self.sample_index),
+            _Piece(self.entries[:k], head, heads, image_head, self.label[:k], self.sample_index),
+            _Piece(self.entries[k:], tail, tails, image_tail, self.label[k:], self.sample_index),
         )
 
 
@@ -209,12 +149,14 @@ def _read_piece(
 ) -> _Piece:
     """Read one file's entry range, every branch in parallel, and apply the selection."""
     r = item.reader
-    flat_futures = {n: pool.submit(r.read_flat, n, start, stop) for n in flat_names}
     group_futures = {
         g: pool.submit(r.read_jagged, branches, g, start, stop)
         for g, branches, _, _ in layout.groups
-    }
+    }  # the jagged groups first: they take longest
+    image_futures = {n: pool.submit(r.read_image, n, start, stop) for n in layout.image_names()}
+    flat_futures = {n: pool.submit(r.read_flat, n, start, stop) for n in flat_names}
     flat = {n: f.result() for n, f in flat_futures.items()}
+    images = {n: f.result() for n, f in image_futures.items()}
     groups = {}
     for g, future in group_futures.items():
         read = future.result()
@@ -224,6 +166,7 @@ def _read_piece(
         keep = selection.mask({n: flat[n][:, 0] for n in selection.names})
         entries = entries[keep]
         flat = {n: a[keep] for n, a in flat.items()}
+        images = {n: a[keep] for n, a in images.items()}
         for g, (counts, contents) in groups.items():
             inner = np.repeat(keep, counts)
             groups[g] = (counts[keep], [c[inner] for c in contents])
@@ -233,7 +176,7 @@ def _read_piece(
         labels = flat[label][:, 0].astype(np.int32)
     else:
         labels = np.full(len(entries), label, dtype=np.int32)
-    return _Piece(entries, flat, groups, labels, item.sample_index)
+    return _Piece(entries, flat, groups, images, labels, item.sample_index)
 
 
 class _SampleStream:
@@ -275,144 +218,86 @@ class _SampleStream:
         return out
 
 
-def _assemble(pieces: list[_Piece], layout: Layout, weight: str | None) -> dict[str, np.ndarray]:
-    """Pad and convert the pieces of one step straight into preallocated step arrays."""
-    n = sum(len(p) for p in pieces)
+def _event_ids(pieces: list[_Piece], layout: Layout, n: int) -> np.ndarray:
+    """The step's event id rows in reading order: the id branches, or (sample index, entry)."""
+    ids = np.empty((n, len(layout.event_id) or 2), dtype=np.uint64)
+    offset = 0
+    for piece in pieces:
+        rows = slice(offset, offset + len(piece))
+        for k, name in enumerate(layout.event_id):
+            ids[rows, k] = piece.flat[name][:, 0]
+        if not layout.event_id:  # no id branches: the event's place in its sample is its id
+            ids[rows, 0] = piece.sample_index
+            ids[rows, 1] = piece.entries
+        offset += len(piece)
+    return ids
+
+
+def _assemble(
+    pieces: list[_Piece],
+    layout: Layout,
+    weight: str | None,
+    ids: np.ndarray,
+    destination: np.ndarray,
+    n_train: int,
+    stats: Statistics,
+) -> Arrays:
+    """Write every event of the step once, into row ``destination[i]`` of new step arrays.
+
+    Training rows come first (``destination < n_train``). Jagged groups are padded on the way;
+    their statistics are taken from the training events' unpadded contents, those of the
+    features and images from the training rows.
+    """
+    n = len(destination)
     step = {
         name: np.empty((n, *shape), dtype=dtype)
         for name, (shape, dtype) in layout.row_shapes().items()
     }
+    step["event_id"][destination] = ids
+    for name, _, _, fill in layout.groups:
+        step[name].fill(fill)
     offset = 0
     for piece in pieces:
-        rows = slice(offset, offset + len(piece))
-        column = 0
-        for branch in layout.features:
-            step["features"][rows, column : column + branch.width] = piece.flat[branch.name]
-            column += branch.width
-        for name, _, length, fill in layout.groups:
+        rows = destination[offset : offset + len(piece)]
+        offset += len(piece)
+        if layout.features:
+            table = np.empty((len(piece), len(layout.feature_columns)), dtype=np.float32)
+            column = 0
+            for feature in layout.features:
+                table[:, column : column + feature.width] = piece.flat[feature.name]
+                column += feature.width
+            step["features"][rows] = table
+        train = rows < n_train
+        for name, _, length, _ in layout.groups:
             counts, contents = piece.groups[name]
-            step[f"{name}_count"][rows] = pad_group(
-                counts, contents, length, fill, step[name][rows]
-            )
+            step[f"{name}_count"][rows] = scatter_group(counts, contents, length, rows, step[name])
+            stats.add_group(name, _training_contents(counts, contents, length, train))
+        for image in layout.images:
+            if image.channels == 1:
+                step[image.name][rows] = piece.images[image.branches[0]]
+            else:
+                for channel, name in enumerate(image.branches):
+                    step[image.name][rows, ..., channel] = piece.images[name]
         step["label"][rows] = piece.label
         step["weight"][rows] = piece.flat[weight][:, 0] if weight else 1.0
-        for k, name in enumerate(layout.event_id):
-            step["event_id"][rows, k] = piece.flat[name][:, 0]
-        if not layout.event_id:  # no id branches: the event's place in its sample is its id
-            step["event_id"][rows, 0] = piece.sample_index
-            step["event_id"][rows, 1] = piece.entries
-        offset += len(piece)
+    if layout.features:
+        stats.add_features(step["features"][:n_train])
+    for image in layout.images:
+        stats.add_image(image, step[image.name][:n_train])
     return step
 
 
-@dataclass
-class _Writer:
-    """The writer thread: compresses, checksums and gathers statistics, off the read path."""
-
-    outdir: Path
-    dataset: DatasetConfig
-    layout: Layout
-    jobs: queue.Queue[tuple[str, int, dict[str, np.ndarray]] | None] = field(
-        default_factory=lambda: queue.Queue(maxsize=1)
-    )
-    entries: dict[str, list[ShardEntry]] = field(default_factory=lambda: {s: [] for s in SPLITS})
-    parts: list[Path] = field(default_factory=list)
-    error: BaseException | None = None
-
-    def __post_init__(self) -> None:
-        self.feature_stats = RunningStats(len(self.layout.feature_columns))
-        self.group_stats = {g[0]: RunningStats(len(g[1])) for g in self.layout.groups}
-        self.thread = threading.Thread(target=self._run, name="gridtrain-shard-writer", daemon=True)
-        self.thread.start()
-
-    def submit(self, split: str, index: int, arrays: dict[str, np.ndarray]) -> None:
-        while True:
-            if self.error is not None:
-                raise self.error
-            try:
-                self.jobs.put((split, index, arrays), timeout=0.5)
-                return
-            except queue.Full:
-                continue
-
-    def finish(self) -> None:
-        self.jobs.put(None)
-        self.thread.join()
-        if self.error is not None:
-            raise self.error
-
-    def abort(self) -> None:
-        while True:  # drop queued shards so the thread can see the stop marker
-            try:
-                self.jobs.get_nowait()
-            except queue.Empty:
-                break
-        self.jobs.put(None)
-        self.thread.join()
-
-    def _run(self) -> None:
-        columns = {"features": list(self.layout.feature_columns)}
-        columns.update({g[0]: list(g[1]) for g in self.layout.groups})
-        while (job := self.jobs.get()) is not None:
-            if self.error is not None:
-                continue
-            split, index, arrays = job
-            name = f"{split}-{index:05d}.h5"
-            part = self.outdir / f".{name}.part"
-            self.parts.append(part)
-            try:
-                write_shard(part, arrays, self.dataset.codec, self.dataset.chunk_events, columns)
-                if split == "train":
-                    self._accumulate(arrays)
-                entry = ShardEntry(
-                    name, len(arrays["label"]), part.stat().st_size, adler32_file(part)
-                )
-                self.entries[split].append(entry)
-            except BaseException as err:  # handed to the main thread, which re-raises it
-                self.error = err
-
-    def _accumulate(self, arrays: dict[str, np.ndarray]) -> None:
-        if self.layout.feature_columns:
-            self.feature_stats.update(arrays["features"])
-        for name, _, length, _ in self.layout.groups:
-            valid = np.arange(length)[None, :] < arrays[f"{name}_count"][:, None]
-            self.group_stats[name].update(arrays[name][valid])
-
-
-class _ShardBuffer:
-    """Preallocated arrays for the shard being filled for one split."""
-
-    def __init__(self, split: str, layout: Layout, size: int, writer: _Writer) -> None:
-        self.split, self.layout, self.size, self.writer = split, layout, size, writer
-        self.index = 0
-        self._new()
-
-    def _new(self) -> None:
-        self.fill = 0
-        self.arrays = {
-            name: np.empty((self.size, *shape), dtype=dtype)
-            for name, (shape, dtype) in self.layout.row_shapes().items()
-        }
-
-    def add(self, step: dict[str, np.ndarray], rows: np.ndarray) -> None:
-        taken = 0
-        while taken < len(rows):
-            k = min(self.size - self.fill, len(rows) - taken)
-            chosen = rows[taken : taken + k]
-            for name, array in step.items():
-                np.take(array, chosen, axis=0, out=self.arrays[name][self.fill : self.fill + k])
-            self.fill += k
-            taken += k
-            if self.fill == self.size:
-                self.flush()
-
-    def flush(self) -> None:
-        if self.fill == 0:
-            return
-        arrays = {name: a[: self.fill] for name, a in self.arrays.items()}
-        self.writer.submit(self.split, self.index, arrays)
-        self.index += 1
-        self._new()
+def _training_contents(
+    counts: np.ndarray, contents: list[np.ndarray], length: int, train: np.ndarray
+) -> list[np.ndarray]:
+    """The entries of the training events that padding keeps (the first ``length`` of each)."""
+    keep = clip_mask(counts, length)
+    if keep is None and train.all():
+        return contents
+    entries = np.repeat(train, counts)
+    if keep is not None:
+        entries &= keep
+    return [c[entries] for c in contents]
 
 
 def convert(
@@ -444,11 +329,13 @@ def convert(
     with ThreadPoolExecutor(threads, thread_name_prefix="gridtrain-read") as pool:
         inputs = _open_inputs(dataset, file_group)
         try:
-            layout = _check_layout(dataset, inputs, selection)
+            checked = [Input(f.sample, f.reader) for files in inputs for f in files]
+            layout = check_layout(dataset, checked, selection)
             out.mkdir(parents=True, exist_ok=True)
-            writer = _Writer(out, dataset, layout)
+            writer = Writer(out, dataset, layout)
+            stats = Statistics(layout)
             try:
-                _stream(dataset, inputs, layout, selection, writer, pool, progress, seed)
+                _stream(dataset, inputs, layout, selection, writer, stats, pool, progress, seed)
                 writer.finish()
             except BaseException:
                 writer.abort()
@@ -461,7 +348,7 @@ def convert(
             f"dataset.selection {dataset.selection!r} keeps no event of "
             f"{sum(f.entries for files in inputs for f in files)}; loosen it"
         )
-    manifest = _manifest(dataset, layout, inputs, writer)
+    manifest = _manifest(dataset, layout, inputs, writer, stats)
     _commit(out, writer.parts, manifest)
     return manifest
 
@@ -471,7 +358,8 @@ def _stream(
     inputs: list[list[_Input]],
     layout: Layout,
     selection: Selection | None,
-    writer: _Writer,
+    writer: Writer,
+    stats: Statistics,
     pool: ThreadPoolExecutor,
     progress: ProgressCallback | None,
     seed: tuple[int, ...],
@@ -479,10 +367,10 @@ def _stream(
     sizes = [sum(f.entries for f in files) for files in inputs]
     total = sum(sizes)
     steps = max(1, math.ceil(total / dataset.step_events))
-    buffers = {s: _ShardBuffer(s, layout, dataset.shard_events, writer) for s in SPLITS}
-    names = _branch_names(dataset, layout, selection)  # basket boundaries are common to all of them
-    jagged = {b for g in layout.groups for b in g[1]}
-    flat_names = [n for n in names if n not in jagged]
+    buffers = {s: ShardBuffer(s, layout, dataset.shard_events, writer) for s in SPLITS}
+    names = branch_names(dataset, layout, selection)  # basket boundaries common to all of them
+    tensors = layout.jagged_names() | layout.image_names()
+    flat_names = [n for n in names if n not in tensors]
 
     def read(item: _Input, start: int, stop: int) -> _Piece:
         return _read_piece(item, start, stop, flat_names, layout, selection, pool)
@@ -505,34 +393,31 @@ def _stream(
                 upcoming = ahead.submit(take, step + 1)
             if progress is not None:
                 progress(sum(n * (step + 1) // steps for n in sizes), total)
-            if not any(len(p) for p in pieces):
+            n = sum(len(p) for p in pieces)
+            if n == 0:
                 continue
-            arrays = _assemble(pieces, layout, dataset.weight)
-            is_validation = validation_mask(
-                arrays["event_id"], dataset.validation_fraction, dataset.seed
-            )
-            order = np.random.default_rng([*seed, step]).permutation(len(is_validation))
-            buffers["train"].add(arrays, order[~is_validation[order]])
-            buffers["validation"].add(arrays, order[is_validation[order]])
+            ids = _event_ids(pieces, layout, n)
+            is_validation = validation_mask(ids, dataset.validation_fraction, dataset.seed)
+            order = np.random.default_rng([*seed, step]).permutation(n)
+            ordered = np.concatenate([order[~is_validation[order]], order[is_validation[order]]])
+            destination = np.empty(n, dtype=np.int64)
+            destination[ordered] = np.arange(n)
+            n_train = n - int(is_validation.sum())
+            arrays = _assemble(pieces, layout, dataset.weight, ids, destination, n_train, stats)
+            del pieces
+            buffers["train"].add(arrays, 0, n_train)
+            buffers["validation"].add(arrays, n_train, n)
     for buffer in buffers.values():
         buffer.flush()
 
 
-def _branch_names(dataset: DatasetConfig, layout: Layout, selection: Selection | None) -> list[str]:
-    names = [f.name for f in layout.features] + [b for g in layout.groups for b in g[1]]
-    names += list(layout.event_id) + ([dataset.weight] if dataset.weight else [])
-    names += [s.label for s in dataset.samples if isinstance(s.label, str)]
-    return sorted(set(names) | set(selection.names if selection else ()))
-
-
 def _manifest(
-    dataset: DatasetConfig, layout: Layout, inputs: list[list[_Input]], writer: _Writer
+    dataset: DatasetConfig,
+    layout: Layout,
+    inputs: list[list[_Input]],
+    writer: Writer,
+    stats: Statistics,
 ) -> Manifest:
-    stats: dict[str, object] = {}
-    if layout.feature_columns:
-        stats["features"] = writer.feature_stats.as_dict()
-    for name, stat in writer.group_stats.items():
-        stats[name] = stat.as_dict()
     return Manifest(
         name=dataset.name,
         gridtrain_version=__version__,
@@ -544,6 +429,15 @@ def _manifest(
             {"name": n, "branches": list(b), "length": length, "fill": fill, "count": f"{n}_count"}
             for n, b, length, fill in layout.groups
         ],
+        images=[
+            {
+                "name": i.name,
+                "branches": list(i.branches),
+                "shape": list(i.shape),
+                "statistics": i.statistics,
+            }
+            for i in layout.images
+        ],
         event_id=list(layout.event_id) or ["sample_index", "entry"],
         weight=dataset.weight,
         split={
@@ -551,7 +445,7 @@ def _manifest(
             "seed": dataset.seed,
             "method": "splitmix64 hash of the event id columns salted with the seed",
         },
-        stats=stats,
+        stats=stats.as_dict(),
         sources=[
             SourceEntry(
                 sample=f.sample.name,
@@ -561,6 +455,7 @@ def _manifest(
                 entry_start=f.start,
                 entry_stop=f.stop,
                 selected=f.selected,
+                kind=f.reader.kind,
             )
             for files in inputs
             for f in files

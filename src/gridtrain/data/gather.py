@@ -36,7 +36,9 @@ from gridtrain.paths import below
 log = logging.getLogger(__name__)
 
 # What every group must agree on: how its shards are laid out and split.
-_SAME_LAYOUT = ("codec", "chunk_events", "features", "jagged", "event_id", "weight", "split")
+_SAME_LAYOUT = (
+    "codec", "chunk_events", "features", "jagged", "images", "event_id", "weight", "split",
+)  # fmt: skip
 
 
 def gather(dataset: DatasetConfig, outdir: str | Path | None = None) -> Manifest:

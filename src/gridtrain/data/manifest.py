@@ -41,6 +41,7 @@ class SourceEntry:
     entry_start: int
     entry_stop: int
     selected: int
+    kind: str = "TTree"  # or "RNTuple"
 
 
 @dataclass
@@ -60,6 +61,8 @@ class Manifest:
     stats: dict[str, Any]
     sources: list[SourceEntry]
     shards: dict[str, list[ShardEntry]] = field(default_factory=dict)
+    # name, branches, shape (with the channel axis when several branches), statistics
+    images: list[dict[str, Any]] = field(default_factory=list)
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
 

@@ -17,6 +17,7 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -196,36 +197,114 @@ def _blocks(n: int, signal: bool, seed: int) -> Iterator[ToyEvents]:
         yield generate_events(size, signal, np.random.default_rng(child), index * _CHUNK)
 
 
-def write_toy_dataset(outdir: str | Path, events: int, seed: int = 1) -> list[Path]:
+IMAGE_BRANCHES = ("jet_image_charged", "jet_image_neutral")
+IMAGE_HALF_WIDTH = 0.8  # the images span |delta eta|, |delta phi| < 0.8, the constituents' range
+FORMATS = ("ttree", "rntuple")
+
+
+def jet_images(counts: np.ndarray, constituents: dict[str, np.ndarray], size: int) -> np.ndarray:
+    """Two ``size`` x ``size`` images per jet in (delta eta, delta phi): the pt of its charged and
+    of its neutral constituents per pixel (N x 2 x size x size, float32)."""
+    n = len(counts)
+    pixel = (constituents["deta"] + IMAGE_HALF_WIDTH) * (size / (2 * IMAGE_HALF_WIDTH))
+    row = np.clip(pixel.astype(np.int64), 0, size - 1)
+    pixel = (constituents["dphi"] + IMAGE_HALF_WIDTH) * (size / (2 * IMAGE_HALF_WIDTH))
+    column = np.clip(pixel.astype(np.int64), 0, size - 1)
+    neutral = (constituents["charge"] == 0).astype(np.int64)
+    owner = np.repeat(np.arange(n), counts)
+    index = ((owner * 2 + neutral) * size + row) * size + column
+    images = np.bincount(index, weights=constituents["pt"], minlength=n * 2 * size * size)
+    return images.astype(np.float32).reshape(n, 2, size, size)
+
+
+def write_toy_dataset(
+    outdir: str | Path,
+    events: int,
+    seed: int = 1,
+    file_format: str = "ttree",
+    image_size: int | None = None,
+) -> list[Path]:
     """Write ``signal.root`` and ``background.root`` with ``events`` events in all, half each.
 
-    Each file holds one TTree ``events`` (written with ``mktree``, so a TTree, not an RNTuple):
-    the 16 float32 jet features, a jagged ``part_*`` constituent record with its counter
-    ``npart``, ``weight`` and the event id ``run``/``luminosityBlock``/``event``, in baskets of
-    10,000 events. Files are written under a temporary name and renamed when complete.
+    Each file holds one tree ``events``, a TTree (``mktree``) or, with ``file_format="rntuple"``,
+    an RNTuple (``mkrntuple``, RNTuple 1.0): the 16 float32 jet features, the constituents
+    ``part_*`` (lists per jet) with their counter ``npart``, ``weight`` and the event id
+    ``run``/``luminosityBlock``/``event``, in baskets (clusters) of 10,000 events; the names are
+    the same in both formats. With ``image_size`` N, also ``jet_image_charged[N][N]`` and
+    ``jet_image_neutral[N][N]`` (``jet_images``). Files are written under a temporary name and
+    renamed when complete. The same seed gives the same events in either format.
     """
-    import awkward as ak
-    import uproot
-
+    if file_format not in FORMATS:
+        raise ValueError(f"file_format {file_format!r}: choose one of {FORMATS}")
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for index, name in enumerate(SAMPLES):
         n = events // 2 + (events % 2 if index == 0 else 0)
         final = out / f"{name}.root"
-        with atomic_path(final) as tmp, uproot.recreate(tmp) as f:
-            tree = None
-            for block in _blocks(n, SAMPLES[name] == 1, seed):
-                part = ak.zip(
-                    {k: ak.unflatten(v, block.counts) for k, v in block.constituents.items()}
-                )
-                data = {**block.flat, "part": part}
-                if tree is None:
-                    types = {k: v.dtype for k, v in block.flat.items()}
-                    types["part"] = part.type.content
-                    tree = f.mktree(TREE_NAME, types, title=f"gridtrain toy {name}")
-                for start in range(0, len(block.counts), _BASKET):
-                    tree.extend({k: v[start : start + _BASKET] for k, v in data.items()})
-        log.info("wrote %d %s events to %s", n, name, final)
+        with atomic_path(final) as tmp:
+            _write_sample(tmp, name, _blocks(n, SAMPLES[name] == 1, seed), file_format, image_size)
+        log.info("wrote %d %s events to %s (%s)", n, name, final, file_format)
         written.append(final)
     return written
+
+
+def _write_sample(
+    path: Path, name: str, blocks: Iterator[ToyEvents], file_format: str, image_size: int | None
+) -> None:
+    import uproot
+
+    with uproot.recreate(path) as f:
+        tree = None
+        for block in blocks:
+            offsets = np.concatenate([[0], np.cumsum(block.counts)])
+            for start in range(0, len(block.counts), _BASKET):
+                stop = min(start + _BASKET, len(block.counts))
+                data = _basket(block, start, stop, offsets, file_format, image_size)
+                if tree is None:
+                    title = f"gridtrain toy {name}"
+                    if file_format == "ttree":
+                        tree = f.mktree(TREE_NAME, _types(data, file_format), title=title)
+                    else:
+                        tree = f.mkrntuple(TREE_NAME, _types(data, file_format), description=title)
+                tree.extend(data)
+
+
+def _types(data: dict[str, Any], file_format: str) -> dict[str, Any]:
+    """Branch (field) types: numpy dtypes, a fixed-size dtype for a TTree's image leaf, the
+    Awkward type otherwise (lists, the RNTuple's std::array images)."""
+    import awkward as ak
+
+    types: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, np.ndarray) and value.ndim == 1:
+            types[key] = value.dtype
+        elif isinstance(value, np.ndarray) and file_format == "ttree":
+            types[key] = np.dtype((value.dtype, value.shape[1:]))
+        else:
+            types[key] = ak.Array(value[:1]).type.content
+    return types
+
+
+def _basket(
+    block: ToyEvents,
+    start: int,
+    stop: int,
+    offsets: np.ndarray,
+    file_format: str,
+    image_size: int | None,
+) -> dict[str, Any]:
+    import awkward as ak
+
+    counts = block.counts[start:stop]
+    constituents = {k: v[offsets[start] : offsets[stop]] for k, v in block.constituents.items()}
+    data: dict[str, Any] = {k: v[start:stop] for k, v in block.flat.items()}
+    if file_format == "ttree":  # a record: uproot writes the counter npart and part_* itself
+        data["part"] = ak.zip({k: ak.unflatten(v, counts) for k, v in constituents.items()})
+    else:
+        data["npart"] = counts.astype(np.int32)
+        data.update({f"part_{k}": ak.unflatten(v, counts) for k, v in constituents.items()})
+    if image_size is not None:
+        images = jet_images(counts, constituents, image_size)
+        data.update({b: images[:, c] for c, b in enumerate(IMAGE_BRANCHES)})
+    return data
