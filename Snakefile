@@ -1,4 +1,4 @@
-# gridtrain workflow: toy data -> HDF5 shards -> (optional stage) -> train -> report.
+# gridtrain workflow: toy data -> HDF5 shards -> (optional stage) -> train -> report, export.
 # Run with the embedded default profile:  snakemake --profile profiles/local
 configfile: "config/config.yaml"
 
@@ -8,10 +8,12 @@ include: "workflow/rules/toy.smk"
 include: "workflow/rules/convert.smk"
 include: "workflow/rules/stage.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/export.smk"
 
 
 rule all:
     input:
         model=f"{run_dir()}/model.keras",
         plots=[f"{run_dir()}/plots/{name}.png" for name in REPORT_PLOTS],
+        export=f"{run_dir()}/export/export.json",
     default_target: True

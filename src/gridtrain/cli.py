@@ -28,6 +28,7 @@ _COMMAND_MODULES = (
     "gridtrain.condor.cli",
     "gridtrain.condor.doctor",
     "gridtrain.condor.pack",
+    "gridtrain.export.cli",
 )
 
 EXIT_USER_ERROR = 2

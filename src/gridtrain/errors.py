@@ -103,3 +103,7 @@ class StaleUpdateError(GridtrainError, RuntimeError):
 
 class CheckpointError(GridtrainError, OSError):
     """A checkpoint is missing, unreadable or does not match the model being served."""
+
+
+class ExportError(GridtrainError, ValueError):
+    """A trained model cannot be exported, or its export does not score as the model does."""

@@ -44,7 +44,7 @@ def test_lint_and_dry_run(tmp_path):
     assert "good condition" in lint.stdout + lint.stderr
     dry = snakemake(workdir, "-n")
     assert dry.returncode == 0, dry.stderr
-    for rule in ("toy", "convert", "train", "report"):
+    for rule in ("toy", "convert", "train", "report", "export"):
         assert f"rule {rule}:" in dry.stdout, rule
 
 
@@ -65,6 +65,10 @@ def test_the_chain_runs_from_toy_to_a_trained_model_and_its_report(tmp_path):
     assert (run / "model.keras").stat().st_size > 0
     for plot in ("training_vs_time", "training_vs_updates", "roc", "staleness", "throughput"):
         assert (run / "plots" / f"{plot}.png").read_bytes()[:4] == b"\x89PNG", plot
+    exported = json.loads((run / "export" / "export.json").read_text())
+    checks = exported["verification"]["checks"]
+    assert {check["format"] for check in checks} == {"onnx", "saved_model", "frozen"}
+    assert all(check["auc"] == pytest.approx(metrics["auc"], abs=1e-6) for check in checks)
     again = snakemake(workdir)  # nothing to do the second time
     assert again.returncode == 0
     assert "Nothing to be done" in again.stdout + again.stderr

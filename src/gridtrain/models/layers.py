@@ -49,3 +49,47 @@ class MaskedPooling(keras.layers.Layer):  # type: ignore[misc]
         config: dict[str, Any] = super().get_config()
         config["mode"] = self.mode
         return config
+
+
+@keras.saving.register_keras_serializable(package="gridtrain")
+class Standardise(keras.layers.Layer):  # type: ignore[misc]
+    """``(x - mean) * inverse`` per channel (the last axis), as training standardises inputs.
+
+    Called on ``values`` alone, or on ``[values, count]`` for a jagged group (batch, L, C): entries
+    at ``i >= count`` become exactly 0, whatever they held. ``mean`` and ``inverse`` are constant
+    weights of the layer, so an exported graph carries them as initialisers.
+    """
+
+    def __init__(self, mean: Any, inverse: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.mean_values = [float(v) for v in mean]
+        self.inverse_values = [float(v) for v in inverse]
+        self.mean = self.add_weight(
+            shape=(len(self.mean_values),),
+            initializer=keras.initializers.Constant(self.mean_values),
+            trainable=False,
+            name="mean",
+        )
+        self.inverse = self.add_weight(
+            shape=(len(self.inverse_values),),
+            initializer=keras.initializers.Constant(self.inverse_values),
+            trainable=False,
+            name="inverse",
+        )
+
+    def call(self, inputs: Any) -> Any:
+        if not isinstance(inputs, list | tuple):
+            return (inputs - self.mean) * self.inverse
+        values, count = inputs
+        scaled = (values - self.mean) * self.inverse
+        entries = ops.arange(values.shape[1], dtype="int32")[None, :]
+        real = ops.expand_dims(entries < ops.cast(count, "int32")[:, None], -1)
+        return ops.where(real, scaled, ops.zeros_like(scaled))
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return input_shape[0] if isinstance(input_shape, list) else input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        config: dict[str, Any] = super().get_config()
+        config.update(mean=self.mean_values, inverse=self.inverse_values)
+        return config

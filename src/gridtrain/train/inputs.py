@@ -35,7 +35,11 @@ Inputs = dict[str, npt.NDArray[np.generic]]
 Locate = Callable[[], Path]  # returns a local copy of a shard (staging it when needed)
 
 
-def _scale(stats: dict[str, list[float]], index: list[int] | None = None) -> tuple[Float, Float]:
+def standardisation(
+    stats: dict[str, list[float]], index: list[int] | None = None
+) -> tuple[Float, Float]:
+    """``(mean, 1 / std)`` in float32, as training applies them: ``(x - mean) * inverse``; a
+    constant column (std 0) keeps inverse 1, so it becomes 0, not NaN."""
     mean = np.asarray(stats["mean"], dtype=np.float64)
     std = np.asarray(stats["std"], dtype=np.float64)
     if index is not None:
@@ -87,10 +91,10 @@ class InputBuilder:
         self.wanted = wanted
         self._columns = [manifest.features.index(name) for name in features]
         self._feature_scale = (
-            _scale(manifest.stats["features"], self._columns) if features else None
+            standardisation(manifest.stats["features"], self._columns) if features else None
         )
         self._groups = {
-            name: _scale(manifest.stats[name])
+            name: standardisation(manifest.stats[name])
             for name in groups
             if name in wanted or f"{name}_count" in wanted
         }

@@ -1,0 +1,129 @@
+"""The export formats, each written and then loaded back the way its users load it.
+
+Layer: export, files and runtimes. ``onnx``: Keras' exporter (through tf2onnx), scored with ONNX
+Runtime, what CMSSW's ``PhysicsTools/ONNXRuntime`` and Athena load. ``saved_model``: TensorFlow's
+SavedModel (SONIC/Triton, Python). ``frozen``: a frozen GraphDef (``model.pb``), variables folded
+into constants, run in a TensorFlow 1 session as ``tensorflow::loadGraphDef`` and
+``tensorflow::run`` do in CMSSW's ``PhysicsTools/TensorFlow``.
+
+Every writer takes the raw-input Keras model of ``graph.raw_input_model`` and a path; every loader
+returns ``score(inputs: dict[str, ndarray]) -> ndarray`` plus the names C++ code needs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gridtrain.export.graph import OUTPUT, ExportInput
+
+log = logging.getLogger(__name__)
+
+Scorer = Callable[[dict[str, np.ndarray]], np.ndarray]
+FILE_NAMES = {"onnx": "model.onnx", "saved_model": "saved_model", "frozen": "model.pb"}
+
+
+@dataclass
+class Written:
+    """One written format: its file (or folder) and the tensor names a C++ user feeds."""
+
+    format: str
+    path: Path
+    inputs: dict[str, str] = field(default_factory=dict)  # input name -> tensor or node name
+    outputs: dict[str, str] = field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """tf2onnx and TensorFlow print and warn while they trace; none of it concerns the user."""
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        yield
+
+
+def _signature(inputs: list[ExportInput]) -> list[Any]:
+    """The exported function's one argument: a dict of the raw inputs, by name."""
+    import tensorflow as tf
+
+    return [{i.name: tf.TensorSpec(i.shape, i.dtype, name=i.name) for i in inputs}]
+
+
+def write(kind: str, model: Any, inputs: list[ExportInput], folder: Path) -> Written:
+    """Write ``model`` in format ``kind`` into ``folder``."""
+    path = folder / FILE_NAMES[kind]
+    if kind == "onnx":
+        return _write_onnx(model, inputs, path)
+    if kind == "saved_model":
+        with _quiet():
+            model.export(str(path), format="tf_saved_model", verbose=False)
+        names = {i.name: i.name for i in inputs}
+        return Written(kind, path, names, {OUTPUT: OUTPUT})
+    return _write_frozen(model, inputs, path)
+
+
+def _write_onnx(model: Any, inputs: list[ExportInput], path: Path) -> Written:
+    import onnx
+
+    with _quiet():
+        model.export(str(path), format="onnx", input_signature=_signature(inputs), verbose=False)
+    proto = onnx.load(str(path))
+    [output] = proto.graph.output  # tf2onnx names it after TensorFlow's tensor; C++ wants OUTPUT
+    old = output.name
+    for node in proto.graph.node:
+        node.output[:] = [OUTPUT if name == old else name for name in node.output]
+    output.name = OUTPUT
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(path))
+    return Written("onnx", path, {i.name: i.name for i in inputs}, {OUTPUT: OUTPUT})
+
+
+def _write_frozen(model: Any, inputs: list[ExportInput], path: Path) -> Written:
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2,
+    )
+
+    @tf.function(input_signature=_signature(inputs))  # type: ignore[untyped-decorator]
+    def serve(tensors: dict[str, Any]) -> Any:
+        return tf.identity(model(tensors, training=False), name=OUTPUT)
+
+    with _quiet():
+        frozen = convert_variables_to_constants_v2(serve.get_concrete_function())
+    path.write_bytes(frozen.graph.as_graph_def().SerializeToString())
+    names = {tensor.name.split(":")[0]: tensor.name for tensor in frozen.inputs}
+    if set(names) != {i.name for i in inputs}:
+        raise ValueError(f"the frozen graph's inputs are {sorted(names)}, not the model's")
+    return Written("frozen", path, names, {OUTPUT: frozen.outputs[0].name})
+
+
+def load(written: Written) -> Scorer:
+    """The written model as its users run it."""
+    if written.format == "onnx":
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.log_severity_level = 3
+        session = onnxruntime.InferenceSession(str(written.path), options)
+        return lambda feed: session.run([OUTPUT], feed)[0]
+    import tensorflow as tf
+
+    if written.format == "saved_model":
+        loaded = tf.saved_model.load(str(written.path))
+        serve = loaded.signatures["serving_default"]
+        return lambda feed: next(iter(serve(**feed).values())).numpy()
+    graph_def = tf.compat.v1.GraphDef()
+    graph_def.ParseFromString(written.path.read_bytes())
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.compat.v1.import_graph_def(graph_def, name="")
+    session = tf.compat.v1.Session(graph=graph)
+    output = written.outputs[OUTPUT]
+    return lambda feed: session.run(output, {written.inputs[k]: v for k, v in feed.items()})

@@ -1,0 +1,316 @@
+"""``gridtrain export RUN_DIR``: the trained model as ONNX, SavedModel and a frozen graph, verified.
+
+Layer: export, orchestration. Takes the run's model (``model.keras``; for a run stopped before
+the end, its best validated weights or its last checkpoint), wraps it behind the manifest's
+standardisation (``graph``), writes each format (``formats``) into a new folder, and checks each
+one: the validation shards' raw values are scored by each format as its users load it and
+compared event by event with the Keras model on standardised inputs. Only when every format
+agrees within the tolerance is the folder renamed to its final name, with ``export.json`` (what a
+C++ producer needs to fill the inputs) inside; anything else leaves nothing there.
+
+Agreement: ``|exported - keras| <= tolerance * max(|keras|, 1)`` for every event, a relative
+tolerance for scores above 1 and an absolute one below (probabilities).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from gridtrain import __version__
+from gridtrain.data.manifest import Manifest
+from gridtrain.data.shards import ShardReader
+from gridtrain.errors import ExportError, GridtrainError
+from gridtrain.evaluation import weighted_auc
+from gridtrain.export import FORMATS, formats
+from gridtrain.export.graph import OUTPUT, ExportInput, describe_inputs, raw_input_model
+from gridtrain.files import write_text
+from gridtrain.models.spec import FEATURES
+from gridtrain.rundir import RunDir
+from gridtrain.train.inputs import InputBuilder
+from gridtrain.train.replica import replica, stage_in
+from gridtrain.train.settings import WorkerSpec
+
+log = logging.getLogger(__name__)
+
+FORMAT = "gridtrain-export"
+FORMAT_VERSION = 1
+EXPORT_JSON = "export.json"
+DEFAULT_TOLERANCE = 1e-5
+BATCH = 4096
+
+
+@dataclass
+class Check:
+    """One format scored on the validation events against the Keras model."""
+
+    format: str
+    events: int
+    max_abs_diff: float
+    auc: float | None
+    keras_auc: float | None
+    seconds: float
+
+    def line(self) -> str:
+        auc = f", AUC {self.auc:.6f} (Keras {self.keras_auc:.6f})" if self.auc is not None else ""
+        return (
+            f"{self.format}: {self.events} validation events, max |score - Keras| "
+            f"{self.max_abs_diff:.2e}{auc}"
+        )
+
+
+@dataclass
+class Exported:
+    folder: Path
+    weights: str
+    checks: list[Check] = field(default_factory=list)
+
+
+def _weights(files: RunDir, spec: WorkerSpec) -> tuple[Any, str]:
+    """The model to export and where its weights came from."""
+    from gridtrain.models import load_model
+    from gridtrain.ps.checkpoint import read_checkpoint, read_initial_weights
+
+    if files.model.exists():
+        return load_model(files.model, compile=False), files.model.name
+    if not files.checkpoint.exists():
+        raise ExportError(
+            f"{files.path}: no {files.model.name} and no {files.checkpoint.name}; train first "
+            "(gridtrain train), or give the run directory that gridtrain train wrote"
+        )
+    model = replica(spec)
+    if spec.settings.restore_best and files.best.exists():
+        model.set_weights(read_initial_weights(files.best))
+        return model, f"{files.best.name} (the best validated weights of an unfinished run)"
+    checkpoint = read_checkpoint(files.checkpoint)
+    model.set_weights(checkpoint.center)
+    return model, f"{files.checkpoint.name} (center version {checkpoint.version}, unfinished run)"
+
+
+def _not_exportable(model: Any, kind: str, err: Exception) -> ExportError:
+    """The error for a model a format cannot hold, naming the layer that is not Keras' own."""
+    own = [
+        layer
+        for layer in model._flatten_layers(include_self=False)
+        if not type(layer).__module__.startswith(("keras.", "gridtrain.models."))
+    ]
+    first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+    if own:
+        layer = own[0]
+        return ExportError(
+            f"layer {layer.name!r} ({type(layer).__module__}.{type(layer).__name__}) cannot be "
+            f"exported to {kind}: {first}; write it with keras.ops only, or leave {kind} out "
+            "(--format)"
+        )
+    return ExportError(f"the model cannot be exported to {kind}: {first}")
+
+
+def _validation(spec: WorkerSpec, wanted: list[str], scratch: Path) -> Any:
+    """Per validation shard: (raw inputs, standardised inputs, labels, weights)."""
+    manifest = Manifest.from_dict(spec.manifest)
+    builder = InputBuilder(manifest, spec.features, spec.groups, wanted)
+    columns = [manifest.features.index(name) for name in spec.features]
+    datasets = [*(n for n in wanted), "label", "weight"]
+    stagein = stage_in(spec, scratch)
+    try:
+        for entry in manifest.shards.get("validation", []):
+            location = spec.locations[entry.path]
+            local = stagein.get(location, entry.bytes, entry.adler32)
+            with ShardReader(local, datasets) as reader:
+                raw = reader.read()
+            if FEATURES in raw:
+                raw[FEATURES] = np.ascontiguousarray(raw[FEATURES][:, columns])
+            standardised = builder.load(local)
+            stagein.release(location)
+            exported = {n: raw[n].astype(np.float32, copy=False) for n in wanted}  # all float32
+            yield exported, standardised.inputs, raw["label"], raw["weight"]
+    finally:
+        stagein.close()
+
+
+def _auc(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> float | None:
+    if labels.size == 0 or np.unique(labels).size < 2:
+        return None
+    return float(weighted_auc(labels.astype(np.float64), scores, weights))
+
+
+def verify(
+    model: Any,
+    written: list[formats.Written],
+    spec: WorkerSpec,
+    inputs: list[ExportInput],
+    tolerance: float,
+) -> list[Check]:
+    """Score the validation shards with every written format and with ``model``; raise
+    ``ExportError`` where a format differs by more than ``tolerance``."""
+    from gridtrain.models import arrange_inputs
+
+    wanted = [i.name for i in inputs]
+    scorers = {w.format: formats.load(w) for w in written}
+    scores: dict[str, list[np.ndarray]] = {name: [] for name in ["keras", *scorers]}
+    seconds = dict.fromkeys(scorers, 0.0)
+    labels, weights = [], []
+    with tempfile.TemporaryDirectory(prefix="gridtrain-export-") as scratch:
+        for raw, standardised, label, weight in _validation(spec, wanted, Path(scratch)):
+            for start in range(0, label.size, BATCH):
+                batch = {n: standardised[n][start : start + BATCH] for n in wanted}
+                keras_scores = model.predict_on_batch(arrange_inputs(model, batch))
+                scores["keras"].append(np.asarray(keras_scores).reshape(-1))
+                feed = {n: raw[n][start : start + BATCH] for n in wanted}
+                for kind, score in scorers.items():
+                    began = time.perf_counter()
+                    scores[kind].append(np.asarray(score(feed)).reshape(-1))
+                    seconds[kind] += time.perf_counter() - began
+            labels.append(label)
+            weights.append(weight)
+    if not labels:
+        raise ExportError(
+            "the dataset has no validation shards to verify the export on; convert it with "
+            "dataset.validation_fraction > 0"
+        )
+    label, weight = np.concatenate(labels), np.concatenate(weights)
+    reference = np.concatenate(scores["keras"])
+    keras_auc = _auc(label, reference, weight)
+    checks = []
+    for kind in scorers:
+        exported = np.concatenate(scores[kind])
+        difference = np.abs(exported.astype(np.float64) - reference)
+        check = Check(
+            kind,
+            int(reference.size),
+            float(difference.max()),
+            _auc(label, exported, weight),
+            keras_auc,
+            round(seconds[kind], 4),
+        )
+        worst = int(np.argmax(difference / np.maximum(np.abs(reference), 1.0)))
+        if difference[worst] > tolerance * max(abs(float(reference[worst])), 1.0):
+            raise ExportError(
+                f"{kind} scores validation event {worst} {exported[worst]:.8g}, the Keras model "
+                f"{reference[worst]:.8g} (|difference| {difference[worst]:.2e} > tolerance "
+                f"{tolerance:g}); nothing was written"
+            )
+        checks.append(check)
+    return checks
+
+
+def _describe(
+    files: RunDir,
+    spec: WorkerSpec,
+    inputs: list[ExportInput],
+    written: list[formats.Written],
+    weights: str,
+) -> dict[str, Any]:
+    manifest = spec.manifest
+    config = yaml.safe_load(files.config.read_text()) if files.config.exists() else {}
+    classes: dict[str, list[str]] = {}
+    for source in manifest["sources"]:
+        samples = classes.setdefault(str(source["label"]), [])
+        if source["sample"] not in samples:
+            samples.append(source["sample"])
+    canonical = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
+    split = manifest["split"]
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "gridtrain_version": __version__,
+        "manifest_sha256": hashlib.sha256(canonical).hexdigest(),
+        "dataset": manifest["name"],
+        "weights": weights,
+        "task": "binary",
+        "classes": classes,
+        "inputs": [i.to_json() for i in inputs],
+        "outputs": [
+            {
+                "name": OUTPUT,
+                "shape": [None, 1],
+                "dtype": "float32",
+                "meaning": "probability of label 1 (sigmoid)",
+            }
+        ],
+        "files": {
+            w.format: {
+                "path": w.path.name,
+                "inputs": w.inputs,
+                "outputs": w.outputs,
+            }
+            for w in written
+        },
+        "event_selection": {
+            "tree": manifest["sources"][0]["tree"] if manifest["sources"] else None,
+            "selection": (config.get("dataset") or {}).get("selection"),
+            "event_id": manifest["event_id"],
+            "weight": manifest["weight"],
+            "validation_split": {
+                **split,
+                "rule": "h = seed; for each event-id branch x (as uint64): h = splitmix64(h ^ x); "
+                "the event is in the validation split when h < fraction * 2**64",
+            },
+        },
+    }
+
+
+def export_run(
+    run_dir: Path,
+    kinds: tuple[str, ...] = FORMATS,
+    out: Path | None = None,
+    tolerance: float = DEFAULT_TOLERANCE,
+) -> Exported:
+    """Export the run in ``run_dir`` into ``out`` (default ``RUN_DIR/export``), verified."""
+    from gridtrain.models import model_input_names
+
+    files = RunDir(run_dir)
+    if not files.spec.exists():
+        raise ExportError(f"{run_dir}: no {files.spec.name}; not a gridtrain run directory")
+    unknown = sorted(set(kinds) - set(FORMATS))
+    if unknown or not kinds:
+        raise ExportError(
+            f"export format(s) {', '.join(unknown) or 'none'}: choose from {', '.join(FORMATS)}"
+        )
+    spec = WorkerSpec.read(files.spec)
+    model, weights = _weights(files, spec)
+    inputs = describe_inputs(spec, model_input_names(model))
+    wrapped = raw_input_model(model, spec, inputs)
+    final = (out or files.path / "export").absolute()
+    final.parent.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}."))
+    try:
+        written = []
+        for kind in kinds:
+            try:
+                written.append(formats.write(kind, wrapped, inputs, folder))
+            except GridtrainError:
+                raise
+            except Exception as err:  # a converter's own error: say which layer, and the way out
+                raise _not_exportable(model, kind, err) from err
+        checks = verify(model, written, spec, inputs, tolerance)
+        description = _describe(files, spec, inputs, written, weights)
+        description["verification"] = {
+            "tolerance": tolerance,
+            "rule": "|exported - keras| <= tolerance * max(|keras|, 1), every validation event",
+            "checks": [check.__dict__ for check in checks],
+        }
+        write_text(folder / EXPORT_JSON, json.dumps(description, indent=1) + "\n")
+        folder.chmod(0o755)
+        if final.exists():
+            old = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.old."))
+            final.rename(old / final.name)
+            folder.rename(final)
+            shutil.rmtree(old)
+        else:
+            folder.rename(final)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    log.info("exported %s to %s", weights, final)
+    return Exported(final, weights, checks)
