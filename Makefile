@@ -63,6 +63,7 @@ bench: $(STAMP) system-deps
 	$(BIN)/python benchmarks/staleness.py
 	$(BIN)/python benchmarks/submit.py
 	$(BIN)/python benchmarks/pack.py
+	$(BIN)/python benchmarks/export.py
 
 # Debian's XRootD server and client: the staging tests start a real server, the benchmark
 # compares with xrdcp. Installed with apt as root (or through sudo); a no-op once present.
