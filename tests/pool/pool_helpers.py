@@ -114,3 +114,26 @@ def pool_unavailable() -> str | None:
     if shutil.which("debootstrap") is None and not (Path(Pool().dir) / "chroot").is_dir():
         return "debootstrap is missing: run 'make system-deps' (or apt-get install debootstrap)"
     return None
+
+
+def write_pool_training(work: Path, toy_dir: Path, profile: str, shard_events: int) -> None:
+    """``work/config.yaml``: the toy converted into ``work/dataset``, 2 MLP workers as pool jobs
+    with the site profile ``profile``; the tree opened to the job user."""
+    import yaml
+
+    from gridtrain.config import DatasetConfig
+    from gridtrain.data.convert import convert
+    from tests.conftest import toy_section
+
+    section = toy_section(toy_dir, work / "dataset", shard_events=shard_events, step_events=1500)
+    convert(DatasetConfig.from_dict(section), work / "dataset")
+    train = {
+        "model": {"name": "mlp", "params": {"hidden": [16]}},
+        "batch_size": 64,
+        "early_stopping": {"patience": None},
+        "workers": 2,
+        "executor": "condor",
+        "condor": {"profile": profile},
+    }
+    (work / "config.yaml").write_text(yaml.safe_dump({"dataset": section, "train": train}))
+    subprocess.run(["chmod", "-R", "a+rX", str(work)], check=True)

@@ -16,10 +16,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from pool_helpers import Pool
+from pool_helpers import Pool, write_pool_training
 
 from gridtrain.condor.pack import pack_env, read_info
-from tests.conftest import toy_section
 
 pytestmark = [pytest.mark.htcondor, pytest.mark.slow]
 
@@ -30,9 +29,6 @@ NOT_FOR_WORKERS = ["clang", "skhep_testdata", "tensorflow/include", "pulp", "*my
 def test_workers_train_from_a_packed_environment_unpacked_in_their_scratch(
     pool: Pool, toy_dir: Path
 ) -> None:
-    from gridtrain.config import DatasetConfig
-    from gridtrain.data.convert import convert
-
     work = pool.runs / f"packed-{os.getpid()}-0"
     tarball = work / "gridtrain-env.tar.gz"
     pack_env(tarball, exclude=NOT_FOR_WORKERS, level=1)
@@ -44,18 +40,7 @@ def test_workers_train_from_a_packed_environment_unpacked_in_their_scratch(
     profile.update(request_disk="4GB", environment={"kind": "packed", "path": str(tarball)})
     (work / "site").mkdir()
     (work / "site" / "condor.yaml").write_text(yaml.safe_dump(profile))
-    section = toy_section(toy_dir, work / "dataset", shard_events=1500, step_events=1500)
-    convert(DatasetConfig.from_dict(section), work / "dataset")
-    train = {
-        "model": {"name": "mlp", "params": {"hidden": [16]}},
-        "batch_size": 64,
-        "early_stopping": {"patience": None},
-        "workers": 2,
-        "executor": "condor",
-        "condor": {"profile": str(work / "site")},
-    }
-    (work / "config.yaml").write_text(yaml.safe_dump({"dataset": section, "train": train}))
-    subprocess.run(["chmod", "-R", "a+rX", str(work)], check=True)
+    write_pool_training(work, toy_dir, str(work / "site"), shard_events=1500)
 
     run_dir = work / "run"
     done = subprocess.run(

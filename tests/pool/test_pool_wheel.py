@@ -15,11 +15,9 @@ import zipfile
 from pathlib import Path
 
 import pytest
-import yaml
-from pool_helpers import Pool
+from pool_helpers import Pool, write_pool_training
 
 from gridtrain.condor.site import builtin_profiles
-from tests.conftest import toy_section
 
 pytestmark = [pytest.mark.htcondor, pytest.mark.slow]
 
@@ -38,9 +36,6 @@ def run(*command: str | Path, cwd: Path, timeout: float = 300) -> str:
 
 
 def test_the_wheel_submits_and_trains_outside_the_checkout(pool: Pool, toy_dir: Path) -> None:
-    from gridtrain.config import DatasetConfig
-    from gridtrain.data.convert import convert
-
     work = pool.runs / f"wheel-{os.getpid()}-0"
     work.mkdir(parents=True)
     run(UV, "build", "--wheel", "--quiet", "--out-dir", work / "dist", CHECKOUT, cwd=work)
@@ -70,18 +65,8 @@ def test_the_wheel_submits_and_trains_outside_the_checkout(pool: Pool, toy_dir: 
         assert f"executable              = {wrapper}\n" in out, out
         assert f"# 2 job(s) in one cluster, profile {name}:" in out
 
-    section = toy_section(toy_dir, work / "dataset", shard_events=3000, step_events=1500)
-    convert(DatasetConfig.from_dict(section), work / "dataset")
-    train = {
-        "model": {"name": "mlp", "params": {"hidden": [16]}},
-        "batch_size": 64,
-        "early_stopping": {"patience": None},
-        "workers": 2,
-        "executor": "condor",
-        "condor": {"profile": "local-pool"},  # the built-in profile, from the wheel
-    }
-    (work / "config.yaml").write_text(yaml.safe_dump({"dataset": section, "train": train}))
-    subprocess.run(["chmod", "-R", "a+rX", str(work)], check=True)
+    # the built-in profile, from the wheel
+    write_pool_training(work, toy_dir, "local-pool", shard_events=3000)
     run(gridtrain, "train", "-c", "config.yaml", "--run-dir", "run", "--epochs", "3",
         cwd=work, timeout=420)  # fmt: skip
     assert json.loads((work / "run" / "metrics.json").read_text())["epochs"] == 3
