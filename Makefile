@@ -9,7 +9,7 @@ UV := $(BIN)/uv
 # The uv that the lock itself names: pip brings it into a new .venv, then the lock keeps it there.
 UV_VERSION := $(shell awk '/^name = "uv"$$/ { getline; gsub(/[^0-9.]/, ""); print; exit }' uv.lock)
 # What the project's own environment holds (tests/test_lock.py reads this line).
-LOCKED_ENV := --extra cpu --extra workflow --extra export --group test --group docs
+LOCKED_ENV := --extra cpu --extra workflow --extra export --extra tune --group test --group docs
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 export UV_PYTHON_DOWNLOADS := never
 
@@ -34,7 +34,7 @@ EXPORT := $(UV) export --frozen --quiet --no-emit-project --no-default-groups --
 envs: $(STAMP)
 	$(EXPORT) --extra gpu > $(ENVS_DIR)/requirements-gpu.txt.tmp
 	mv $(ENVS_DIR)/requirements-gpu.txt.tmp $(ENVS_DIR)/requirements-gpu.txt
-	$(EXPORT) --extra cpu --extra workflow --extra export > $(ENVS_DIR)/requirements-cpu.txt.tmp
+	$(EXPORT) --extra cpu --extra workflow --extra export --extra tune > $(ENVS_DIR)/requirements-cpu.txt.tmp
 	mv $(ENVS_DIR)/requirements-cpu.txt.tmp $(ENVS_DIR)/requirements-cpu.txt
 
 demo: $(STAMP)
