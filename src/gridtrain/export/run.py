@@ -97,12 +97,20 @@ def _weights(files: RunDir, spec: WorkerSpec) -> tuple[Any, str]:
     return model, f"{files.checkpoint.name} (center version {checkpoint.version}, unfinished run)"
 
 
+def _layers(model: Any) -> Any:
+    """Every layer of ``model``, those of nested models included."""
+    for layer in model.layers:
+        yield layer
+        if hasattr(layer, "layers"):
+            yield from _layers(layer)
+
+
 def _not_exportable(model: Any, kind: str, err: Exception) -> ExportError:
     """The error for a model a format cannot hold, naming the layer that is not Keras' own."""
     own = [
         layer
-        for layer in model._flatten_layers(include_self=False)
-        if not type(layer).__module__.startswith(("keras.", "gridtrain.models."))
+        for layer in _layers(model)
+        if not type(layer).__module__.startswith(("keras.", "gridtrain."))
     ]
     first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
     if own:
