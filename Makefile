@@ -9,11 +9,11 @@ UV := $(BIN)/uv
 # The uv that the lock itself names: pip brings it into a new .venv, then the lock keeps it there.
 UV_VERSION := $(shell awk '/^name = "uv"$$/ { getline; gsub(/[^0-9.]/, ""); print; exit }' uv.lock)
 # What the project's own environment holds (tests/test_lock.py reads this line).
-LOCKED_ENV := --extra cpu --extra workflow --extra export --extra tune --group test --group docs
+LOCKED_ENV := --extra cpu --extra workflow --extra export --extra tune --extra serve --group test --group docs
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: demo test lint docs lock envs bench clean system-deps pool-deps
+.PHONY: demo test lint docs lock envs bench clean system-deps pool-deps browser-deps
 
 $(STAMP): pyproject.toml uv.lock
 	@[ -x $(UV) ] && [ "$$($(UV) --version | cut -d' ' -f2)" = "$(UV_VERSION)" ] || { \
@@ -34,7 +34,7 @@ EXPORT := $(UV) export --frozen --quiet --no-emit-project --no-default-groups --
 envs: $(STAMP)
 	$(EXPORT) --extra gpu > $(ENVS_DIR)/requirements-gpu.txt.tmp
 	mv $(ENVS_DIR)/requirements-gpu.txt.tmp $(ENVS_DIR)/requirements-gpu.txt
-	$(EXPORT) --extra cpu --extra workflow --extra export --extra tune > $(ENVS_DIR)/requirements-cpu.txt.tmp
+	$(EXPORT) --extra cpu --extra workflow --extra export --extra tune --extra serve > $(ENVS_DIR)/requirements-cpu.txt.tmp
 	mv $(ENVS_DIR)/requirements-cpu.txt.tmp $(ENVS_DIR)/requirements-cpu.txt
 
 demo: $(STAMP)
@@ -80,6 +80,22 @@ system-deps:
 			$(XROOTD_PACKAGES) >/dev/null; \
 	else \
 		echo "warning: no apt-get; install $(XROOTD_PACKAGES) by hand for the staging tests" >&2; \
+	fi
+
+# Debian's Chromium and its WebDriver: gridtrain serve's browser test drives the system browser
+# with Selenium (no browser download at test time); a no-op once present.
+CHROMIUM_PACKAGES := chromium chromium-driver
+system-deps: browser-deps
+browser-deps:
+	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then \
+		:; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+		echo "installing $(CHROMIUM_PACKAGES) with apt-get"; \
+		$(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			$(CHROMIUM_PACKAGES) >/dev/null; \
+	else \
+		echo "warning: no apt-get; install $(CHROMIUM_PACKAGES) by hand for the web page test" >&2; \
 	fi
 
 # debootstrap builds the HTCondor test pool's chroot (tests/pool/pool.sh); a no-op once present.
