@@ -33,7 +33,7 @@ LAYERS: list[set[str]] = [
     {"stage", "models", "report"},  # XRootD staging; Keras models; plots and summaries
     {"condor"},  # the batch system: submit descriptions, submission, job states, environments
     {"train"},  # the driver, the worker, the executors: where the layers below meet
-    {"export"},  # a trained model for experiment software: ONNX, SavedModel, frozen graph
+    {"export", "tune", "serve"},  # exported models; hyper-parameter search; the web service
     {"cli", "__main__"},  # argument parsing only
 ]
 

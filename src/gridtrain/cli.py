@@ -29,6 +29,8 @@ _COMMAND_MODULES = (
     "gridtrain.condor.doctor",
     "gridtrain.condor.pack",
     "gridtrain.export.cli",
+    "gridtrain.serve.cli",
+    "gridtrain.tune.cli",
 )
 
 EXIT_USER_ERROR = 2

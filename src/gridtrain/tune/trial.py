@@ -1,0 +1,164 @@
+"""One attempt: a ``gridtrain train`` subprocess in its own run directory, followed and stopped.
+
+Layer: tune, process edge. The training is exactly what ``gridtrain train -c trial.yaml
+--run-dir DIR`` does (its own parameter server, its workers through the configured executor);
+this module only starts it, reads its per-epoch validation from history.jsonl as it comes, and
+stops it with SIGTERM (the driver then stops its workers or removes its HTCondor jobs). The
+process runs in a session of its own, so a Ctrl-C meant for the tuner reaches the tuner alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gridtrain.files import write_text
+from gridtrain.rundir import RunDir
+
+TRIAL_CONFIG = "trial.yaml"
+TRIAL_RECORD = "trial.json"  # the training process: pid, host, command
+STOP_GRACE = 90.0
+EXIT_CONFIG_ERROR = 2  # gridtrain's exit code for a bad config: retrying cannot help
+
+
+class TrialRun:
+    """One training of one parameter set."""
+
+    def __init__(self, number: int, run_dir: Path) -> None:
+        self.number = number
+        self.files = RunDir(run_dir)
+        self.process: subprocess.Popen[bytes] | None = None
+        self.started = time.monotonic()
+        self._history_offset = 0
+        self.epochs: dict[int, float] = {}  # epoch -> validation value, as reported
+
+    def start(self, config: dict[str, Any], workers: int) -> None:
+        self.files.path.mkdir(parents=True, exist_ok=True)
+        trial_config = self.files.path / TRIAL_CONFIG
+        write_text(trial_config, yaml.safe_dump(config, sort_keys=False))
+        command = [sys.executable, "-m", "gridtrain", "train", "-c", str(trial_config)]
+        command += ["--run-dir", str(self.files.path), "--workers", str(workers)]
+        with open(self.files.driver_log, "ab") as out:
+            self.process = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                close_fds=True,
+                env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+            )
+        record = {"pid": self.process.pid, "host": socket.gethostname(), "command": command}
+        write_text(self.files.path / TRIAL_RECORD, json.dumps(record) + "\n")
+        self.started = time.monotonic()
+
+    def poll(self) -> int | None:
+        assert self.process is not None
+        return self.process.poll()
+
+    def new_epochs(self, key: str) -> list[tuple[int, float]]:
+        """Validated epochs not seen before: (epoch, the value of ``val_<key>``)."""
+        try:
+            with open(self.files.history, "rb") as handle:
+                handle.seek(self._history_offset)
+                data = handle.read()
+        except FileNotFoundError:
+            return []
+        complete = data[: data.rfind(b"\n") + 1]  # a line still being written waits
+        self._history_offset += len(complete)
+        found = []
+        for line in complete.decode().splitlines():
+            record = json.loads(line)
+            if record.get("type") == "epoch" and f"val_{key}" in record:
+                epoch, value = int(record["epoch"]), float(record[f"val_{key}"])
+                if epoch not in self.epochs:
+                    self.epochs[epoch] = value
+                    found.append((epoch, value))
+        return found
+
+    def stop(self, grace: float = STOP_GRACE) -> None:
+        """SIGTERM to the driver (it checkpoints and stops its workers); SIGKILL after grace."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        stop_process(
+            self.process.pid, grace, lambda: self.process is None or self.process.poll() is not None
+        )
+
+    def result(self, key: str) -> float:
+        """The objective of the trained model (metrics.json); nan when it has none."""
+        try:
+            metrics = json.loads(self.files.metrics.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return math.nan
+        value = metrics.get(key)
+        return float(value) if isinstance(value, int | float) else math.nan
+
+    def epochs_trained(self) -> int:
+        return len(self.epochs)
+
+    def failure(self) -> str:
+        """Why the training failed, from the last line of its log that says so."""
+        returncode = self.process.returncode if self.process is not None else None
+        return f"exit {returncode}: {last_error(self.files.driver_log)}"
+
+
+def last_error(log_file: Path) -> str:
+    try:
+        lines = [line.strip() for line in log_file.read_text(errors="replace").splitlines()]
+    except FileNotFoundError:
+        return "no log"
+    lines = [line for line in lines if line]
+    for line in reversed(lines):
+        if "error" in line.lower() or "interrupted" in line:
+            return line[:300]
+    return lines[-1][:300] if lines else "no output"
+
+
+def stop_process(pid: int, grace: float, gone: Any) -> None:
+    """SIGTERM ``pid``, wait up to ``grace`` seconds for ``gone()``, then SIGKILL its session."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace
+    while not gone() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if not gone():
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)  # the training's session: driver and local workers
+
+
+def stop_orphan(run_dir: Path, grace: float = STOP_GRACE) -> bool:
+    """Stop the training a killed tuner left running in ``run_dir``; whether there was one."""
+    try:
+        record = json.loads((run_dir / TRIAL_RECORD).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return False
+    pid = int(record["pid"])
+    if record.get("host") != socket.gethostname() or not _is_training(pid, run_dir):
+        return False
+    stop_process(pid, grace, lambda: not _is_training(pid, run_dir))
+    return True
+
+
+def _is_training(pid: int, run_dir: Path) -> bool:
+    """Whether ``pid`` is alive and still the training of ``run_dir`` (not a reused pid)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    if stat.rsplit(")", 1)[-1].split()[0] == "Z":
+        return False
+    return str(run_dir).encode() in cmdline
