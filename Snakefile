@@ -9,6 +9,7 @@ include: "workflow/rules/convert.smk"
 include: "workflow/rules/stage.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/export.smk"
+include: "workflow/rules/tune.smk"
 
 
 rule all:
