@@ -9,6 +9,7 @@ In an RNTuple a *field* plays the part of a TTree's *branch*; messages say which
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -64,6 +65,9 @@ class Jagged:
     contents: dict[str, np.ndarray]
 
 
+FlatRead = Callable[[], dict[str, np.ndarray]]
+
+
 class InputReader(Protocol):
     """One tree (TTree or RNTuple) of one input file, opened for the whole conversion."""
 
@@ -93,6 +97,11 @@ class InputReader(Protocol):
 
     def read_flat(self, name: str, start: int, stop: int) -> np.ndarray:
         """Entries [start, stop) as an N x width array."""
+        ...
+
+    def flat_reads(self, names: list[str], start: int, stop: int) -> list[FlatRead]:
+        """Reads that together give entries [start, stop) of ``names`` (name -> N x width),
+        split as this format reads fastest: the conversion runs them on its thread pool."""
         ...
 
     def read_jagged(self, names: tuple[str, ...], group: str, start: int, stop: int) -> Jagged:

@@ -154,8 +154,8 @@ def _read_piece(
         for g, branches, _, _ in layout.groups
     }  # the jagged groups first: they take longest
     image_futures = {n: pool.submit(r.read_image, n, start, stop) for n in layout.image_names()}
-    flat_futures = {n: pool.submit(r.read_flat, n, start, stop) for n in flat_names}
-    flat = {n: f.result() for n, f in flat_futures.items()}
+    flat_futures = [pool.submit(read) for read in r.flat_reads(flat_names, start, stop)]
+    flat = {n: a for f in flat_futures for n, a in f.result().items()}
     images = {n: f.result() for n, f in image_futures.items()}
     groups = {}
     for g, future in group_futures.items():

@@ -14,19 +14,24 @@ Awkward form uproot gives it, so the same rules hold as for TTree branches:
 
 Strings, records, variants and lists of lists are refused with the field's C++ type and the way
 out. Subfields are named with dots (``_collection0.Muon_pt``). Reads are cluster-aligned: uproot
-reads whole clusters, so a range ending on a cluster boundary decompresses nothing twice.
+reads whole clusters, and the one cluster it reads past the end of a range is kept for the next
+range (``_NextCluster``), so nothing is decompressed twice.
 """
 
 from __future__ import annotations
 
 import difflib
+import threading
+from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
 
 from gridtrain.data.branches import (
     FlatBranch,
+    FlatRead,
     ImageBranch,
     Jagged,
     corrupt,
@@ -80,6 +85,46 @@ def _shape_of(form: Any, path: list[str]) -> _Shape:
             return _Shape(tuple(axes), None, type(form).__name__.removesuffix("Form").lower())
 
 
+class _NextCluster(MutableMapping[str, Any]):
+    """uproot's array cache for one RNTuple, holding only the last cluster read of each column.
+
+    uproot 5.7 reads a range [start, stop) that ends on a cluster boundary together with the
+    cluster that starts at ``stop``; the next range starts with that cluster, and finds it here.
+    Keys are uproot's ``"<ntuple>:<cluster>:<column>"``; memory is one cluster per column read.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last: dict[str, tuple[str, Any]] = {}  # column -> (key, decompressed array)
+
+    @staticmethod
+    def _column(key: str) -> str:
+        return key.rsplit(":", 1)[1]
+
+    def __getitem__(self, key: str) -> Any:
+        with self._lock:
+            kept = self._last.get(self._column(key))
+        if kept is None or kept[0] != key:
+            raise KeyError(key)
+        return kept[1]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        with self._lock:
+            self._last[self._column(key)] = (key, value)
+
+    def __delitem__(self, key: str) -> None:
+        self[key]  # raises KeyError unless it is the one kept
+        with self._lock:
+            del self._last[self._column(key)]
+
+    def __iter__(self) -> Iterator[str]:
+        with self._lock:
+            return iter([key for key, _ in self._last.values()])
+
+    def __len__(self) -> int:
+        return len(self._last)
+
+
 class RNTupleReader:
     """One RNTuple of one input file, opened for the whole conversion (``InputReader``)."""
 
@@ -100,6 +145,7 @@ class RNTupleReader:
                 corrupt(path, "RNTuple", tree_name, 0, self.entries, err)
             ) from None
         self._fields: dict[str, Any] = {}
+        self._cache = _NextCluster()
 
     def close(self) -> None:
         self._file.close()
@@ -184,7 +230,7 @@ class RNTupleReader:
     def _array(self, name: str, start: int, stop: int, library: str) -> Any:
         try:
             return self._fields[name].array(
-                entry_start=start, entry_stop=stop, library=library, array_cache=None
+                entry_start=start, entry_stop=stop, library=library, array_cache=self._cache
             )
         except read_errors() as err:
             raise ConversionError(corrupt(self.path, "field", name, start, stop, err)) from None
@@ -192,9 +238,40 @@ class RNTupleReader:
     def read_flat(self, name: str, start: int, stop: int) -> np.ndarray:
         return np.asarray(self._array(name, start, stop, "np")).reshape(stop - start, -1)
 
+    def flat_reads(self, names: list[str], start: int, stop: int) -> list[FlatRead]:
+        # One read for all: uproot builds one Awkward form and array for every field of the
+        # call, which costs less than a call per field (its RNTuple reader is serial anyway).
+        return [partial(self._read_flats, names, start, stop)] if names else []
+
+    def _read_flats(self, names: list[str], start: int, stop: int) -> dict[str, np.ndarray]:
+        import awkward as ak
+
+        arrays = self._arrays(names, start, stop)
+        return {n: ak.to_numpy(a).reshape(stop - start, -1) for n, a in arrays.items()}
+
+    def _arrays(self, names: list[str] | tuple[str, ...], start: int, stop: int) -> dict[str, Any]:
+        """Fields ``names`` of entries [start, stop) as Awkward arrays, in one uproot call."""
+        try:
+            arrays = self._ntuple.arrays(
+                filter_name=list(names),
+                entry_start=start,
+                entry_stop=stop,
+                array_cache=self._cache,
+            )
+        except read_errors() as err:
+            where = f"{names[0]!r} (or {len(names) - 1} more)" if len(names) > 1 else names[0]
+            raise ConversionError(corrupt(self.path, "field", where, start, stop, err)) from None
+        out = {}
+        for name in names:
+            array = arrays
+            for part in name.split("."):  # a subfield comes inside its parents' records
+                array = array[part]
+            out[name] = array
+        return out
+
     def read_image(self, name: str, start: int, stop: int) -> np.ndarray:
         return np.asarray(self._array(name, start, stop, "np"))
 
     def read_jagged(self, names: tuple[str, ...], group: str, start: int, stop: int) -> Jagged:
-        arrays = [self._array(name, start, stop, "ak") for name in names]
-        return jagged_arrays(self.path, names, group, arrays)
+        arrays = self._arrays(names, start, stop)
+        return jagged_arrays(self.path, names, group, [arrays[n] for n in names])

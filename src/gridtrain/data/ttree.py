@@ -9,12 +9,14 @@ become ``ConversionError`` naming the file and the branch.
 from __future__ import annotations
 
 import difflib
+from functools import partial
 from typing import Any
 
 import numpy as np
 
 from gridtrain.data.branches import (
     FlatBranch,
+    FlatRead,
     ImageBranch,
     Jagged,
     corrupt,
@@ -120,6 +122,13 @@ class TTreeReader:
 
     def read_flat(self, name: str, start: int, stop: int) -> np.ndarray:
         return np.asarray(self._array(name, start, stop, "np")).reshape(stop - start, -1)
+
+    def flat_reads(self, names: list[str], start: int, stop: int) -> list[FlatRead]:
+        # One read per branch: each decompresses its own baskets, in parallel on the pool.
+        return [partial(self._read_one, name, start, stop) for name in names]
+
+    def _read_one(self, name: str, start: int, stop: int) -> dict[str, np.ndarray]:
+        return {name: self.read_flat(name, start, stop)}
 
     def read_image(self, name: str, start: int, stop: int) -> np.ndarray:
         return np.asarray(self._array(name, start, stop, "np"))
