@@ -1,6 +1,7 @@
 """Conversion throughput against uproot's read-only throughput with the same threads, in one run.
 
-Generates (or reuses) a >= 1M-event toy dataset, then measures, each in a fresh process so that
+Generates (or reuses) a >= 1M-event toy dataset, as TTrees and the same events as RNTuples, then
+measures, each in a fresh process so that
 peak RSS belongs to the measurement alone, imports done before the clock starts, after one
 untimed warm-up read (page cache warm), best of ``--repeats`` for every row:
 
@@ -14,18 +15,26 @@ untimed warm-up read (page cache warm), best of ``--repeats`` for every row:
                    file's executors down when it closes), then ``iterate``; and
                    the loop gridtrain itself uses: every branch's ``.array()`` of a basket-aligned
                    entry range submitted to a pool of N threads (flat branches as numpy, jagged
-                   ones as awkward, as ``gridtrain.data.rootio`` reads them). Both read exactly
-                   the branches conversion reads: features, the jagged group, event id, weight;
+                   ones as awkward, as ``gridtrain.data.rootio`` reads them), once with uproot's
+                   default source and once with ``pread`` (``MultithreadedFileSource``, what
+                   gridtrain opens local files with). All read exactly the branches conversion
+                   reads: features, the jagged group, event id, weight;
   read, serial     plain ``uproot`` ``iterate`` with default settings (one thread, uproot's serial
                    executors): what a user writes; its ratio is printed for information;
   convert          ``gridtrain convert`` (``convert(cfg, threads=N)``), default codec Blosc-LZ4:
                    read, pad, shuffle, compress, checksum, statistics, manifest;
-  readback         the shards read back in 1024-event batches, decoded bytes/s.
+  readback         the shards read back in 1024-event batches, decoded bytes/s;
+  RNTuple          the same events as RNTuples: uproot's read-only speed (its RNTuple reader has
+                   no executors, so N threads means every field's ``.array()`` of a
+                   cluster-aligned range on a pool of N, with ``pread``, as gridtrain reads it;
+                   and serial ``iterate``: the faster of the two is the limit) against
+                   ``gridtrain convert``.
 
 Conversion does all of this reading and more (its read-ahead and writer threads only overlap
 the rest with the reading), so a ratio near 1 is the best it can reach. The last line is the
-ratio conversion / the faster parallel read-only, events/s (goal >= 0.8); the ratio against the
-serial reader is printed on the line before it.
+ratio conversion / the fastest parallel TTree read-only, events/s (goal >= 0.8); the ratios
+against the serial reader and for the RNTuple input are printed on the lines before it. Run on a
+loaded machine, every row slows down, the conversion (which needs more CPU than reading) most.
 """
 
 from __future__ import annotations
@@ -59,7 +68,12 @@ def read_serial(cfg: Any, flat: list[str], jagged: list[str]) -> int:
     for sample in cfg.samples:
         for path in sample.files:
             with uproot.open(path) as f:
-                for arrays in f[sample.tree].iterate([*flat, *jagged], step_size=cfg.step_events):
+                tree = f[sample.tree]
+                if isinstance(tree, uproot.TTree):
+                    steps = tree.iterate([*flat, *jagged], step_size=cfg.step_events)
+                else:
+                    steps = tree.iterate(filter_name=[*flat, *jagged], step_size=cfg.step_events)
+                for arrays in steps:
                     events += len(arrays)
     return events
 
@@ -78,17 +92,27 @@ def read_iterate(cfg: Any, flat: list[str], jagged: list[str], threads: int) -> 
     return events
 
 
-def read_branches(cfg: Any, flat: list[str], jagged: list[str], threads: int) -> int:
+def read_branches(
+    cfg: Any, flat: list[str], jagged: list[str], threads: int, pread: bool = False
+) -> int:
     """Every branch of a basket-aligned range read on its own thread, as gridtrain reads."""
     import uproot
 
+    options: dict[str, Any] = {"array_cache": None}
+    if pread:
+        options["handler"] = uproot.source.file.MultithreadedFileSource
     events = 0
     with ThreadPoolExecutor(threads) as pool:
         for sample in cfg.samples:
             for path in sample.files:
-                with uproot.open(path, array_cache=None) as f:
+                with uproot.open(path, **options) as f:
                     tree = f[sample.tree]
-                    offsets = [int(x) for x in tree.common_entry_offsets(filter_name=flat + jagged)]
+                    if isinstance(tree, uproot.TTree):
+                        offsets = tree.common_entry_offsets(filter_name=flat + jagged)
+                    else:  # an RNTuple: every field shares the clusters
+                        clusters = tree.ntuple.cluster_summaries
+                        offsets = [c.num_first_entry for c in clusters] + [tree.num_entries]
+                    offsets = [int(x) for x in offsets]
                     cuts = [0]
                     for offset in offsets[1:]:
                         if offset - cuts[-1] >= cfg.step_events or offset == offsets[-1]:
@@ -129,6 +153,8 @@ def child(mode: str, config_path: str) -> None:
         result = {"events": read_iterate(cfg, flat, jagged, THREADS)}
     elif mode == "read-branches":
         result = {"events": read_branches(cfg, flat, jagged, THREADS)}
+    elif mode == "read-branches-pread":
+        result = {"events": read_branches(cfg, flat, jagged, THREADS, pread=True)}
     elif mode == "convert":
         manifest = convert(cfg, threads=THREADS)
         result = {"events": manifest.events("train") + manifest.events("validation")}
@@ -173,33 +199,27 @@ def main() -> None:
         return
 
     work = Path(args.workdir)
-    toy = work / f"toy-{args.events}"
-    if not (toy / "background.root").exists():
-        from gridtrain.data.toy import write_toy_dataset
-
-        write_toy_dataset(toy, args.events, seed=1)
-    repo_config = yaml.safe_load((Path(__file__).parents[1] / "config" / "config.yaml").read_text())
-    section = repo_config["dataset"]
-    section["samples"][0]["files"] = [str(toy / "signal.root")]
-    section["samples"][1]["files"] = [str(toy / "background.root")]
-    section["outdir"] = str(work / "dataset")
-    config = work / "config.yaml"
-    config.write_text(yaml.safe_dump({"dataset": section}))
-
+    config = make_config(work, args.events, "ttree")
+    rntuple_config = make_config(work, args.events, "rntuple")
     measure("read-serial", config)  # warm-up: the ROOT files into the page cache
-    runs = {
-        mode: best(mode, config, args.repeats)
-        for mode in ("read-serial", "read-iterate", "read-branches", "convert")
-    }
+    measure("read-serial", rntuple_config)
+    modes = ("read-serial", "read-iterate", "read-branches", "read-branches-pread", "convert")
+    runs = {mode: best(mode, config, args.repeats) for mode in modes}
     back = best("readback", config, 1)
+    rntuple_modes = ("read-serial", "read-branches-pread", "convert")
+    rntuple = {mode: best(mode, rntuple_config, args.repeats) for mode in rntuple_modes}
     rates = {mode: run["events"] / run["seconds"] for mode, run in runs.items()}
-    limit = max(("read-iterate", "read-branches"), key=lambda mode: rates[mode])
+    rntuple_rates = {mode: run["events"] / run["seconds"] for mode, run in rntuple.items()}
+    parallel = ("read-iterate", "read-branches", "read-branches-pread")
+    limit = max(parallel, key=lambda mode: rates[mode])
     print(f"events                                  {runs['convert']['events']:>12,}")
     print(f"threads (N, as gridtrain convert)       {THREADS:>12}")
+    print(f"load average (1 min) at the end         {os.getloadavg()[0]:>12.2f}")
     for mode, label in (
         ("read-serial", "uproot read-only, serial (user)"),
         ("read-iterate", "uproot read-only, iterate, N threads"),
         ("read-branches", "uproot read-only, branch/thread, N"),
+        ("read-branches-pread", "uproot read-only, branch/thread, pread"),
         ("convert", "gridtrain convert, N threads"),
     ):
         mark = "  <- limit" if mode == limit else ""
@@ -211,8 +231,39 @@ def main() -> None:
         f"shard read-back (1024)                  {back['events'] / back['seconds']:>12,.0f} "
         f"events/s  {back['bytes'] / back['seconds'] / 1e9:.2f} GB/s decoded"
     )
+    for mode, label in (
+        ("read-serial", "RNTuple: uproot read-only, serial"),
+        ("read-branches-pread", "RNTuple: uproot read-only, N threads"),
+        ("convert", "RNTuple: gridtrain convert, N threads"),
+    ):
+        print(
+            f"{label:<40}{rntuple_rates[mode]:>12,.0f} events/s  peak RSS "
+            f"{rntuple[mode]['rss_mib']:.0f} MiB"
+        )
+    # uproot's RNTuple reader has no executors; where its serial iterate beats N threads, the
+    # serial one is the limit.
+    rntuple_limit = max(rntuple_rates["read-serial"], rntuple_rates["read-branches-pread"])
+    print(f"ratio RNTuple conversion/read (limit)   {rntuple_rates['convert'] / rntuple_limit:.2f}")
     print(f"ratio conversion/serial read (user)     {rates['convert'] / rates['read-serial']:.2f}")
     print(f"ratio conversion/parallel read (limit)  {rates['convert'] / rates[limit]:.2f}")
+
+
+def make_config(work: Path, events: int, file_format: str) -> Path:
+    """The repository's dataset config over the toy in ``file_format``, written once."""
+    from gridtrain.data.toy import write_toy_dataset
+
+    suffix = "" if file_format == "ttree" else f"-{file_format}"
+    toy = work / f"toy-{events}{suffix}"
+    if not (toy / "background.root").exists():
+        write_toy_dataset(toy, events, seed=1, file_format=file_format)
+    repo_config = yaml.safe_load((Path(__file__).parents[1] / "config" / "config.yaml").read_text())
+    section = repo_config["dataset"]
+    section["samples"][0]["files"] = [str(toy / "signal.root")]
+    section["samples"][1]["files"] = [str(toy / "background.root")]
+    section["outdir"] = str(work / f"dataset{suffix}")
+    config = work / f"config{suffix}.yaml"
+    config.write_text(yaml.safe_dump({"dataset": section}))
+    return config
 
 
 if __name__ == "__main__":
