@@ -1,0 +1,82 @@
+"""``gridtrain serve``: the web page and REST API over the runs under --root, with uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+from gridtrain.serve.settings import DEFAULT_HOST, DEFAULT_PORT, MAX_BODY, TOKEN_FILE
+
+
+def register(subparsers: Any) -> None:
+    serve = subparsers.add_parser(
+        "serve",
+        help="a web page and REST API to submit, follow and collect trainings (head node)",
+        description="Serve the runs under --root: submit configs (each runs as gridtrain train "
+        "--detach), follow them live, cancel, resume and download. Binds 127.0.0.1: reach it "
+        "from a laptop with ssh -L PORT:localhost:PORT. Every request needs the access token "
+        "(ROOT/.serve-token, mode 0600), printed once as a login link.",
+    )
+    serve.add_argument("--root", type=Path, required=True, help="the folder of the runs")
+    serve.add_argument("--host", default=DEFAULT_HOST, help=f"address to bind ({DEFAULT_HOST})")
+    serve.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help=f"port ({DEFAULT_PORT}; 0: any free one)"
+    )
+    serve.add_argument(
+        "--allow-models",
+        type=Path,
+        metavar="DIR",
+        help="the only folder whose files a config may name as train.model.name "
+        "('file.py:function'); without it, only built-in models",
+    )
+    serve.add_argument(
+        "--token-file", type=Path, help=f"where the token is kept (ROOT/{TOKEN_FILE})"
+    )
+    serve.add_argument(
+        "--new-token", action="store_true", help="replace the token (old links stop working)"
+    )
+    serve.add_argument(
+        "--max-body", type=int, default=MAX_BODY, help=f"largest request body in bytes ({MAX_BODY})"
+    )
+    serve.set_defaults(func=_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+    except ImportError:
+        print(
+            "gridtrain serve: error: FastAPI and uvicorn are missing; install them with "
+            "pip install 'gridtrain[serve]'",
+            file=sys.stderr,
+        )
+        return 2
+    from gridtrain.serve.app import create_app
+    from gridtrain.serve.settings import ServeSettings, read_or_create_token
+
+    root = args.root.resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    token = read_or_create_token(args.token_file or root / TOKEN_FILE, new=args.new_token)
+    allow = args.allow_models.resolve() if args.allow_models else None
+    settings = ServeSettings(root, token, allow, args.max_body)
+    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((args.host, args.port))
+    sock.listen(128)  # connections queue from here on: the link works once printed
+    port = sock.getsockname()[1]
+    host = f"[{args.host}]" if family == socket.AF_INET6 else args.host
+    print(
+        f"gridtrain serve: runs under {root}\n"
+        f"  open http://{host}:{port}/#token={token}\n"
+        f"  (from a laptop: ssh -L {port}:localhost:{port} THIS_HOST, then the same link)",
+        flush=True,
+    )
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), log_level="warning", access_log=False)
+    )
+    server.run(sockets=[sock])
+    return 0

@@ -1,0 +1,138 @@
+"""Start, resume and stop trainings exactly as the command line does.
+
+Layer: serve. A submission is validated against the schema here (every problem, by key), then
+handed to ``gridtrain train -c CONFIG --run-dir RUN_DIR --detach`` in a new process: the same
+checks, the same prepared run directory and the same detached driver as on the command line,
+and no TensorFlow in the service. Cancel is ``gridtrain cancel``'s own function.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from gridtrain.config import load_schema, validate_config
+from gridtrain.errors import ConfigError, GridtrainError
+from gridtrain.rundir import RunDir
+from gridtrain.serve.schemas import ConfigProblem
+from gridtrain.serve.security import check_model
+from gridtrain.serve.settings import ServeSettings, check_run_name
+
+START_TIMEOUT = 300.0  # the CLI builds the model once before it detaches
+
+
+class InvalidConfig(ConfigError):
+    """A config with problems; ``problems`` names each key."""
+
+    def __init__(self, problems: list[ConfigProblem]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(f"{p.key or '(config)'}: {p.message}" for p in problems))
+
+
+class RunExists(ConfigError, FileExistsError):
+    """A run of that name is there already."""
+
+
+class StartFailed(GridtrainError, RuntimeError):
+    """``gridtrain train --detach`` refused the run; the message is its own."""
+
+
+def parse_config(config: dict[str, Any] | None, text: str | None) -> dict[str, Any]:
+    """The config from a JSON object or YAML text; ``InvalidConfig`` when it is neither."""
+    if (config is None) == (text is None):
+        raise InvalidConfig([ConfigProblem(key=None, message="give either config or yaml")])
+    if text is not None:
+        try:
+            config = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f" (line {mark.line + 1})" if mark is not None else ""
+            message = f"not valid YAML{where}: {str(err).splitlines()[0]}"
+            raise InvalidConfig([ConfigProblem(key=None, message=message)]) from None
+    if not isinstance(config, dict):
+        message = "the config must be a mapping with a 'dataset' section"
+        raise InvalidConfig([ConfigProblem(key=None, message=message)])
+    return config
+
+
+def check_config(config: dict[str, Any], settings: ServeSettings) -> dict[str, Any]:
+    """The config with defaults filled; ``InvalidConfig`` naming every key that is wrong."""
+    validator = jsonschema.Draft202012Validator(load_schema())
+    problems = [
+        ConfigProblem(key=".".join(str(p) for p in err.absolute_path) or None, message=err.message)
+        for err in sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    ]
+    if problems:
+        raise InvalidConfig(problems)
+    config = validate_config(config, "config")
+    try:
+        check_model(config, settings.allow_models)
+    except ConfigError as err:
+        raise InvalidConfig([ConfigProblem(key="train.model.name", message=str(err))]) from None
+    return config
+
+
+def _gridtrain(*args: str, workdir: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gridtrain", "-q", *args],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=START_TIMEOUT,
+        check=False,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+
+
+def _failure(result: subprocess.CompletedProcess[str]) -> str:
+    lines = [line for line in (result.stderr or result.stdout).splitlines() if line.strip()]
+    errors = [line for line in lines if "error:" in line]
+    return (errors or lines or [f"exit status {result.returncode}"])[-1]
+
+
+def submit(name: str, config: dict[str, Any], settings: ServeSettings) -> RunDir:
+    """Prepare ``ROOT/name`` and start its detached driver; the config is checked first."""
+    check_run_name(name)
+    config = check_config(config, settings)
+    files = RunDir(settings.root.resolve() / name)
+    try:
+        files.path.mkdir(parents=True)
+    except FileExistsError:
+        raise RunExists(f"run {name!r} exists already under {settings.root}") from None
+    try:
+        files.config.write_text(yaml.safe_dump(config, sort_keys=False))
+        result = _gridtrain(
+            "train", "-c", str(files.config), "--run-dir", str(files.path), "--detach",
+            workdir=settings.workdir,
+        )  # fmt: skip
+    except BaseException:
+        shutil.rmtree(files.path, ignore_errors=True)
+        raise
+    if result.returncode != 0:
+        if not files.spec.exists():  # nothing prepared: leave no half run behind
+            shutil.rmtree(files.path, ignore_errors=True)
+        raise StartFailed(_failure(result))
+    return files
+
+
+def resume(files: RunDir, settings: ServeSettings) -> str:
+    """``gridtrain train --resume RUN_DIR --detach``; its message."""
+    result = _gridtrain("train", "--resume", str(files.path), "--detach", workdir=settings.workdir)
+    if result.returncode != 0:
+        raise StartFailed(_failure(result))
+    return result.stdout.strip()
+
+
+def cancel(files: RunDir) -> str:
+    """``gridtrain cancel RUN_DIR``; its message."""
+    from gridtrain.train.status import cancel as cancel_run
+
+    return cancel_run(files.path)

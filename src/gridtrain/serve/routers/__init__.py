@@ -1,0 +1,1 @@
+"""One router per resource: runs, configs, the session (login) and the pages."""

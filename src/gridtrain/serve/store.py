@@ -1,0 +1,166 @@
+"""The runs under ``--root``, read from their directories: the service's only source of truth.
+
+Layer: serve. Reads files named by ``gridtrain.rundir`` and asks ``gridtrain.train`` whether a
+driver holds a run; never writes into a run directory. A name is checked against ``RUN_NAME``
+before it becomes a path, and a download is a file this module lists, so no request can reach
+a file outside a known run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from gridtrain.errors import ConfigError
+from gridtrain.rundir import RunDir
+from gridtrain.serve.schemas import Progress, RunSummary
+from gridtrain.serve.settings import RUN_NAME
+from gridtrain.train.driver import running_driver
+
+EXPORT = "export"
+
+
+class UnknownRun(ConfigError, LookupError):
+    """No run of that name under --root."""
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def read_history(files: RunDir) -> list[dict[str, Any]]:
+    """history.jsonl's complete lines (a line being written is left for the next read)."""
+    try:
+        text = files.history.read_text()
+    except FileNotFoundError:
+        return []
+    return [json.loads(line) for line in text.splitlines() if line.endswith("}")]
+
+
+def phase(files: RunDir) -> str:
+    """The phase ``gridtrain status`` reports, without asking the parameter server."""
+    if running_driver(files) is not None:
+        return "training"
+    if files.metrics.exists():
+        return "finished"
+    stopped = str(((_read_json(files.state) or {}).get("leases") or {}).get("stopped", ""))
+    if stopped.startswith("interrupted"):
+        return "stopped"
+    if files.driver.exists():
+        return "lost"  # driver.json left by a driver that did not end cleanly
+    return "stopped" if files.state.exists() else "prepared"
+
+
+class RunStore:
+    """The run directories directly under ``root``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+        self._shards: dict[str, tuple[int, int, str, int]] = {}  # name -> the spec's counts
+
+    def files(self, name: str) -> RunDir:
+        """The run called ``name``; ``UnknownRun`` when there is none."""
+        if not RUN_NAME.fullmatch(name):
+            raise UnknownRun(f"no run {name!r}: not a run name")
+        files = RunDir(self.root / name)
+        if not files.spec.is_file():
+            raise UnknownRun(f"no run {name!r} under {self.root}")
+        return files
+
+    def names(self) -> list[str]:
+        try:
+            entries = list(os.scandir(self.root))
+        except FileNotFoundError:
+            return []
+        return sorted(
+            entry.name
+            for entry in entries
+            if RUN_NAME.fullmatch(entry.name) and RunDir(Path(entry.path)).spec.is_file()
+        )
+
+    def _spec_counts(self, name: str, files: RunDir) -> tuple[int, int, str, int]:
+        if name not in self._shards:
+            spec = json.loads(files.spec.read_text())
+            settings = spec["settings"]
+            self._shards[name] = (
+                len(spec["manifest"]["shards"].get("train", [])),
+                int(settings["epochs"]),
+                str(settings["executor"]),
+                int(settings["workers"]),
+            )
+        return self._shards[name]
+
+    def summary(self, name: str) -> RunSummary:
+        files = self.files(name)
+        shards, epochs, executor, workers = self._spec_counts(name, files)
+        history = read_history(files)
+        done = sum(1 for record in history if record.get("type") == "shard")
+        ended = [record for record in history if record.get("type") == "epoch"]
+        last = ended[-1] if ended else {}
+        current = phase(files)
+        metrics = _read_json(files.metrics) or {}
+        total = max(shards * epochs, 1)
+        progress = Progress(
+            epoch=len(ended),
+            epochs=epochs,
+            shards_done=done,
+            shards_total=shards * epochs,
+            fraction=1.0 if current == "finished" else min(done / total, 1.0),
+            train_loss=last.get("train_loss"),
+            val_loss=last.get("val_loss"),
+            val_auc=last.get("val_auc"),
+        )
+        auc = metrics.get("auc")
+        return RunSummary(
+            name=name,
+            phase=current,
+            executor=executor,
+            workers=workers,
+            progress=progress,
+            auc=auc if isinstance(auc, int | float) else None,
+            created=files.spec.stat().st_mtime,
+            files=self.downloads(files),
+        )
+
+    def summaries(self) -> list[RunSummary]:
+        found = []
+        for name in self.names():
+            try:
+                found.append(self.summary(name))
+            except (UnknownRun, FileNotFoundError):  # removed while listing
+                continue
+        return sorted(found, key=lambda run: run.created, reverse=True)
+
+    @staticmethod
+    def downloads(files: RunDir) -> list[str]:
+        present = []
+        if files.model.is_file():
+            present.append("model")
+        if (files.path / EXPORT).is_dir():
+            present.append("export")
+        if files.plots.is_dir():
+            present.append("plots")
+        return present
+
+    @staticmethod
+    def plots(files: RunDir) -> list[str]:
+        if not files.plots.is_dir():
+            return []
+        return sorted(p.name for p in files.plots.iterdir() if p.suffix == ".png" and p.is_file())
+
+    @staticmethod
+    def export_files(files: RunDir) -> dict[str, Path]:
+        """Every regular file under RUN_DIR/export, by its path relative to that folder."""
+        folder = files.path / EXPORT
+        if not folder.is_dir():
+            return {}
+        found = {}
+        for path in sorted(folder.rglob("*")):
+            if path.is_file() and not path.is_symlink():
+                found[path.relative_to(folder).as_posix()] = path
+        return found
