@@ -33,8 +33,10 @@ untimed warm-up read (page cache warm), best of ``--repeats`` for every row:
 Conversion does all of this reading and more (its read-ahead and writer threads only overlap
 the rest with the reading), so a ratio near 1 is the best it can reach. The last line is the
 ratio conversion / the fastest parallel TTree read-only, events/s (goal >= 0.8); the ratios
-against the serial reader and for the RNTuple input are printed on the lines before it. Run on a
-loaded machine, every row slows down, the conversion (which needs more CPU than reading) most.
+against the serial reader and for the RNTuple input are printed on the lines before it. Every row
+also shows the CPU seconds it spent per million events (all threads): run on a loaded machine,
+every row slows down, the conversion (which needs more CPU than reading) most, while the CPU
+seconds change little.
 """
 
 from __future__ import annotations
@@ -145,7 +147,7 @@ def child(mode: str, config_path: str) -> None:
     cfg = DatasetConfig.from_dict(load_config(config_path)["dataset"])
     jagged = [b for g in cfg.jagged for b in g.branches]
     flat = [*cfg.features, *cfg.event_id, *([cfg.weight] if cfg.weight else [])]
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     result: dict[str, float]
     if mode == "read-serial":
         result = {"events": read_serial(cfg, flat, jagged)}
@@ -168,6 +170,7 @@ def child(mode: str, config_path: str) -> None:
                     events += len(batch["label"])
         result = {"events": events, "bytes": decoded}
     result["seconds"] = time.perf_counter() - start
+    result["cpu_seconds"] = time.process_time() - cpu  # every thread of the process
     result["rss_mib"] = vm_hwm_mib()
     print(json.dumps(result))
 
@@ -224,8 +227,8 @@ def main() -> None:
     ):
         mark = "  <- limit" if mode == limit else ""
         print(
-            f"{label:<40}{rates[mode]:>12,.0f} events/s  peak RSS "
-            f"{runs[mode]['rss_mib']:.0f} MiB{mark}"
+            f"{label:<40}{rates[mode]:>12,.0f} events/s  {cpu_per_million(runs[mode])} "
+            f"peak RSS {runs[mode]['rss_mib']:.0f} MiB{mark}"
         )
     print(
         f"shard read-back (1024)                  {back['events'] / back['seconds']:>12,.0f} "
@@ -237,8 +240,8 @@ def main() -> None:
         ("convert", "RNTuple: gridtrain convert, N threads"),
     ):
         print(
-            f"{label:<40}{rntuple_rates[mode]:>12,.0f} events/s  peak RSS "
-            f"{rntuple[mode]['rss_mib']:.0f} MiB"
+            f"{label:<40}{rntuple_rates[mode]:>12,.0f} events/s  "
+            f"{cpu_per_million(rntuple[mode])} peak RSS {rntuple[mode]['rss_mib']:.0f} MiB"
         )
     # uproot's RNTuple reader has no executors; where its serial iterate beats N threads, the
     # serial one is the limit.
@@ -246,6 +249,12 @@ def main() -> None:
     print(f"ratio RNTuple conversion/read (limit)   {rntuple_rates['convert'] / rntuple_limit:.2f}")
     print(f"ratio conversion/serial read (user)     {rates['convert'] / rates['read-serial']:.2f}")
     print(f"ratio conversion/parallel read (limit)  {rates['convert'] / rates[limit]:.2f}")
+
+
+def cpu_per_million(run: dict[str, float]) -> str:
+    """CPU seconds per million events, all threads: what the load of other processes changes
+    least, and what a machine with idle cores would spread over them."""
+    return f"{run['cpu_seconds'] / run['events'] * 1e6:5.2f} CPU-s/M"
 
 
 def make_config(work: Path, events: int, file_format: str) -> Path:
