@@ -7,13 +7,15 @@ The worker feeds a dict keyed by Keras input name:
 
 - ``"features"``: float32 (batch, F), the flat features, standardised;
 - ``"<group>"``: float32 (batch, L, C) per jagged group, standardised, padded entries exactly 0;
-- ``"<group>_count"``: int32 (batch,), the entries of each event before padding (<= L).
+- ``"<group>_count"``: int32 (batch,), the entries of each event before padding (<= L);
+- ``"<image>"``: float32 (batch, *shape) per image (``dataset.images``), standardised with the
+  manifest's global (per channel) or per-pixel statistics.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from gridtrain.errors import ConfigError
 
@@ -39,10 +41,12 @@ class InputTensor:
 
 @dataclass(frozen=True)
 class InputSpec:
-    """The flat feature names and the jagged groups: name -> (length L, channel names)."""
+    """The flat feature names, the jagged groups (name -> (length L, channel names)) and the
+    images (name -> shape per event)."""
 
     features: tuple[str, ...]
     groups: dict[str, tuple[int, tuple[str, ...]]]
+    images: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for group, (length, channels) in self.groups.items():
@@ -61,7 +65,7 @@ class InputSpec:
     def from_manifest(cls, manifest: Manifest) -> InputSpec:
         """The inputs a converted dataset offers, from its manifest."""
         groups = {g["name"]: (int(g["length"]), tuple(g["branches"])) for g in manifest.jagged}
-        return cls(features=tuple(manifest.features), groups=groups)
+        return cls(tuple(manifest.features), groups, image_shapes(manifest.images))
 
     def tensors(self) -> dict[str, InputTensor]:
         """Every input this dataset can feed, by Keras input name."""
@@ -72,9 +76,16 @@ class InputSpec:
             offered[group] = InputTensor(group, (length, len(channels)), "float32")
             count = group + COUNT_SUFFIX
             offered[count] = InputTensor(count, (), "int32")
+        for image, shape in self.images.items():
+            offered[image] = InputTensor(image, shape, "float32")
         return offered
 
     def describe(self) -> str:
         """One line listing what is offered, for error messages."""
         tensors = self.tensors()
         return ", ".join(t.describe() for t in tensors.values()) if tensors else "nothing"
+
+
+def image_shapes(images: list[dict[str, Any]]) -> dict[str, tuple[int, ...]]:
+    """Image name -> shape per event, from a manifest's ``images`` entries."""
+    return {image["name"]: tuple(int(n) for n in image["shape"]) for image in images}

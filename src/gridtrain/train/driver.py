@@ -116,6 +116,7 @@ def _shard_locations(
 
 def prepare(config: dict[str, Any], run_dir: Path, workers: int | None) -> RunDir:
     """Check the config, build the model once, and write config, worker spec and initial state."""
+    from gridtrain.models.spec import image_shapes
     from gridtrain.train.replica import build_replica
 
     settings = TrainConfig.from_dict(config["train"]).with_model_path_resolved(Path.cwd())
@@ -134,7 +135,7 @@ def prepare(config: dict[str, Any], run_dir: Path, workers: int | None) -> RunDi
     features, groups = select_inputs(manifest, settings.features, manifest_path)
     if not manifest.shards.get("train"):
         raise ConfigError(f"{manifest_path}: the dataset has no training shards; convert again")
-    model = build_replica(settings, features, groups)
+    model = build_replica(settings, features, groups, image_shapes(manifest.images))
     files = RunDir(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if files.spec.exists():

@@ -6,6 +6,7 @@ model's named inputs take (``gridtrain.models`` convention):
 * ``features``        (N, F) float32, the chosen flat columns, (x - mean) / std;
 * ``<group>``         (N, L, C) float32, per-channel standardised, padded entries exactly 0;
 * ``<group>_count``   (N,) int32, entries before padding;
+* ``<image>``         (N, *shape) float32, standardised per channel or per pixel (as converted);
 
 plus labels (float32) and per-event weights. A loaded shard is permuted once (a seed per epoch and
 shard) and batches are views into it, so a training step copies nothing. ``Prefetcher`` loads the
@@ -20,6 +21,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -46,6 +48,17 @@ def standardisation(
         mean, std = mean[index], std[index]
     std = np.where(std > 0, std, 1.0)  # a constant column stays 0, not NaN
     return mean.astype(np.float32), (1.0 / std).astype(np.float32)
+
+
+def _image_scale(stats: dict[str, list[float]], image: dict[str, Any]) -> tuple[Float, Float]:
+    """An image's ``(mean, 1 / std)``, shaped to broadcast: per pixel over the whole tensor, or
+    global, one per channel (the last axis when the image has several branches)."""
+    mean, inverse = standardisation(stats)
+    if image["statistics"] == "per-pixel":
+        return mean.reshape(image["shape"]), inverse.reshape(image["shape"])
+    if len(image["branches"]) == 1:
+        return mean.reshape(()), inverse.reshape(())
+    return mean, inverse
 
 
 @dataclass
@@ -98,11 +111,17 @@ class InputBuilder:
             for name in groups
             if name in wanted or f"{name}_count" in wanted
         }
+        self._images = {
+            image["name"]: _image_scale(manifest.stats[image["name"]], image)
+            for image in manifest.images
+            if image["name"] in wanted
+        }
         self._datasets = ["label", "weight"]
         if "features" in wanted:
             self._datasets.append("features")
         for name in self._groups:
             self._datasets += [name, f"{name}_count"]
+        self._datasets += list(self._images)
 
     def load(self, path: str | Path) -> ShardData:
         with ShardReader(path, self._datasets) as reader:
@@ -128,6 +147,11 @@ class InputBuilder:
                 inputs[name] = values
             if f"{name}_count" in self.wanted:
                 inputs[f"{name}_count"] = count
+        for name, (mean, inverse) in self._images.items():
+            values = raw[name]
+            values -= mean
+            values *= inverse
+            inputs[name] = values
         labels = raw["label"].astype(np.float32)
         if labels.size and not np.isin(labels, (0.0, 1.0)).all():
             raise ShardError(

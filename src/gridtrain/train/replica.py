@@ -22,6 +22,7 @@ def build_replica(
     settings: TrainConfig,
     features: tuple[str, ...],
     groups: dict[str, tuple[int, tuple[str, ...]]],
+    images: dict[str, tuple[int, ...]] | None = None,
 ) -> keras.Model:
     """The run's compiled model over the given inputs (TensorFlow is imported here, lazily)."""
     from gridtrain.models import InputSpec, build_model
@@ -29,7 +30,7 @@ def build_replica(
     return build_model(
         settings.model,
         settings.model_params,
-        InputSpec(features, groups),
+        InputSpec(features, groups, images or {}),
         learning_rate=settings.learning_rate,
         seed=settings.seed,
     )
@@ -37,7 +38,10 @@ def build_replica(
 
 def replica(spec: WorkerSpec) -> keras.Model:
     """The model of the run that ``spec`` (worker.json) describes."""
-    return build_replica(spec.settings, spec.features, spec.groups)
+    from gridtrain.models.spec import image_shapes
+
+    images = image_shapes(spec.manifest.get("images", []))
+    return build_replica(spec.settings, spec.features, spec.groups, images)
 
 
 def stage_in(spec: WorkerSpec, scratch: Path, budget_bytes: int | None = None) -> StageIn:
