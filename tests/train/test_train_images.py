@@ -83,3 +83,16 @@ def test_a_user_cnn_trains_on_the_image_and_the_features(image_dataset, tmp_path
     for inputs, labels, weights in data.batches(128):
         loss = model.train_on_batch(arrange_inputs(model, inputs), labels, sample_weight=weights)
     assert np.isfinite(loss)
+
+
+def test_export_refuses_image_inputs_in_one_line(image_dataset):
+    from types import SimpleNamespace
+
+    from gridtrain.errors import ConfigError
+    from gridtrain.export.graph import describe_inputs
+
+    manifest = load_manifest(image_dataset)
+    described = {"jagged": [], "images": manifest.images}
+    spec = SimpleNamespace(manifest=described, features=(), groups={})
+    with pytest.raises(ConfigError, match=r"image 'jet_image'.*not supported yet.*model\.keras"):
+        describe_inputs(spec, ["jet_image"])  # type: ignore[arg-type]

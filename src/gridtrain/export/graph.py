@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from gridtrain.errors import ConfigError
 from gridtrain.models.spec import COUNT_SUFFIX, FEATURES
 from gridtrain.train.inputs import standardisation
 from gridtrain.train.settings import WorkerSpec
@@ -45,8 +46,14 @@ class ExportInput:
 def describe_inputs(spec: WorkerSpec, wanted: list[str]) -> list[ExportInput]:
     """The raw inputs ``wanted`` (the model's input names), in that order."""
     groups = {group["name"]: group for group in spec.manifest["jagged"]}
+    images = {image["name"] for image in spec.manifest.get("images", [])}
     described = []
     for name in wanted:
+        if name in images:
+            raise ConfigError(
+                f"the model takes the image {name!r} (dataset.images); exporting image inputs is "
+                "not supported yet: use the trained model.keras as it is"
+            )
         if name == FEATURES:
             described.append(
                 ExportInput(name, (None, len(spec.features)), "float32", spec.features)
