@@ -164,11 +164,22 @@ def make_sampler(tune: TuneConfig) -> optuna.samplers.BaseSampler:
     if tune.sampler == "random":
         return optuna.samplers.RandomSampler(seed=tune.seed)
     if tune.sampler == "grid":
-        return optuna.samplers.GridSampler(tune.space.grid(), seed=tune.seed)
+        return _grid_sampler(optuna)(tune.space.grid(), seed=tune.seed)
     if tune.sampler == "cmaes":
         return optuna.samplers.CmaEsSampler(seed=tune.seed, warn_independent_sampling=False)
     # constant_liar: trials still running count as bad, so parallel asks spread out
     return optuna.samplers.TPESampler(seed=tune.seed, constant_liar=tune.parallel > 1)
+
+
+def _grid_sampler(optuna: Any) -> Any:
+    """Optuna's grid sampler stops the study after its last point, which only works inside
+    ``study.optimize``; the tuner stops at the grid's size itself (``TuneConfig.trials``)."""
+
+    class GridSampler(optuna.samplers.GridSampler):  # type: ignore[misc]
+        def after_trial(self, *args: Any) -> None:
+            del args
+
+    return GridSampler
 
 
 def make_pruner(tune: TuneConfig) -> optuna.pruners.BasePruner:
