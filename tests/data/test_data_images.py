@@ -126,3 +126,19 @@ def test_toy_jet_images_hold_the_constituent_pt_in_their_window():
     # the prongs sit near the centre: the central quarter holds most of the pt
     centre = images[:, :, 3:9, 3:9].sum() / images.sum()
     assert centre > 0.8
+
+
+def test_large_images_at_the_default_sizes_warn_how_to_use_less_memory(caplog):
+    from gridtrain.data.layout import Image, Layout, check_memory
+
+    section = {"tree": "t", "samples": [{"name": "s", "files": ["x.root"], "label": 0}]}
+    dataset = DatasetConfig.from_dict({**section, "images": {"cells": {"branches": ["c"]}}})
+    cells = Image("cells", ("c",), (25, 25, 25), "global")
+    with caplog.at_level("WARNING", logger="gridtrain.data.layout"):
+        check_memory(dataset, Layout((), (), (), (cells,)))
+    assert "lower dataset.step_events and dataset.shard_events" in caplog.text
+    caplog.clear()
+    small = Image("jet", ("c",), (32, 32), "global")
+    with caplog.at_level("WARNING", logger="gridtrain.data.layout"):
+        check_memory(dataset, Layout((), (), (), (small,)))
+    assert caplog.text == ""

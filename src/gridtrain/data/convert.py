@@ -42,7 +42,7 @@ from gridtrain.config import DatasetConfig, Sample
 from gridtrain.data.arrays import clip_mask, scatter_group, validation_mask
 from gridtrain.data.branches import InputReader
 from gridtrain.data.groups import FileGroup, FileSlice, group_dir
-from gridtrain.data.layout import Input, Layout, branch_names, check_layout
+from gridtrain.data.layout import Input, Layout, branch_names, check_layout, check_memory
 from gridtrain.data.manifest import MANIFEST_NAME, SPLITS, Manifest, SourceEntry, write_manifest
 from gridtrain.data.rootio import open_input
 from gridtrain.data.selection import Selection
@@ -331,6 +331,7 @@ def convert(
         try:
             checked = [Input(f.sample, f.reader) for files in inputs for f in files]
             layout = check_layout(dataset, checked, selection)
+            check_memory(dataset, layout)
             out.mkdir(parents=True, exist_ok=True)
             writer = Writer(out, dataset, layout)
             stats = Statistics(layout)

@@ -72,6 +72,13 @@ class Layout:
         columns.update({i.name: list(i.branches) for i in self.images if i.channels > 1})
         return columns
 
+    def row_bytes(self) -> int:
+        """Bytes of one event in the step arrays and shard buffers."""
+        return sum(
+            int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+            for shape, dtype in self.row_shapes().values()
+        )
+
     def image_names(self) -> set[str]:
         return {b for image in self.images for b in image.branches}
 
@@ -155,6 +162,24 @@ def _images(
         shape = first if len(image.branches) == 1 else (*first, len(image.branches))
         images.append(Image(image.name, image.branches, shape, image.statistics))
     return tuple(images)
+
+
+MEMORY_WARNING_BYTES = 4 << 30
+
+
+def check_memory(dataset: DatasetConfig, layout: Layout) -> None:
+    """Warn when a step and three shards of these rows would take more than 4 GiB (large
+    images at the default sizes): the way out is smaller steps and shards."""
+    need = (dataset.step_events + 3 * dataset.shard_events) * layout.row_bytes()
+    if need > MEMORY_WARNING_BYTES:
+        per_event = layout.row_bytes() / 1024
+        log.warning(
+            "an event takes %.0f KiB in the shard arrays, so a step of %d and three shards of %d "
+            "events take about %.1f GiB; lower dataset.step_events and dataset.shard_events "
+            "(e.g. to %d) to convert in less memory",
+            per_event, dataset.step_events, dataset.shard_events, need / 2**30,
+            max(1, MEMORY_WARNING_BYTES // 8 // layout.row_bytes()),
+        )  # fmt: skip
 
 
 def _dims(shape: tuple[int, ...]) -> str:
