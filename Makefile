@@ -40,7 +40,8 @@ envs: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/snakemake --profile profiles/local
 	@echo "trained model: results/toy/run/model.keras; metrics: results/toy/run/metrics.json;" \
-		"plots: results/toy/run/plots/ (dataset: results/toy/dataset/manifest.json)"
+		"plots: results/toy/run/plots/; export (ONNX, SavedModel, frozen graph):" \
+		"results/toy/run/export/ (dataset: results/toy/dataset/manifest.json)"
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks workflow/scripts docs/examples docs/hooks
