@@ -158,3 +158,27 @@ def test_a_scalar_branch_is_not_an_image(toys, tmp_path):
     section = toy_section(toys["ttree8"], tmp_path / "out", images={"i": {"branches": ["jet_pt"]}})
     section.pop("outdir")
     refused(section, tmp_path / "out", r"branch 'jet_pt' of image 'i' is one number per event")
+
+
+def test_a_corrupt_rntuple_page_mid_conversion_leaves_nothing(tmp_path):
+    import uproot
+
+    toy = tmp_path / "toy"
+    write_toy_dataset(toy, 50_000, seed=6, file_format="rntuple")  # clusters of 10,000
+    ntuple = uproot.open(toy / "background.root")["events"].ntuple
+    field = next(i for i, f in enumerate(ntuple.field_records) if f.field_name == "part_pt")
+    columns = [i for i, c in enumerate(ntuple.column_records) if c.field_id == field]
+    page = ntuple.page_link_list[2][columns[-1]].pages[0]  # part_pt's values, third cluster
+    with open(toy / "background.root", "r+b") as f:
+        f.seek(page.locator.offset + page.locator.num_bytes // 3)
+        f.write(b"\xa5" * 200)
+    section = toy_section(toy, tmp_path / "out", step_events=3000, shard_events=2000)
+    section.pop("outdir")
+    # uproot reads a range together with the cluster after it: the range before the bad cluster
+    # fails, after the shards of earlier steps were written (and are gone again)
+    refused(
+        section,
+        tmp_path / "out",
+        r"background\.root: fields 'part_pt', 'part_deta', 'part_dphi' and 2 more cannot be "
+        r"read at entries 10000-20000 \(.*\); the file is truncated or corrupt, copy it again",
+    )

@@ -124,10 +124,15 @@ def listing(names: list[str], limit: int = 40) -> str:
     return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
 
 
-def corrupt(path: str, what: str, name: str, start: int, stop: int, err: BaseException) -> str:
-    """The message for a branch or field that cannot be read."""
+def corrupt(
+    path: str, what: str, names: list[str], start: int, stop: int, err: BaseException
+) -> str:
+    """The message for branches or fields (``what``) that cannot be read."""
+    named = ", ".join(repr(n) for n in names[:3])
+    if len(names) > 3:
+        named += f" and {len(names) - 3} more"
     return (
-        f"{path}: {what} {name!r} cannot be read at entries {start}-{stop} ({short(err)}); "
+        f"{path}: {what} {named} cannot be read at entries {start}-{stop} ({short(err)}); "
         "the file is truncated or corrupt, copy it again"
     )
 

@@ -142,7 +142,7 @@ class RNTupleReader:
             ntuple.page_link_list  # noqa: B018
         except read_errors() as err:
             raise ConversionError(
-                corrupt(path, "RNTuple", tree_name, 0, self.entries, err)
+                corrupt(path, "RNTuple", [tree_name], 0, self.entries, err)
             ) from None
         self._fields: dict[str, Any] = {}
         self._cache = _NextCluster()
@@ -233,7 +233,7 @@ class RNTupleReader:
                 entry_start=start, entry_stop=stop, library=library, array_cache=self._cache
             )
         except read_errors() as err:
-            raise ConversionError(corrupt(self.path, "field", name, start, stop, err)) from None
+            raise ConversionError(corrupt(self.path, "field", [name], start, stop, err)) from None
 
     def read_flat(self, name: str, start: int, stop: int) -> np.ndarray:
         return np.asarray(self._array(name, start, stop, "np")).reshape(stop - start, -1)
@@ -259,8 +259,8 @@ class RNTupleReader:
                 array_cache=self._cache,
             )
         except read_errors() as err:
-            where = f"{names[0]!r} (or {len(names) - 1} more)" if len(names) > 1 else names[0]
-            raise ConversionError(corrupt(self.path, "field", where, start, stop, err)) from None
+            what = "fields" if len(names) > 1 else "field"
+            raise ConversionError(corrupt(self.path, what, list(names), start, stop, err)) from None
         out = {}
         for name in names:
             array = arrays

@@ -118,7 +118,7 @@ class TTreeReader:
         try:
             return self._tree[name].array(entry_start=start, entry_stop=stop, library=library)
         except read_errors() as err:
-            raise ConversionError(corrupt(self.path, "branch", name, start, stop, err)) from None
+            raise ConversionError(corrupt(self.path, "branch", [name], start, stop, err)) from None
 
     def read_flat(self, name: str, start: int, stop: int) -> np.ndarray:
         return np.asarray(self._array(name, start, stop, "np")).reshape(stop - start, -1)
