@@ -109,6 +109,45 @@ def test_nanoaod_imported_as_rntuple_with_ids_and_a_collection_subfield(tmp_path
         assert row["weight"] == np.float32(ntuple["genWeight"].array(library="np")[i])
 
 
+def test_atlas_physlite_electrons_and_jets_equal_uproot(tmp_path):
+    path = FILES / "uproot-physlite-rntuple_v1-0-0-0.root"
+    electrons = [f"AnalysisElectronsAuxDyn:{v}" for v in ("pt", "eta", "phi")]
+    jets = [f"AnalysisJetsAuxDyn:{v}" for v in ("pt", "eta", "phi")]
+    pileup = "EventInfoAuxDyn:averageInteractionsPerCrossing"
+    cfg = config(
+        path,
+        "EventData",  # an RNTuple, beside TTrees of metadata in the same file
+        tmp_path,
+        features=[pileup],
+        jagged={
+            "electrons": {"branches": electrons, "length": 2},
+            "jets": {"branches": jets, "length": 4, "fill": -1.0},
+        },
+        event_id=["EventInfoAuxDyn:runNumber", "EventInfoAuxDyn:eventNumber"],
+    )
+    manifest = convert(cfg)
+    ntuple = uproot.open(path)["EventData"]
+    read = {n: ntuple[n].array() for n in [*electrons, *jets, pileup]}
+    events = ak.to_list(ntuple["EventInfoAuxDyn:eventNumber"].array())
+    assert manifest.events("train") + manifest.events("validation") == len(events) == 100
+    rows = {}
+    for split in ("train", "validation"):
+        for entry in manifest.shards[split]:
+            with ShardReader(tmp_path / entry.path) as reader:
+                data = reader.read()
+            for i, event in enumerate(data["event_id"][:, 1]):
+                rows[int(event)] = {k: v[i] for k, v in data.items()}
+    for i, event in enumerate(events):
+        row = rows[event]
+        assert row["features"][0] == np.float32(ak.to_numpy(read[pileup])[i])
+        for channel, name in enumerate(electrons):
+            np.testing.assert_array_equal(
+                row["electrons"][:, channel], padded(read[name], 2, 0.0)[i]
+            )
+        for channel, name in enumerate(jets):
+            np.testing.assert_array_equal(row["jets"][:, channel], padded(read[name], 4, -1.0)[i])
+
+
 def test_staff_integers_with_a_selection_and_a_label_field(tmp_path):
     path = FILES / "ntpl001_staff_rntuple_v1-0-0-0.root"
     features = ["Age", "Service", "Children", "Grade", "Step", "Hrweek", "Cost"]

@@ -13,7 +13,10 @@ Awkward form uproot gives it, so the same rules hold as for TTree branches:
   (``std::array<std::array<float,32>,32>``).
 
 Strings, records, variants and lists of lists are refused with the field's C++ type and the way
-out. Subfields are named with dots (``_collection0.Muon_pt``). Reads are cluster-aligned: uproot
+out. Subfields are named with dots (``_collection0.Muon_pt``). Each field is read by its own
+``RField.array`` call: ``RNTuple.arrays`` would first list every field of the RNTuple, which
+uproot 5.7 does in time quadratic in their number (5 s for PHYSLITE's 1077 fields, per file),
+while a field's own call looks at its subtree only. Reads are cluster-aligned: uproot
 reads whole clusters, and the one cluster it reads past the end of a range is kept for the next
 range (``_NextCluster``), so nothing is decompressed twice.
 """
@@ -157,7 +160,7 @@ class RNTupleReader:
         try:
             field = self._ntuple[name]
         except KeyError:
-            names = self._ntuple.keys()
+            names = [f.name for f in self._ntuple.fields]  # keys() would list every subfield
             close = difflib.get_close_matches(name, names, n=3)
             hint = f"did you mean {close}? " if close else ""
             raise ConversionError(
@@ -239,39 +242,16 @@ class RNTupleReader:
         return np.asarray(self._array(name, start, stop, "np")).reshape(stop - start, -1)
 
     def flat_reads(self, names: list[str], start: int, stop: int) -> list[FlatRead]:
-        # One read for all: uproot builds one Awkward form and array for every field of the
-        # call, which costs less than a call per field (its RNTuple reader is serial anyway).
+        # One task for all: uproot's RNTuple reader is serial and holds the GIL for most of its
+        # work, so splitting the flat fields over threads only adds contention.
         return [partial(self._read_flats, names, start, stop)] if names else []
 
     def _read_flats(self, names: list[str], start: int, stop: int) -> dict[str, np.ndarray]:
-        import awkward as ak
-
-        arrays = self._arrays(names, start, stop)
-        return {n: ak.to_numpy(a).reshape(stop - start, -1) for n, a in arrays.items()}
-
-    def _arrays(self, names: list[str] | tuple[str, ...], start: int, stop: int) -> dict[str, Any]:
-        """Fields ``names`` of entries [start, stop) as Awkward arrays, in one uproot call."""
-        try:
-            arrays = self._ntuple.arrays(
-                filter_name=list(names),
-                entry_start=start,
-                entry_stop=stop,
-                array_cache=self._cache,
-            )
-        except read_errors() as err:
-            what = "fields" if len(names) > 1 else "field"
-            raise ConversionError(corrupt(self.path, what, list(names), start, stop, err)) from None
-        out = {}
-        for name in names:
-            array = arrays
-            for part in name.split("."):  # a subfield comes inside its parents' records
-                array = array[part]
-            out[name] = array
-        return out
+        return {name: self.read_flat(name, start, stop) for name in names}
 
     def read_image(self, name: str, start: int, stop: int) -> np.ndarray:
         return np.asarray(self._array(name, start, stop, "np"))
 
     def read_jagged(self, names: tuple[str, ...], group: str, start: int, stop: int) -> Jagged:
-        arrays = self._arrays(names, start, stop)
-        return jagged_arrays(self.path, names, group, [arrays[n] for n in names])
+        arrays = [self._array(name, start, stop, "ak") for name in names]
+        return jagged_arrays(self.path, names, group, arrays)
