@@ -36,3 +36,10 @@ def test_selection_rejects_anything_but_arithmetic(expression):
 def test_selection_that_is_not_boolean_is_refused():
     with pytest.raises(ConfigError, match="not a boolean"):
         Selection("pt * 2").mask(ARRAYS)
+
+
+def test_names_that_are_no_identifiers_go_between_backquotes():
+    arrays = {"EventInfoAuxDyn:eventNumber": np.array([1, 2, 3]), "lv.pt": np.array([5, 50, 5])}
+    selection = Selection("`EventInfoAuxDyn:eventNumber` % 2 == 1 && `lv.pt` < 10")
+    assert selection.names == ["EventInfoAuxDyn:eventNumber", "lv.pt"]
+    assert selection.mask(arrays).tolist() == [True, False, True]

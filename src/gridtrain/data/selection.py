@@ -2,7 +2,9 @@
 
 Pure logic: the expression is parsed with ``ast`` and only arithmetic, comparisons, boolean
 operators, numbers, branch names and a few math functions are accepted, so a configuration file can
-never run code. ROOT's spelling (``&&``, ``||``, ``!``) is accepted beside Python's.
+never run code. ROOT's spelling (``&&``, ``||``, ``!``) is accepted beside Python's. A name that
+is no Python identifier (ATLAS PHYSLITE's ``EventInfoAuxDyn:eventNumber``, an RNTuple subfield
+``three_LV.pt``) is written between backquotes: `` `EventInfoAuxDyn:eventNumber` % 2 == 0 ``.
 """
 
 from __future__ import annotations
@@ -55,8 +57,16 @@ class Selection:
 
     def __init__(self, expression: str) -> None:
         self.expression = expression
+        # `quoted names` become identifiers the parser accepts, and are named back below.
+        quoted: dict[str, str] = {}
+
+        def placeholder(match: re.Match[str]) -> str:
+            return quoted.setdefault(match.group(1), f"_quoted_{len(quoted)}")
+
+        text = re.sub(r"`([^`]+)`", placeholder, expression)
+        self._quoted = {identifier: name for name, identifier in quoted.items()}
         # and/or/not bind like ROOT's &&, ||, ! (looser than comparisons); & and | do not.
-        text = re.sub(r"&&", " and ", expression)
+        text = re.sub(r"&&", " and ", text)
         text = re.sub(r"\|\|", " or ", text)
         text = re.sub(r"!(?!=)", " not ", text)
         try:
@@ -68,7 +78,7 @@ class Selection:
             ) from None
         self.names = sorted(
             {
-                n.id
+                self._quoted.get(n.id, n.id)
                 for n in ast.walk(self._tree)
                 if isinstance(n, ast.Name) and n.id not in _FUNCTIONS
             }
@@ -89,7 +99,7 @@ class Selection:
         if isinstance(node, ast.Constant) and isinstance(node.value, int | float | bool):
             return node.value
         if isinstance(node, ast.Name):
-            return arrays[node.id]
+            return arrays[self._quoted.get(node.id, node.id)]
         if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
             return _BINARY[type(node.op)](
                 self._eval(node.left, arrays), self._eval(node.right, arrays)
