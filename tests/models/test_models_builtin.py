@@ -115,6 +115,7 @@ def test_input_spec_from_a_manifest_like_record() -> None:
     manifest = SimpleNamespace(
         features=["a", "b"],
         jagged=[{"name": "tracks", "branches": ["pt", "eta"], "length": 5, "count": "x"}],
+        images=[],  # the manifest's image groups (dataset.images), none here
     )
     spec = InputSpec.from_manifest(manifest)  # type: ignore[arg-type]
     assert spec == InputSpec(("a", "b"), {"tracks": (5, ("pt", "eta"))})
