@@ -256,3 +256,18 @@ def test_updates_count_under_the_lease_being_trained_and_a_lost_lease_keeps_its_
     # the shards of the lost leases go back to be trained again, from the front of the queue
     assert leases.grant("u", connection=3)["shards"] == other["shards"]
     assert leases.grant("u", connection=3)["shards"] == ahead["shards"]
+
+
+def test_a_shard_leased_later_but_trained_first_gets_its_own_updates() -> None:
+    # At an epoch's end a worker leases ahead again and trains that shard before the one it had
+    # leased earlier: its updates belong to the shard it completes next, not to its oldest lease.
+    leases, lease_log, _, _ = book(validation_shards=[])
+    earlier = leases.grant("w", connection=1)
+    later = leases.grant("w", connection=1)
+    for _ in range(4):
+        leases.count_update(1)
+    leases.complete(later["lease"], 1, {})
+    leases.count_update(1)
+    leases.complete(earlier["lease"], 1, {})
+    updates = {r["lease"]: r["updates"] for r in lease_log if r["event"] == "completed"}
+    assert updates == {later["lease"]: 4, earlier["lease"]: 1}

@@ -17,9 +17,11 @@ Semantics:
 * What "exactly once" does not undo: a worker pushes its updates every few steps, so the part of
   a shard it trained before its lease was lost is already in the center when the shard is leased
   again. That partial work is kept; those events count up to twice in that epoch. Every accepted
-  update is attributed to the lease it was trained under (``count_update``: the connection's
-  oldest training lease, the one it is working on) and the lease log records the count with the
-  lease's end: ``updates`` of a completed lease, and of a released or expired one (kept work).
+  update is counted (``count_update``): a worker trains one shard at a time, so the updates of a
+  connection since its last completion are the shard it completes next, and the lease log
+  records them as that lease's ``updates``. A connection lost holding leases records the updates
+  it had pushed since its last completion (kept work) on the oldest of them, so that every
+  update the center took is counted under exactly one lease.
 * Workers may start epoch e+1 while the last shards of epoch e are still out (no barrier), but not
   epoch e+2. When the last shard of an epoch completes, ``on_epoch_end`` snapshots the center and
   a validation task for that epoch is queued ahead of any training shard. One validation task is
@@ -151,6 +153,7 @@ class LeaseBook:
         self._cond = threading.Condition()
         self._leases: dict[int, Lease] = {}
         self._heard: dict[int, float] = {}  # last frame of each connection holding leases
+        self._pending: dict[int, int] = {}  # updates of a connection since its last completion
         self._queues: dict[int, deque[str]] = {}
         self._train_loss: dict[int, list[float]] = {}
         self._pending_validation: deque[tuple[int, int]] = deque()  # (epoch, center version)
@@ -270,16 +273,11 @@ class LeaseBook:
                 self._heard[connection] = self._clock()
 
     def count_update(self, connection: int) -> None:
-        """An update of ``connection`` reached the center: it belongs to the training lease the
-        worker is on, its oldest (a worker trains its leases in the order it got them)."""
+        """An update of ``connection`` reached the center: it belongs to the shard the worker is
+        training, the next one it completes (not always its oldest lease: a lease taken ahead at
+        an epoch's end can be trained before one taken earlier)."""
         with self._cond:
-            held = [
-                lease
-                for lease in self._leases.values()
-                if lease.connection == connection and lease.kind == TRAIN
-            ]
-            if held:
-                min(held, key=lambda lease: lease.lease_id).updates += 1
+            self._pending[connection] = self._pending.get(connection, 0) + 1
 
     def complete(self, lease_id: int, connection: int, result: dict[str, Any]) -> dict[str, Any]:
         """Record a finished task; refused when the lease is no longer this connection's."""
@@ -296,6 +294,8 @@ class LeaseBook:
                 )
                 return {"accepted": False, "reason": f"lease {lease_id} expired or unknown"}
             del self._leases[lease_id]
+            if lease.kind == TRAIN:
+                lease.updates = self._pending.pop(connection, 0)
             self._log("completed", lease)
             if lease.kind == TRAIN:
                 self._complete_train(lease, result)
@@ -316,6 +316,7 @@ class LeaseBook:
             for lease in mine:
                 self._return(lease, "released", reason)
             self._heard.pop(connection, None)
+            self._pending.pop(connection, None)
 
     def expire(self) -> None:
         with self._cond:
@@ -341,6 +342,8 @@ class LeaseBook:
 
     def _return(self, lease: Lease, event: str, reason: str) -> None:
         del self._leases[lease.lease_id]
+        if lease.kind == TRAIN:  # the kept work goes on the first lost lease (leases go in order)
+            lease.updates = self._pending.pop(lease.connection, 0)
         self._log(event, lease, reason=reason)
         if lease.kind == TRAIN:
             self._queues[lease.epoch].appendleft(lease.shards[0])
