@@ -28,6 +28,7 @@ LAYERS: list[set[str]] = [
         "paths",
         "rundir",
         "jobstate",
+        "task",
     },
     {"data", "ps"},  # shards and manifests; the parameter server (knows no framework)
     {"stage", "models", "report"},  # XRootD staging; Keras models; plots and summaries
