@@ -11,7 +11,11 @@ pushes, so real staleness), learning rate and epochs (2), early stopping off:
   downpour   Downpour, workers push the delta of ``every`` local Adam steps, the PS adds it
              (optimizer ``add``, staleness_scaling ``none``);
   dynsgd     the same, the PS scaling an update s versions stale by 1/(s+1) (DynSGD);
-  easgd      EASGD, moving rate ``alpha``, exchanging every ``tau`` local steps.
+  easgd      EASGD, moving rate ``alpha``, exchanging every ``tau`` local steps;
+  adag       ADAG, the delta of ``every`` local steps divided by the window on the PS;
+  gem        GEM (Gradient Energy Matching, NNLO's default): the PS rescales each pushed delta,
+             element by element, so the center moves ``kappa`` times as much as a sequential
+             momentum-SGD proxy fed the same deltas (no DynSGD scaling on top).
 
 The baseline is one worker: Downpour with one worker is plain sequential training (nothing is
 ever stale). The learning rate is Adam's 0.01, not the default 0.001: at 0.001 this MLP has
@@ -27,7 +31,8 @@ of AUC against workers, one line per method (``--plot``, default ``.bench/stalen
 last the AUC loss at 8 workers of the best method there against the best single-worker AUC of
 all methods run (goal <= 0.01).
 
-    python benchmarks/staleness.py                     # 12 runs, about 3-4 min on 2 cores
+    python benchmarks/staleness.py                     # 20 runs, about 6 min on 2 cores
+    python benchmarks/staleness.py --workers 1,8       # 10 runs: the AUC loss of every method
     python benchmarks/staleness.py --workers 1,8 --methods downpour,easgd --epochs 3
 """
 
@@ -44,13 +49,15 @@ from bench_helpers import TimedRun, run_gridtrain, toy_dataset, train_section
 GOAL = 0.01
 
 
-def methods(every: int, alpha: float, tau: int) -> dict[str, dict[str, Any]]:
+def methods(every: int, alpha: float, tau: int, kappa: float) -> dict[str, dict[str, Any]]:
     """The ``train.algorithm`` section of each method."""
     downpour = {"algorithm": "downpour", "optimizer": "add", "every": every}
     return {
         "downpour": {**downpour, "staleness_scaling": "none"},
         "dynsgd": {**downpour, "staleness_scaling": "dynsgd"},
         "easgd": {"algorithm": "easgd", "alpha": alpha, "every": tau},
+        "adag": {"algorithm": "adag", "every": every, "staleness_scaling": "none"},
+        "gem": {"algorithm": "gem", "every": every, "kappa": kappa, "staleness_scaling": "none"},
     }
 
 
@@ -81,7 +88,9 @@ def plot(results: dict[str, dict[int, TimedRun]], path: Path, title: str) -> Non
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", default="1,2,4,8", help="comma-separated worker counts")
-    parser.add_argument("--methods", default="downpour,dynsgd,easgd", help="comma-separated")
+    parser.add_argument(
+        "--methods", default="downpour,dynsgd,easgd,adag,gem", help="comma-separated"
+    )
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument("--shard-events", type=int, default=2_000)
@@ -91,12 +100,13 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=4, help="Downpour: steps between pushes")
     parser.add_argument("--alpha", type=float, default=0.2, help="EASGD moving rate")
     parser.add_argument("--tau", type=int, default=4, help="EASGD: steps between exchanges")
+    parser.add_argument("--kappa", type=float, default=1.0, help="GEM proxy amplification")
     parser.add_argument("--workdir", default=".bench/staleness")
     parser.add_argument("--plot", default=".bench/staleness.png")
     args = parser.parse_args()
 
     counts = [int(n) for n in args.workers.split(",")]
-    table = methods(args.every, args.alpha, args.tau)
+    table = methods(args.every, args.alpha, args.tau, args.kappa)
     chosen = args.methods.split(",")
     unknown = [m for m in chosen if m not in table]
     if unknown:
@@ -109,7 +119,8 @@ def main() -> None:
     print(
         f"{args.events:,} toy events in shards of {args.shard_events:,}; mlp {hidden}, "
         f"{args.epochs} epochs, batch {args.batch_size}, learning rate {args.learning_rate:g}; "
-        f"Downpour every {args.every}, EASGD alpha {args.alpha} tau {args.tau}",
+        f"Downpour/ADAG/GEM every {args.every}, EASGD alpha {args.alpha} tau {args.tau}, "
+        f"GEM kappa {args.kappa}",
         flush=True,
     )
     results: dict[str, dict[int, TimedRun]] = {}

@@ -63,6 +63,57 @@ def test_adag_normalises_by_the_window() -> None:
         algorithms.adag_delta(np.array([1.0]), 0)
 
 
+def test_gem_matches_the_proxy_energy_by_hand() -> None:
+    # p' = 0.5 * [2, -2, 1, 0] + [1, -1, 0.5, 0] = [2, -2, 1, 0]; kappa |p'| = [2, 2, 1, 0]
+    # room = kappa |p'| - |c| = [2, 2, 1, 0] - [1, 3, 0.5, 0] = [1, -1, 0.5, 0]
+    # pi = room / |u| = [1, -1 -> 0, 1, 0 (u = 0)]; delta = pi u = [1, 0, 0.5, 0]
+    proxy = np.array([2.0, -2.0, 1.0, 0.0])
+    central = np.array([1.0, -3.0, 0.5, 0.0])
+    update = np.array([1.0, -1.0, 0.5, 0.0])
+    new_proxy = algorithms.gem_proxy(proxy, update, momentum=0.5)
+    np.testing.assert_allclose(new_proxy, [2.0, -2.0, 1.0, 0.0])
+    pi = algorithms.gem_scale(new_proxy, central, update, kappa=1.0)
+    np.testing.assert_allclose(pi, [1.0, 0.0, 1.0, 0.0])
+    delta, stepped_proxy, moment = algorithms.gem_step(
+        proxy, central, update, momentum=0.5, kappa=1.0
+    )
+    np.testing.assert_allclose(delta, [1.0, 0.0, 0.5, 0.0])
+    np.testing.assert_allclose(stepped_proxy, new_proxy)
+    np.testing.assert_allclose(moment, delta)
+    # The matched energy: where pi was not clipped, |c| + |delta| = kappa |p'|.
+    np.testing.assert_allclose((np.abs(central) + np.abs(delta))[[0, 2]], [2.0, 1.0])
+
+
+def test_gem_caps_pi_and_amplifies_a_quiet_center() -> None:
+    # kappa |p| = 2 * 3 = 6 with a still center: pi = 6 / 0.5 = 12, capped at GEM_MAX_SCALE (5).
+    pi = algorithms.gem_scale(np.array([3.0]), np.array([0.0]), np.array([0.5]), kappa=2.0)
+    np.testing.assert_allclose(pi, [algorithms.GEM_MAX_SCALE])
+    with pytest.raises(ValueError, match="kappa must be > 0"):
+        algorithms.gem_scale(np.array([1.0]), np.array([0.0]), np.array([1.0]), kappa=0.0)
+    with pytest.raises(ValueError, match="proxy momentum"):
+        algorithms.gem_proxy(np.array([1.0]), np.array([1.0]), momentum=1.0)
+
+
+def test_server_gem_matches_the_pure_function() -> None:
+    config = AlgorithmConfig(algorithm="gem", kappa=1.5, proxy_momentum=0.9)
+    center = _tensors(0)
+    updater = Updater(config, Signature.of(center))
+    assert sorted(updater.state) == ["central_moment", "proxy"]
+    expected = [c.copy() for c in center]
+    proxy = [np.zeros_like(c) for c in center]
+    moment = [np.zeros_like(c) for c in center]
+    for step in range(1, 5):
+        update = _tensors(step)
+        updater.apply(center, [u.copy() for u in update], scale=0.5)
+        for i, u in enumerate(update):
+            delta, proxy[i], moment[i] = algorithms.gem_step(
+                proxy[i], moment[i], 0.5 * u, momentum=0.9, kappa=1.5
+            )
+            expected[i] += delta
+    for got, want in zip(center, expected, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
 def test_average_and_backup_round() -> None:
     mean = algorithms.average_updates([[np.array([1.0, 3.0])], [np.array([3.0, 5.0])]])
     np.testing.assert_allclose(mean[0], [2.0, 4.0])
@@ -138,6 +189,9 @@ def test_float32_center_stays_float32() -> None:
         Updater(AlgorithmConfig(optimizer=optimizer), Signature.of(center)).apply(
             center, [np.ones(3, np.float32)], scale=0.5
         )
+    Updater(AlgorithmConfig(algorithm="gem"), Signature.of(center)).apply(
+        center, [np.ones(3, np.float32)], scale=0.5
+    )
     assert center[0].dtype == np.float32
 
 
@@ -151,6 +205,8 @@ def test_float32_center_stays_float32() -> None:
         ({"window": 0}, "window = 0"),
         ({"max_staleness": -1}, "max_staleness = -1"),
         ({"sync_workers": 0}, "sync_workers >= 1"),
+        ({"algorithm": "gem", "kappa": 0.0}, "GEM proxy amplification"),
+        ({"algorithm": "gem", "proxy_momentum": 1.0}, "proxy_momentum = 1.0"),
     ],
 )
 def test_bad_settings_name_the_value(settings: dict[str, object], words: str) -> None:

@@ -12,6 +12,10 @@ the worker side uses the same functions, so both ends agree by construction.
   window length, ``adag_delta``.
 * DynSGD (Jiang et al. 2017): an update ``s`` versions stale is scaled by 1/(s+1),
   ``dynsgd_scale``.
+* GEM, Gradient Energy Matching (Hermans & Louppe 2018, arXiv 1805.08469; NNLO's default
+  asynchronous rule): each update is rescaled, element by element, so that the center's
+  "energy" (its movement) matches kappa times that of a proxy, a single sequential momentum SGD
+  fed the same updates: ``gem_proxy``, ``gem_scale``, ``gem_step``.
 * Synchronous SGD with backup workers (Chen et al. 2016, arXiv 1604.00981): average the first N
   updates of a round, ``average_updates``.
 """
@@ -91,6 +95,53 @@ def adag_delta(accumulated: Array, window: int) -> Array:
     if window < 1:
         raise ValueError(f"ADAG window must be >= 1, got {window}")
     return (accumulated / window).astype(accumulated.dtype, copy=False)
+
+
+GEM_MAX_SCALE = 5.0
+"""GEM's cap on pi: where an update is tiny, (kappa |p| - |c|) / |u| is huge and noisy."""
+
+
+def gem_proxy(proxy: Array, update: Array, momentum: float) -> Array:
+    """The proxy's new velocity: a sequential momentum SGD that took ``update`` as its step."""
+    if not 0 <= momentum < 1:
+        raise ValueError(f"GEM's proxy momentum must be in [0, 1), got {momentum}")
+    return (momentum * proxy + update).astype(update.dtype, copy=False)
+
+
+def gem_scale(
+    proxy: Array,
+    central_moment: Array,
+    update: Array,
+    kappa: float,
+    max_scale: float = GEM_MAX_SCALE,
+) -> Array:
+    """GEM's factor pi = clip((kappa |p| - |c|) / |u|, 0, max_scale), element by element.
+
+    ``proxy`` p is the proxy's velocity (including this update), ``central_moment`` c the
+    center's own last movement and ``update`` u the pushed delta. With pi, |c| + pi |u| equals
+    kappa |p|: the center moves as much as the proxy, never more; a component the center
+    already moves beyond the proxy gets pi = 0. Where u is 0, pi is 0 (the product is 0 anyway).
+    """
+    if not kappa > 0:
+        raise ValueError(f"GEM's kappa must be > 0, got {kappa}")
+    magnitude = np.abs(update)
+    room = kappa * np.abs(proxy) - np.abs(central_moment)
+    pi = np.divide(room, magnitude, out=np.zeros_like(room), where=magnitude > 0)
+    return np.clip(pi, 0.0, max_scale).astype(update.dtype, copy=False)
+
+
+def gem_step(
+    proxy: Array, central_moment: Array, update: Array, *, momentum: float, kappa: float
+) -> tuple[Array, Array, Array]:
+    """One GEM update on the server: returns (delta to add, new proxy, new central moment).
+
+    The central moment after the step is the delta itself: the center's last movement, which
+    the next update is matched against (NNLO's server-side placement of the paper's rule, where
+    each worker measured the center's movement between its pulls).
+    """
+    new_proxy = gem_proxy(proxy, update, momentum)
+    delta = (gem_scale(new_proxy, central_moment, update, kappa) * update).astype(update.dtype)
+    return delta, new_proxy, delta.copy()
 
 
 def average_updates(updates: Sequence[Sequence[Array]]) -> list[Array]:

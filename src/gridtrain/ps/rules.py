@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 
 from gridtrain.errors import ConfigError
-from gridtrain.ps.algorithms import Array
+from gridtrain.ps.algorithms import GEM_MAX_SCALE, Array
 from gridtrain.ps.protocol import Signature
 
-ALGORITHMS = ("downpour", "easgd", "adag", "sync")
+ALGORITHMS = ("downpour", "easgd", "adag", "gem", "sync")
 OPTIMIZERS = ("add", "sgd", "adam")
 STALENESS_SCALINGS = ("none", "dynsgd")
 
@@ -29,6 +29,7 @@ class AlgorithmConfig:
     ``optimizer`` applies to downpour and sync: ``add`` adds the pushed delta (workers that run
     their own optimizer over a window), ``sgd`` and ``adam`` treat the push as a gradient.
     ``easgd`` and ``adag`` always add (the elastic difference, or the delta divided by ``window``).
+    ``gem`` always adds the pushed delta rescaled by GEM's pi (``kappa``, ``proxy_momentum``).
     """
 
     algorithm: str = "downpour"
@@ -45,6 +46,8 @@ class AlgorithmConfig:
     sync_workers: int = 1
     backup_workers: int = 0
     sync_timeout: float = 60.0
+    kappa: float = 1.0
+    proxy_momentum: float = 0.9
 
     def __post_init__(self) -> None:
         def bad(name: str, value: object, expected: str) -> ConfigError:
@@ -76,6 +79,10 @@ class AlgorithmConfig:
                 (self.sync_workers, self.backup_workers),
                 "sync_workers >= 1 and backup_workers >= 0",
             )
+        if not self.kappa > 0:
+            raise bad("kappa", self.kappa, "a positive number, e.g. 1.0 (GEM proxy amplification)")
+        if not 0 <= self.proxy_momentum < 1:
+            raise bad("proxy_momentum", self.proxy_momentum, "0 <= proxy_momentum < 1, e.g. 0.9")
         if not self.sync_timeout > 0:
             raise bad("sync_timeout", self.sync_timeout, "a positive number of seconds")
 
@@ -118,6 +125,8 @@ class Updater:
                 names = ("velocity",)
             elif config.optimizer == "adam":
                 names = ("first_moment", "second_moment")
+        elif config.algorithm == "gem":
+            names = ("proxy", "central_moment")
         if state is None:
             state = {name: signature.allocate() for name in names}
         if set(state) != set(names):
@@ -148,6 +157,9 @@ class Updater:
             for u in update:
                 np.multiply(u, scale / config.window, out=u, casting="same_kind")
             return
+        if config.algorithm == "gem":
+            self._gem(update, scale)
+            return
         self.step += 1
         if config.optimizer == "add":
             if scale != 1.0:
@@ -164,6 +176,23 @@ class Updater:
                     np.copyto(u, v)
         else:
             self._adam(update, scale)
+
+    def _gem(self, update: list[Array], scale: float) -> None:
+        config = self.config
+        tensors = zip(update, self.state["proxy"], self.state["central_moment"], strict=True)
+        for u, p, c in tensors:
+            if scale != 1.0:
+                np.multiply(u, scale, out=u, casting="same_kind")
+            np.multiply(p, config.proxy_momentum, out=p, casting="same_kind")
+            np.add(p, u, out=p)
+            magnitude = np.abs(u)
+            room = np.abs(p)
+            np.multiply(room, config.kappa, out=room, casting="same_kind")
+            np.subtract(room, np.abs(c), out=room)
+            pi = np.divide(room, magnitude, out=np.zeros_like(room), where=magnitude > 0)
+            np.clip(pi, 0.0, GEM_MAX_SCALE, out=pi)
+            np.multiply(u, pi, out=u, casting="same_kind")
+            np.copyto(c, u)
 
     def _adam(self, update: list[Array], scale: float) -> None:
         config = self.config
