@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import jsonschema
 import yaml
 
 from gridtrain.errors import ConfigError
+from gridtrain.task import Task
 
 EXAMPLE = """\
 dataset:
@@ -58,8 +60,11 @@ def validate_config(config: dict[str, Any], source: str = "config") -> dict[str,
     if errors:
         err = errors[0]
         where = ".".join(str(p) for p in err.absolute_path) or "(top level)"
+        message = err.message
+        if err.validator == "not" and err.validator_value == {"required": ["label", "class"]}:
+            message = "gives both label and class; give one (class: NAME, or label: INDEX)"
         raise ConfigError(
-            f"{source}: {where}: {err.message}; see config/config.yaml for a working example"
+            f"{source}: {where}: {message}; see config/config.yaml for a working example"
         )
     return config
 
@@ -84,9 +89,12 @@ def load_config(path: str | Path) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Sample:
+    """One sample's files; ``label`` is its class index (from ``label`` or ``class``), the name
+    of a label branch, or ``None`` (a regression sample without a label: 0 in the shards)."""
+
     name: str
     files: tuple[str, ...]
-    label: int | str
+    label: int | str | None
     tree: str
 
 
@@ -100,7 +108,7 @@ class JaggedGroup:
 
 IMAGE_STATISTICS = ("global", "per-pixel")
 # Names the shard already uses for other datasets, which a jagged group or an image cannot take.
-_RESERVED = ("features", "label", "weight", "event_id")
+_RESERVED = ("features", "label", "weight", "event_id", "target")
 
 
 @dataclass(frozen=True)
@@ -134,14 +142,28 @@ class DatasetConfig:
     outdir: str
     files_per_job: int | None = None  # None: one conversion job (gridtrain.data.groups)
     images: tuple[ImageGroup, ...] = ()
+    task: Task = field(default_factory=Task)  # the top-level ``task`` section
+    on_bad_target: str = "refuse"  # task.on_bad_target: refuse | drop
 
     @classmethod
-    def from_dict(cls, section: dict[str, Any]) -> DatasetConfig:
-        """Build from a ``dataset`` section; validates it and fills the schema's defaults."""
-        section = validate_config({"dataset": json.loads(json.dumps(section))})["dataset"]
+    def from_config(cls, config: Mapping[str, Any]) -> DatasetConfig:
+        """Build from a whole configuration: its ``dataset`` and ``task`` sections."""
+        return cls.from_dict(config["dataset"], config.get("task"))
+
+    @classmethod
+    def from_dict(
+        cls, section: dict[str, Any], task: Mapping[str, Any] | None = None
+    ) -> DatasetConfig:
+        """Build from a ``dataset`` section and the config's ``task`` section (``None``: the
+        binary task); validates both and fills the schema's defaults."""
+        checked = validate_config(
+            json.loads(json.dumps({"dataset": section, "task": dict(task or {})}))
+        )
+        section, task_section = checked["dataset"], checked["task"]
+        parsed = Task.from_dict({k: v for k, v in task_section.items() if k != "on_bad_target"})
         tree = section["tree"]
         samples = tuple(
-            Sample(s["name"], tuple(s["files"]), s["label"], s.get("tree", tree))
+            Sample(s["name"], tuple(s["files"]), _sample_label(s, parsed), s.get("tree", tree))
             for s in section["samples"]
         )
         jagged = tuple(
@@ -172,6 +194,8 @@ class DatasetConfig:
             jagged=jagged,
             images=images,
             event_id=tuple(section["event_id"]),
+            task=parsed,
+            on_bad_target=task_section["on_bad_target"],
             **{key: section[key] for key in scalars},
         )
 
@@ -184,8 +208,46 @@ class DatasetConfig:
             content.pop("files_per_job")
         if not content["images"]:
             content.pop("images")
+        # Binary datasets (every one converted before tasks existed) keep their hash too.
+        content["task"] = self.task.to_dict()
+        if self.task == Task():
+            content.pop("task")
+        if self.on_bad_target == "refuse":
+            content.pop("on_bad_target")
         blob = json.dumps(content, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()
+
+
+def _sample_label(sample: dict[str, Any], task: Task) -> int | str | None:
+    """The sample's label: an index checked against the task's classes, a label branch, or
+    ``None`` for a regression sample that names none."""
+    name = sample["name"]
+    if "class" in sample:
+        if not task.is_classifier:
+            raise ConfigError(
+                f"dataset.samples: sample {name!r} names class {sample['class']!r} but "
+                "task.kind is regression; remove it"
+            )
+        if sample["class"] not in task.classes:
+            raise ConfigError(
+                f"dataset.samples: sample {name!r} names class {sample['class']!r}, not one of "
+                f"task.classes {list(task.classes)}; add it there or correct the name"
+            )
+        return task.classes.index(sample["class"])
+    label: int | str | None = sample.get("label")
+    if label is None and task.is_classifier:
+        raise ConfigError(
+            f"dataset.samples: sample {name!r} has neither label nor class; a {task.kind} "
+            f"classifier needs one (class: one of {list(task.classes)}, or label: 0 .. "
+            f"{len(task.classes) - 1}, or label: a label branch)"
+        )
+    if isinstance(label, int) and task.is_classifier and label >= len(task.classes):
+        raise ConfigError(
+            f"dataset.samples: sample {name!r} has label {label}, but the {task.kind} task has "
+            f"{len(task.classes)} classes ({', '.join(task.classes)}): use 0 .. "
+            f"{len(task.classes) - 1}, or add the class to task.classes"
+        )
+    return label
 
 
 def _check_names(jagged: list[str], images: list[str]) -> None:

@@ -3,6 +3,23 @@
 Records only (dataclasses and JSON); writing is atomic (temporary name, fsync, rename). Shard paths
 are relative to the manifest's directory, or root:// URLs, and are kept as strings: a URL never
 passes through ``os.path``.
+
+The task and the event weights. ``task`` is ``Task.to_dict()`` with the regression targets'
+training-split mean and std; ``weights`` counts the events and weights of every sample and of
+every class (both splits together, and the training split of each class)::
+
+    {"branch": "genWeight",
+     "samples": {"dy": {"events": 240, "sum": 212.0, "negative_events": 10,
+                        "negative_sum": -10.0, "negative_share": 0.0431,
+                        "non_finite_targets": 0}},          # regression only
+     "classes": {"dy": {... the same five ..., "train_events": 190, "train_sum": 170.0,
+                        "train_negative_sum": -8.0}}}
+
+``negative_sum`` is the sum of the negative weights (a negative number) and ``negative_share``
+their share of the sum of absolute weights. ``class_factors`` (one per class) make the classes'
+training sums of weights equal when ``task.balance`` is true and are all 1 otherwise;
+``class_factors()`` recomputes them for another treatment of negative weights. Manifests written
+before tasks existed have none of the three and read as binary, unbalanced.
 """
 
 from __future__ import annotations
@@ -14,9 +31,10 @@ from pathlib import Path
 from typing import Any
 
 from gridtrain.checksum import adler32_file
-from gridtrain.errors import ShardError
+from gridtrain.errors import ConversionError, ShardError
 from gridtrain.files import write_text
 from gridtrain.paths import below, is_url
+from gridtrain.task import Task
 
 MANIFEST_NAME = "manifest.json"
 FORMAT = "gridtrain-manifest"
@@ -37,7 +55,7 @@ class SourceEntry:
     sample: str
     path: str
     tree: str
-    label: int | str
+    label: int | str | None
     entry_start: int
     entry_stop: int
     selected: int
@@ -63,11 +81,23 @@ class Manifest:
     shards: dict[str, list[ShardEntry]] = field(default_factory=dict)
     # name, branches, shape (with the channel axis when several branches), statistics
     images: list[dict[str, Any]] = field(default_factory=list)
+    task: dict[str, Any] = field(default_factory=dict)  # Task.to_dict(); {}: binary
+    weights: dict[str, Any] = field(default_factory=dict)  # see the module docstring
+    class_factors: list[float] = field(default_factory=list)  # []: all 1
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
 
     def events(self, split: str) -> int:
         return sum(s.events for s in self.shards.get(split, []))
+
+    def learning_task(self) -> Task:
+        """The task this dataset was converted for (binary for manifests without one)."""
+        return Task.from_dict(self.task)
+
+    def factors(self) -> list[float]:
+        """``class_factors``, or 1 for every class of a manifest that has none."""
+        task = self.learning_task()
+        return list(self.class_factors) or [1.0] * len(task.classes)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1) + "\n"
@@ -78,6 +108,65 @@ class Manifest:
         data["sources"] = [SourceEntry(**s) for s in data["sources"]]
         data["shards"] = {k: [ShardEntry(**s) for s in v] for k, v in data["shards"].items()}
         return cls(**data)
+
+
+WEIGHT_FIELDS = ("events", "sum", "negative_events", "negative_sum")
+TRAIN_FIELDS = ("train_events", "train_sum", "train_negative_sum")
+NEGATIVE_WEIGHTS = ("keep", "abs", "zero")
+
+
+def weight_record(values: dict[str, float]) -> dict[str, Any]:
+    """One sample's or class's record from its sums (``WEIGHT_FIELDS``, maybe ``TRAIN_FIELDS``
+    and ``non_finite_targets``), with the negative share filled in."""
+    record: dict[str, Any] = {}
+    for key, value in values.items():
+        record[key] = int(value) if key.endswith("events") or key.startswith("non_") else value
+    absolute = values["sum"] - 2.0 * values["negative_sum"]
+    record["negative_share"] = -values["negative_sum"] / absolute if absolute > 0 else 0.0
+    return record
+
+
+def merge_weights(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The ``weights`` record of several conversion jobs' (a grid-parallel conversion)."""
+    merged: dict[str, Any] = {"branch": parts[0].get("branch")}
+    for kind in ("samples", "classes"):
+        sums: dict[str, dict[str, float]] = {}
+        for part in parts:
+            for name, record in part.get(kind, {}).items():
+                total = sums.setdefault(name, {})
+                for key, value in record.items():
+                    if key != "negative_share":
+                        total[key] = total.get(key, 0) + value
+        merged[kind] = {name: weight_record(values) for name, values in sums.items()}
+    return merged
+
+
+def class_factors(
+    weights: dict[str, Any], classes: tuple[str, ...], balance: bool, negative: str = "keep"
+) -> list[float]:
+    """One factor per class that gives every class the same training sum of weights
+    (``balance``; otherwise all 1). ``negative`` is how training treats negative weights:
+    ``keep`` them, take their ``abs``olute value or ``zero`` them, which changes the sums."""
+    if not balance:
+        return [1.0] * len(classes)
+    if negative not in NEGATIVE_WEIGHTS:
+        raise ValueError(f"negative weights {negative!r}: choose one of {NEGATIVE_WEIGHTS}")
+    sums = []
+    for name in classes:
+        record = weights["classes"].get(name, {})
+        total, negative_sum = record.get("train_sum", 0.0), record.get("train_negative_sum", 0.0)
+        sums.append(
+            {"keep": total, "abs": total - 2 * negative_sum, "zero": total - negative_sum}[negative]
+        )
+    for name, total in zip(classes, sums, strict=True):
+        if not total > 0:
+            raise ConversionError(
+                f"task.balance: class {name!r} has a training sum of weights of {total:g} "
+                f"(negative weights {negative}); it cannot be scaled to the others': set "
+                "task.balance: false, or treat negative weights with abs or zero"
+            )
+    mean = sum(sums) / len(sums)
+    return [mean / total for total in sums]
 
 
 def write_manifest(manifest: Manifest, directory: str | Path) -> Path:
