@@ -1,4 +1,4 @@
-"""Weighted classification metrics for binary classifiers, in plain numpy.
+"""Weighted metrics for every task (binary, multiclass, regression), in plain numpy.
 
 Layer: evaluation, pure functions of arrays. It never imports TensorFlow or Keras, so the head node
 can recompute metrics and regenerate reports without them, and it does no I/O.
@@ -8,24 +8,85 @@ treats an event of weight w like w copies of it. Ties in the scores are handled 
 with equal scores form one step of the ROC curve, so the AUC credits a tied signal/background pair
 with one half, as the Mann-Whitney statistic does.
 
-**Negative weights** (NLO generators) are accepted. Each class's total weight must be positive;
-inside the curve, negative weights can make it step backwards, and fpr or tpr can leave [0, 1]
-at intermediate thresholds. The curve is returned as computed, unclipped, and the AUC remains the
-weighted Mann-Whitney statistic
+**Negative weights** (NLO generators such as MadGraph5_aMC@NLO) are **counted as zero by every
+metric** (``metric_weights``), whatever ``train.negative_weights`` did in training. A metric is a
+statement about a distribution of events, and only non-negative weights make one: with negative
+weights kept, an efficiency is a difference of sums and can leave [0, 1], so a ROC curve can step
+backwards and an AUC can exceed 1 (a validation AUC of 1.0214 was seen on NanoAOD with
+``genWeight``). The two choices that keep every metric in its range are zeroing and the absolute
+value. Zeroing is the closer one: write the physical distribution as f = f+ - f- (positive-weight
+events minus negative-weight ones); zeroing measures f+ = f + f-, the absolute value measures
+f+ + f- = f + 2 f-, twice as far from f wherever the negative events differ in shape. Where they do
+not, all three agree. The share of |w| that was negative is recorded next to the metrics
+(``negative_weight_summary``) so a report can say how much was set aside. The constant
+``METRIC_NEGATIVE_WEIGHTS`` names the choice for records.
+
+With zeroed weights the binary AUC is the weighted Mann-Whitney statistic
 
     sum over signal i, background j of w_i w_j ([s_i > s_j] + [s_i = s_j] / 2) / (W_sig W_bkg)
 
-which is bilinear in the weights, so it still equals the repeated-events AUC wherever that is
-defined, but it may fall outside [0, 1].
+over the events of positive weight, a probability in [0, 1]; every efficiency, confusion-matrix
+entry and accuracy lies in [0, 1], and every loss is a weighted mean of non-negative terms.
+
+Multiclass metrics are one-vs-rest: class k's tagger is its own output ``scores[:, k]`` (the softmax
+probability), the signal is class k and the background every other class. The HEP view, background
+rejection 1 / eps_b at a fixed signal efficiency, is given per pair of classes (class k's tagger,
+class j as the background), interpolated linearly along the ROC curve.
+
+Regression metrics are in physical units. The **response** is prediction / truth when every true
+value has one sign (the calibration view: 1 is unbiased) and prediction - truth otherwise; its
+centre is the weighted **median** and the **resolution** its weighted interquartile range / 1.349
+(the standard deviation for a Gaussian core, robust against the tails a mis-measured jet gives),
+each in bins of the true value that hold equal shares of the weight.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 ArrayLike = npt.ArrayLike
 FloatArray = npt.NDArray[np.float64]
+
+METRIC_NEGATIVE_WEIGHTS = "zero"
+"""How metrics treat negative event weights: counted as zero (see the module docstring)."""
+
+FIXED_EFFICIENCIES = (0.5, 0.9)
+"""The signal efficiencies at which multiclass metrics give each background's rejection."""
+
+IQR_TO_SIGMA = 1.349
+"""The interquartile range of a unit Gaussian: IQR / 1.349 estimates a Gaussian core's sigma."""
+
+
+def metric_weights(weights: ArrayLike) -> FloatArray:
+    """The weights every metric uses: negative weights counted as zero (float64, a new array).
+
+    The one treatment of negative weights for metrics, so that no efficiency, AUC, accuracy or
+    confusion-matrix entry can leave [0, 1]; why zero and not the absolute value is in the
+    module docstring.
+    """
+    w = np.array(weights, dtype=np.float64)
+    finite = np.isfinite(w)
+    if not np.all(finite):
+        index = int(np.argmin(finite.reshape(-1)))
+        raise ValueError(f"weights must be finite; found {w.reshape(-1)[index]} at index {index}")
+    return np.where(w > 0, w, 0.0)
+
+
+def negative_weight_summary(weights: ArrayLike) -> dict[str, Any]:
+    """How many events the metrics counted as zero and their share of the sum of |w|."""
+    w = np.asarray(weights, dtype=np.float64).reshape(-1)
+    negative = w < 0
+    total = float(np.sum(np.abs(w)))
+    return {
+        "metrics": METRIC_NEGATIVE_WEIGHTS,
+        "events": int(w.shape[0]),
+        "negative_events": int(np.count_nonzero(negative)),
+        "negative_share": float(-np.sum(w[negative]) / total) if total > 0 else 0.0,
+    }
 
 
 def _check(
@@ -67,7 +128,7 @@ def _check(
         if not np.all(finite):
             index = int(np.argmin(finite))
             raise ValueError(f"{name} must be finite; found {array[index]} at index {index}")
-    return y, v, w
+    return y, v, metric_weights(w)
 
 
 def _class_totals(y: npt.NDArray[np.bool_], w: FloatArray) -> tuple[float, float]:
@@ -82,8 +143,8 @@ def _class_totals(y: npt.NDArray[np.bool_], w: FloatArray) -> tuple[float, float
         total = float(np.sum(w[present]))
         if not total > 0:
             raise ValueError(
-                f"the events with label {label} have total weight {total:g}, not > 0: "
-                "the efficiencies are undefined"
+                f"the events with label {label} have total weight {total:g}, not > 0, with "
+                "negative weights counted as zero: the efficiencies are undefined"
             )
         totals.append(total)
     return totals[0], totals[1]
@@ -133,7 +194,10 @@ def weighted_auc(labels: ArrayLike, scores: ArrayLike, weights: ArrayLike) -> fl
 def _total_weight(w: FloatArray) -> float:
     total = float(np.sum(w))
     if not total > 0:
-        raise ValueError(f"the events' total weight is {total:g}, not > 0: no weighted mean")
+        raise ValueError(
+            f"the events' total weight is {total:g}, not > 0, with negative weights counted as "
+            "zero: no weighted mean"
+        )
     return total
 
 
@@ -162,3 +226,316 @@ def weighted_accuracy(
     y, p, w = _check(labels, probabilities, weights, "probabilities")
     right = (p > threshold) == y
     return float(np.sum(w[right]) / _total_weight(w))
+
+
+# -- multiclass ---------------------------------------------------------------------------------
+
+
+def _check_multiclass(
+    labels: ArrayLike, scores: ArrayLike, weights: ArrayLike, classes: Sequence[str]
+) -> tuple[npt.NDArray[np.int64], FloatArray, FloatArray]:
+    """Validate: integer labels 0..K-1 (N,), scores (N, K) and weights (N,); metric weights."""
+    y = np.asarray(labels)
+    s = np.asarray(scores, dtype=np.float64)
+    w = np.asarray(weights, dtype=np.float64)
+    k = len(classes)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if w.ndim == 2 and w.shape[1] == 1:
+        w = w[:, 0]
+    if y.ndim != 1 or w.ndim != 1 or s.ndim != 2 or s.shape[1] != k:
+        raise ValueError(
+            f"labels (N,), scores (N, {k}) for classes {list(classes)} and weights (N,) "
+            f"expected; got shapes {y.shape}, {s.shape} and {w.shape}"
+        )
+    if not y.shape[0] == s.shape[0] == w.shape[0]:
+        raise ValueError(
+            f"labels, scores and weights must have the same length; got {y.shape[0]}, "
+            f"{s.shape[0]} and {w.shape[0]}"
+        )
+    if y.shape[0] == 0:
+        raise ValueError("no events: labels, scores and weights are empty")
+    bad = (y < 0) | (y >= k) | (y != np.round(y)) if y.dtype.kind == "f" else (y < 0) | (y >= k)
+    if np.any(bad):
+        index = int(np.argmax(bad))
+        raise ValueError(
+            f"labels must be class indices 0..{k - 1} ({', '.join(classes)}); "
+            f"found {y[index].item()!r} at index {index}"
+        )
+    finite = np.isfinite(s)
+    if not np.all(finite):
+        index = int(np.argmin(finite.all(axis=1)))
+        raise ValueError(f"scores must be finite; found {s[index].tolist()} at event {index}")
+    return y.astype(np.int64), s, metric_weights(w)
+
+
+def weighted_categorical_log_loss(
+    labels: ArrayLike, probabilities: ArrayLike, weights: ArrayLike, eps: float = 1e-7
+) -> float:
+    """Categorical cross-entropy of integer labels, averaged with the weights.
+
+    ``-log p[label]`` per event with p clipped to [eps, 1 - eps] as Keras does; the weighted mean
+    sum(w * loss) / sum(w), negative weights counted as zero.
+    """
+    p = np.asarray(probabilities, dtype=np.float64)
+    classes = [str(i) for i in range(p.shape[1])] if p.ndim == 2 else ["0"]
+    y, p, w = _check_multiclass(labels, p, weights, classes)
+    picked = np.clip(p[np.arange(y.shape[0]), y], eps, 1.0 - eps)
+    return float(np.dot(w, -np.log(picked)) / _total_weight(w))
+
+
+def one_vs_rest_roc(
+    labels: ArrayLike,
+    scores: ArrayLike,
+    weights: ArrayLike,
+    signal: int,
+    background: int | None = None,
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """The ROC curve of class ``signal``'s tagger ``scores[:, signal]``.
+
+    The background is every other class, or only class ``background`` when given (the HEP
+    view of one tagger against one process). Returns ``fpr, tpr, thresholds`` as
+    ``weighted_roc`` does.
+    """
+    y = np.asarray(labels).reshape(-1)
+    s = np.asarray(scores, dtype=np.float64)
+    w = np.asarray(weights, dtype=np.float64).reshape(-1)
+    keep = slice(None) if background is None else (y == signal) | (y == background)
+    return weighted_roc(y[keep] == signal, s[keep, signal], w[keep])
+
+
+def efficiency_at(tpr: ArrayLike, fpr: ArrayLike, signal_efficiency: float) -> float:
+    """The background efficiency where the curve first reaches ``signal_efficiency``.
+
+    Linear interpolation between the two points around it (the curve is monotone: metric
+    weights are non-negative).
+    """
+    t = np.asarray(tpr, dtype=np.float64)
+    f = np.asarray(fpr, dtype=np.float64)
+    i = int(np.searchsorted(t, signal_efficiency, side="left"))
+    if i == 0:
+        return float(f[0])
+    if i >= t.shape[0]:
+        return float(f[-1])
+    step = t[i] - t[i - 1]
+    share = (signal_efficiency - t[i - 1]) / step if step > 0 else 1.0
+    return float(f[i - 1] + share * (f[i] - f[i - 1]))
+
+
+def rejection(background_efficiency: float) -> float | None:
+    """Background rejection 1 / eps_b; ``None`` (JSON null) when no background passes."""
+    return 1.0 / background_efficiency if background_efficiency > 0 else None
+
+
+def multiclass_metrics(
+    labels: ArrayLike,
+    scores: ArrayLike,
+    weights: ArrayLike,
+    classes: Sequence[str],
+    efficiencies: Sequence[float] = FIXED_EFFICIENCIES,
+) -> dict[str, Any]:
+    """The weighted metrics of a K-class classifier, as a JSON-ready record.
+
+    ``labels`` are class indices (label i is ``classes[i]``), ``scores`` the (N, K) softmax
+    outputs. Keys: ``auc`` (per class, one-vs-rest; ``None`` for a class without events or
+    without weight), ``macro_auc`` (the mean of the defined ones), ``accuracy`` (argmax),
+    ``log_loss``, ``confusion`` (row i: how class i's weight spreads over the predicted classes
+    (argmax), each row summing to 1, an absent class a row of zeros), ``rejection``
+    (``rejection[k][j][str(e)]``: class j's rejection by class k's tagger at signal efficiency e)
+    and ``negative_weights`` (``negative_weight_summary``).
+    """
+    names = [str(c) for c in classes]
+    y, s, w = _check_multiclass(labels, scores, weights, names)
+    k = len(names)
+    class_weight = np.bincount(y, weights=w, minlength=k)
+    present = class_weight > 0
+    if np.count_nonzero(present) < 2:
+        raise ValueError(
+            f"the events have positive weight in {int(np.count_nonzero(present))} of the "
+            f"classes {names}; one-vs-rest metrics need two (is the validation split too small?)"
+        )
+    aucs: dict[str, float | None] = {}
+    rejections: dict[str, dict[str, dict[str, float | None]]] = {}
+    for i, name in enumerate(names):
+        if not present[i]:
+            aucs[name] = None
+            continue
+        fpr, tpr, _ = one_vs_rest_roc(y, s, w, i)
+        aucs[name] = auc_from_curve(fpr, tpr)
+        rejections[name] = {}
+        for j, other in enumerate(names):
+            if j == i or not present[j]:
+                continue
+            fpr, tpr, _ = one_vs_rest_roc(y, s, w, i, j)
+            rejections[name][other] = {
+                f"{e:g}": rejection(efficiency_at(tpr, fpr, e)) for e in efficiencies
+            }
+    predicted = np.argmax(s, axis=1)
+    confusion = np.zeros((k, k))
+    np.add.at(confusion, (y, predicted), w)
+    rows = confusion.sum(axis=1, keepdims=True)
+    confusion = np.divide(confusion, rows, out=np.zeros_like(confusion), where=rows > 0)
+    defined = [a for a in aucs.values() if a is not None]
+    return {
+        "kind": "multiclass",
+        "classes": names,
+        "auc": aucs,
+        "macro_auc": float(np.mean(defined)),
+        "accuracy": float(np.sum(w[predicted == y]) / _total_weight(w)),
+        "log_loss": weighted_categorical_log_loss(y, s, w),
+        "confusion": confusion.tolist(),
+        "rejection": rejections,
+        "negative_weights": negative_weight_summary(weights),
+    }
+
+
+# -- regression ---------------------------------------------------------------------------------
+
+
+def _check_regression(
+    truth: ArrayLike, prediction: ArrayLike, weights: ArrayLike
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Validate: truth and prediction (N, T) (or (N,), one target) and weights (N,)."""
+    t = np.asarray(truth, dtype=np.float64)
+    p = np.asarray(prediction, dtype=np.float64)
+    w = np.asarray(weights, dtype=np.float64)
+    t = t[:, None] if t.ndim == 1 else t
+    p = p[:, None] if p.ndim == 1 else p
+    w = w[:, 0] if w.ndim == 2 and w.shape[1] == 1 else w
+    if t.ndim != 2 or t.shape != p.shape or w.shape != (t.shape[0],):
+        raise ValueError(
+            "truth and prediction (N, T) of one shape and weights (N,) expected; got shapes "
+            f"{t.shape}, {p.shape} and {w.shape}"
+        )
+    if t.shape[0] == 0:
+        raise ValueError("no events: truth, prediction and weights are empty")
+    for name, array in (("truth", t), ("prediction", p)):
+        finite = np.isfinite(array)
+        if not np.all(finite):
+            index = int(np.argmin(finite.all(axis=1)))
+            raise ValueError(
+                f"{name} must be finite; found {array[index].tolist()} at event {index}"
+            )
+    return t, p, metric_weights(w)
+
+
+def regression_losses(residual: FloatArray, loss: str, delta: float = 1.0) -> FloatArray:
+    """Per-element loss of residuals: ``mse`` (r^2), ``mae`` (|r|) or ``huber`` (Keras's)."""
+    a = np.abs(residual)
+    if loss == "mse":
+        return residual * residual
+    if loss == "mae":
+        return a
+    if loss == "huber":
+        return np.where(a <= delta, 0.5 * residual * residual, delta * (a - 0.5 * delta))
+    raise ValueError(f"loss is {loss!r}; choose one of mse, mae, huber")
+
+
+def weighted_regression_loss(
+    truth: ArrayLike,
+    prediction: ArrayLike,
+    weights: ArrayLike,
+    loss: str = "mse",
+    delta: float = 1.0,
+) -> float:
+    """A Keras regression loss averaged with the weights: per event the mean over the targets
+    (as Keras reduces the last axis), then sum(w * loss) / sum(w), negative weights as zero.
+
+    Pass standardised values to compare with the training loss, physical ones for a physical
+    figure.
+    """
+    t, p, w = _check_regression(truth, prediction, weights)
+    per_event = regression_losses(p - t, loss, delta).mean(axis=1)
+    return float(np.dot(w, per_event) / _total_weight(w))
+
+
+def weighted_quantile(values: ArrayLike, weights: ArrayLike, q: ArrayLike) -> FloatArray:
+    """Weighted quantiles: each event's weight spread around its value (midpoint rule).
+
+    With equal weights this is the Hazen quantile ((i - 1/2) / n at the i-th smallest value);
+    events of zero weight play no part. ``q`` in [0, 1]; the weights' total must be positive.
+    """
+    v = np.asarray(values, dtype=np.float64).reshape(-1)
+    w = np.asarray(weights, dtype=np.float64).reshape(-1)
+    keep = w > 0
+    v, w = v[keep], w[keep]
+    if v.shape[0] == 0:
+        raise ValueError("no events of positive weight: no quantile")
+    order = np.argsort(v, kind="stable")
+    v, w = v[order], w[order]
+    cdf = (np.cumsum(w) - 0.5 * w) / np.sum(w)
+    return np.asarray(np.interp(np.asarray(q, dtype=np.float64), cdf, v), dtype=np.float64)
+
+
+def _centre_and_spread(values: FloatArray, weights: FloatArray) -> tuple[float, float]:
+    q25, q50, q75 = weighted_quantile(values, weights, [0.25, 0.5, 0.75])
+    return float(q50), float((q75 - q25) / IQR_TO_SIGMA)
+
+
+def regression_metrics(
+    truth: ArrayLike,
+    prediction: ArrayLike,
+    weights: ArrayLike,
+    names: Sequence[str],
+    bins: int = 10,
+) -> dict[str, Any]:
+    """The weighted metrics of a regression in physical units, as a JSON-ready record.
+
+    Per target (``targets[name]``): ``rmse``, ``mae``, ``bias`` (weighted mean of prediction -
+    truth), ``response_kind`` (``ratio`` prediction / truth when every true value has one sign,
+    else ``difference``), ``response`` (weighted median) and ``resolution`` (weighted IQR / 1.349)
+    of all events, and ``binned``: the true value cut into ``bins`` bins of equal weight
+    (``edges``; bins that coincide on a discrete truth merge) with each bin's ``truth`` (weighted
+    mean), ``events``, ``response`` and ``resolution``.
+    """
+    t, p, w = _check_regression(truth, prediction, weights)
+    labels = [str(n) for n in names]
+    if len(labels) != t.shape[1]:
+        raise ValueError(f"{t.shape[1]} targets but {len(labels)} names ({labels})")
+    if bins < 1:
+        raise ValueError(f"bins is {bins}; at least 1")
+    total = _total_weight(w)
+    targets: dict[str, Any] = {}
+    for index, name in enumerate(labels):
+        true, pred = t[:, index], p[:, index]
+        residual = pred - true
+        one_sign = bool(np.all(true > 0) or np.all(true < 0))
+        response = pred / true if one_sign else residual
+        centre, spread = _centre_and_spread(response, w)
+        edges = np.unique(weighted_quantile(true, w, np.linspace(0.0, 1.0, bins + 1)))
+        # Every event in a bin, the extreme ones included.
+        edges[0], edges[-1] = min(edges[0], true.min()), max(edges[-1], true.max())
+        which = np.clip(np.searchsorted(edges, true, side="right") - 1, 0, max(len(edges) - 2, 0))
+        binned: dict[str, list[Any]] = {
+            "edges": edges.tolist(),
+            "truth": [],
+            "events": [],
+            "response": [],
+            "resolution": [],
+        }
+        for b in range(max(len(edges) - 1, 1)):
+            inside = (which == b) & (w > 0)
+            if not np.any(inside):
+                for key in ("truth", "response", "resolution"):
+                    binned[key].append(None)
+                binned["events"].append(0)
+                continue
+            c, r = _centre_and_spread(response[inside], w[inside])
+            binned["truth"].append(float(np.average(true[inside], weights=w[inside])))
+            binned["events"].append(int(np.count_nonzero(inside)))
+            binned["response"].append(c)
+            binned["resolution"].append(r)
+        targets[name] = {
+            "rmse": float(np.sqrt(np.dot(w, residual * residual) / total)),
+            "mae": float(np.dot(w, np.abs(residual)) / total),
+            "bias": float(np.dot(w, residual) / total),
+            "response_kind": "ratio" if one_sign else "difference",
+            "response": centre,
+            "resolution": spread,
+            "binned": binned,
+        }
+    return {
+        "kind": "regression",
+        "targets": targets,
+        "negative_weights": negative_weight_summary(weights),
+    }
