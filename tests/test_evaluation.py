@@ -225,10 +225,11 @@ def test_multiclass_metrics_by_hand() -> None:
     assert m["classes"] == ["top", "W", "QCD"]
     # top's tagger: signal scores 0.7 (w1), 0.4 (w1); background 0.1 (2), 0.3 (1), 0.2 (1), 0.6 (3)
     # pairs: 0.7 beats all 7 units; 0.4 beats 4 units (0.1, 0.3, 0.2) and loses to 0.6
-    assert m["auc"]["top"] == pytest.approx((7 + 4) / (2 * 7))
-    assert m["auc"]["W"] == pytest.approx(pairwise_auc(labels == 1, scores[:, 1], weights))
-    assert m["auc"]["QCD"] == pytest.approx(pairwise_auc(labels == 2, scores[:, 2], weights))
-    assert m["macro_auc"] == pytest.approx(np.mean(list(m["auc"].values())))
+    assert m["class_auc"]["top"] == pytest.approx((7 + 4) / (2 * 7))
+    assert m["class_auc"]["W"] == pytest.approx(pairwise_auc(labels == 1, scores[:, 1], weights))
+    assert m["class_auc"]["QCD"] == pytest.approx(pairwise_auc(labels == 2, scores[:, 2], weights))
+    assert m["macro_auc"] == pytest.approx(np.mean(list(m["class_auc"].values())))
+    assert m["auc"] == m["macro_auc"]
     # argmax: 0, 1, 1, 1, 2, 0
     np.testing.assert_allclose(
         m["confusion"], [[0.5, 0.5, 0.0], [0.0, 1.0, 0.0], [0.75, 0.0, 0.25]]
@@ -273,14 +274,14 @@ def test_multiclass_negative_weights_keep_every_metric_in_range() -> None:
     scores /= scores.sum(axis=1, keepdims=True)
     weights = rng.normal(1.0, 1.2, 600)  # about a fifth negative
     m = multiclass_metrics(labels, scores, weights, ["x", "y", "z"])
-    assert all(0 <= a <= 1 for a in m["auc"].values())
+    assert all(0 <= a <= 1 for a in m["class_auc"].values())
     assert 0 <= m["accuracy"] <= 1
     assert m["log_loss"] >= 0
     c = np.array(m["confusion"])
     assert np.all((c >= 0) & (c <= 1))
     assert np.allclose(c.sum(axis=1), 1)
     zeroed = np.where(weights > 0, weights, 0.0)
-    assert m["auc"]["y"] == pytest.approx(pairwise_auc(labels == 1, scores[:, 1], zeroed))
+    assert m["class_auc"]["y"] == pytest.approx(pairwise_auc(labels == 1, scores[:, 1], zeroed))
     assert m["negative_weights"]["negative_events"] == int(np.sum(weights < 0))
 
 
@@ -288,7 +289,7 @@ def test_multiclass_class_without_events_and_bad_input() -> None:
     labels = np.array([0, 1, 0, 1])
     scores = np.full((4, 3), 1 / 3)
     m = multiclass_metrics(labels, scores, np.ones(4), ["a", "b", "c"])
-    assert m["auc"]["c"] is None
+    assert m["class_auc"]["c"] is None
     assert m["macro_auc"] == pytest.approx(0.5)
     assert m["confusion"][2] == [0.0, 0.0, 0.0]
     with pytest.raises(ValueError, match="positive weight in 1 of the classes"):

@@ -337,8 +337,10 @@ def multiclass_metrics(
     """The weighted metrics of a K-class classifier, as a JSON-ready record.
 
     ``labels`` are class indices (label i is ``classes[i]``), ``scores`` the (N, K) softmax
-    outputs. Keys: ``auc`` (per class, one-vs-rest; ``None`` for a class without events or
-    without weight), ``macro_auc`` (the mean of the defined ones), ``accuracy`` (argmax),
+    outputs. Keys: ``class_auc`` (per class, one-vs-rest; ``None`` for a class without events or
+    without weight), ``macro_auc`` (the mean of the defined ones) and ``auc``, the same number
+    (the headline figure that binary runs' readers, the tuner and ``gridtrain status`` take),
+    ``accuracy`` (argmax),
     ``log_loss``, ``confusion`` (row i: how class i's weight spreads over the predicted classes
     (argmax), each row summing to 1, an absent class a row of zeros), ``rejection``
     (``rejection[k][j][str(e)]``: class j's rejection by class k's tagger at signal efficiency e)
@@ -379,8 +381,9 @@ def multiclass_metrics(
     return {
         "kind": "multiclass",
         "classes": names,
-        "auc": aucs,
+        "class_auc": aucs,
         "macro_auc": float(np.mean(defined)),
+        "auc": float(np.mean(defined)),
         "accuracy": float(np.sum(w[predicted == y]) / _total_weight(w)),
         "log_loss": weighted_categorical_log_loss(y, s, w),
         "confusion": confusion.tolist(),
