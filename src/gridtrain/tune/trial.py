@@ -42,6 +42,7 @@ class TrialRun:
         self.started = time.monotonic()
         self._history_offset = 0
         self.epochs: dict[int, float] = {}  # epoch -> validation value, as reported
+        self._kill_at = math.inf  # when a terminated training is killed
 
     def start(self, config: dict[str, Any], workers: int) -> None:
         self.files.path.mkdir(parents=True, exist_ok=True)
@@ -89,11 +90,36 @@ class TrialRun:
 
     def stop(self, grace: float = STOP_GRACE) -> None:
         """SIGTERM to the driver (it checkpoints and stops its workers); SIGKILL after grace."""
+        self.terminate()
+        self.finish_stop(time.monotonic() + grace)
+
+    def terminate(self) -> None:
+        """SIGTERM to the driver, not waiting: it stops its workers (or removes their jobs)."""
         if self.process is None or self.process.poll() is not None:
             return
-        stop_process(
-            self.process.pid, grace, lambda: self.process is None or self.process.poll() is not None
-        )
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.process.pid, signal.SIGTERM)
+        self._kill_at = time.monotonic() + STOP_GRACE
+
+    def stopped(self) -> bool:
+        """Whether a terminated training has exited; one past its grace is killed first."""
+        if self.process is None or self.process.poll() is not None:
+            return True
+        if time.monotonic() >= self._kill_at:
+            self.finish_stop(0.0)
+        return self.process.poll() is not None
+
+    def finish_stop(self, deadline: float) -> None:
+        """Wait until ``deadline`` for the terminated driver, then SIGKILL its session."""
+        process = self.process
+        if process is None:
+            return
+        while process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)  # driver and local workers
+            process.wait()
 
     def result(self, key: str) -> float:
         """The objective of the trained model (metrics.json); nan when it has none."""
@@ -162,3 +188,22 @@ def _is_training(pid: int, run_dir: Path) -> bool:
     if stat.rsplit(")", 1)[-1].split()[0] == "Z":
         return False
     return str(run_dir).encode() in cmdline
+
+
+def training_alive(run_dir: Path) -> bool:
+    """Whether the training recorded in ``run_dir``'s trial.json still runs (on this host)."""
+    try:
+        record = json.loads((run_dir / TRIAL_RECORD).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return False
+    return record.get("host") == socket.gethostname() and _is_training(int(record["pid"]), run_dir)
+
+
+def process_start(pid: int) -> str | None:
+    """The kernel's start time of ``pid`` (clock ticks since boot): with the pid, it names one
+    process for good. None for a process that is gone or a zombie."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return None if fields[0] == "Z" else fields[19]

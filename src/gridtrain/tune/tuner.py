@@ -41,7 +41,13 @@ from gridtrain.tune.study import (
     open_study,
     quiet_optuna,
 )
-from gridtrain.tune.trial import EXIT_CONFIG_ERROR, TrialRun, stop_orphan
+from gridtrain.tune.trial import (
+    EXIT_CONFIG_ERROR,
+    STOP_GRACE,
+    TrialRun,
+    process_start,
+    stop_orphan,
+)
 
 if TYPE_CHECKING:
     import optuna
@@ -86,6 +92,13 @@ def check_model(name: str, params: dict[str, Any]) -> None:
 
 def tune(config: dict[str, Any], run_dir: Path | None = None) -> int:
     """``gridtrain tune -c CONFIG``: a new study in ``run_dir`` (default ``tune.run_dir``)."""
+    files, settings = prepare(config, run_dir)
+    return Tuner(files, config, settings, create=False).run()
+
+
+def prepare(config: dict[str, Any], run_dir: Path | None = None) -> tuple[StudyDir, TuneConfig]:
+    """A new study, checked and created (config.yaml, an empty journal), not yet run: what
+    ``gridtrain tune`` does before its loop, and ``--detach`` before it starts the tuner."""
     settings = check_config(config)
     files = StudyDir((run_dir or Path(settings.run_dir)).absolute())
     if files.journal.exists():
@@ -95,7 +108,8 @@ def tune(config: dict[str, Any], run_dir: Path | None = None) -> int:
         )
     files.path.mkdir(parents=True, exist_ok=True)
     write_text(files.config, yaml.safe_dump(config, sort_keys=False))
-    return Tuner(files, config, settings, create=True).run()
+    open_study(settings, files, create=True)
+    return files, settings
 
 
 def resume(run_dir: Path) -> int:
@@ -123,6 +137,7 @@ class Tuner:
         self.settings = settings
         self.create = create
         self.running: dict[int, tuple[optuna.trial.Trial, TrialRun]] = {}
+        self.stopping: list[TrialRun] = []  # pruned, their trainings still winding down
         self.interrupted = ""
         self.started = time.monotonic()
         self._last_line = 0.0
@@ -136,25 +151,24 @@ class Tuner:
             signals.append(signal.SIGHUP)
         previous = {sig: signal.signal(sig, self._on_signal) for sig in signals}
         try:
+            try:
+                with quiet_optuna():
+                    self.study = open_study(self.settings, self.files, create=self.create)
+                    self._recover()
+                    self._loop()
+            finally:
+                self._stop_all()
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+            from gridtrain.tune.outputs import summary, write_outputs
+
             with quiet_optuna():
-                self.study = open_study(self.settings, self.files, create=self.create)
-                self._recover()
-                self._loop()
-        finally:
-            for trial, run in list(self.running.values()):
-                run.stop()
-                self._fail(
-                    trial, run, f"tuner stopped ({self.interrupted or 'error'})", counts=False
-                )
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+                write_outputs(self.study, self.settings, self.files, self.config)
+                wall = time.monotonic() - self.started
+                text = summary(self.study, self.settings, self.files, wall)
+        finally:  # the record goes last: while it is there, gridtrain tune status sees a tuner
             self.files.tuner.unlink(missing_ok=True)
             os.close(lock)
-        from gridtrain.tune.outputs import summary, write_outputs
-
-        with quiet_optuna():
-            write_outputs(self.study, self.settings, self.files, self.config)
-            text = summary(self.study, self.settings, self.files, time.monotonic() - self.started)
         self._end_progress()
         print(text)
         if self.interrupted:
@@ -168,14 +182,36 @@ class Tuner:
 
     def _loop(self) -> None:
         while not self.interrupted:
-            while len(self.running) < self.settings.parallel and self._start_next():
+            self.stopping = [run for run in self.stopping if not run.stopped()]
+            while self._busy() < self.settings.parallel and self._start_next():
                 pass
-            if not self.running:
+            if not self._busy():
                 return
             time.sleep(POLL_INTERVAL)
             for _number, (trial, run) in list(self.running.items()):
                 self._follow(trial, run)
             self._progress()
+
+    def _busy(self) -> int:
+        """Slots taken: trainings followed, and pruned ones not yet exited (their workers or
+        jobs still hold the capacity the next trial needs)."""
+        return len(self.running) + len(self.stopping)
+
+    def _stop_all(self) -> None:
+        """The tuner stops (signal, error): every training stopped at once (each driver stops
+        its workers or removes its jobs, in parallel), then the attempts marked failed, not
+        counted against the retries, so that --resume trains them again."""
+        runs = list(self.running.values())
+        for _trial, run in runs:
+            run.terminate()
+        for run in self.stopping:
+            run.terminate()
+        deadline = time.monotonic() + STOP_GRACE
+        for run in [run for _trial, run in runs] + self.stopping:
+            run.finish_stop(deadline)
+        self.stopping = []
+        for trial, run in runs:
+            self._fail(trial, run, f"tuner stopped ({self.interrupted or 'error'})", counts=False)
 
     def _start_next(self) -> bool:
         """Start one attempt: a retry if one is due, else a new parameter set; False if none."""
@@ -212,7 +248,8 @@ class Tuner:
             trial.report(value if math.isfinite(value) else math.inf, epoch)
             if trial.should_prune():
                 log.info("trial %d: pruned after epoch %d", trial.number, epoch + 1)
-                run.stop()
+                run.terminate()  # not waited for here: the other trials are followed meanwhile
+                self.stopping.append(run)
                 trial.set_user_attr("epochs", run.epochs_trained())
                 trial.set_user_attr("wall_time_s", round(time.monotonic() - run.started, 1))
                 self.study.tell(trial, state=_state("PRUNED"))
@@ -293,8 +330,7 @@ class Tuner:
                 f"{self.files.path} is being tuned by another tuner (see {self.files.tuner}); "
                 "stop it first"
             ) from None
-        record = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
-        write_text(self.files.tuner, json.dumps(record) + "\n")
+        write_text(self.files.tuner, json.dumps(tuner_record()) + "\n")
         return fd
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
@@ -315,6 +351,18 @@ class Tuner:
     def _end_progress(self) -> None:
         if sys.stderr.isatty() and self._last_line:
             print(file=sys.stderr)
+
+
+def tuner_record() -> dict[str, Any]:
+    """tuner.json: who tunes the study (its start time tells a reused pid from the tuner)."""
+    pid = os.getpid()
+    return {
+        "pid": pid,
+        "host": socket.gethostname(),
+        "process_start": process_start(pid),
+        "started": time.time(),
+        "command": sys.argv,
+    }
 
 
 def _state(name: str) -> optuna.trial.TrialState:

@@ -1,0 +1,131 @@
+"""A study steered from other shells: ``tune --detach``, ``tune status``, ``tune cancel``; and a
+killed tuner's record read as stopped (resumable), never as running."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from tune_helpers import tune_config
+
+from gridtrain.tune.control import format_status, study_status
+from gridtrain.tune.study import StudyDir
+from gridtrain.tune.trial import process_start, training_alive
+
+
+def gridtrain(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gridtrain", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+
+
+def status(study: Path) -> dict[str, Any]:
+    """``gridtrain tune status --json`` in a new process: what another shell sees."""
+    done = gridtrain("tune", "status", str(study), "--json")
+    assert done.returncode == 0, done.stderr[-3000:]
+    return dict(json.loads(done.stdout))
+
+
+@pytest.mark.slow
+def test_a_detached_study_is_followed_and_cancelled_from_another_shell(
+    tmp_path: Path, toy_dir: Path, toy_dataset: Path
+) -> None:
+    config = tune_config(toy_dir, toy_dataset, trials=2, parallel=1, pruner="none")
+    config["train"]["epochs"] = 500  # still training when cancelled
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    study = tmp_path / "study"
+    started = gridtrain(
+        "tune", "-c", str(tmp_path / "config.yaml"), "--run-dir", str(study), "--detach"
+    )
+    assert started.returncode == 0, started.stderr[-3000:]
+    assert "tuning in the background" in started.stdout
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            seen = status(study)
+            if seen["running"] and seen["running"][0]["epochs"] >= 1:
+                break
+            assert seen["tuner"] == "running", seen
+            assert time.monotonic() < deadline, f"no trial training: {seen}"
+            time.sleep(1.0)
+        assert seen["counts"] == {
+            "complete": 0,
+            "pruned": 0,
+            "failed": 0,
+            "running": 1,
+            "retry": 0,
+        }
+        assert seen["trials"] == 2
+        assert seen["pid"] == json.loads((study / "tuner.json").read_text())["pid"]
+        assert all(t["training"] and t["of"] == 500 for t in seen["running"])
+        text = gridtrain("tune", "status", str(study)).stdout
+        assert "tuner: running (pid" in text
+        assert "trials 0/2 done" in text
+        assert "1 running" in text
+        assert "(attempt 1): epoch " in text
+        assert "/500, val val_loss " in text
+    finally:
+        cancelled = gridtrain("tune", "cancel", str(study))
+    assert cancelled.returncode == 0, cancelled.stderr[-3000:]
+    assert "stopped the tuner" in cancelled.stdout
+    assert f"gridtrain tune --resume {study}" in cancelled.stdout
+    assert not (study / "tuner.json").exists()
+    for run in seen["running"]:  # each training stopped with the tuner (its driver too)
+        assert not training_alive(Path(run["run_dir"]))
+        assert not (Path(run["run_dir"]) / "driver.json").exists()
+
+    after = status(study)
+    assert after["tuner"] == "stopped"
+    assert after["counts"]["retry"] == 1  # trained again by --resume; the second not yet asked
+    assert after["counts"]["interrupted"] == 0
+    assert after["running"] == []
+    assert after["next"] == f"the tuner stopped; continue with gridtrain tune --resume {study}"
+    rows = json.loads((study / "trials.json").read_text())["attempts"]
+    assert [(r["state"], r["reason"]) for r in rows] == [("fail", "tuner stopped (SIGTERM)")]
+    again = gridtrain("tune", "cancel", str(study))
+    assert again.returncode == 0
+    assert "nothing to cancel" in again.stdout
+
+
+def test_a_killed_tuners_record_reads_as_stopped_not_running(
+    tmp_path: Path, toy_dir: Path, toy_dataset: Path
+) -> None:
+    from gridtrain.config import validate_config
+    from gridtrain.tune.tuner import prepare
+
+    config = validate_config(tune_config(toy_dir, toy_dataset))
+    files, _ = prepare(config, tmp_path / "study")
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    record = {"pid": dead.pid, "host": socket.gethostname(), "process_start": "1", "started": 0}
+    files.tuner.write_text(json.dumps(record))
+    seen = study_status(files.path)
+    assert seen["tuner"] == "stopped"
+    assert seen["next"] == (
+        f"the tuner stopped (pid {dead.pid} on {socket.gethostname()} is gone); continue with "
+        f"gridtrain tune --resume {files.path}"
+    )
+    # a live process that is not the tuner (the pid reused): its start time differs
+    record.update(pid=os.getpid(), process_start="1")
+    files.tuner.write_text(json.dumps(record))
+    assert study_status(files.path)["tuner"] == "stopped"
+    record.update(process_start=process_start(os.getpid()))
+    files.tuner.write_text(json.dumps(record))
+    seen = study_status(files.path)
+    assert seen["tuner"] == "running"
+    assert "tuner: running (pid" in format_status(seen)
+    assert "trials 0/8 done: 0 complete, 0 pruned, 0 failed; 0 running" in format_status(seen)
+    assert StudyDir(files.path).journal.exists()
