@@ -64,6 +64,10 @@ class ReadTimeoutError(ProtocolError, TimeoutError):
     """The peer went silent in the middle of a frame (or for too long between frames)."""
 
 
+class HandshakeDeadlineError(ReadTimeoutError):
+    """A peer did not finish the whole handshake within the server's handshake timeout."""
+
+
 class FrameTooLargeError(ProtocolError):
     """A header announced more bytes than the model signature allows; nothing was allocated."""
 

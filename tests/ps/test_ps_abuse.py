@@ -246,7 +246,7 @@ def test_silent_connection_is_dropped_after_the_handshake_timeout() -> None:
         sock = raw_connect(ps)
         assert closed_by_server(sock, within=3.0) == b""
         assert time.monotonic() - started >= 0.3
-        assert_dropped(ps, {"ReadTimeoutError": 1})
+        assert_dropped(ps, {"HandshakeDeadlineError": 1})
         assert_still_serving(ps, secret, 0, 0.0)
 
 

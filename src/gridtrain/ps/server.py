@@ -9,32 +9,61 @@ a grid pool, hundreds of workers; numpy, hashing and socket I/O release the GIL)
 thread, one housekeeping thread (periodic checkpoints and the metrics log). A connection stalls
 only itself: its reads and writes have deadlines, it reads pushes into a buffer from a bounded
 pool and holds no lock while doing I/O.
+
+Strangers: a connection gets a thread only once the accept loop has admitted it to the
+pre-authentication budget (``admission.py``: ``max_startups`` in total with random early drop,
+``per_source_max_startups`` per address); a refused one costs one non-blocking send of a "busy"
+frame and an abortive close (RST, no TIME_WAIT), so a flood neither blocks the accept loop nor
+grows threads or memory. Admitted, it must finish TLS and the handshake within
+``handshake_timeout`` in total. On AUTH success it moves to the authenticated budget
+(``max_connections``); when that is full the peer, now authenticated, is told "busy" and dropped.
+Strangers thus never take a slot from a worker that has proved the secret.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import ssl
+import struct
 import threading
 import time
 from collections import Counter
+from functools import partial
 from typing import Any
 
-from gridtrain.errors import ConfigError, ProtocolError
+from gridtrain.errors import ConfigError, HandshakeDeadlineError, ProtocolError
 from gridtrain.ps import auth
+from gridtrain.ps.admission import Admission
 from gridtrain.ps.center import CenterStore, PushOutcome
 from gridtrain.ps.checkpoint import write_checkpoint
 from gridtrain.ps.config import ServerConfig
 from gridtrain.ps.leases import EpochSnapshots, LeaseBook
 from gridtrain.ps.metrics import Metrics, MetricsLog
-from gridtrain.ps.protocol import MessageType
+from gridtrain.ps.protocol import MessageType, encode_header, encode_meta
 from gridtrain.ps.session import BufferPool, Conversation, ServingContext
 from gridtrain.ps.transport import Channel
 
 log = logging.getLogger(__name__)
 
 _ACCEPT_POLL = 0.2
+_LISTEN_BACKLOG = 1024  # a flood of strangers must not crowd workers' SYNs out of the queue
+_REFUSAL_LOG_INTERVAL = 10.0  # seconds between summaries of refused handshakes
+_ABORT = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close with RST, no TIME_WAIT
+
+
+def _plain_error_frame(code: str, message: str) -> bytes:
+    """An unauthenticated ERROR frame, prepared once and sent without a Channel."""
+    meta = encode_meta({"code": code, "message": message})
+    return encode_header(MessageType.ERROR, meta_length=len(meta)) + meta
+
+
+_PREAUTH_BUSY = _plain_error_frame(
+    "busy",
+    "parameter server has too many connections that have not authenticated yet; retry in a few "
+    "seconds",
+)
 
 
 def bind_first_free(host: str, port_range: tuple[int, int]) -> socket.socket:
@@ -46,7 +75,7 @@ def bind_first_free(host: str, port_range: tuple[int, int]) -> socket.socket:
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((host, port))
-            sock.listen(128)
+            sock.listen(_LISTEN_BACKLOG)
         except OSError as err:
             sock.close()
             last_error = err
@@ -87,7 +116,13 @@ class ParameterServer:
         self._sessions: dict[int, Channel] = {}
         self._threads: dict[int, threading.Thread] = {}
         self._next_connection = 0
-        # connections dropped for breaking the protocol or its deadlines, by the error's class
+        # connections still in their handshake: their source address (for the admission slot)
+        self._preauth: dict[int, str] = {}
+        self._authenticated = 0
+        self._admission = Admission(config.max_startups, config.per_source_max_startups)
+        self._refusals_logged = 0
+        # connections dropped for breaking the protocol or its deadlines, by the error's class,
+        # and those refused before their handshake, by admission reason
         self._dropped: Counter[str] = Counter()
         self._service_threads: list[threading.Thread] = []
         self._checkpoint_due = threading.Event()
@@ -181,14 +216,34 @@ class ParameterServer:
     def dropped(self) -> dict[str, int]:
         """Connections dropped so far, by the error that ended them (``{"ReadTimeoutError": 2}``).
 
-        Counted before the connection is closed; busy refusals and clean goodbyes are not drops.
+        Also counted: connections refused before their handshake, by admission reason
+        (``PreauthBudgetFull``, ``PreauthEarlyDrop``, ``PreauthPerSource``), handshakes that ran
+        past ``handshake_timeout`` (``HandshakeDeadlineError``) and authenticated peers refused
+        for ``max_connections`` (``ServerBusyError``). Counted before the connection is closed;
+        clean goodbyes are not drops.
         """
         with self._lock:
             return dict(self._dropped)
 
-    def _record_drop(self, error: BaseException) -> None:
+    @property
+    def preauth_count(self) -> int:
+        """Connections admitted that have not authenticated yet."""
         with self._lock:
-            self._dropped[type(error).__name__] += 1
+            return self._admission.pending
+
+    @property
+    def authenticated_count(self) -> int:
+        with self._lock:
+            return self._authenticated
+
+    def refused_sources(self, count: int = 10) -> dict[str, int]:
+        """The source addresses whose connections were refused before a handshake, most first."""
+        with self._lock:
+            return self._admission.top_sources(count)
+
+    def _record_drop(self, error: BaseException | str) -> None:
+        with self._lock:
+            self._dropped[error if isinstance(error, str) else type(error).__name__] += 1
 
     def checkpoint(self) -> None:
         """Write a checkpoint now (no-op without a checkpoint path)."""
@@ -218,44 +273,74 @@ class ParameterServer:
                 log.exception("accept failed")
                 time.sleep(_ACCEPT_POLL)
                 continue
+            source = str(peer[0])
             address = f"{peer[0]}:{peer[1]}"
+            deadline = time.monotonic() + self.config.handshake_timeout
             with self._lock:
-                busy = len(self._sessions) >= self.config.max_connections
-                connection = self._next_connection
-                self._next_connection += 1
-                if not busy:
+                refused = self._admission.admit(source)
+                if refused is not None:
+                    self._dropped[refused] += 1
+                else:
+                    connection = self._next_connection
+                    self._next_connection += 1
+                    self._preauth[connection] = source
                     self._sessions[connection] = Channel(
                         sock, read_timeout=self.config.read_timeout, min_rate=self.config.min_rate
                     )
-            if busy:
-                log.warning("refusing %s: %d connections open", address, len(self._sessions))
-                self._refuse_busy(sock)
+            if refused is not None:
+                log.debug("refusing %s before its handshake: %s", address, refused)
+                _refuse_preauth(sock)
                 continue
             thread = threading.Thread(
-                target=self._serve, args=(connection, address), name=f"ps-conn-{connection}"
+                target=self._serve,
+                args=(connection, address, deadline),
+                name=f"ps-conn-{connection}",
             )
             thread.daemon = True
             with self._lock:
                 self._threads[connection] = thread
             thread.start()
 
-    def _refuse_busy(self, sock: socket.socket) -> None:
-        channel = Channel(sock, read_timeout=1.0)
-        try:
-            channel.send(
-                MessageType.ERROR,
-                meta={"code": "busy", "message": "parameter server is at its connection limit"},
+    def _promote(self, connection: int) -> bool:
+        """Move an authenticated connection from the pre-authentication budget to
+        ``max_connections``; False if that is full (the peer is told "busy")."""
+        with self._lock:
+            if self._authenticated >= self.config.max_connections:
+                log.warning(
+                    "refusing an authenticated peer: %d authenticated connections open",
+                    self._authenticated,
+                )
+                return False
+            self._admission.release(self._preauth.pop(connection))
+            self._authenticated += 1
+            return True
+
+    def _log_refusals(self) -> None:
+        """One warning per interval for handshakes refused in a flood, not one per connection."""
+        with self._lock:
+            total = self._admission.refused.total()
+            new = total - self._refusals_logged
+            self._refusals_logged = total
+            reasons = dict(self._admission.refused)
+            sources = self._admission.top_sources(3)
+            pending = self._admission.pending
+        if new:
+            log.warning(
+                "refused %d connections before their handshake in the last %g s (%d pending; "
+                "since start by reason %s, by source %s)",
+                new,
+                _REFUSAL_LOG_INTERVAL,
+                pending,
+                reasons,
+                sources,
             )
-        except OSError:
-            log.debug("could not tell a refused client why", exc_info=True)
-        finally:
-            channel.close()
 
     def _housekeeping(self) -> None:
         config = self.config
         now = time.monotonic()
         next_checkpoint = now + config.checkpoint_interval if config.checkpoint_interval else None
         next_metrics = now + config.metrics_interval if self._metrics_log else None
+        next_refusal_log = now + _REFUSAL_LOG_INTERVAL
         while not self._stopping.is_set():
             waits = [t - time.monotonic() for t in (next_checkpoint, next_metrics) if t is not None]
             self._checkpoint_due.wait(max(min([1.0, *waits]), 0.0))
@@ -264,6 +349,9 @@ class ParameterServer:
             now = time.monotonic()
             if self.leases is not None:
                 self.leases.expire()
+            if now >= next_refusal_log:
+                self._log_refusals()
+                next_refusal_log = now + _REFUSAL_LOG_INTERVAL
             try:
                 if self._checkpoint_due.is_set() or (
                     next_checkpoint is not None and now >= next_checkpoint
@@ -293,6 +381,15 @@ class ParameterServer:
         snapshot["algorithm"] = self.store.config.to_dict()
         snapshot["checkpointed_version"] = self._checkpointed_version
         snapshot["connections"] = self.connection_count
+        with self._lock:
+            snapshot["handshakes"] = {
+                "authenticated": self._authenticated,
+                "pending": self._admission.pending,
+                "max_connections": self.config.max_connections,
+                "max_startups": str(self.config.max_startups),
+                "per_source_max_startups": self.config.per_source_max_startups,
+                "refused_sources": self._admission.top_sources(10),
+            }
         snapshot["dropped"] = self.dropped
         snapshot["address"] = "{}:{}".format(*self._address) if self._address else ""
         if self.leases is not None:
@@ -301,24 +398,43 @@ class ParameterServer:
 
     # -- one connection ------------------------------------------------------------------------
 
-    def _serve(self, connection: int, address: str) -> None:
+    def _serve(self, connection: int, address: str, deadline: float) -> None:
         with self._lock:
             channel = self._sessions[connection]
         try:
             if self.config.tls is not None:
-                channel.replace_socket(self._wrap_tls(channel.sock))
-            Conversation(self._context, channel, address).run()
+                channel.replace_socket(self._wrap_tls(channel.sock, deadline))
+            conversation = Conversation(
+                self._context, channel, address, partial(self._promote, connection), deadline
+            )
+            conversation.run()
         except (ProtocolError, OSError) as err:  # TLS handshake failures
             if not self._stopping.is_set():
                 log.warning("connection %s: %s", address, err)
-                self._record_drop(err)
+                late = isinstance(err, TimeoutError) and time.monotonic() >= deadline
+                self._record_drop(HandshakeDeadlineError.__name__ if late else err)
         finally:
             channel.close()
             with self._lock:
                 self._sessions.pop(connection, None)
                 self._threads.pop(connection, None)
+                source = self._preauth.pop(connection, None)
+                if source is not None:
+                    self._admission.release(source)
+                else:
+                    self._authenticated -= 1
 
-    def _wrap_tls(self, sock: socket.socket) -> ssl.SSLSocket:
+    def _wrap_tls(self, sock: socket.socket, deadline: float) -> ssl.SSLSocket:
         assert self.config.tls is not None
-        sock.settimeout(self.config.handshake_timeout)
+        # CPython bounds the whole TLS handshake (every wait in it) by one socket timeout
+        sock.settimeout(max(deadline - time.monotonic(), 0.001))
         return self.config.tls.wrap_socket(sock, server_side=True)
+
+
+def _refuse_preauth(sock: socket.socket) -> None:
+    """Tell a refused peer "busy" if its socket takes it at once, then abort the connection."""
+    with contextlib.suppress(OSError):  # a peer that does not read is not waited for
+        sock.send(_PREAUTH_BUSY, socket.MSG_DONTWAIT)
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _ABORT)
+    sock.close()

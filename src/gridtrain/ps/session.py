@@ -22,10 +22,12 @@ from typing import TYPE_CHECKING, Any
 
 from gridtrain.errors import (
     AuthenticationError,
+    HandshakeDeadlineError,
     PeerClosedError,
     ProtocolError,
     ProtocolVersionError,
     ReadTimeoutError,
+    ServerBusyError,
     SignatureMismatchError,
 )
 from gridtrain.ps import auth
@@ -132,9 +134,24 @@ class ServingContext:
 
 
 class Conversation:
-    """Handshake and message loop of one connection; ``run`` returns when it ends."""
+    """Handshake and message loop of one connection; ``run`` returns when it ends.
 
-    def __init__(self, context: ServingContext, channel: Channel, address: str) -> None:
+    ``on_authenticated`` is asked once the peer has proved the secret (and its model matches):
+    True moves the connection from the server's pre-authentication budget to its authenticated
+    one; False means that budget (``max_connections``) is full, and the peer is told "busy" in an
+    authenticated ERROR frame (so a stranger cannot forge it) and dropped. ``handshake_deadline``
+    (``time.monotonic()``) is when the handshake must be done; by default ``handshake_timeout``
+    from now (the server passes the time it accepted the connection plus that).
+    """
+
+    def __init__(
+        self,
+        context: ServingContext,
+        channel: Channel,
+        address: str,
+        on_authenticated: Callable[[], bool] | None = None,
+        handshake_deadline: float | None = None,
+    ) -> None:
         self.store = context.store
         self.metrics = context.metrics
         self.config = context.config
@@ -146,6 +163,8 @@ class Conversation:
         self.session = Session(channel, address)
         self.connection = next(_connection_ids)
         self._leases = context.leases
+        self._on_authenticated = on_authenticated
+        self._handshake_deadline = handshake_deadline
         self.handlers: dict[MessageType, Callable[[Session, Header], bool]] = {
             MessageType.PULL: self._on_pull,
             MessageType.PUSH: self._on_push,
@@ -210,8 +229,29 @@ class Conversation:
             log.debug("could not send error %r to %s", code, session.address, exc_info=True)
 
     def _handshake(self, session: Session) -> None:
+        """HELLO to WELCOME within ``handshake_timeout`` in total, however the peer paces its bytes.
+
+        While it runs, no frame may outlast the handshake's deadline (``Channel.deadline_cap``),
+        so a peer that drips a byte now and then is dropped at the total deadline, not per read
+        (OpenSSH's ``LoginGraceTime``).
+        """
         channel = session.channel
-        deadline = time.monotonic() + self.config.handshake_timeout
+        deadline = self._handshake_deadline or time.monotonic() + self.config.handshake_timeout
+        channel.deadline_cap = deadline
+        try:
+            self._exchange_handshake(session, deadline)
+        except (ProtocolError, OSError) as err:
+            if time.monotonic() < deadline or isinstance(err, ServerBusyError):
+                raise
+            raise HandshakeDeadlineError(
+                f"peer did not finish the handshake within {self.config.handshake_timeout:g} s "
+                f"({err}); dropping it"
+            ) from err
+        finally:
+            channel.deadline_cap = None
+
+    def _exchange_handshake(self, session: Session, deadline: float) -> None:
+        channel = session.channel
 
         def remaining() -> float:
             return max(deadline - time.monotonic(), 0.001)
@@ -253,6 +293,13 @@ class Conversation:
             session.limits = self._limits
         else:
             session.limits = FrameLimits(0, self._limits.max_meta, 0)
+        if self._on_authenticated is not None and not self._on_authenticated():
+            message = (
+                f"parameter server is at its connection limit ({self.config.max_connections} "
+                "authenticated connections); retry later"
+            )
+            self._send_error(session, "busy", message)
+            raise ServerBusyError(message)
         session.worker_id = self.metrics.join(name, session.address) if role == ROLE_WORKER else 0
         version = self.store.version
         channel.send(

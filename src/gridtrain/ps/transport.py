@@ -79,6 +79,9 @@ class Channel:
         self._discard: bytearray | None = None
         self.accept_plain_error = False
         self.closed = False
+        # an absolute time.monotonic() that no frame may run past (the server's total handshake
+        # deadline), whatever its own read_timeout and size allow
+        self.deadline_cap: float | None = None
 
     def replace_socket(self, sock: socket.socket) -> None:
         """Use ``sock`` (at first, or the same connection once wrapped in TLS)."""
@@ -103,6 +106,10 @@ class Channel:
             seconds = max(seconds, 0.001)
             value = _timeval.pack(int(seconds), int(seconds % 1 * 1e6))
         self.sock.setsockopt(socket.SOL_SOCKET, option, value)
+
+    def _frame_deadline(self, nbytes: int) -> float:
+        deadline = _deadline_for(nbytes, self.read_timeout, self.min_rate)
+        return deadline if self.deadline_cap is None else min(deadline, self.deadline_cap)
 
     def start_session(self, keys: SessionKeys) -> None:
         """From now on every frame in both directions carries a tag under ``keys``."""
@@ -143,7 +150,7 @@ class Channel:
             tensor_count=tensor_count,
         )
         total = len(header) + len(table) + len(meta_bytes) + data_length
-        deadline = _deadline_for(total, self.read_timeout, self.min_rate)
+        deadline = self._frame_deadline(total)
         batch: list[memoryview] = []
         batch_bytes = 0
         for part in (memoryview(header), memoryview(table), memoryview(meta_bytes), *tensors):
@@ -230,7 +237,7 @@ class Channel:
             ) from None
         if first == 0:
             raise PeerClosedError("peer closed the connection")
-        self._deadline = _deadline_for(HEADER_SIZE, self.read_timeout, self.min_rate)
+        self._deadline = self._frame_deadline(HEADER_SIZE)
         self._recv_exact(view[first:], None)
         self.bytes_received += first
         header = decode_header(self._header_buffer)
@@ -255,7 +262,7 @@ class Channel:
         elif header.authenticated:
             raise ProtocolError("authenticated frame before the handshake finished")
         self._recv_mac = mac
-        self._deadline = _deadline_for(header.payload_length, self.read_timeout, self.min_rate)
+        self._deadline = self._frame_deadline(header.payload_length)
         return header
 
     def recv_sections(self, header: Header) -> tuple[bytes, dict[str, Any]]:
