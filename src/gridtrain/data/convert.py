@@ -21,6 +21,13 @@ A failed or interrupted run leaves no file under a final name and removes its pa
 
 One job of a grid-parallel conversion converts a ``FileGroup`` (``gridtrain.data.groups``): its
 files or file slices, into the group's own folder, with the group's shuffle seed.
+
+The task. Each event's ``label`` is its sample's class index or its label branch's value (checked
+to be in 0 .. K-1 for a multiclass task); a regression also stores ``target`` (N x T float32, in
+physical units) from the targets' expressions, and an event with a NaN or infinite target stops
+the conversion or, with ``task.on_bad_target: drop``, is dropped and counted. The manifest
+records the task with the targets' training-split statistics, the weights of every sample and
+class, and the class factors (``gridtrain.data.manifest``).
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ import logging
 import math
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,12 +49,27 @@ from gridtrain.config import DatasetConfig, Sample
 from gridtrain.data.arrays import clip_mask, scatter_group, validation_mask
 from gridtrain.data.branches import InputReader
 from gridtrain.data.groups import FileGroup, FileSlice, group_dir
-from gridtrain.data.layout import Input, Layout, branch_names, check_layout, check_memory
-from gridtrain.data.manifest import MANIFEST_NAME, SPLITS, Manifest, SourceEntry, write_manifest
+from gridtrain.data.layout import (
+    Input,
+    Layout,
+    branch_names,
+    check_layout,
+    check_memory,
+    target_expressions,
+)
+from gridtrain.data.manifest import (
+    MANIFEST_NAME,
+    SPLITS,
+    Manifest,
+    SourceEntry,
+    class_factors,
+    write_manifest,
+)
 from gridtrain.data.rootio import open_input
 from gridtrain.data.selection import Selection
-from gridtrain.data.writer import Arrays, ShardBuffer, Statistics, Writer
+from gridtrain.data.writer import Arrays, ShardBuffer, Statistics, WeightTally, Writer
 from gridtrain.errors import ConversionError
+from gridtrain.task import Task
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +88,8 @@ class _Input:
     start: int  # the file's entries this job reads: [start, stop)
     stop: int
     selected: int = 0
+    non_finite: int = 0  # events dropped for a NaN or infinite target (on_bad_target: drop)
+    warned: bool = False  # a binary label branch's values outside 0 and 1 were reported
 
     @property
     def entries(self) -> int:
@@ -117,6 +141,7 @@ class _Piece:
     images: dict[str, np.ndarray]  # branch -> N x shape
     label: np.ndarray
     sample_index: int
+    target: np.ndarray  # N x T float32 (T = 0 for a classifier)
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -132,10 +157,20 @@ class _Piece:
         tail = {n: a[k:] for n, a in self.flat.items()}
         image_head = {n: a[:k] for n, a in self.images.items()}
         image_tail = {n: a[k:] for n, a in self.images.items()}
+        entries, label, target, index = self.entries, self.label, self.target, self.sample_index
         return (
-            _Piece(self.entries[:k], head, heads, image_head, self.label[:k], self.sample_index),
-            _Piece(self.entries[k:], tail, tails, image_tail, self.label[k:], self.sample_index),
+            _Piece(entries[:k], head, heads, image_head, label[:k], index, target[:k]),
+            _Piece(entries[k:], tail, tails, image_tail, label[k:], index, target[k:]),
         )
+
+
+@dataclass(frozen=True)
+class _TaskReading:
+    """What reading needs of the task: the targets' expressions and what to do with bad ones."""
+
+    task: Task
+    targets: list[Selection]
+    on_bad_target: str
 
 
 def _read_piece(
@@ -146,8 +181,10 @@ def _read_piece(
     layout: Layout,
     selection: Selection | None,
     pool: ThreadPoolExecutor,
+    reading: _TaskReading,
 ) -> _Piece:
-    """Read one file's entry range, every branch in parallel, and apply the selection."""
+    """Read one file's entry range, every branch in parallel, apply the selection, and compute
+    the labels and targets."""
     r = item.reader
     group_futures = {
         g: pool.submit(r.read_jagged, branches, g, start, stop)
@@ -162,21 +199,76 @@ def _read_piece(
         read = future.result()
         groups[g] = (read.counts, [read.contents[b] for b in read.contents])
     entries = np.arange(start, stop) + (item.offset - item.start)
+    piece = _Piece(entries, flat, groups, images, entries, item.sample_index, entries)
     if selection is not None:
-        keep = selection.mask({n: flat[n][:, 0] for n in selection.names})
-        entries = entries[keep]
-        flat = {n: a[keep] for n, a in flat.items()}
-        images = {n: a[keep] for n, a in images.items()}
-        for g, (counts, contents) in groups.items():
-            inner = np.repeat(keep, counts)
-            groups[g] = (counts[keep], [c[inner] for c in contents])
-    item.selected += len(entries)
+        piece = _keep(piece, selection.mask({n: flat[n][:, 0] for n in selection.names}))
+    item.selected += len(piece)
+    piece.label = _labels(item, piece, reading.task)
+    piece.target = np.empty((len(piece), len(reading.targets)), dtype=np.float32)
+    for k, expression in enumerate(reading.targets):
+        arrays = {n: piece.flat[n][:, 0] for n in expression.names}
+        piece.target[:, k] = expression.values(arrays, len(piece))
+    if reading.targets:
+        finite = np.isfinite(piece.target).all(axis=1)
+        bad = len(piece) - int(finite.sum())
+        if bad and reading.on_bad_target == "refuse":
+            names = [t.name for t, f in zip(reading.task.targets, np.isfinite(piece.target).T,
+                                               strict=True) if not f.all()]  # fmt: skip
+            raise ConversionError(
+                f"{item.reader.path}: sample {item.sample.name!r}: {bad} of {len(piece)} "
+                f"selected events in entries {start}-{stop} have a NaN or infinite target "
+                f"({', '.join(names)}); correct the inputs, cut those events with "
+                "dataset.selection, or set task.on_bad_target: drop to drop them (counted in "
+                "the manifest)"
+            )
+        if bad:
+            item.non_finite += bad
+            piece = _keep(piece, finite)
+    return piece
+
+
+def _keep(piece: _Piece, keep: np.ndarray) -> _Piece:
+    """The events of ``piece`` where ``keep`` is true."""
+    groups = {}
+    for g, (counts, contents) in piece.groups.items():
+        inner = np.repeat(keep, counts)
+        groups[g] = (counts[keep], [c[inner] for c in contents])
+    return _Piece(
+        piece.entries[keep],
+        {n: a[keep] for n, a in piece.flat.items()},
+        groups,
+        {n: a[keep] for n, a in piece.images.items()},
+        piece.label[keep],
+        piece.sample_index,
+        piece.target[keep],
+    )
+
+
+def _labels(item: _Input, piece: _Piece, task: Task) -> np.ndarray:
+    """The class index of each event: the sample's, or its label branch's value (0 for a
+    regression sample without one)."""
     label = item.sample.label
-    if isinstance(label, str):
-        labels = flat[label][:, 0].astype(np.int32)
-    else:
-        labels = np.full(len(entries), label, dtype=np.int32)
-    return _Piece(entries, flat, groups, images, labels, item.sample_index)
+    if not isinstance(label, str):
+        return np.full(len(piece), label or 0, dtype=np.int32)
+    values = piece.flat[label][:, 0]
+    labels = values.astype(np.int32)
+    outside = (labels < 0) | (labels >= max(len(task.classes), 1)) | (labels != values)
+    if task.is_classifier and outside.any():
+        first = int(np.flatnonzero(outside)[0])
+        where = (
+            f"{item.reader.path}: label branch {label!r} of sample {item.sample.name!r} has "
+            f"value {values[first]} in entry {int(piece.entries[first])}"
+        )
+        if task.kind == "multiclass":
+            raise ConversionError(
+                f"{where} ({int(outside.sum())} such events here); the multiclass task's "
+                f"labels are 0 .. {len(task.classes) - 1} ({', '.join(task.classes)}): "
+                "correct the branch or cut those events with dataset.selection"
+            )
+        if not item.warned:  # binary: as before, but said
+            item.warned = True
+            log.warning("%s; a binary task's labels are 0 and 1", where)
+    return labels
 
 
 class _SampleStream:
@@ -241,6 +333,7 @@ def _assemble(
     destination: np.ndarray,
     n_train: int,
     stats: Statistics,
+    tally: WeightTally,
 ) -> Arrays:
     """Write every event of the step once, into row ``destination[i]`` of new step arrays.
 
@@ -280,8 +373,13 @@ def _assemble(
                     step[image.name][rows, ..., channel] = piece.images[name]
         step["label"][rows] = piece.label
         step["weight"][rows] = piece.flat[weight][:, 0] if weight else 1.0
+        if layout.targets:
+            step["target"][rows] = piece.target
+        tally.add(piece.sample_index, piece.label, step["weight"][rows], train)
     if layout.features:
         stats.add_features(step["features"][:n_train])
+    if layout.targets:
+        stats.add_target(step["target"][:n_train])
     for image in layout.images:
         stats.add_image(image, step[image.name][:n_train])
     return step
@@ -319,6 +417,7 @@ def convert(
         )
     out = Path(outdir)
     selection = Selection(dataset.selection) if dataset.selection else None
+    reading = _TaskReading(dataset.task, target_expressions(dataset.task), dataset.on_bad_target)
     threads = threads or min(4, os.cpu_count() or 1)
     seed = file_group.shuffle_seed if file_group is not None else (dataset.seed,)
     if file_group is not None:
@@ -330,41 +429,91 @@ def convert(
         inputs = _open_inputs(dataset, file_group)
         try:
             checked = [Input(f.sample, f.reader) for files in inputs for f in files]
-            layout = check_layout(dataset, checked, selection)
+            layout = check_layout(dataset, checked, selection, reading.targets)
             check_memory(dataset, layout)
             out.mkdir(parents=True, exist_ok=True)
             writer = Writer(out, dataset, layout)
             stats = Statistics(layout)
+            tally = WeightTally(len(dataset.samples), len(dataset.task.classes))
             try:
-                _stream(dataset, inputs, layout, selection, writer, stats, pool, progress, seed)
+                _stream(
+                    dataset, inputs, layout, (selection, reading), writer, (stats, tally), pool,
+                    progress, seed,
+                )  # fmt: skip
                 writer.finish()
+                if writer.entries["train"] or writer.entries["validation"]:
+                    if file_group is None:
+                        check_classes(dataset, tally.class_events())
+                    manifest = _manifest(dataset, layout, inputs, writer, stats, tally)
             except BaseException:
                 writer.abort()
                 _remove(writer.parts)
                 raise
         finally:
             _close(inputs)
-    if not writer.entries["train"] and not writer.entries["validation"] and file_group is None:
-        raise ConversionError(
-            f"dataset.selection {dataset.selection!r} keeps no event of "
-            f"{sum(f.entries for files in inputs for f in files)}; loosen it"
-        )
-    manifest = _manifest(dataset, layout, inputs, writer, stats)
+    if not writer.entries["train"] and not writer.entries["validation"]:
+        if file_group is None:
+            raise ConversionError(
+                f"dataset.selection {dataset.selection!r} keeps no event of "
+                f"{sum(f.entries for files in inputs for f in files)}; loosen it"
+            )
+        manifest = _manifest(dataset, layout, inputs, writer, stats, tally)
     _commit(out, writer.parts, manifest)
+    _warn_negative(manifest)
     return manifest
+
+
+def check_classes(dataset: DatasetConfig, events: Sequence[float] | np.ndarray) -> None:
+    """Refuse a multiclass dataset in which a class has no event (warn for a binary one)."""
+    task = dataset.task
+    for index, name in enumerate(task.classes):
+        if events[index] > 0:
+            continue
+        samples = [s.name for s in dataset.samples if s.label == index]
+        branches = [s.name for s in dataset.samples if isinstance(s.label, str)]
+        source = (
+            f"samples {', '.join(map(repr, samples))} give none"
+            if samples
+            else f"no sample has class: {name}"
+            + (f" and the label branches of {', '.join(map(repr, branches))} never give {index}"
+               if branches else "")
+        )  # fmt: skip
+        message = (
+            f"task.classes: class {name!r} (label {index}) has no events: {source}"
+            + (f" after dataset.selection {dataset.selection!r}" if dataset.selection else "")
+            + "; check the files and the selection, or remove the class from task.classes"
+        )
+        if task.kind == "multiclass":
+            raise ConversionError(message)
+        if dataset.task != Task() or samples:
+            log.warning(message)
+
+
+def _warn_negative(manifest: Manifest) -> None:
+    for name, record in manifest.weights.get("samples", {}).items():
+        if record["negative_events"]:
+            log.warning(
+                "sample %r: %d of %d events have negative weights, %.1f%% of its sum of "
+                "|weights| (sum %g, negative sum %g); training treats them as "
+                "train.negative_weights says",
+                name, record["negative_events"], record["events"],
+                100 * record["negative_share"], record["sum"], record["negative_sum"],
+            )  # fmt: skip
 
 
 def _stream(
     dataset: DatasetConfig,
     inputs: list[list[_Input]],
     layout: Layout,
-    selection: Selection | None,
+    reads: tuple[Selection | None, _TaskReading],
     writer: Writer,
-    stats: Statistics,
+    tallies: tuple[Statistics, WeightTally],
     pool: ThreadPoolExecutor,
     progress: ProgressCallback | None,
     seed: tuple[int, ...],
 ) -> None:
+    selection, reading = reads
+    stats, tally = tallies
     sizes = [sum(f.entries for f in files) for files in inputs]
     total = sum(sizes)
     steps = max(1, math.ceil(total / dataset.step_events))
@@ -374,7 +523,7 @@ def _stream(
     flat_names = [n for n in names if n not in tensors]
 
     def read(item: _Input, start: int, stop: int) -> _Piece:
-        return _read_piece(item, start, stop, flat_names, layout, selection, pool)
+        return _read_piece(item, start, stop, flat_names, layout, selection, pool, reading)
 
     streams = [_SampleStream(files, names, read) for files in inputs]
 
@@ -404,7 +553,9 @@ def _stream(
             destination = np.empty(n, dtype=np.int64)
             destination[ordered] = np.arange(n)
             n_train = n - int(is_validation.sum())
-            arrays = _assemble(pieces, layout, dataset.weight, ids, destination, n_train, stats)
+            arrays = _assemble(
+                pieces, layout, dataset.weight, ids, destination, n_train, stats, tally
+            )
             del pieces
             buffers["train"].add(arrays, 0, n_train)
             buffers["validation"].add(arrays, n_train, n)
@@ -418,7 +569,16 @@ def _manifest(
     inputs: list[list[_Input]],
     writer: Writer,
     stats: Statistics,
+    tally: WeightTally,
 ) -> Manifest:
+    task = dataset.task
+    if task.targets and stats.target.count:  # a group without training events keeps 0 and 1
+        task = task.with_statistics(stats.target.mean.tolist(), stats.target.std.tolist())
+    samples = [s.name for s in dataset.samples]
+    non_finite = None
+    if task.targets:
+        non_finite = [sum(f.non_finite for f in files) for files in inputs]
+    weights = tally.record(dataset.weight, samples, task.classes, non_finite)
     return Manifest(
         name=dataset.name,
         gridtrain_version=__version__,
@@ -462,7 +622,16 @@ def _manifest(
             for f in files
         ],
         shards={s: sorted(writer.entries[s], key=lambda e: e.path) for s in SPLITS},
+        task=task.to_dict(),
+        weights=weights,
+        class_factors=_factors(weights, task, any(writer.entries["train"])),
     )
+
+
+def _factors(weights: dict[str, object], task: Task, trained: bool) -> list[float]:
+    """The class factors; a group of a grid-parallel conversion without training events has
+    all 1 (gather computes them for the whole dataset)."""
+    return class_factors(weights, task.classes, task.balance and trained)
 
 
 def _commit(out: Path, parts: list[Path], manifest: Manifest) -> None:

@@ -5,8 +5,10 @@ Reads the manifest of every group (``groups/gNNNN/manifest.json`` below the data
 share one layout, and writes ``manifest.json`` in the dataset folder. It names every shard by its
 path relative to that folder (``groups/g0003/train-00000.h5``) with the size and adler32 its group
 recorded, lists the sources of all groups, and merges the training statistics with the same
-pairwise update the conversion uses. No shard is read or moved, so this is cheap (a Snakemake
-local rule). The manifest is written atomically (temporary name, fsync, rename) and last.
+pairwise update the conversion uses (the regression targets' too, which give the task record its
+means and standard deviations), the weight counts, and computes the class factors anew. No
+shard is read or moved, so this is cheap (a Snakemake local rule). The manifest is written
+atomically (temporary name, fsync, rename) and last.
 """
 
 from __future__ import annotations
@@ -20,14 +22,16 @@ from typing import Any
 
 from gridtrain.config import DatasetConfig
 from gridtrain.data.arrays import RunningStats
-from gridtrain.data.convert import remove_stale_shards
+from gridtrain.data.convert import check_classes, remove_stale_shards
 from gridtrain.data.groups import group_count, group_dir
 from gridtrain.data.manifest import (
     MANIFEST_NAME,
     SPLITS,
     Manifest,
     ShardEntry,
+    class_factors,
     load_manifest,
+    merge_weights,
     write_manifest,
 )
 from gridtrain.errors import ConfigError, ConversionError, ShardError
@@ -59,6 +63,8 @@ def gather(dataset: DatasetConfig, outdir: str | Path | None = None) -> Manifest
             f"dataset.selection {dataset.selection!r} keeps no event in any of the {count} groups "
             f"of {out}; loosen it"
         )
+    classes = manifest.weights.get("classes", {})
+    check_classes(dataset, [classes.get(c, {}).get("events", 0) for c in dataset.task.classes])
     # As in a conversion: the old manifest first, so none ever names shards that are gone.
     (out / MANIFEST_NAME).unlink(missing_ok=True)
     remove_stale_shards(out, set())  # a one-job conversion's, converted into this folder before
@@ -98,6 +104,11 @@ def merge(groups: Sequence[tuple[Path, Manifest]], outdir: str | Path) -> Manife
                     f"{path}: field {key!r} differs from {first_path}'s; convert every group "
                     "with one config, from input files of one layout"
                 )
+        if _without_statistics(manifest.task) != _without_statistics(first.task):
+            raise ShardError(
+                f"{path}: field 'task' differs from {first_path}'s; convert every group with "
+                "one config"
+            )
     shards: dict[str, list[ShardEntry]] = {split: [] for split in SPLITS}
     for path, manifest in groups:
         folder = os.path.relpath(path.parent, outdir).replace(os.sep, "/")
@@ -105,12 +116,28 @@ def merge(groups: Sequence[tuple[Path, Manifest]], outdir: str | Path) -> Manife
             shards.setdefault(split, []).extend(
                 replace(e, path=below(folder, e.path)) for e in entries
             )
+    stats = _merge_stats([m.stats for _, m in groups])
+    task = first.learning_task()
+    if task.targets and stats.get("target", {}).get("count"):
+        task = task.with_statistics(stats["target"]["mean"], stats["target"]["std"])
+    weights = merge_weights([m.weights for _, m in groups]) if first.weights else {}
+    factors = first.class_factors
+    if weights:
+        factors = class_factors(weights, task.classes, task.balance)
     return replace(
         first,
-        stats=_merge_stats([m.stats for _, m in groups]),
+        stats=stats,
         sources=[source for _, m in groups for source in m.sources],
         shards=shards,
+        task=task.to_dict() if first.task else {},
+        weights=weights,
+        class_factors=factors,
     )
+
+
+def _without_statistics(task: dict[str, Any]) -> dict[str, Any]:
+    targets = [{"name": t["name"], "expression": t["expression"]} for t in task.get("targets", [])]
+    return {**task, "targets": targets}
 
 
 def _merge_stats(parts: list[dict[str, Any]]) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """What each event becomes in a shard, checked against every input file before anything is written.
 
 Conversion layer, pure apart from asking the readers about branch types: the resolved feature
-columns, the jagged groups, the image tensors and the event id. Every input (TTree or RNTuple)
+columns, the jagged groups, the image tensors, the regression targets and the event id. Every
+input (TTree or RNTuple)
 must give each branch the same type and shape; the first one that does not stops the conversion
 with a message naming both files, before any shard exists.
 """
@@ -17,6 +18,7 @@ from gridtrain.config import DatasetConfig, Sample
 from gridtrain.data.branches import FlatBranch, InputReader
 from gridtrain.data.selection import Selection
 from gridtrain.errors import ConversionError
+from gridtrain.task import Task
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +42,14 @@ class Image:
 
 @dataclass(frozen=True)
 class Layout:
-    """What each event becomes: feature columns, jagged groups, images and the event id."""
+    """What each event becomes: feature columns, jagged groups, images, the event id and the
+    regression targets' names (the ``target`` dataset's columns)."""
 
     features: tuple[FlatBranch, ...]
     groups: tuple[tuple[str, tuple[str, ...], int, float], ...]
     event_id: tuple[str, ...]
     images: tuple[Image, ...] = ()
+    targets: tuple[str, ...] = ()
 
     @property
     def feature_columns(self) -> tuple[str, ...]:
@@ -61,6 +65,8 @@ class Layout:
         for image in self.images:
             shapes[image.name] = (image.shape, FLOAT32)
         shapes["label"] = ((), np.dtype(np.int32))
+        if self.targets:
+            shapes["target"] = ((len(self.targets),), FLOAT32)
         shapes["weight"] = ((), FLOAT32)
         shapes["event_id"] = ((len(self.event_id) or 2,), np.dtype(np.uint64))
         return shapes
@@ -70,6 +76,8 @@ class Layout:
         columns = {"features": list(self.feature_columns)}
         columns.update({g[0]: list(g[1]) for g in self.groups})
         columns.update({i.name: list(i.branches) for i in self.images if i.channels > 1})
+        if self.targets:
+            columns["target"] = list(self.targets)
         return columns
 
     def row_bytes(self) -> int:
@@ -94,10 +102,20 @@ class Input:
     reader: InputReader
 
 
+def target_expressions(task: Task) -> list[Selection]:
+    """The regression targets' expressions, parsed (none for a classifier); a syntax error is a
+    ``ConfigError`` naming the target."""
+    return [Selection(t.expression, f"task.targets {t.name!r} expression") for t in task.targets]
+
+
 def check_layout(
-    dataset: DatasetConfig, inputs: list[Input], selection: Selection | None
+    dataset: DatasetConfig,
+    inputs: list[Input],
+    selection: Selection | None,
+    targets: list[Selection] | None = None,
 ) -> Layout:
     """Check every input against the config; return the layout all of them share."""
+    targets = targets if targets is not None else target_expressions(dataset.task)
     features: tuple[FlatBranch, ...] = ()
     shapes: dict[str, tuple[tuple[int, ...], str]] = {}  # image branch -> (shape, first file)
     jagged_names = {b for g in dataset.jagged for b in g.branches}
@@ -138,12 +156,35 @@ def check_layout(
                     "per-event branches only"
                 )
             r.check_flat(name, "selection")
+        for target, expression in zip(dataset.task.targets, targets, strict=True):
+            _check_target(r, target.name, expression, jagged_names)
     for branch in features:
         if branch.width > 1:
             log.info("feature %r is an array of %d values: one column each", branch.name,
                      branch.width)  # fmt: skip
     groups = tuple((g.name, g.branches, g.length, g.fill) for g in dataset.jagged)
-    return Layout(features, groups, dataset.event_id, _images(dataset, shapes))
+    names = tuple(t.name for t in dataset.task.targets)
+    return Layout(features, groups, dataset.event_id, _images(dataset, shapes), names)
+
+
+def _check_target(
+    reader: InputReader, name: str, expression: Selection, jagged_names: set[str]
+) -> None:
+    """Every branch of a target's expression is one number per event in this input."""
+    role = f"target {name!r} = {expression.expression}"
+    for branch in expression.names:
+        if branch in jagged_names:
+            raise ConversionError(
+                f"task.targets {name!r} expression {expression.expression!r}: {branch!r} is "
+                "jagged; a target is one number per event (e.g. the leading jet's, from a "
+                "per-event branch)"
+            )
+        width = reader.check_flat(branch, role).width
+        if width != 1:
+            raise ConversionError(
+                f"{reader.path}: branch {branch!r} ({role}) holds {width} numbers per event; "
+                "a target is one number per event: name a per-event branch"
+            )
 
 
 def _images(
@@ -192,4 +233,5 @@ def branch_names(dataset: DatasetConfig, layout: Layout, selection: Selection | 
     names += sorted(layout.image_names())
     names += list(layout.event_id) + ([dataset.weight] if dataset.weight else [])
     names += [s.label for s in dataset.samples if isinstance(s.label, str)]
+    names += [n for expression in target_expressions(dataset.task) for n in expression.names]
     return sorted(set(names) | set(selection.names if selection else ()))

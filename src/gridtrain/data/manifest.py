@@ -122,7 +122,7 @@ def weight_record(values: dict[str, float]) -> dict[str, Any]:
     for key, value in values.items():
         record[key] = int(value) if key.endswith("events") or key.startswith("non_") else value
     absolute = values["sum"] - 2.0 * values["negative_sum"]
-    record["negative_share"] = -values["negative_sum"] / absolute if absolute > 0 else 0.0
+    record["negative_share"] = -values["negative_sum"] / absolute + 0.0 if absolute > 0 else 0.0
     return record
 
 

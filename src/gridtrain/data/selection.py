@@ -1,5 +1,9 @@
 """Event selection: a cut expression over flat branches, evaluated safely on numpy arrays.
 
+The same evaluator computes the regression targets (``task.targets``' expressions, e.g.
+``jet_pt_true / jet_pt``): ``Selection(expression, key).values(arrays)`` gives the numbers where
+``mask`` gives the cut.
+
 Pure logic: the expression is parsed with ``ast`` and only arithmetic, comparisons, boolean
 operators, numbers, branch names and a few math functions are accepted, so a configuration file can
 never run code. ROOT's spelling (``&&``, ``||``, ``!``) is accepted beside Python's. A name that
@@ -53,10 +57,15 @@ _COMPARE: dict[type, Callable[[Any, Any], Any]] = {
 
 
 class Selection:
-    """A parsed cut; ``names`` are the branches it reads, ``mask(arrays)`` evaluates it."""
+    """A parsed cut; ``names`` are the branches it reads, ``mask(arrays)`` evaluates it.
 
-    def __init__(self, expression: str) -> None:
+    ``key`` names the expression in messages: ``dataset.selection`` or, for a target's,
+    ``task.targets 'pt' expression``.
+    """
+
+    def __init__(self, expression: str, key: str = "dataset.selection") -> None:
         self.expression = expression
+        self.key = key
         # `quoted names` become identifiers the parser accepts, and are named back below.
         quoted: dict[str, str] = {}
 
@@ -73,7 +82,7 @@ class Selection:
             self._tree = ast.parse(text.strip(), mode="eval")
         except SyntaxError as err:
             raise ConfigError(
-                f"dataset.selection {expression!r}: not a valid expression ({err.msg}); "
+                f"{key} {expression!r}: not a valid expression ({err.msg}); "
                 "write it like 'jet_pt > 300 && abs(jet_eta) < 2'"
             ) from None
         self.names = sorted(
@@ -84,16 +93,30 @@ class Selection:
             }
         )
         # Evaluate once on scalars to reject unsupported syntax before any file is read.
-        self._eval(self._tree.body, {name: np.zeros(1) for name in self.names})
+        with np.errstate(all="ignore"):
+            self._eval(self._tree.body, {name: np.ones(1) for name in self.names})
 
     def mask(self, arrays: Mapping[str, np.ndarray]) -> np.ndarray:
         result = np.asarray(self._eval(self._tree.body, arrays))
         if result.dtype != np.bool_:
             raise ConfigError(
-                f"dataset.selection {self.expression!r}: evaluates to {result.dtype}, not a "
+                f"{self.key} {self.expression!r}: evaluates to {result.dtype}, not a "
                 "boolean; compare with a value, e.g. 'jet_pt > 300'"
             )
         return result
+
+    def values(self, arrays: Mapping[str, np.ndarray], events: int) -> np.ndarray:
+        """The expression's value for each of ``events`` events, as float32 (NaN and inf where
+        the arithmetic gives them, e.g. a division by zero: the caller counts them)."""
+        with np.errstate(all="ignore"):
+            result = np.asarray(self._eval(self._tree.body, arrays))
+        if result.dtype == np.bool_ or result.dtype.kind not in "biuf":
+            raise ConfigError(
+                f"{self.key} {self.expression!r}: evaluates to {result.dtype}, not a number; "
+                "write arithmetic of branches, e.g. 'jet_pt_true / jet_pt'"
+            )
+        with np.errstate(all="ignore"):
+            return np.broadcast_to(result.astype(np.float32), (events,))
 
     def _eval(self, node: ast.AST, arrays: Mapping[str, np.ndarray]) -> Any:
         if isinstance(node, ast.Constant) and isinstance(node.value, int | float | bool):
@@ -137,6 +160,6 @@ class Selection:
         ):
             return _FUNCTIONS[node.func.id](*(self._eval(a, arrays) for a in node.args))
         raise ConfigError(
-            f"dataset.selection {self.expression!r}: {ast.unparse(node)!r} is not allowed; use "
+            f"{self.key} {self.expression!r}: {ast.unparse(node)!r} is not allowed; use "
             f"branch names, numbers, arithmetic, comparisons, &&, ||, ! and {sorted(_FUNCTIONS)}"
         )

@@ -5,7 +5,8 @@ validation rows, see ``gridtrain.data.convert``), so filling a shard is a contig
 shards go to one writer thread, which compresses, writes under a temporary ``.NAME.part`` name and
 checksums while the main thread reads and assembles the next step; h5py and the compressors
 release the GIL, so the two overlap. The statistics are taken from the training split only,
-from the values as stored (float32), before padding: padded entries never count.
+from the values as stored (float32), before padding: padded entries never count. The event
+weights are tallied per sample and class (``WeightTally``) for the manifest's ``weights``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from gridtrain.checksum import adler32_file
 from gridtrain.config import DatasetConfig
 from gridtrain.data.arrays import RunningStats
 from gridtrain.data.layout import Image, Layout
-from gridtrain.data.manifest import SPLITS, ShardEntry
+from gridtrain.data.manifest import SPLITS, ShardEntry, weight_record
 from gridtrain.data.shards import write_shard
 
 Arrays = dict[str, np.ndarray]
@@ -124,14 +125,78 @@ class ShardBuffer:
         self._new()
 
 
+class WeightTally:
+    """Events and sums of weights per sample and class, in float64, as the shards store them.
+
+    Columns of each (sample, class, split) cell: events, sum, negative events, negative sum.
+    Labels outside 0 .. classes-1 (a binary task's label branch with other values) count for
+    their sample only.
+    """
+
+    def __init__(self, samples: int, classes: int) -> None:
+        self.classes = classes
+        self.cells = np.zeros((samples, max(classes, 1), len(SPLITS), 4))
+        self.outside = np.zeros((samples, 4))  # events whose label is no class
+
+    def add(self, sample: int, labels: np.ndarray, weights: np.ndarray, train: np.ndarray) -> None:
+        w = weights.astype(np.float64)
+        negative = w < 0
+        columns = (np.ones_like(w), w, negative.astype(np.float64), np.where(negative, w, 0.0))
+        if self.classes == 0:  # a regression: one cell per sample and split
+            labels = np.zeros(len(w), dtype=np.int64)
+        inside = (labels >= 0) & (labels < max(self.classes, 1))
+        cell = np.where(inside, labels, 0) * len(SPLITS) + np.where(train, 0, 1)
+        size = max(self.classes, 1) * len(SPLITS)
+        for k, column in enumerate(columns):
+            sums = np.bincount(cell[inside], weights=column[inside], minlength=size)
+            self.cells[sample, :, :, k] += sums.reshape(-1, len(SPLITS))
+            self.outside[sample, k] += column[~inside].sum()
+
+    def class_events(self) -> np.ndarray:
+        """Events of each class, both splits."""
+        return self.cells[:, :, :, 0].sum(axis=(0, 2))
+
+    def record(
+        self,
+        branch: str | None,
+        samples: list[str],
+        classes: tuple[str, ...],
+        non_finite: list[int] | None = None,
+    ) -> dict[str, object]:
+        """The manifest's ``weights`` record (``gridtrain.data.manifest``)."""
+        keys = ("events", "sum", "negative_events", "negative_sum")
+        by_sample = self.cells.sum(axis=(1, 2)) + self.outside
+        sample_records = {}
+        for index, name in enumerate(samples):
+            values = dict(zip(keys, by_sample[index].tolist(), strict=True))
+            if non_finite is not None:
+                values["non_finite_targets"] = non_finite[index]
+            sample_records[name] = weight_record(values)
+        class_records = {}
+        for index, name in enumerate(classes):
+            cells = self.cells[:, index]  # samples x splits x 4
+            values = dict(zip(keys, cells.sum(axis=(0, 1)).tolist(), strict=True))
+            train = cells[:, 0].sum(axis=0).tolist()
+            values.update(train_events=train[0], train_sum=train[1], train_negative_sum=train[3])
+            class_records[name] = weight_record(values)
+        return {"branch": branch, "samples": sample_records, "classes": class_records}
+
+
 class Statistics:
-    """Training-split statistics of the features, each jagged group and each image."""
+    """Training-split statistics of the features, each jagged group, each image and the
+    regression targets (``target``)."""
 
     def __init__(self, layout: Layout) -> None:
         self.layout = layout
         self.features = RunningStats(len(layout.feature_columns))
         self.groups = {g[0]: RunningStats(len(g[1])) for g in layout.groups}
         self.images = {i.name: RunningStats(_stat_columns(i)) for i in layout.images}
+        self.target = RunningStats(len(layout.targets))
+
+    def add_target(self, values: np.ndarray) -> None:
+        """Training events' targets (N x T, float32 as stored)."""
+        if self.layout.targets:
+            self.target.update(values)
 
     def add_features(self, table: np.ndarray) -> None:
         if self.layout.feature_columns:
@@ -159,6 +224,8 @@ class Statistics:
             stats["features"] = self.features.as_dict()
         for name, stat in (self.groups | self.images).items():
             stats[name] = stat.as_dict()
+        if self.layout.targets:
+            stats["target"] = self.target.as_dict()
         return stats
 
 
