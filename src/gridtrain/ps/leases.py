@@ -52,7 +52,15 @@ VALIDATE = "validate"
 WAIT = "wait"
 DONE = "done"
 
-_SHARD_RESULT = ("version", "loss", "events", "seconds", "exchange_seconds", "updates")
+_SHARD_RESULT = (
+    "version",
+    "loss",
+    "events",
+    "seconds",
+    "exchange_seconds",
+    "overlapped_seconds",
+    "updates",
+)
 
 Journal = Callable[[dict[str, Any]], None]
 

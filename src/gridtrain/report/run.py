@@ -1,4 +1,5 @@
-"""Read a training run directory: ``metrics.json``, ``history.jsonl`` and ``roc.npz``.
+"""Read a training run directory: ``metrics.json``, ``history.jsonl``, ``roc.npz`` and
+``validation.npz`` (the validation events' weights, labels and scores, or truth and prediction).
 
 Layer: report, reading. It turns the files the training engine writes into records and never
 writes anything; a run killed mid-write is expected, so a truncated last line of the history and
@@ -20,6 +21,9 @@ import numpy.typing as npt
 
 from gridtrain.errors import GridtrainError
 from gridtrain.rundir import RunDir
+from gridtrain.task import KINDS
+
+VALIDATION_FILE = "validation.npz"
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +48,8 @@ class ShardRecord:
     loss: float
     events: int
     seconds: float
-    exchange_seconds: float = 0.0  # of ``seconds``, spent exchanging with the parameter server
+    exchange_seconds: float = 0.0  # of ``seconds``, training waited on the parameter server
+    overlapped_seconds: float = 0.0  # exchanges travelled while training went on (train.overlap)
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,28 @@ class RocCurve:
     thresholds: npt.NDArray[np.float64]
 
 
+@dataclass(frozen=True)
+class Validation:
+    """The validation events as finalize saved them (``validation.npz``), physical units.
+
+    Classifiers: ``labels`` (N,) class indices and ``scores`` (N, K) (binary: (N, 1)); a
+    regression: ``truth`` and ``prediction`` (N, T). ``names`` are the classes or the targets.
+    """
+
+    weights: npt.NDArray[np.float64]
+    names: tuple[str, ...]
+    labels: npt.NDArray[np.int64] | None = None
+    scores: npt.NDArray[np.float64] | None = None
+    truth: npt.NDArray[np.float64] | None = None
+    prediction: npt.NDArray[np.float64] | None = None
+
+    @property
+    def kind(self) -> str:
+        if self.truth is not None:
+            return "regression"
+        return "multiclass" if self.scores is not None and self.scores.shape[1] > 2 else "binary"
+
+
 @dataclass
 class Run:
     """Everything a report is made from; the parts whose files were missing are empty or None."""
@@ -78,6 +105,40 @@ class Run:
     epochs: list[EpochRecord] = field(default_factory=list)
     roc: RocCurve | None = None
     has_history: bool = False
+    validation: Validation | None = None
+    config: dict[str, Any] | None = None
+
+    @property
+    def task(self) -> dict[str, Any]:
+        """The run's task record (``Task.to_dict``): from metrics.json, else the config's
+        ``task`` section; ``{}`` for a run from before tasks (binary)."""
+        for record in ((self.metrics or {}).get("task"), (self.config or {}).get("task")):
+            if isinstance(record, dict):
+                return record
+        return {}
+
+    @property
+    def kind(self) -> str:
+        """``binary``, ``multiclass`` or ``regression``: as recorded, else as the arrays say."""
+        for found in (self.task.get("kind"), (self.metrics or {}).get("kind")):
+            if found in KINDS:
+                return str(found)
+        return self.validation.kind if self.validation is not None else "binary"
+
+    @property
+    def training_negative_weights(self) -> str | None:
+        """What training did with negative weights (``train.negative_weights``), if recorded."""
+        metrics = self.metrics or {}
+        for value in (
+            metrics.get("train_negative_weights"),
+            (metrics.get("negative_weights") or {}).get("training")
+            if isinstance(metrics.get("negative_weights"), dict)
+            else metrics.get("negative_weights"),
+            ((self.config or {}).get("train") or {}).get("negative_weights"),
+        ):
+            if isinstance(value, str):
+                return value
+        return None
 
 
 def _number(value: Any) -> float:
@@ -106,6 +167,7 @@ def _shard(r: dict[str, Any]) -> ShardRecord:
         events=_integer(r.get("events", 0)),
         seconds=_number(r.get("seconds")),
         exchange_seconds=_number(r.get("exchange_seconds", 0.0)),
+        overlapped_seconds=_number(r.get("overlapped_seconds", 0.0)),
     )
 
 
@@ -182,6 +244,59 @@ def read_roc(path: Path) -> RocCurve:
     return RocCurve(fpr, tpr, thresholds)
 
 
+def read_validation(path: Path) -> Validation:
+    """``validation.npz``: ``weights`` and ``names``, with ``labels`` and ``scores`` or
+    ``truth`` and ``prediction``; ``KeyError``/``ValueError`` naming what does not fit."""
+    with np.load(path, allow_pickle=False) as data:
+        arrays = {name: data[name] for name in data.files}
+    if "weights" not in arrays:
+        raise KeyError("no array weights")
+    weights = np.asarray(arrays["weights"], dtype=np.float64).reshape(-1)
+    names = tuple(str(n) for n in np.asarray(arrays.get("names", ())).reshape(-1))
+    n = weights.shape[0]
+
+    def table(name: str) -> npt.NDArray[np.float64]:
+        if name not in arrays:
+            raise KeyError(f"no array {name}")
+        a = np.asarray(arrays[name], dtype=np.float64)
+        a = a[:, None] if a.ndim == 1 else a
+        if a.ndim != 2 or a.shape[0] != n:
+            raise ValueError(f"{name} has shape {a.shape}; expected ({n}, K) like weights")
+        return a
+
+    if "truth" in arrays or "prediction" in arrays:
+        truth, prediction = table("truth"), table("prediction")
+        if truth.shape != prediction.shape:
+            raise ValueError(f"truth {truth.shape} and prediction {prediction.shape} differ")
+        names = names or tuple(f"target {i}" for i in range(truth.shape[1]))
+        return Validation(weights, names, truth=truth, prediction=prediction)
+    scores = table("scores")
+    if "labels" not in arrays:
+        raise KeyError("no array labels")
+    labels = np.asarray(arrays["labels"]).reshape(-1).astype(np.int64)
+    if labels.shape[0] != n:
+        raise ValueError(f"labels has {labels.shape[0]} events, weights {n}")
+    if not names:
+        names = (
+            ("background", "signal")
+            if scores.shape[1] == 1
+            else tuple(f"class {i}" for i in range(scores.shape[1]))
+        )
+    return Validation(weights, names, labels=labels, scores=scores)
+
+
+def read_config(path: Path) -> dict[str, Any] | None:
+    """The run's ``config.yaml`` as a mapping (the task and the negative-weight choice), or None."""
+    import yaml
+
+    try:
+        config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as err:
+        log.warning("%s: unreadable, the report will not show its choices (%s)", path, err)
+        return None
+    return config if isinstance(config, dict) else None
+
+
 def load_run(run_dir: str | Path) -> Run:
     """Read a run directory; ``RunDirError`` when it is missing or has no metrics nor history."""
     path = Path(run_dir)
@@ -206,4 +321,14 @@ def load_run(run_dir: str | Path) -> Run:
             run.roc = read_roc(roc_path)
         except (OSError, ValueError, KeyError) as err:
             log.warning("%s: unreadable, no ROC curve (%s)", roc_path, err)
+    validation_path = path / VALIDATION_FILE
+    if validation_path.is_file():
+        try:
+            run.validation = read_validation(validation_path)
+        except (OSError, ValueError, KeyError) as err:
+            log.warning(
+                "%s: unreadable, no plots of the validation events (%s)", validation_path, err
+            )
+    if files.config.is_file():
+        run.config = read_config(files.config)
     return run

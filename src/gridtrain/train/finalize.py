@@ -36,7 +36,13 @@ log = logging.getLogger(__name__)
 
 
 def run_figures(shards: list[ShardRecord], epochs: int) -> dict[str, Any]:
-    """Per-worker throughput and the exchange share, from the history's shard records."""
+    """Per-worker throughput and the exchange share, from the history's shard records.
+
+    ``ps_time_fraction``: the share of the workers' training time the exchanges took, split into
+    ``ps_wait_fraction`` (training stood still: a synchronous exchange, or the wait for an
+    overlapped one's reply) and ``ps_overlap_fraction`` (the exchange travelled while training
+    went on, ``train.overlap``).
+    """
     workers: dict[str, list[ShardRecord]] = defaultdict(list)
     for record in shards:
         workers[record.worker].append(record)
@@ -45,7 +51,8 @@ def run_figures(shards: list[ShardRecord], epochs: int) -> dict[str, Any]:
         return sum(v for v in (getattr(r, key) for r in records) if math.isfinite(v))
 
     busy = sum(total(records, "seconds") for records in workers.values())
-    exchanging = sum(total(records, "exchange_seconds") for records in workers.values())
+    waiting = sum(total(records, "exchange_seconds") for records in workers.values())
+    overlapped = sum(total(records, "overlapped_seconds") for records in workers.values())
     rows = []
     for name, records in sorted(workers.items()):
         events, seconds = sum(r.events for r in records), total(records, "seconds")
@@ -60,7 +67,9 @@ def run_figures(shards: list[ShardRecord], epochs: int) -> dict[str, Any]:
         )
     return {
         "workers": rows,
-        "ps_time_fraction": round(exchanging / busy, 4) if busy else 0.0,
+        "ps_time_fraction": round((waiting + overlapped) / busy, 4) if busy else 0.0,
+        "ps_wait_fraction": round(waiting / busy, 4) if busy else 0.0,
+        "ps_overlap_fraction": round(overlapped / busy, 4) if busy else 0.0,
         "epochs": epochs,
     }
 

@@ -39,6 +39,7 @@ class TrainConfig:
     condor_profile: str
     scratch_budget_mb: int | None
     run_dir: str
+    overlap: bool = True  # exchanges travel while the next window trains (train/overlap.py)
 
     @classmethod
     def from_dict(cls, section: dict[str, Any]) -> TrainConfig:
@@ -65,6 +66,7 @@ class TrainConfig:
             condor_profile=section["condor"]["profile"],
             scratch_budget_mb=section["scratch_budget_mb"],
             run_dir=section["run_dir"],
+            overlap=section["overlap"],
         )
 
     def algorithm_config(self) -> AlgorithmConfig:

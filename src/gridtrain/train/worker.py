@@ -6,11 +6,13 @@ CUDA_VISIBLE_DEVICES (memory growth on) or, without one, the CPU with the thread
 
 Loop: ask the parameter server for a task (``ps.leases``); for a training lease stage the shard
 into scratch (``gridtrain.stage.StageIn``, verified by adler32), load it in a thread while the
-previous shard trains, run ``train_on_batch`` over its batches and exchange with the PS every
-``every`` steps (``ps.Exchange``); report the shard done with its loss, events and seconds. For a
-validation task pull the center of that epoch, predict the validation shards and report loss,
-accuracy and ROC AUC. Stop on ``done``, or on SIGTERM/SIGINT without reporting the shard in hand
-(its lease returns to the queue when the connection closes).
+previous shard trains, run its batches a window of ``every`` steps per compiled call
+(``train/steps.py``) and exchange with the PS after each window (``ps.Exchange``; with the
+config's ``train.overlap``, in the background while the next window trains: ``train/overlap.py``);
+report the shard done with its loss, events and seconds. For a validation task pull the center
+of that epoch, predict the validation shards and report loss, accuracy and ROC AUC. Stop on
+``done``, or on SIGTERM/SIGINT without reporting the shard in hand (its lease returns to the
+queue when the connection closes).
 """
 
 from __future__ import annotations
@@ -40,8 +42,10 @@ from gridtrain.ps import auth
 from gridtrain.ps.client import PSClient
 from gridtrain.ps.exchange import Exchange
 from gridtrain.train.inputs import InputBuilder, Prefetcher, ShardData
+from gridtrain.train.overlap import OverlappedExchange
 from gridtrain.train.replica import replica, stage_in
 from gridtrain.train.settings import WorkerSpec
+from gridtrain.train.steps import WindowSteps, windows
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +73,8 @@ def configure_devices(threads: int | None) -> str:
 class Throughput:
     events: int = 0
     seconds: float = 0.0
-    exchange_seconds: float = 0.0
+    exchange_seconds: float = 0.0  # training stood still for the exchanges
+    overlapped_seconds: float = 0.0  # exchanges travelled while training went on
     shards: int = 0
     started: float = field(default_factory=time.perf_counter)
 
@@ -107,6 +112,8 @@ class Worker:
         self.client = PSClient(address, secret, self.model.get_weights(), name=name)
         self.throughput = Throughput()
         self.exchange: Exchange | None = None
+        self.overlap: OverlappedExchange | None = None  # with train.overlap
+        self.window_steps = WindowSteps(self.model)
 
     # -- life cycle ----------------------------------------------------------------------------
 
@@ -142,12 +149,22 @@ class Worker:
         finally:
             self.prefetcher.close()
             self.stagein.close()
+            if self.overlap is not None:
+                self.overlap.close()  # the exchange in flight, before the connection goes
             self.client.close()
             self._log_throughput()
 
     def _connect(self) -> None:
+        if self.overlap is not None:
+            self.overlap.close()  # a reconnection: the exchange in flight went with the server
+            self.overlap = None
         self.client.connect()
-        self.exchange = Exchange(self.client, self.settings.every)
+        every = self.settings.every
+        if self.settings.overlap:
+            self.exchange = Exchange(self.client, 1)  # the overlapped exchange counts the window
+            self.overlap = OverlappedExchange(self.exchange, every)
+        else:
+            self.exchange = Exchange(self.client, every)
         self.model.set_weights(self.exchange.start())
 
     def _reconnect(self) -> None:
@@ -186,9 +203,20 @@ class Worker:
     def _flush(self) -> None:
         """Send the local steps taken since the last exchange."""
         assert self.exchange is not None
-        new = self.exchange.flush(self.model.get_weights)
+        stepper = self.overlap or self.exchange
+        new = stepper.flush(self.model.get_weights)
         if new is not None:
             self.model.set_weights(new)
+
+    def _after_steps(self, steps: int) -> Any:
+        """Count a window of ``steps`` local steps; the weights to set if an exchange gave any."""
+        if self.overlap is not None:
+            return self.overlap.after_steps(steps, self.model.get_weights)
+        assert self.exchange is not None
+        new = None
+        for _ in range(steps):  # a window ends at the next exchange at the latest
+            new = self.exchange.after_step(self.model.get_weights)
+        return new
 
     def _shuffle_seed(self, task: dict[str, Any]) -> int:
         """The order of a shard's events: a seed per (run seed, epoch, shard)."""
@@ -203,40 +231,49 @@ class Worker:
 
     def _train(self, task: dict[str, Any]) -> dict[str, Any]:
         """Train on the leased shard; returns the parameter server's answer to its completion."""
-        from gridtrain.models import arrange_inputs
-
         assert self.exchange is not None
         shard = task["shards"][0]
         epoch = int(task["epoch"])
         data = self.prefetcher.get(shard, lambda: self._stage(shard), self._shuffle_seed(task))
         start = time.perf_counter()
-        exchange_seconds = 0.0
+        exchange_seconds = 0.0  # training stood still for the exchanges
+        overlapped_before = self.overlap.overlapped_seconds if self.overlap else 0.0
         updates_before = self.exchange.updates
         losses = []
-        for inputs, labels, weights in data.batches(self.settings.batch_size):
-            result = self.model.train_on_batch(
-                arrange_inputs(self.model, inputs), labels, sample_weight=weights
-            )
-            # Keras averages weighted losses over the batch size; report the weighted mean, the
-            # way validation loss is computed, so both curves share a scale
-            loss = float(result[0] if isinstance(result, list) else result)
-            total = float(weights.sum())
-            losses.append(loss * weights.size / total if total > 0 else loss)
+        every = self.settings.every
+        stepper = self.overlap or self.exchange
+
+        def room() -> Iterator[int]:  # a window runs up to the next exchange, in one call
+            while True:
+                yield every - stepper.steps % every
+
+        batches = windows(data.inputs, data.labels, data.weights, self.settings.batch_size, room())
+        for steps, inputs, labels, weights in batches:
+            for result, step_weights in zip(
+                self.window_steps.train(inputs, labels, weights), weights, strict=True
+            ):
+                # Keras averages weighted losses over the batch size; report the weighted mean,
+                # the way validation loss is computed, so both curves share a scale
+                loss = float(result)
+                total = float(step_weights.sum())
+                losses.append(loss * step_weights.size / total if total > 0 else loss)
             before = time.perf_counter()
-            new = self.exchange.after_step(self.model.get_weights)
+            new = self._after_steps(steps)
             if new is not None:
                 self.model.set_weights(new)
-                exchange_seconds += time.perf_counter() - before
+            exchange_seconds += time.perf_counter() - before
             if self.stop.is_set():
                 return {}  # the lease goes back when the connection closes
         before = time.perf_counter()
         self._flush()  # the shard's last steps reach the center before it counts as done
         exchange_seconds += time.perf_counter() - before
         seconds = time.perf_counter() - start
+        overlapped = (self.overlap.overlapped_seconds if self.overlap else 0.0) - overlapped_before
         self.stagein.release(self.locations[shard])
         self.throughput.events += data.events
         self.throughput.seconds += seconds
         self.throughput.exchange_seconds += exchange_seconds
+        self.throughput.overlapped_seconds += overlapped
         self.throughput.shards += 1
         loss = float(np.mean(losses)) if losses else float("nan")
         answer = self.client.complete(
@@ -246,13 +283,15 @@ class Worker:
                 "events": data.events,
                 "seconds": round(seconds, 4),
                 "exchange_seconds": round(exchange_seconds, 4),
+                "overlapped_seconds": round(overlapped, 4),
                 "version": self.exchange.version,
                 # the worker's own count, which the lease log's server-side count must match
                 "updates": self.exchange.updates - updates_before,
             },
         )
         log.info(
-            "%s: epoch %d %s: %d events in %.2f s (%.0f events/s, %.0f%% exchanging), loss %.4f%s",
+            "%s: epoch %d %s: %d events in %.2f s (%.0f events/s, %.0f%% waiting on the "
+            "network, %.0f%% overlapped), loss %.4f%s",
             self.name,
             epoch,
             shard,
@@ -260,6 +299,7 @@ class Worker:
             seconds,
             data.events / max(seconds, 1e-9),
             100 * exchange_seconds / max(seconds, 1e-9),
+            100 * overlapped / max(seconds, 1e-9),
             loss,
             "" if answer.get("accepted") else f" (not counted: {answer.get('reason')})",
         )
@@ -306,13 +346,15 @@ class Worker:
         done = self.throughput
         if done.shards:
             log.info(
-                "%s: trained %d shards, %d events in %.1f s: %.0f events/s, %.1f%% exchanging",
+                "%s: trained %d shards, %d events in %.1f s: %.0f events/s, %.1f%% waiting on "
+                "the network, %.1f%% overlapped",
                 self.name,
                 done.shards,
                 done.events,
                 done.seconds,
                 done.events / max(done.seconds, 1e-9),
                 100 * done.exchange_seconds / max(done.seconds, 1e-9),
+                100 * done.overlapped_seconds / max(done.seconds, 1e-9),
             )
 
 

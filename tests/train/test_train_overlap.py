@@ -1,0 +1,182 @@
+"""Overlapped exchanges and compiled windows: the merge arithmetic, windows of batches, and
+training the toy with overlap on and off."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from train_helpers import completions, gridtrain, lost_lease_updates, read_jsonl, train_shards
+from train_helpers import write_config as write_train_config
+
+from gridtrain.ps.client import Reply
+from gridtrain.ps.exchange import Exchange
+from gridtrain.ps.rules import AlgorithmConfig
+from gridtrain.train.overlap import OverlappedExchange, merge
+from gridtrain.train.steps import windows
+
+
+class FakeServer:
+    """A parameter server in numpy behind the client calls ``Exchange`` makes (one worker).
+
+    Downpour/ADAG add the pushed delta and reply with the center; EASGD replies with the elastic
+    difference. ``gate`` holds each reply back until the test lets it go.
+    """
+
+    def __init__(self, algorithm: str, center: list[np.ndarray]) -> None:
+        self.algorithm = AlgorithmConfig(algorithm=algorithm, optimizer="add", alpha=0.5)
+        self.center = [c.copy() for c in center]
+        self.version = 0
+        self.pushed: list[list[np.ndarray]] = []
+        self.gate = threading.Semaphore(1000)
+
+    def pull(self) -> tuple[int, list[np.ndarray]]:
+        return self.version, [c.copy() for c in self.center]
+
+    def push_pull(self, update: list[np.ndarray], base_version: int) -> Reply:
+        self.gate.acquire()
+        self.pushed.append([u.copy() for u in update])
+        self.version += 1
+        if self.algorithm.algorithm == "easgd":
+            elastic = [0.5 * (u - c) for u, c in zip(update, self.center, strict=True)]
+            self.center = [c + e for c, e in zip(self.center, elastic, strict=True)]
+            return Reply(self.version, elastic, True)
+        self.center = [c + u for c, u in zip(self.center, update, strict=True)]
+        return Reply(self.version, [c.copy() for c in self.center], False)
+
+
+def test_merge_keeps_the_steps_taken_since_the_push():
+    target = [np.array([10.0, 20.0]), np.array([[1.0]])]
+    pushed = [np.array([1.0, 2.0]), np.array([[0.0]])]
+    local = [np.array([1.5, 1.0]), np.array([[3.0]])]
+    merged = merge(target, pushed, local)
+    np.testing.assert_array_equal(merged[0], [10.5, 19.0])
+    np.testing.assert_array_equal(merged[1], [[4.0]])
+    # no step since the push: the reply itself
+    np.testing.assert_array_equal(merge(target, pushed, pushed)[0], target[0])
+    assert (
+        merge([np.ones(2, np.float32)], [np.ones(2, np.float32)], [np.ones(2, np.float32)])[0].dtype
+        == np.float32
+    )
+
+
+def train_overlapped(server: FakeServer, steps: int, every: int) -> tuple[list[np.ndarray], Any]:
+    """A worker whose every local step adds 1 to each weight, exchanging through ``server``."""
+    exchange = Exchange(server, 1)  # type: ignore[arg-type]
+    overlap = OverlappedExchange(exchange, every)
+    local = exchange.start()
+    try:
+        for _ in range(steps):
+            local = [w + 1.0 for w in local]
+            new = overlap.after_step(lambda: local)  # noqa: B023 - called at once
+            if new is not None:
+                local = new
+        new = overlap.flush(lambda: local)
+        if new is not None:
+            local = new
+    finally:
+        overlap.close()
+    return local, overlap
+
+
+@pytest.mark.parametrize("steps", [12, 14])
+def test_downpour_overlapped_loses_and_doubles_no_step(steps):
+    """One worker, Downpour: after the flush the center is exactly the local weights, and each
+    push carried the steps since the one before it."""
+    server = FakeServer("downpour", [np.zeros(3), np.zeros((2, 2))])
+    local, overlap = train_overlapped(server, steps, every=4)
+    for c, w in zip(server.center, local, strict=True):
+        np.testing.assert_array_equal(c, np.full_like(c, steps))
+        np.testing.assert_array_equal(w, c)
+    assert [float(p[0][0]) for p in server.pushed] == [4.0, 4.0, 4.0, *([2.0] if steps % 4 else [])]
+    assert overlap.updates == len(server.pushed)
+    assert overlap.version == len(server.pushed)
+    assert overlap.wait_seconds >= 0
+    assert overlap.overlapped_seconds >= 0
+
+
+def test_a_late_reply_is_merged_at_the_next_exchange_with_the_steps_since():
+    server = FakeServer("downpour", [np.zeros(2)])
+    server.gate = threading.Semaphore(0)  # the replies wait for the test
+    exchange = Exchange(server, 1)  # type: ignore[arg-type]
+    overlap = OverlappedExchange(exchange, 2)
+    local = exchange.start()
+    try:
+        local = [local[0] + 1]
+        assert overlap.after_step(lambda: local) is None
+        local = [local[0] + 1]
+        assert overlap.after_step(lambda: local) is None  # pushed 2, reply held back
+        local = [local[0] + 1]
+        assert overlap.after_step(lambda: local) is None  # training goes on meanwhile
+        server.gate.release(2)
+        local = [local[0] + 1]
+        merged = overlap.after_step(lambda: local)  # waits, merges, pushes the next window
+        assert merged is not None
+        np.testing.assert_array_equal(merged[0], [4.0, 4.0])  # center 2 + the 2 steps since
+        assert overlap.flush(lambda: merged) is not None
+        np.testing.assert_array_equal(server.center[0], [4.0, 4.0])
+    finally:
+        server.gate.release(10)
+        overlap.close()
+
+
+def test_easgd_overlapped_moves_by_the_elastic_difference_and_keeps_the_steps():
+    server = FakeServer("easgd", [np.zeros(2)])
+    local, _ = train_overlapped(server, steps=3, every=2)
+    # push at step 2: w=2, c=0 -> elastic 1, c=1; step 3 taken meanwhile: local = 3 - 1 = 2;
+    # the flush pushes w=2 against c=1 -> elastic 0.5, c=1.5, local 1.5
+    np.testing.assert_array_equal(server.center[0], [1.5, 1.5])
+    np.testing.assert_array_equal(local[0], [1.5, 1.5])
+
+
+def test_windows_stop_at_each_exchange_and_keep_the_short_batch_alone():
+    events, batch = 10, 3
+    inputs = {"features": np.arange(events * 2, dtype=np.float32).reshape(events, 2)}
+    labels = np.arange(events, dtype=np.float32)
+    weights = np.ones(events, np.float32)
+    room = iter([2, 4, 4])  # two steps left to the next exchange, then windows of four
+    got = list(windows(inputs, labels, weights, batch, room))
+    assert [steps for steps, *_ in got] == [2, 1, 1]
+    assert got[0][2].shape == (2, 3)
+    assert got[0][1]["features"].shape == (2, 3, 2)
+    np.testing.assert_array_equal(got[1][2], [[6.0, 7.0, 8.0]])
+    np.testing.assert_array_equal(got[2][2], [[9.0]])  # the short last batch, alone
+    assert np.shares_memory(got[0][2], labels)  # views, not copies
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("overlap", [True, False])
+def test_the_toy_trains_with_every_shard_once(tmp_path: Path, toy_dir, toy_dataset, overlap):
+    config = write_train_config(
+        tmp_path / "c.yaml",
+        toy_dir,
+        toy_dataset,
+        workers=2,
+        epochs=2,
+        overlap=overlap,
+        algorithm={"every": 2},
+        early_stopping={"patience": None},
+    )
+    run_dir = tmp_path / "run"
+    result = gridtrain("train", "-c", str(config), "--run-dir", str(run_dir))
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert completions(run_dir) == {e: train_shards(toy_dataset) for e in range(2)}
+    assert lost_lease_updates(run_dir) == 0
+    assert metrics["auc"] > 0.8
+    shards = [r for r in read_jsonl(run_dir / "history.jsonl") if r["type"] == "shard"]
+    for record in shards:
+        assert 0 <= record["exchange_seconds"] <= record["seconds"]
+        assert 0 <= record["overlapped_seconds"] <= record["seconds"]
+    wait, overlapped = metrics["ps_wait_fraction"], metrics["ps_overlap_fraction"]
+    assert 0 < wait < 1
+    assert 0 <= overlapped < 1
+    assert metrics["ps_time_fraction"] == pytest.approx(wait + overlapped, abs=2e-4)
+    if overlap:
+        assert overlapped > 0
+    else:
+        assert overlapped == 0
