@@ -379,7 +379,7 @@ def test_connection_limit_refuses_politely() -> None:
         second = PSClient(ps.address, secret, small_model()).connect()
         try:
             with pytest.raises(ServerBusyError, match="connection limit"):
-                PSClient(ps.address, secret, small_model()).connect()
+                PSClient(ps.address, secret, small_model(), busy_retry=0).connect()
         finally:
             first.close()
             second.close()

@@ -16,8 +16,10 @@ connection stays usable), ``AuthenticationError``, ``SignatureMismatchError``,
 from __future__ import annotations
 
 import logging
+import random
 import socket
 import ssl
+import time
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -90,7 +92,10 @@ class PSClient:
 
     ``signature``: the model's weights (or their ``Signature``); ``None`` connects as a monitor
     that may only ask for status. ``timeout`` bounds the wait for any reply (synchronous mode
-    waits for a whole round); ``read_timeout`` bounds a stall inside a frame.
+    waits for a whole round); ``read_timeout`` bounds a stall inside a frame. ``busy_retry``: for
+    how many seconds ``connect`` retries, with jittered backoff, while the server answers "busy"
+    or drops the connection during the handshake (as it does at random when strangers crowd its
+    pre-authentication slots); 0 raises ``ServerBusyError`` at once.
     """
 
     def __init__(
@@ -104,6 +109,7 @@ class PSClient:
         read_timeout: float = 30.0,
         tls: ssl.SSLContext | None = None,
         server_hostname: str | None = None,
+        busy_retry: float = 30.0,
     ) -> None:
         self.address = parse_address(address)
         self._secret = secret
@@ -115,6 +121,7 @@ class PSClient:
         self.read_timeout = read_timeout
         self._tls = tls
         self._server_hostname = server_hostname or self.address[0]
+        self.busy_retry = busy_retry
         self._channel: Channel | None = None
         self._limits = (
             session_limits(signature) if signature is not None else FrameLimits(0, MAX_META, 0)
@@ -127,7 +134,24 @@ class PSClient:
     # -- connection ----------------------------------------------------------------------------
 
     def connect(self) -> PSClient:
-        """Open the connection and run the handshake; returns ``self``."""
+        """Open the connection and run the handshake; returns ``self``.
+
+        Retries for ``busy_retry`` seconds while the server is busy (see the class docstring).
+        """
+        give_up = time.monotonic() + self.busy_retry
+        delay = 0.05
+        while True:
+            try:
+                return self._connect_once()
+            except (ServerBusyError, ConnectionResetError, BrokenPipeError) as err:
+                wait = random.uniform(delay / 2, delay)
+                if time.monotonic() + wait > give_up:
+                    raise
+                log.info("parameter server busy (%s); retrying in %.2f s", err, wait)
+                time.sleep(wait)
+                delay = min(delay * 2, 2.0)
+
+    def _connect_once(self) -> PSClient:
         sock = socket.create_connection(self.address, timeout=self.timeout)
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
