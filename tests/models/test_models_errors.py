@@ -122,7 +122,7 @@ def test_deepsets_needs_a_group_choice_when_there_are_several() -> None:
         ("uncompiled", {}, ["uncompiled", "call model.compile(...) before returning it"]),
         ("wants_tracks", {}, ["input 'tracks'", "offers: features (4, float32)", "constituents"]),
         ("wrong_width", {}, ["input 'features' has shape (7,)", "(4,)"]),
-        ("two_outputs", {}, ["one output of shape (None, 1)"]),
+        ("two_outputs", {}, ["outputs 1, 1 unit(s)", "expects 1 unit(s) with sigmoid"]),
         ("subclassed", {}, ["declares no inputs", "keras.Input"]),
         ("takes_depth", {"width": 3}, ["parameters ['width'] do not fit", "takes_depth"]),
         ("nothing", {}, ["has no function 'nothing'", "returns_none"]),

@@ -1,9 +1,10 @@
 """Build the configured model and check it against what the dataset offers.
 
 Layer: models, entry point. ``build_model`` turns a name (built-in or user function) and its
-hyper-parameters into a compiled Keras model whose inputs the worker can feed; everything that can
-be wrong with that (name, parameters, return value, input names and shapes) is a ``ConfigError``
-here, before any training process starts.
+hyper-parameters into a compiled Keras model whose inputs the worker can feed and whose output
+fits the task; everything that can be wrong with that (name, parameters, return value, input
+names and shapes, output units and activation) is a ``ConfigError`` here, before any training
+process starts.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from gridtrain.errors import ConfigError
 from gridtrain.models.spec import InputSpec
 from gridtrain.models.user import SYNTAX, check_signature, is_user_model, load_function
 from gridtrain.models.zoo import MODELS
+from gridtrain.task import Task
 
 if TYPE_CHECKING:
     import keras
@@ -32,11 +34,12 @@ def build_model(
     learning_rate: float,
     seed: int | None = None,
 ) -> keras.Model:
-    """A compiled binary classifier (sigmoid output: the probability of label 1).
+    """A compiled model for ``inputs.task``: its output is checked against the task's head.
 
     ``name`` is a built-in (``MODELS``) or a user function ``package.module:function`` /
     ``path/to/file.py:function``, called as ``function(inputs, **params)``; the user function
-    compiles the model itself, so ``learning_rate`` and ``seed`` apply to built-ins only.
+    reads ``inputs.task`` for its head and compiles the model itself, so ``learning_rate`` and
+    ``seed`` apply to built-ins only.
     """
     if is_user_model(name):
         function = load_function(name)
@@ -129,13 +132,51 @@ def check_inputs(name: str, model: keras.Model, inputs: InputSpec) -> None:
                 f"model {name!r}: input {tensor.name!r} has shape {shape}, the dataset feeds "
                 f"{want.shape}; size the keras.Input from the InputSpec"
             )
+    check_output(name, model, inputs.task)
+
+
+def output_activation(model: keras.Model) -> str | None:
+    """The activation of the layer that produces the model's output, when it can be told.
+
+    A ``Dense``/``Activation`` layer names its activation (``None`` or ``linear`` is linear), a
+    ``Softmax`` layer is softmax; any other last layer (a user's own) is not guessed: ``None``.
+    """
+    import keras
+
+    history = getattr(model.outputs[0], "_keras_history", None)
+    layer = getattr(history, "operation", None) if history is not None else None
+    if isinstance(layer, keras.layers.Softmax):
+        return "softmax"
+    activation = getattr(layer, "activation", None)
+    if activation is None:
+        return "linear" if isinstance(layer, keras.layers.Dense) else None
+    name = getattr(activation, "__name__", None) or keras.activations.serialize(activation)
+    return str(name)
+
+
+def check_output(name: str, model: keras.Model, task: Task) -> None:
+    """One output of ``task.output_units`` units with ``task.output_activation``.
+
+    A binary output may be (None,) as well as (None, 1). The activation is checked where the last
+    layer names one (``output_activation``).
+    """
+    units, activation = task.output_units, task.output_activation
     outputs = model.outputs
-    if len(outputs) != 1 or tuple(outputs[0].shape[1:]) not in ((1,), ()):
-        shapes = [tuple(o.shape) for o in outputs]
-        raise ConfigError(
-            f"model {name!r} has outputs of shapes {shapes}; a binary classifier has one "
-            "output of shape (None, 1): the probability of label 1"
-        )
+    shapes = [tuple(o.shape[1:]) for o in outputs]
+    allowed = [(units,), ()] if units == 1 else [(units,)]
+    found = output_activation(model) if len(outputs) == 1 else None
+    if len(outputs) != 1 or shapes[0] not in allowed:
+        found_units = ", ".join(str(s[0] if len(s) == 1 else s) for s in shapes) or "none"
+    elif found is not None and found != activation:
+        found_units = str(units)
+    else:
+        return
+    raise ConfigError(
+        f"model {name!r} outputs {found_units} unit(s)"
+        + (f" with {found}" if found else "")
+        + f"; the task, {task.describe()}, expects {units} unit(s) with {activation}: build the "
+        "head from inputs.task.output_units and inputs.task.output_activation"
+    )
 
 
 def load_model(path: str | Path, *, compile: bool = True) -> keras.Model:

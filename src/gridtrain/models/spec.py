@@ -10,6 +10,10 @@ The worker feeds a dict keyed by Keras input name:
 - ``"<group>_count"``: int32 (batch,), the entries of each event before padding (<= L);
 - ``"<image>"``: float32 (batch, *shape) per image (``dataset.images``), standardised with the
   manifest's global (per channel) or per-pixel statistics.
+
+``InputSpec.task`` is what the model must predict (``gridtrain.task.Task``): its output has
+``task.output_units`` units with ``task.output_activation`` (1 sigmoid, K softmax, or T linear on
+standardised targets), which ``gridtrain.models.build`` checks before any process starts.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from gridtrain.errors import ConfigError
+from gridtrain.task import Task
 
 if TYPE_CHECKING:
     from gridtrain.data.manifest import Manifest
@@ -41,12 +46,13 @@ class InputTensor:
 
 @dataclass(frozen=True)
 class InputSpec:
-    """The flat feature names, the jagged groups (name -> (length L, channel names)) and the
-    images (name -> shape per event)."""
+    """The flat feature names, the jagged groups (name -> (length L, channel names)), the
+    images (name -> shape per event) and the task the model's head must fit."""
 
     features: tuple[str, ...]
     groups: dict[str, tuple[int, tuple[str, ...]]]
     images: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    task: Task = field(default_factory=Task)
 
     def __post_init__(self) -> None:
         for group, (length, channels) in self.groups.items():
@@ -63,9 +69,10 @@ class InputSpec:
 
     @classmethod
     def from_manifest(cls, manifest: Manifest) -> InputSpec:
-        """The inputs a converted dataset offers, from its manifest."""
+        """The inputs a converted dataset offers and its task, from its manifest."""
         groups = {g["name"]: (int(g["length"]), tuple(g["branches"])) for g in manifest.jagged}
-        return cls(tuple(manifest.features), groups, image_shapes(manifest.images))
+        task = Task.from_dict(getattr(manifest, "task", None))  # older manifests: binary
+        return cls(tuple(manifest.features), groups, image_shapes(manifest.images), task)
 
     def tensors(self) -> dict[str, InputTensor]:
         """Every input this dataset can feed, by Keras input name."""

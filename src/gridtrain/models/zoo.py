@@ -1,8 +1,12 @@
 """The built-in models: an MLP on the flat features and a Deep Sets network over a jagged group.
 
 Layer: models, builders. Each builder turns an ``InputSpec`` and checked hyper-parameters into a
-compiled binary classifier (one sigmoid output, binary cross-entropy, Adam, weighted accuracy).
+compiled model for the spec's task: its body ends in ``finish_model``, which adds the task's head
+(``head``: 1 sigmoid, K softmax or T linear units) and compiles with the task's loss and Adam.
 Keras is imported inside the builders, so the registry and its parameter checks need no framework.
+
+A new built-in is a builder ``build(inputs, params, *, learning_rate, seed) -> keras.Model`` that
+ends with ``finish_model(...)`` and one ``Builder`` entry in ``MODELS``.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from gridtrain.errors import ConfigError
 from gridtrain.models.spec import COUNT_SUFFIX, FEATURES, InputSpec
+from gridtrain.task import Task
 
 if TYPE_CHECKING:
     import keras
@@ -125,22 +130,67 @@ def _dense_stack(
     return x
 
 
-def _classifier(
-    inputs: dict[str, Any], x: Any, name: str, learning_rate: float, seeds: _Seeds
-) -> keras.Model:
-    """Add the sigmoid output and compile the binary classifier every built-in model is."""
+def head(x: Any, task: Task, seeds: _Seeds) -> Any:
+    """The output layer ``task`` asks for: 1 sigmoid (binary), K softmax (multiclass) or T linear
+    units on standardised targets (regression). Named ``probability`` for classifiers (as models
+    saved before tasks existed) and ``prediction`` for a regression."""
     import keras
 
-    output = keras.layers.Dense(
-        1, activation="sigmoid", kernel_initializer=seeds.kernel(), name="probability"
+    return keras.layers.Dense(
+        task.output_units,
+        activation=task.output_activation,
+        kernel_initializer=seeds.kernel(),
+        name="probability" if task.is_classifier else "prediction",
     )(x)
-    model = keras.Model(inputs=inputs, outputs=output, name=name)
+
+
+def task_loss(task: Task) -> Any:
+    """The Keras loss of ``task`` (``Task.loss_name``), with ``huber_delta`` for huber."""
+    import keras
+
+    losses = {
+        "binary_crossentropy": keras.losses.BinaryCrossentropy,
+        "categorical_crossentropy": keras.losses.CategoricalCrossentropy,
+        "mse": keras.losses.MeanSquaredError,
+        "mae": keras.losses.MeanAbsoluteError,
+    }
+    if task.loss_name == "huber":
+        return keras.losses.Huber(delta=task.huber_delta)
+    return losses[task.loss_name]()
+
+
+def compile_for_task(model: keras.Model, task: Task, learning_rate: float) -> keras.Model:
+    """Compile ``model`` for ``task``: Adam, the task's loss, a weighted accuracy (classifiers)
+    or mean absolute error (regression, in standardised units)."""
+    import keras
+
+    if task.kind == "binary":
+        metric = keras.metrics.BinaryAccuracy(name="accuracy")
+    elif task.kind == "multiclass":
+        metric = keras.metrics.CategoricalAccuracy(name="accuracy")
+    else:
+        metric = keras.metrics.MeanAbsoluteError(name="mae")
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
-        loss=keras.losses.BinaryCrossentropy(),
-        weighted_metrics=[keras.metrics.BinaryAccuracy(name="accuracy")],
+        loss=task_loss(task),
+        weighted_metrics=[metric],
     )
     return model
+
+
+def finish_model(
+    inputs: dict[str, Any],
+    x: Any,
+    name: str,
+    task: Task,
+    learning_rate: float,
+    seeds: _Seeds,
+) -> keras.Model:
+    """Add the task's head to ``x`` and compile: the last step of every built-in model."""
+    import keras
+
+    model = keras.Model(inputs=inputs, outputs=head(x, task, seeds), name=name)
+    return compile_for_task(model, task, learning_rate)
 
 
 def _features_input(model: str, inputs: InputSpec) -> Any:
@@ -162,7 +212,7 @@ def build_mlp(
     seeds = _Seeds(seed)
     features = _features_input("mlp", inputs)
     x = _dense_stack(features, list(p["hidden"]), "hidden", p, seeds)
-    return _classifier({FEATURES: features}, x, "mlp", learning_rate, seeds)
+    return finish_model({FEATURES: features}, x, "mlp", inputs.task, learning_rate, seeds)
 
 
 def _choose_group(inputs: InputSpec, group: str | None) -> str:
@@ -209,7 +259,7 @@ def build_deepsets(
         model_inputs[FEATURES] = features
         x = keras.layers.Concatenate(name="with_features")([x, features])
     x = _dense_stack(x, list(p["rho"]), "rho", p, seeds)
-    return _classifier(model_inputs, x, "deepsets", learning_rate, seeds)
+    return finish_model(model_inputs, x, "deepsets", inputs.task, learning_rate, seeds)
 
 
 @dataclass(frozen=True)
