@@ -7,7 +7,12 @@ from pathlib import Path
 
 import numpy as np
 
-from gridtrain.evaluation import weighted_auc, weighted_roc
+from gridtrain.evaluation import (
+    multiclass_metrics,
+    regression_metrics,
+    weighted_auc,
+    weighted_roc,
+)
 
 WORKERS = ("worker-0", "worker-1")
 EPOCHS = 3
@@ -87,4 +92,50 @@ def write_run(run_dir: Path, *, roc: bool = True, metrics: bool = True) -> Path:
             "ps_time_fraction": 0.04,
         }
         (run_dir / "metrics.json").write_text(json.dumps(summary, indent=1))
+    return run_dir
+
+
+def write_task_run(
+    run_dir: Path, kind: str, *, task_metrics: bool = True, negative: bool = True
+) -> Path:
+    """A finished multiclass or regression run: the binary run's history and run figures, plus
+    validation.npz, the task's metrics in metrics.json and a config.yaml naming the choices."""
+    write_run(run_dir, roc=False)
+    rng = np.random.default_rng(1)
+    n = 3000
+    weights = rng.uniform(0.5, 1.5, n)
+    if negative:
+        weights[rng.uniform(size=n) < 0.1] *= -1
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    for key in ("auc", "accuracy"):
+        metrics.pop(key)
+    if kind == "multiclass":
+        classes = ["top", "W", "QCD"]
+        labels = rng.integers(0, 3, n)
+        logits = rng.normal(size=(n, 3)) + 2.0 * np.eye(3)[labels]
+        scores = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+        arrays = {"labels": labels, "scores": scores, "names": np.array(classes)}
+        task = {"kind": kind, "classes": classes, "balance": True}
+        record = multiclass_metrics(labels, scores, weights, classes)
+    else:
+        true_pt = rng.uniform(20, 200, n)
+        predicted = true_pt * 1.03 * (1 + 0.1 * rng.normal(size=n))
+        arrays = {
+            "truth": true_pt[:, None],
+            "prediction": predicted[:, None],
+            "names": np.array(["pt"]),
+        }
+        task = {
+            "kind": kind,
+            "targets": [{"name": "pt", "expression": "GenJet_pt", "mean": 110, "std": 52}],
+            "loss": "huber",
+            "huber_delta": 1.0,
+        }
+        record = regression_metrics(true_pt, predicted, weights, ["pt"])
+    np.savez(run_dir / "validation.npz", weights=weights, **arrays)
+    metrics["task"] = task
+    if task_metrics:
+        metrics.update(record)
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    (run_dir / "config.yaml").write_text("train:\n  negative_weights: abs\n")
     return run_dir

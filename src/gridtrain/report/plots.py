@@ -1,5 +1,5 @@
 """PNG plots of a training run: loss and validation against time and updates, ROC, staleness,
-per-worker throughput.
+per-worker throughput; the multiclass and regression plots (``report.tasks``) by the run's task.
 
 Layer: report, drawing. Each plot is a function of a ``Run`` returning a matplotlib ``Figure``;
 ``write_report`` saves them atomically under ``RUN_DIR/plots``. Figures are drawn with the
@@ -20,6 +20,8 @@ import numpy as np
 
 from gridtrain.evaluation import auc_from_curve
 from gridtrain.files import atomic_file
+from gridtrain.report import tasks
+from gridtrain.report.drawing import DPI, MissingData, figure, thin
 from gridtrain.report.run import EpochRecord, Run, ShardRecord, load_run
 from gridtrain.rundir import RunDir
 
@@ -29,19 +31,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DPI = 110
-MAX_ROC_POINTS = 4000
 MAX_WORKER_COLOURS = 8
-
-
-class MissingData(Exception):
-    """A plot cannot be drawn because the run lacks what it shows; the message says what."""
-
-
-def _figure(size: tuple[float, float]) -> Figure:
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=size, dpi=DPI, layout="constrained")
+_figure = figure
+_thin = thin
 
 
 def _time_axis(seconds: Sequence[float]) -> tuple[float, str]:
@@ -90,10 +82,16 @@ def _training(run: Run, along: str) -> Figure:
     if epochs:
         loss_ax.plot(ex, [e.train_loss for e in epochs], "-", color="0.35", label="training loss")
         loss_ax.plot(ex, [e.val_loss for e in epochs], "o-", color="black", label="validation loss")
-        val_ax.plot(ex, [e.val_auc for e in epochs], "o-", color="C3", label="validation AUC")
-        val_ax.plot(
-            ex, [e.val_accuracy for e in epochs], "s--", color="C2", label="validation accuracy"
-        )
+        series = [
+            ([e.val_auc for e in epochs], "o-", "C3", "validation AUC"),
+            ([e.val_accuracy for e in epochs], "s--", "C2", "validation accuracy"),
+        ]
+        if run.kind == "multiclass":
+            series[0] = (series[0][0], "o-", "C3", "validation AUC (macro)")
+        for values, style, colour, label in series:
+            # A regression has no AUC nor accuracy: its validation is the loss above.
+            if run.kind == "binary" or not all(math.isnan(v) for v in values):
+                val_ax.plot(ex, values, style, color=colour, label=label)
         best = (run.metrics or {}).get("best_epoch")
         for e in epochs:
             if e.epoch == best:
@@ -107,7 +105,8 @@ def _training(run: Run, along: str) -> Figure:
                     fontsize=8,
                     color="0.4",
                 )
-        val_ax.legend(loc="lower right", fontsize=8)
+        if val_ax.get_legend_handles_labels()[0]:
+            val_ax.legend(loc="lower right", fontsize=8)
     else:
         val_ax.text(
             0.5,
@@ -118,7 +117,7 @@ def _training(run: Run, along: str) -> Figure:
             transform=val_ax.transAxes,
             color="0.4",
         )
-    loss_ax.set_ylabel("binary cross-entropy")
+    loss_ax.set_ylabel(_loss_name(run))
     loss_ax.legend(loc="upper right", fontsize=8)
     loss_ax.grid(alpha=0.3)
     val_ax.set_ylabel("validation metric")
@@ -130,27 +129,21 @@ def _training(run: Run, along: str) -> Figure:
     return fig
 
 
+def _loss_name(run: Run) -> str:
+    if run.kind == "multiclass":
+        return "categorical cross-entropy"
+    if run.kind == "regression":
+        loss = run.task.get("loss") or "mse"
+        return f"{loss} of the standardised targets"
+    return "binary cross-entropy"
+
+
 def training_vs_time(run: Run) -> Figure:
     return _training(run, "time")
 
 
 def training_vs_updates(run: Run) -> Figure:
     return _training(run, "version")
-
-
-def _thin(fpr: np.ndarray, tpr: np.ndarray, points: int = MAX_ROC_POINTS) -> np.ndarray:
-    """Indices of at most about ``points`` curve points, dense in tpr and in log(fpr)."""
-    n = fpr.size
-    if n <= points:
-        return np.arange(n)
-    positive = fpr[fpr > 0]
-    low = float(positive.min()) if positive.size else 1.0
-    picks = [
-        np.linspace(0, n - 1, points // 2).astype(np.int64),
-        np.searchsorted(fpr, np.geomspace(low, 1.0, points // 4)),
-        np.searchsorted(tpr, np.linspace(0.0, 1.0, points // 4)),
-    ]
-    return np.unique(np.clip(np.concatenate(picks), 0, n - 1))
 
 
 def roc(run: Run) -> Figure:
@@ -266,6 +259,33 @@ PLOTS: dict[str, Callable[[Run], Figure]] = {
     "staleness.png": staleness,
     "throughput.png": throughput,
 }
+"""The plots of a binary run (and of a run from before tasks)."""
+
+PLOTS_BY_KIND: dict[str, dict[str, Callable[[Run], Figure]]] = {
+    "binary": PLOTS,
+    "multiclass": {
+        "training_vs_time.png": training_vs_time,
+        "training_vs_updates.png": training_vs_updates,
+        "roc.png": tasks.multiclass_roc,
+        "confusion.png": tasks.confusion,
+        "rejection.png": tasks.class_rejection,
+        "staleness.png": staleness,
+        "throughput.png": throughput,
+    },
+    "regression": {
+        "training_vs_time.png": training_vs_time,
+        "training_vs_updates.png": training_vs_updates,
+        "response.png": tasks.response,
+        "residuals.png": tasks.residuals,
+        "staleness.png": staleness,
+        "throughput.png": throughput,
+    },
+}
+
+
+def plots_for(run: Run) -> dict[str, Callable[[Run], Figure]]:
+    """The plots of the run's task: file name and drawing function."""
+    return PLOTS_BY_KIND[run.kind]
 
 
 def save_png(fig: Figure, path: Path) -> None:
@@ -285,7 +305,7 @@ def write_report(run_dir: str | Path, run: Run | None = None) -> list[Path]:
     out = RunDir(Path(run_dir)).plots
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, draw in PLOTS.items():
+    for name, draw in plots_for(run).items():
         try:
             fig = draw(run)
         except MissingData as why:
