@@ -175,6 +175,13 @@ class DatasetConfig:
             for name, g in section["images"].items()
         )
         _check_names([g.name for g in jagged], [g.name for g in images])
+        if parsed.kind == "multiclass" and all(isinstance(s.label, int) for s in samples):
+            for index, name in enumerate(parsed.classes):
+                if all(s.label != index for s in samples):
+                    raise ConfigError(
+                        f"task.classes: no sample has class {name!r} (label {index}); give one "
+                        f"sample class: {name}, or remove the class"
+                    )
         if not section["features"] and not jagged and not images:
             raise ConfigError(
                 "dataset: none of 'features', 'jagged' and 'images' names a branch; "

@@ -34,7 +34,7 @@ def dataset_inputs():
 def dataset_config():
     from gridtrain.config import DatasetConfig
 
-    return DatasetConfig.from_dict(config["dataset"])
+    return DatasetConfig.from_config(config)
 
 
 def conversion_groups():

@@ -20,7 +20,7 @@ logging.basicConfig(
     format="%(asctime)s %(name)s %(levelname)s: %(message)s",
 )
 logging.getLogger(__name__).info("on %s as uid %d", socket.gethostname(), os.getuid())
-dataset = DatasetConfig.from_dict(snakemake.config["dataset"])
+dataset = DatasetConfig.from_config(snakemake.config)
 group = snakemake.params.get("group")
 convert(
     dataset,

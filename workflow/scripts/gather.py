@@ -13,4 +13,4 @@ logging.basicConfig(
     level=logging.INFO,
     format="%(asctime)s %(name)s %(levelname)s: %(message)s",
 )
-gather(DatasetConfig.from_dict(snakemake.config["dataset"]), Path(snakemake.output.manifest).parent)
+gather(DatasetConfig.from_config(snakemake.config), Path(snakemake.output.manifest).parent)

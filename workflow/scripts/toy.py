@@ -1,4 +1,4 @@
-"""Snakemake script of rule toy: write the toy signal and background ROOT files."""
+"""Snakemake script of rule toy: write the toy ROOT files of config toy.task."""
 
 import logging
 from pathlib import Path
@@ -13,9 +13,11 @@ logging.basicConfig(
     format="%(asctime)s %(name)s %(levelname)s: %(message)s",
 )
 write_toy_dataset(
-    Path(snakemake.output.signal).parent,
+    Path(snakemake.output[0]).parent,
     snakemake.params.events,
     snakemake.params.seed,
     snakemake.params.file_format,
     snakemake.params.image_size,
+    snakemake.params.task,
+    snakemake.params.negative_weight_fraction,
 )

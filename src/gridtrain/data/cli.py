@@ -12,8 +12,10 @@ log = logging.getLogger(__name__)
 
 
 def register(subparsers: Any) -> None:
-    toy = subparsers.add_parser("toy", help="write the toy signal/background ROOT files")
-    toy.add_argument("--events", type=int, default=200_000, help="events in all (half each)")
+    toy = subparsers.add_parser("toy", help="write the toy ROOT files of a task")
+    toy.add_argument(
+        "--events", type=int, default=200_000, help="events in all (shared equally by the files)"
+    )
     toy.add_argument("--seed", type=int, default=1)
     toy.add_argument("--out", default="data/toy", help="output folder (default: data/toy)")
     toy.add_argument(
@@ -27,6 +29,20 @@ def register(subparsers: Any) -> None:
         type=int,
         metavar="N",
         help="also write two N x N jet images per jet (jet_image_charged, jet_image_neutral)",
+    )
+    toy.add_argument(
+        "--task",
+        choices=("binary", "multiclass", "regression"),
+        default="binary",
+        help="binary: signal (W) and background (QCD) jets; multiclass: qcd, w and top jets; "
+        "regression: measured jets with their generator-level jet_pt_true etc.",
+    )
+    toy.add_argument(
+        "--negative-weight-fraction",
+        type=float,
+        default=0.0,
+        metavar="F",
+        help="also write genWeight: the weight, negative in this share of the events (0 .. 0.5)",
     )
     toy.set_defaults(func=_toy)
 
@@ -60,7 +76,15 @@ def _toy(args: argparse.Namespace) -> int:
     from gridtrain.data.toy import write_toy_dataset
 
     start = time.perf_counter()
-    files = write_toy_dataset(args.out, args.events, args.seed, args.format, args.image_size)
+    files = write_toy_dataset(
+        args.out,
+        args.events,
+        args.seed,
+        args.format,
+        args.image_size,
+        args.task,
+        args.negative_weight_fraction,
+    )
     took = time.perf_counter() - start
     print(f"wrote {args.events} toy events to {', '.join(map(str, files))} in {took:.1f} s")
     return 0
@@ -74,7 +98,7 @@ def _convert(args: argparse.Namespace) -> int:
     from gridtrain.errors import ConfigError
 
     config = load_config(args.config)
-    dataset = DatasetConfig.from_dict(config["dataset"])
+    dataset = DatasetConfig.from_config(config)
     start = time.perf_counter()
     shown = [0.0]
 
@@ -114,7 +138,7 @@ def _gather(args: argparse.Namespace) -> int:
     from gridtrain.config import DatasetConfig, load_config
     from gridtrain.data.gather import gather
 
-    dataset = DatasetConfig.from_dict(load_config(args.config)["dataset"])
+    dataset = DatasetConfig.from_config(load_config(args.config))
     out = args.out or dataset.outdir
     manifest = gather(dataset, out)
     shards = sum(len(v) for v in manifest.shards.values())

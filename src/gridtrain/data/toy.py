@@ -1,14 +1,23 @@
-"""Toy collision events for a boosted W-tagging task, written as real ROOT TTrees.
+"""Toy collision events for jet tagging and jet calibration, written as real ROOT TTrees.
 
-Data layer, source end: pure numpy generation (``generate_events``) and one writer at the edge
-(``write_toy_dataset``). It knows nothing about shards or training.
+Data layer, source end: pure numpy generation (``generate_events``, ``generate_top``,
+``smear_jets``) and one writer at the edge (``write_toy_dataset``). It knows nothing about shards
+or training.
 
-The physics is deliberately simple but shaped like the real thing. A signal jet is a W boson
-decaying to two quarks: two prongs separated by ``dR ~ m_W / (pt * sqrt(z (1 - z)))``. A
-background jet is QCD: one prong with a soft, wide second emission, more constituents and broader
-radiation (gluon-like). Constituents carry the prong structure; the 16 high-level jet features are
-lossy summaries of them, so a model on constituents can beat one on the features, and the classes
-overlap enough that a good classifier stays well below an AUC of 1.
+The physics is deliberately simple but shaped like the real thing. A W jet (the binary toy's
+signal) is a W boson decaying to two quarks: two prongs separated by
+``dR ~ m_W / (pt * sqrt(z (1 - z)))``. A QCD jet (the background) is one prong with a soft, wide
+second emission, more constituents and broader radiation (gluon-like). A top jet (the multiclass
+toy's third class) has three prongs: the b quark and the W's two quarks, the b-W opening angle set
+by the top mass and the q-q' one by the W mass. Constituents carry the prong structure; the 16
+high-level jet features are lossy summaries of them, so a model on constituents can beat one on
+the features, and the classes overlap enough that a good classifier stays well below an AUC of 1.
+
+The regression toy measures QCD and W jets with a simple detector: charged constituents to 1%,
+photons with a response of 0.98 and 5% resolution, neutral hadrons with 0.7 and 15% (the
+calorimeter's non-compensation). The generator-level jet (``jet_pt_true`` ...) is kept beside the
+detector-level branches, so the jet's true pt, or the correction ``jet_pt_true / jet_pt``, can be
+learned from the measured constituents (whose neutral-hadron share sets the correction).
 """
 
 from __future__ import annotations
@@ -46,7 +55,18 @@ JET_FEATURES = (
 )
 CONSTITUENT_FIELDS = ("pt", "eta", "phi", "deta", "dphi", "charge", "pid")
 MAX_CONSTITUENTS = 64
-SAMPLES = {"signal": 1, "background": 0}
+SAMPLES = {"signal": 1, "background": 0}  # the binary toy: file name -> label
+# Each toy task: file name -> the kind of jet it holds.
+TOYS = {
+    "binary": {"signal": "w", "background": "qcd"},
+    "multiclass": {"qcd": "qcd", "w": "w", "top": "top"},
+    "regression": {"jets": "mixed"},
+}
+# Seeds of each kind of jet; W and QCD keep the binary toy's (signal 1, background 0).
+_JET_SEEDS = {"qcd": 0, "w": 1, "top": 2, "mixed": 3}
+TRUE_FEATURES = ("jet_pt_true", "jet_eta_true", "jet_phi_true", "jet_mass_true", "jet_energy_true")
+_TOP_MASS = 172.7
+TOP_MULT, TOP_MT, TOP_MW, TOP_SPREAD = 30.0, 18.0, 12.0, 0.023
 _W_MASS = 80.4
 # Tuned so that gradient-boosted trees on the 16 jet features reach a ROC AUC of about 0.93.
 SIG_MULT, SIG_Z, SIG_MW, SIG_SPREAD = 19.0, 0.05, 14.0, 0.023
@@ -65,7 +85,8 @@ class ToyEvents:
 
 
 def generate_events(n: int, signal: bool, rng: np.random.Generator, first_event: int) -> ToyEvents:
-    """Generate ``n`` jets of one class; ``first_event`` numbers them within the sample."""
+    """Generate ``n`` W jets (``signal``) or QCD jets; ``first_event`` numbers them within the
+    sample."""
     pt = 250.0 + rng.exponential(150.0, n)
     eta = rng.uniform(-2.0, 2.0, n)
     phi = rng.uniform(-np.pi, np.pi, n)
@@ -92,14 +113,91 @@ def generate_events(n: int, signal: bool, rng: np.random.Generator, first_event:
     prong = second.astype(np.int64)
     frac_prong = np.where(second, np.repeat(z, mult), np.repeat(1.0 - z, mult))
     offset = np.where(second, np.repeat(1.0 - z, mult), -np.repeat(z, mult)) * np.repeat(dr12, mult)
+    prongs = _Prongs(
+        2, prong, frac_prong, offset * np.repeat(ux, mult), offset * np.repeat(uy, mult)
+    )
+    xsec = 1.0 if signal else 3.0
+    return _constituents(pt, eta, phi, mult, owner, prongs, spread, rng, first_event, xsec)
 
+
+@dataclass(frozen=True)
+class _Prongs:
+    """Each constituent's prong, the share of the jet's pt its prong carries and the prong's
+    axis relative to the jet's (delta eta, delta phi)."""
+
+    count: int
+    index: np.ndarray
+    fraction: np.ndarray
+    eta: np.ndarray
+    phi: np.ndarray
+
+
+def generate_top(n: int, rng: np.random.Generator, first_event: int) -> ToyEvents:
+    """Generate ``n`` top jets: three prongs, a b quark (pt share ``z1``) and the W's two quarks
+    (shares ``(1 - z1)(1 - z2)`` and ``(1 - z1) z2``), the b-W opening angle set by the top mass
+    (``m_t^2 ~ m_W^2 / (1 - z1) + z1 (1 - z1) pt^2 dR^2``) and the q-q' one by the W mass."""
+    pt = 350.0 + rng.exponential(150.0, n)
+    eta = rng.uniform(-2.0, 2.0, n)
+    phi = rng.uniform(-np.pi, np.pi, n)
+    mult = np.clip(6 + rng.poisson(TOP_MULT, n), 3, MAX_CONSTITUENTS)
+    z1 = rng.uniform(0.15, 0.6, n)
+    z2 = rng.uniform(0.1, 0.9, n)
+    m_top = rng.normal(_TOP_MASS, TOP_MT, n)
+    m_w = np.clip(rng.normal(_W_MASS, TOP_MW, n), 30.0, None)
+    excess = np.clip(m_top**2 - m_w**2 / (1.0 - z1), 100.0, None)
+    dr_bw = np.clip(np.sqrt(excess) / (pt * np.sqrt(z1 * (1.0 - z1))), 0.05, 0.8)
+    dr_qq = np.clip(m_w / ((1.0 - z1) * pt * np.sqrt(z2 * (1.0 - z2))), 0.05, 0.8)
+    u, v = rng.uniform(0.0, 2.0 * np.pi, n), rng.uniform(0.0, 2.0 * np.pi, n)
+    # Prong axes (b, q, q') with the pt-weighted centroid on the jet axis.
+    w_axis = -z1 * dr_bw
+    axes_eta = np.stack(
+        [
+            (1.0 - z1) * dr_bw * np.cos(u),
+            w_axis * np.cos(u) + z2 * dr_qq * np.cos(v),
+            w_axis * np.cos(u) - (1.0 - z2) * dr_qq * np.cos(v),
+        ],
+        axis=1,
+    )
+    axes_phi = np.stack(
+        [
+            (1.0 - z1) * dr_bw * np.sin(u),
+            w_axis * np.sin(u) + z2 * dr_qq * np.sin(v),
+            w_axis * np.sin(u) - (1.0 - z2) * dr_qq * np.sin(v),
+        ],
+        axis=1,
+    )
+    shares = np.stack([z1, (1.0 - z1) * (1.0 - z2), (1.0 - z1) * z2], axis=1)
+    owner = np.repeat(np.arange(n), mult)
+    draw = rng.random(len(owner))
+    cumulative = np.cumsum(shares, axis=1)[owner]
+    prong = (draw[:, None] > cumulative[:, :2]).sum(axis=1)
+    prongs = _Prongs(3, prong, shares[owner, prong], axes_eta[owner, prong], axes_phi[owner, prong])
+    spread = np.full(n, TOP_SPREAD)
+    return _constituents(pt, eta, phi, mult, owner, prongs, spread, rng, first_event, 0.5)
+
+
+def _constituents(
+    pt: np.ndarray,
+    eta: np.ndarray,
+    phi: np.ndarray,
+    mult: np.ndarray,
+    owner: np.ndarray,
+    prongs: _Prongs,
+    spread: np.ndarray,
+    rng: np.random.Generator,
+    first_event: int,
+    xsec: float,
+) -> ToyEvents:
+    """The constituents of jets whose prongs are placed: their pt shares, spread around the
+    prong axes, charges and particle ids, and the jet features, ids and weights."""
+    n, total = len(pt), len(owner)
     raw = rng.exponential(1.0, total) ** 1.6
-    group = 2 * owner + prong
-    group_sum = np.bincount(group, weights=raw, minlength=2 * n)
-    cpt = np.repeat(pt, mult) * frac_prong * raw / group_sum[group]
+    group = prongs.count * owner + prongs.index
+    group_sum = np.bincount(group, weights=raw, minlength=prongs.count * n)
+    cpt = np.repeat(pt, mult) * prongs.fraction * raw / group_sum[group]
     width = np.repeat(spread, mult) * np.clip(cpt / np.repeat(pt, mult), 1e-4, 1.0) ** -0.4
-    deta = np.clip(offset * np.repeat(ux, mult) + rng.normal(0.0, 1.0, total) * width, -0.8, 0.8)
-    dphi = np.clip(offset * np.repeat(uy, mult) + rng.normal(0.0, 1.0, total) * width, -0.8, 0.8)
+    deta = np.clip(prongs.eta + rng.normal(0.0, 1.0, total) * width, -0.8, 0.8)
+    dphi = np.clip(prongs.phi + rng.normal(0.0, 1.0, total) * width, -0.8, 0.8)
 
     charged = rng.random(total) < 0.62
     charge = np.where(charged, rng.choice(np.array([-1, 1]), total), 0).astype(np.int32)
@@ -121,7 +219,6 @@ def generate_events(n: int, signal: bool, rng: np.random.Generator, first_event:
     flat["run"] = run
     flat["luminosityBlock"] = (event // 500 + 1).astype(np.uint32)
     flat["event"] = event
-    xsec = 1.0 if signal else 3.0
     flat["weight"] = (xsec * rng.lognormal(0.0, 0.25, n)).astype(np.float32)
     constituents = {
         "pt": cpt.astype(np.float32),
@@ -189,12 +286,78 @@ def _jet_features(
     return {name: features[name].astype(np.float32) for name in JET_FEATURES}
 
 
-def _blocks(n: int, signal: bool, seed: int) -> Iterator[ToyEvents]:
+def smear_jets(events: ToyEvents, rng: np.random.Generator) -> ToyEvents:
+    """The jets as a detector measures them: constituent pts scaled by the response of their
+    kind (charged 1.0 +- 1%, photons 0.98 +- 5%, neutral hadrons 0.7 +- 15%), re-ordered by
+    measured pt and the jet features computed from them; the generator-level jet's pt, eta, phi,
+    mass and energy kept as ``jet_*_true``."""
+    c = events.constituents
+    total = len(c["pt"])
+    charged, photon = c["charge"] != 0, c["pid"] == 22
+    response = np.where(charged, 1.0, np.where(photon, 0.98, 0.7))
+    resolution = np.where(charged, 0.01, np.where(photon, 0.05, 0.15))
+    scale = np.clip(response * (1.0 + resolution * rng.normal(0.0, 1.0, total)), 0.05, None)
+    measured = (c["pt"] * scale).astype(np.float32)
+    owner = np.repeat(np.arange(len(events.counts)), events.counts)
+    order = np.lexsort((-measured, owner))
+    constituents = {k: v[order] for k, v in c.items()}
+    constituents["pt"] = measured[order]
+    flat = _jet_features(
+        events.counts, owner, constituents["pt"].astype(np.float64),
+        constituents["eta"].astype(np.float64), constituents["phi"].astype(np.float64),
+        constituents["deta"].astype(np.float64), constituents["dphi"].astype(np.float64),
+        constituents["charge"],
+    )  # fmt: skip
+    for name in TRUE_FEATURES:
+        flat[name] = events.flat[name.removesuffix("_true")]
+    for name in ("run", "luminosityBlock", "event", "weight"):
+        flat[name] = events.flat[name]
+    return ToyEvents(flat=flat, counts=events.counts, constituents=constituents)
+
+
+def _blocks(
+    n: int, jet: str, seed: int, negative_fraction: float | None = None
+) -> Iterator[ToyEvents]:
+    """``n`` jets of one kind in blocks; with ``negative_fraction`` (not ``None``) also
+    ``genWeight``: the weight with its sign flipped in that share of the events."""
     # One child generator per block keeps the output identical whatever the block size history.
-    children = np.random.SeedSequence([seed, int(signal)]).spawn((n + _CHUNK - 1) // _CHUNK)
-    for index, child in enumerate(children):
+    children = np.random.SeedSequence([seed, _JET_SEEDS[jet]]).spawn((n + _CHUNK - 1) // _CHUNK)
+    extras = np.random.SeedSequence([seed, _JET_SEEDS[jet], 1]).spawn(len(children))
+    for index, (child, extra) in enumerate(zip(children, extras, strict=True)):
         size = min(_CHUNK, n - index * _CHUNK)
-        yield generate_events(size, signal, np.random.default_rng(child), index * _CHUNK)
+        rng, other = np.random.default_rng(child), np.random.default_rng(extra)
+        if jet == "top":
+            block = generate_top(size, rng, index * _CHUNK)
+        elif jet == "mixed":  # the regression toy: W and QCD jets, measured
+            w = np.arange(size) % 3 == 0
+            block = generate_events(size, False, rng, index * _CHUNK)
+            block = _merge(block, generate_events(size, True, rng, index * _CHUNK), w)
+            block = smear_jets(block, other)
+        else:
+            block = generate_events(size, jet == "w", rng, index * _CHUNK)
+        if negative_fraction is not None:
+            sign = np.where(other.random(size) < negative_fraction, -1.0, 1.0)
+            block.flat["genWeight"] = (sign * block.flat["weight"]).astype(np.float32)
+        yield block
+
+
+def _merge(qcd: ToyEvents, w: ToyEvents, take_w: np.ndarray) -> ToyEvents:
+    """Per event, the W jet where ``take_w`` and the QCD jet elsewhere (ids from ``qcd``)."""
+    flat = {k: np.where(take_w, w.flat[k], v) for k, v in qcd.flat.items()}
+    for name in ("run", "luminosityBlock", "event"):
+        flat[name] = qcd.flat[name]
+    counts = np.where(take_w, w.counts, qcd.counts)
+    pick_w = np.repeat(take_w, w.counts)
+    pick_qcd = np.repeat(~take_w, qcd.counts)
+    # Concatenate per event: the chosen jet's constituents in event order.
+    source = np.concatenate([np.repeat(np.arange(len(counts)), qcd.counts)[pick_qcd],
+                             np.repeat(np.arange(len(counts)), w.counts)[pick_w]])  # fmt: skip
+    order = np.argsort(source, kind="stable")
+    constituents = {
+        k: np.concatenate([qcd.constituents[k][pick_qcd], w.constituents[k][pick_w]])[order]
+        for k in qcd.constituents
+    }
+    return ToyEvents(flat=flat, counts=counts, constituents=constituents)
 
 
 IMAGE_BRANCHES = ("jet_image_charged", "jet_image_neutral")
@@ -217,14 +380,26 @@ def jet_images(counts: np.ndarray, constituents: dict[str, np.ndarray], size: in
     return images.astype(np.float32).reshape(n, 2, size, size)
 
 
+def toy_files(task: str = "binary") -> tuple[str, ...]:
+    """The file names (without ``.root``) the toy of a task writes."""
+    return tuple(TOYS[task])
+
+
 def write_toy_dataset(
     outdir: str | Path,
     events: int,
     seed: int = 1,
     file_format: str = "ttree",
     image_size: int | None = None,
+    task: str = "binary",
+    negative_weight_fraction: float = 0.0,
 ) -> list[Path]:
-    """Write ``signal.root`` and ``background.root`` with ``events`` events in all, half each.
+    """Write the toy of ``task`` with ``events`` events in all, shared equally by its files.
+
+    ``binary``: ``signal.root`` (W jets) and ``background.root`` (QCD jets). ``multiclass``:
+    ``qcd.root``, ``w.root`` and ``top.root``. ``regression``: ``jets.root``, W and QCD jets
+    (one in three a W) as measured, with the generator-level ``jet_pt_true``, ``jet_eta_true``,
+    ``jet_phi_true``, ``jet_mass_true`` and ``jet_energy_true`` (``smear_jets``).
 
     Each file holds one tree ``events``, a TTree (``mktree``) or, with ``file_format="rntuple"``,
     an RNTuple (``mkrntuple``, RNTuple 1.0): the 16 float32 jet features, the constituents
@@ -233,17 +408,28 @@ def write_toy_dataset(
     the same in both formats. With ``image_size`` N, also ``jet_image_charged[N][N]`` and
     ``jet_image_neutral[N][N]`` (``jet_images``). Files are written under a temporary name and
     renamed when complete. The same seed gives the same events in either format.
+
+    ``negative_weight_fraction`` above 0 (and always in the multiclass and regression toys) adds
+    ``genWeight``: ``weight`` with its sign flipped in that share of the events, as NLO
+    generators give. The binary toy without it is what it always was, event for event.
     """
     if file_format not in FORMATS:
         raise ValueError(f"file_format {file_format!r}: choose one of {FORMATS}")
+    if task not in TOYS:
+        raise ValueError(f"toy task {task!r}: choose one of {', '.join(TOYS)}")
+    if not 0.0 <= negative_weight_fraction <= 0.5:
+        raise ValueError(f"negative_weight_fraction {negative_weight_fraction}: 0 .. 0.5")
+    negative = negative_weight_fraction if negative_weight_fraction or task != "binary" else None
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for index, name in enumerate(SAMPLES):
-        n = events // 2 + (events % 2 if index == 0 else 0)
+    files = TOYS[task]
+    for index, (name, jet) in enumerate(files.items()):
+        n = events // len(files) + (events % len(files) if index == 0 else 0)
         final = out / f"{name}.root"
         with atomic_path(final) as tmp:
-            _write_sample(tmp, name, _blocks(n, SAMPLES[name] == 1, seed), file_format, image_size)
+            blocks = _blocks(n, jet, seed, negative)
+            _write_sample(tmp, name, blocks, file_format, image_size)
         log.info("wrote %d %s events to %s (%s)", n, name, final, file_format)
         written.append(final)
     return written
