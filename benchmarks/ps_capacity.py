@@ -1,0 +1,335 @@
+"""How many workers can one parameter server feed: sustained exchanges/s as simulated workers grow.
+
+One real ``ParameterServer`` (Downpour, optimizer ``add``) in its own process; N simulated
+workers as threads spread over 4 client processes, each with its own authenticated ``PSClient``.
+A worker sleeps until its next exchange (one every ``--interval`` seconds, at a random phase so
+the workers do not march in step), then pushes a delta and pulls the center in one round trip
+(``push_pull``). When the server keeps up, every worker makes one exchange per interval; past the
+knee the round trips queue, the sustained rate falls below the offered N / interval and the p99
+latency climbs past the interval.
+
+For each model size (1M and 10M float32 parameters by default) and worker count it prints the
+offered and sustained exchanges/s, the GB/s both directions together, the p50/p99 round-trip
+latency and whether the server kept up (sustained >= 90% of offered and p99 < interval). The
+baseline, measured in the same run: a raw loopback echo of the same bytes (send the model, receive
+the model, no framing, no authentication, no update) from the same 4 client processes, one
+connection each, as fast as they can: what the machine moves between processes at all. Per size
+it reports the knee (the most workers the server kept up with) and the peak sustained GB/s of any
+point (where the sustained rate flattens: the server's capacity). The last line is that peak for
+the largest size against the raw loopback figure of the same size.
+
+Wire compression (bf16, top-k) is not in the protocol yet: when ``PSClient`` grows a
+``compression`` option the benchmark adds those columns; until then it says so and skips them.
+
+    python benchmarks/ps_capacity.py              # about 3 minutes on 2 cores
+    python benchmarks/ps_capacity.py --quick      # 1M: 8, 32 workers; 10M: 8; 3 s each
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import multiprocessing as mp
+import random
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from gridtrain.ps import auth
+from gridtrain.ps.center import CenterStore
+from gridtrain.ps.client import PSClient
+from gridtrain.ps.config import ServerConfig
+from gridtrain.ps.rules import AlgorithmConfig
+from gridtrain.ps.server import ParameterServer
+
+CTX = mp.get_context("fork")  # the parent holds no threads when it forks
+PROCESSES = 4
+KEPT_UP = 0.9  # sustained / offered at or above which the server keeps up
+COMPRESSION_OPTION = "compression"  # the PSClient keyword wire compression will bring
+
+
+@dataclass
+class Point:
+    parameters: int
+    workers: int
+    interval: float
+    exchanges: int
+    seconds: float
+    latencies: list[float]
+
+    @property
+    def offered(self) -> float:
+        return self.workers / self.interval
+
+    @property
+    def sustained(self) -> float:
+        return self.exchanges / self.seconds
+
+    @property
+    def gb_per_s(self) -> float:
+        return self.sustained * 2 * self.parameters * 4 / 1e9
+
+    def percentile(self, q: float) -> float:
+        return float(np.percentile(self.latencies, q)) if self.latencies else float("nan")
+
+    @property
+    def kept_up(self) -> bool:
+        return self.sustained >= KEPT_UP * self.offered and self.percentile(99) < self.interval
+
+
+# -- processes ---------------------------------------------------------------------------------
+
+
+def serve_center(parameters: int, secret: bytes, connections: int, ready: Any) -> None:
+    config = AlgorithmConfig(optimizer="add", staleness_scaling="none")
+    store = CenterStore([np.zeros(parameters, np.float32)], config)
+    server = ParameterServer(
+        store, secret, ServerConfig(read_timeout=60.0, max_connections=connections)
+    )
+    ready.put(server.start()[1])
+    server.wait()
+
+
+def simulated_workers(
+    port: int,
+    secret: bytes,
+    parameters: int,
+    threads: int,
+    interval: float,
+    seconds: float,
+    seed: int,
+    start: Any,
+    results: Any,
+) -> None:
+    """``threads`` workers in this process: sleep, then push-and-pull, until the deadline."""
+    update = [np.full(parameters, 1e-7, np.float32)]  # read by every thread, never written
+    rng = random.Random(seed)
+    phases = [rng.uniform(0, interval) for _ in range(threads)]
+    counts = [0] * threads
+    latencies: list[list[float]] = [[] for _ in range(threads)]
+    connected = threading.Barrier(threads + 1)
+
+    def worker(index: int) -> None:
+        out = [np.empty(parameters, np.float32)]
+        with PSClient(("127.0.0.1", port), secret, out, timeout=300.0) as client:
+            version, _ = client.pull(out)
+            version = client.push_pull(update, version, out).version  # warm-up
+            connected.wait()
+            start.wait()
+            began = time.monotonic()
+            deadline = began + seconds
+            due = began + phases[index]
+            while True:
+                pause = due - time.monotonic()
+                if pause > 0:
+                    time.sleep(pause)
+                if time.monotonic() >= deadline:
+                    break
+                sent = time.perf_counter()
+                version = client.push_pull(update, version, out).version
+                latencies[index].append(time.perf_counter() - sent)
+                counts[index] += 1
+                due += interval  # behind schedule: exchange again at once, never two per slot
+
+    pool = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(threads)]
+    for thread in pool:
+        thread.start()
+    connected.wait()
+    results.put(("ready", 0, []))
+    for thread in pool:
+        thread.join()
+    results.put(("done", sum(counts), [x for per in latencies for x in per]))
+
+
+def echo_server(parameters: int, ready: Any) -> None:
+    nbytes = parameters * 4
+    listener = socket.create_server(("127.0.0.1", 0))
+    ready.put(listener.getsockname()[1])
+
+    def echo(sock: socket.socket) -> None:
+        buffer = memoryview(bytearray(nbytes))
+        while receive_into(sock, buffer):
+            sock.sendall(buffer)
+
+    while True:
+        sock, _ = listener.accept()
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        threading.Thread(target=echo, args=(sock,), daemon=True).start()
+
+
+def receive_into(sock: socket.socket, view: memoryview) -> bool:
+    got = 0
+    while got < view.nbytes:
+        count = sock.recv_into(view[got:])
+        if count == 0:
+            return False
+        got += count
+    return True
+
+
+def echo_client(port: int, parameters: int, seconds: float, start: Any, results: Any) -> None:
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    data = np.ones(parameters, np.float32).data.cast("B")
+    out = memoryview(bytearray(parameters * 4))
+    sock.sendall(data)
+    receive_into(sock, out)
+    results.put(("ready", 0, []))
+    start.wait()
+    count, deadline = 0, time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        sock.sendall(data)
+        receive_into(sock, out)
+        count += 1
+    sock.close()
+    results.put(("done", count, []))
+
+
+# -- measurements ------------------------------------------------------------------------------
+
+
+def _run(
+    server: Any, server_args: tuple[Any, ...], clients: list[tuple[Any, tuple[Any, ...]]]
+) -> tuple[int, list[float]]:
+    """Start the server, then the clients; release them together; (exchanges, latencies)."""
+    ready, results, start = CTX.Queue(), CTX.Queue(), CTX.Event()
+    server_process = CTX.Process(target=server, args=(*server_args, ready), daemon=True)
+    server_process.start()
+    port = ready.get(timeout=60)
+    processes = [
+        CTX.Process(target=target, args=(port, *args, start, results), daemon=True)
+        for target, args in clients
+    ]
+    try:
+        for process in processes:
+            process.start()
+        for _ in processes:
+            kind, _, _ = results.get(timeout=600)
+            assert kind == "ready"
+        start.set()
+        exchanges, latencies = 0, []
+        for _ in processes:
+            kind, count, times = results.get(timeout=600)
+            exchanges += count
+            latencies += times
+        return exchanges, latencies
+    finally:
+        for process in processes:
+            process.join(30)
+            if process.is_alive():
+                process.terminate()
+        server_process.terminate()
+        server_process.join(10)
+
+
+def measure_ps(parameters: int, workers: int, interval: float, seconds: float) -> Point:
+    secret = auth.new_secret()
+    shares = [workers // PROCESSES + (i < workers % PROCESSES) for i in range(PROCESSES)]
+    clients = [
+        (simulated_workers, (secret, parameters, share, interval, seconds, seed))
+        for seed, share in enumerate(shares)
+        if share
+    ]
+    exchanges, latencies = _run(serve_center, (parameters, secret, workers + 16), clients)
+    return Point(parameters, workers, interval, exchanges, seconds, latencies)
+
+
+def measure_raw(parameters: int, seconds: float) -> float:
+    """GB/s (both directions) of a raw loopback echo from PROCESSES clients, as fast as they go."""
+    clients = [(echo_client, (parameters, seconds)) for _ in range(PROCESSES)]
+    exchanges, _ = _run(echo_server, (parameters,), clients)
+    return exchanges * 2 * parameters * 4 / seconds / 1e9
+
+
+def compression_available() -> bool:
+    return COMPRESSION_OPTION in inspect.signature(PSClient).parameters
+
+
+def parse_plan(text: str) -> list[tuple[int, list[int]]]:
+    """'1e6:8,32;1e7:8' -> [(1000000, [8, 32]), (10000000, [8])]."""
+    plan = []
+    for part in text.split(";"):
+        size, _, counts = part.partition(":")
+        plan.append((int(float(size)), [int(n) for n in counts.split(",")]))
+    return plan
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--plan",
+        default="1e6:8,32,64,128,192;1e7:4,8,16,32",
+        help="SIZE:WORKERS,...;SIZE:... (parameters: simulated worker counts)",
+    )
+    parser.add_argument("--interval", type=float, default=1.0, help="seconds between exchanges")
+    parser.add_argument("--seconds", type=float, default=5.0, help="measured per point")
+    parser.add_argument("--quick", action="store_true", help="1e6:8,32;1e7:8 for 3 s each")
+    args = parser.parse_args()
+    if args.quick:
+        args.plan, args.seconds = "1e6:8,32;1e7:8", 3.0
+    plan = parse_plan(args.plan)
+    if not compression_available():
+        print(
+            f"note: PSClient has no {COMPRESSION_OPTION!r} option yet (bf16/top-k wire "
+            "compression): plain float32 only, the bf16 and top-k columns are skipped"
+        )
+    print(
+        f"one ParameterServer process; simulated workers as threads in {PROCESSES} processes, "
+        f"one push-and-pull every {args.interval:g} s each; {args.seconds:g} s per point"
+    )
+    knees: dict[int, Point | None] = {}
+    peaks: dict[int, Point] = {}
+    raw: dict[int, float] = {}
+    for parameters, counts in plan:
+        raw[parameters] = measure_raw(parameters, args.seconds)
+        print(
+            f"\n{parameters / 1e6:g}M parameters ({parameters * 4 / 1e6:.0f} MB each way); raw "
+            f"loopback echo, {PROCESSES} processes flat out: {raw[parameters]:.2f} GB/s"
+        )
+        print(
+            f"{'workers':>8}{'offered/s':>11}{'sustained/s':>13}{'GB/s':>7}"
+            f"{'p50 ms':>9}{'p99 ms':>9}  kept up"
+        )
+        knees[parameters] = None
+        for workers in counts:
+            point = measure_ps(parameters, workers, args.interval, args.seconds)
+            print(
+                f"{workers:>8}{point.offered:>11.1f}{point.sustained:>13.1f}"
+                f"{point.gb_per_s:>7.2f}{point.percentile(50) * 1e3:>9.1f}"
+                f"{point.percentile(99) * 1e3:>9.1f}  {'yes' if point.kept_up else 'no'}",
+                flush=True,
+            )
+            if parameters not in peaks or point.gb_per_s > peaks[parameters].gb_per_s:
+                peaks[parameters] = point
+            best = knees[parameters]
+            if point.kept_up and (best is None or point.gb_per_s > best.gb_per_s):
+                knees[parameters] = point
+    print()
+    for parameters, knee in knees.items():
+        peak = peaks[parameters]
+        size = f"{parameters / 1e6:g}M"
+        if knee is None:
+            print(f"{size}: the server kept up with none of the worker counts")
+        else:
+            print(
+                f"{size}: kept up with {knee.workers} workers, {knee.sustained:.0f} exchanges/s, "
+                f"{knee.gb_per_s:.2f} GB/s (p50 {knee.percentile(50) * 1e3:.0f} ms, "
+                f"p99 {knee.percentile(99) * 1e3:.0f} ms)"
+            )
+        print(
+            f"{size}: peak {peak.sustained:.1f} exchanges/s, {peak.gb_per_s:.2f} GB/s at "
+            f"{peak.workers} workers; raw loopback {raw[parameters]:.2f} GB/s"
+        )
+    largest = max(peaks)
+    print(
+        f"ratio PS peak sustained GB/s / raw loopback GB/s ({largest / 1e6:g}M, {PROCESSES} "
+        f"client processes each side): {peaks[largest].gb_per_s / raw[largest]:.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
