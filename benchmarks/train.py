@@ -32,6 +32,23 @@ the time to complete all epochs, which does not depend on where the target falls
 
     python benchmarks/train.py                        # deepsets, 15 epochs: 5-6 min here
     python benchmarks/train.py --model mlp --epochs 20 --events 100000 --repeat 1
+
+``--mode steps`` measures the worker's training steps alone, in this process, on the same toy
+shards and model: today's loop (``train_on_batch`` per batch) against compiled windows (the
+``every`` steps between two exchanges in one ``tf.function`` call, ``gridtrain.train.steps``),
+both with ``--threads`` TensorFlow threads, warmed up (traced) before timing, interleaved
+``--repeat`` times, best of each; no exchange on either side. It checks that both end with the same
+weights (bit for bit on the CPU) and prints events/s per worker; last line the ratio compiled /
+per-batch.
+
+    python benchmarks/train.py --mode steps --events 100000 --threads 1
+
+``--mode overlap`` trains with ``--workers`` workers (default 2) with ``train.overlap`` off and on,
+interleaved ``--repeat`` times, and prints the validation AUC by epoch, the time to the last
+epoch, and the share of worker time spent waiting on the network and overlapped; last line the
+final validation AUC with overlap minus without (mean over the repeats).
+
+    python benchmarks/train.py --mode overlap --model mlp --epochs 4 --events 50000 --repeat 2
 """
 
 from __future__ import annotations
@@ -153,6 +170,137 @@ def run_plain(dataset: dict[str, Any], train: dict[str, Any], work: Path, name: 
     )
 
 
+def steps_benchmark(args: argparse.Namespace, dataset: dict[str, Any]) -> None:
+    """Per-batch ``train_on_batch`` against compiled windows, in this process."""
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(min(args.threads, 2))
+    import gridtrain.train  # noqa: F401  # XRootD before TensorFlow's libraries
+
+    # isort: split
+    import keras
+    import numpy as np
+
+    from gridtrain.data.manifest import load_manifest
+    from gridtrain.models import InputSpec, arrange_inputs, build_model, model_input_names
+    from gridtrain.train.inputs import InputBuilder
+    from gridtrain.train.settings import select_inputs
+    from gridtrain.train.steps import WindowSteps, windows
+
+    manifest_path = Path(dataset["outdir"]) / "manifest.json"
+    manifest = load_manifest(manifest_path)
+    features, groups = select_inputs(manifest, None, str(manifest_path))
+
+    def model() -> Any:
+        keras.utils.set_random_seed(1)
+        return build_model(
+            args.model,
+            json.loads(args.params),
+            InputSpec(features, groups),
+            learning_rate=args.learning_rate,
+            seed=1,
+        )
+
+    models = {"per-batch": model(), "compiled": model()}
+    builder = InputBuilder(manifest, features, groups, model_input_names(models["compiled"]))
+    shards = [builder.load(Path(dataset["outdir"]) / e.path) for e in manifest.shards["train"]]
+    events = sum(shard.events for shard in shards)
+    batch, every = args.batch_size, args.every
+
+    def per_batch(model: Any) -> None:  # the worker's loop before compiled windows
+        losses = []
+        for shard in shards:
+            for inputs, labels, weights in shard.batches(batch):
+                result = model.train_on_batch(
+                    arrange_inputs(model, inputs), labels, sample_weight=weights
+                )
+                losses.append(float(result[0] if isinstance(result, list) else result))
+
+    steppers = {"compiled": WindowSteps(models["compiled"])}
+
+    def compiled(model: Any) -> None:
+        del model
+        losses = []
+        for shard in shards:
+            sizes = iter(lambda: every, None)
+            for _, inputs, labels, weights in windows(
+                shard.inputs, shard.labels, shard.weights, batch, sizes
+            ):
+                losses.extend(float(x) for x in steppers["compiled"].train(inputs, labels, weights))
+
+    loops = {"per-batch": per_batch, "compiled": compiled}
+    for name, loop in loops.items():  # warm up: trace every function, same steps on both sides
+        loop(models[name])
+    same = all(
+        np.array_equal(a, b)
+        for a, b in zip(
+            models["per-batch"].get_weights(), models["compiled"].get_weights(), strict=True
+        )
+    )
+    print(
+        f"{len(shards)} shards, {events:,} events per pass, batch {batch}, windows of {every} "
+        f"steps, {args.threads} TensorFlow thread(s); after the warm-up pass both models' "
+        f"weights are {'bit for bit identical' if same else 'DIFFERENT'}",
+        flush=True,
+    )
+    best: dict[str, float] = {}
+    for repeat in range(args.repeat):
+        for name, loop in loops.items():
+            began = time.perf_counter()
+            loop(models[name])
+            rate = events / (time.perf_counter() - began)
+            best[name] = max(best.get(name, 0.0), rate)
+            print(f"  pass {repeat + 1} {name:<10} {rate:>10,.0f} events/s", flush=True)
+    for name, rate in best.items():
+        print(f"{name:<10} best {rate:>10,.0f} events/s per worker")
+    ratio = best["compiled"] / best["per-batch"]
+    print(f"ratio compiled-windows/per-batch events/s per worker: {ratio:.2f}")
+
+
+def overlap_benchmark(args: argparse.Namespace, dataset: dict[str, Any], work: Path) -> None:
+    """The same training with ``train.overlap`` off and on: validation AUC and network wait."""
+    import statistics
+
+    algorithm = {"algorithm": "downpour", "optimizer": "add", "every": args.every}
+    runs: dict[bool, list[TimedRun]] = {False: [], True: []}
+    for repeat in range(1, args.repeat + 1):
+        for overlap in (False, True):
+            train = train_section(
+                args.model,
+                json.loads(args.params),
+                args.epochs,
+                args.batch_size,
+                args.learning_rate,
+                algorithm,
+                seed=repeat,
+            )
+            train["overlap"] = overlap
+            name = f"overlap-{'on' if overlap else 'off'}#{repeat}"
+            run = run_gridtrain(name, dataset, train, work / name.replace("#", "-"), args.workers)
+            runs[overlap].append(run)
+            print(f"  {name} done in {run.wall:.0f} s", flush=True)
+    print(
+        f"\n{'run':<15}{'final AUC':>10}{'all epochs s':>14}{'train ev/s':>12}{'waiting':>9}"
+        f"{'overlapped':>12}"
+    )
+    for run in [*runs[False], *runs[True]]:
+        print(
+            f"{run.name:<15}{run.final_auc:>10.4f}{run.curve[-1][0]:>14.1f}"
+            f"{run.events_per_s:>12,.0f}{run.metrics['ps_wait_fraction']:>9.1%}"
+            f"{run.metrics['ps_overlap_fraction']:>12.1%}"
+        )
+    print("\nvalidation AUC by epoch:")
+    for run in [*runs[False], *runs[True]]:
+        print(f"  {run.name:<15}" + " ".join(f"{auc:.4f}" for _, auc in run.curve))
+    off = statistics.mean(run.final_auc for run in runs[False])
+    on = statistics.mean(run.final_auc for run in runs[True])
+    print(
+        f"final validation AUC with overlap minus without, {args.workers} workers, mean of "
+        f"{args.repeat}: {on - off:+.4f} ({on:.4f} vs {off:.4f})"
+    )
+
+
 def warm_up() -> None:
     """One TensorFlow import first, so no measured run pays for a cold page cache alone."""
     subprocess.run(
@@ -178,6 +326,15 @@ def main() -> None:
         "--repeat", type=int, default=2, help="runs of plain Keras and of gridtrain-1 (best counts)"
     )
     parser.add_argument("--workdir", default=".bench/train")
+    parser.add_argument(
+        "--mode",
+        choices=("keras", "steps", "overlap"),
+        default="keras",
+        help="keras: against plain Keras fit (default); steps: compiled windows against "
+        "train_on_batch; overlap: train.overlap off against on",
+    )
+    parser.add_argument("--threads", type=int, default=1, help="TensorFlow threads (steps)")
+    parser.add_argument("--workers", type=int, default=2, help="workers (overlap)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -189,6 +346,12 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     dataset = toy_dataset(work, args.events, args.shard_events)
+    if args.mode == "steps":
+        steps_benchmark(args, dataset)
+        return
+    if args.mode == "overlap":
+        overlap_benchmark(args, dataset, work)
+        return
     train = train_section(
         args.model,
         json.loads(args.params),
