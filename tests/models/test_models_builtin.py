@@ -34,8 +34,8 @@ def train_steps(model: keras.Model, steps: int = 30) -> tuple[float, float]:
     return before, after
 
 
-def test_registry_lists_both_built_ins() -> None:
-    assert set(MODELS) == {"mlp", "deepsets"}
+def test_registry_lists_the_built_ins() -> None:
+    assert set(MODELS) == {"mlp", "deepsets", "interaction", "cnn"}
 
 
 @pytest.mark.parametrize(

@@ -93,3 +93,46 @@ class Standardise(keras.layers.Layer):  # type: ignore[misc]
         config: dict[str, Any] = super().get_config()
         config.update(mean=self.mean_values, inverse=self.inverse_values)
         return config
+
+
+@keras.saving.register_keras_serializable(package="gridtrain")
+class RelationPairs(keras.layers.Layer):  # type: ignore[misc]
+    """Every ordered pair of entries of a group: (batch, L, C) -> (batch, L, L, 2C).
+
+    Pair (r, s) is the receiver's channels then the sender's, ``[x_r, x_s]``: the input of the
+    interaction network's relation function (JEDI-net's B = [R_r O, R_s O], arXiv:1908.05318).
+    Padded entries are paired too; ``MaskedRelationSum`` drops those pairs.
+    """
+
+    def call(self, inputs: Any) -> Any:
+        length = inputs.shape[1]
+        receivers = ops.repeat(ops.expand_dims(inputs, 2), length, axis=2)
+        senders = ops.repeat(ops.expand_dims(inputs, 1), length, axis=1)
+        return ops.concatenate([receivers, senders], axis=-1)
+
+    def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[Any, ...]:
+        batch, length, channels = input_shape
+        return (batch, length, length, None if channels is None else 2 * channels)
+
+
+@keras.saving.register_keras_serializable(package="gridtrain")
+class MaskedRelationSum(keras.layers.Layer):  # type: ignore[misc]
+    """What each receiver gets from the real senders: (batch, L, L, D) -> (batch, L, D).
+
+    Called on ``[effects, count]``: the effect of pair (r, s) counts when sender ``s < count``
+    and ``s != r``. Other pairs are selected away (not multiplied by zero), so padded senders
+    never reach a receiver; padded receivers' sums are left for the pooling's own mask.
+    """
+
+    def call(self, inputs: list[Any]) -> Any:
+        effects, count = inputs
+        length = effects.shape[1]
+        entries = ops.arange(length, dtype="int32")
+        real = entries[None, None, :] < ops.cast(count, "int32")[:, None, None]
+        other = (entries[:, None] != entries[None, :])[None, :, :]
+        keep = ops.expand_dims(ops.logical_and(real, other), -1)
+        return ops.sum(ops.where(keep, effects, ops.zeros_like(effects)), axis=2)
+
+    def compute_output_shape(self, input_shape: list[tuple[int | None, ...]]) -> tuple[Any, ...]:
+        batch, length, _, depth = input_shape[0]
+        return (batch, length, depth)

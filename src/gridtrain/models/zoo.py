@@ -262,6 +262,80 @@ def build_deepsets(
     return finish_model(model_inputs, x, "deepsets", inputs.task, learning_rate, seeds)
 
 
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+INTERACTION_PARAMS = {
+    "group": Param(None, _optional_name, "the name of a jagged group"),
+    "relation": Param([32, 32], _units, UNITS),
+    "object": Param([32, 32], _units, UNITS),
+    "classifier": Param([64], _units, UNITS),
+    "pooling": Param("sum", lambda v: v in ("sum", "mean"), "sum or mean"),
+    "use_features": Param(False, _flag, "true or false"),
+    "activation": ACTIVATION,
+    "dropout": DROPOUT,
+}
+CNN_PARAMS = {
+    "image": Param(None, _optional_name, "the name of an image (dataset.images)"),
+    "filters": Param([16, 32], _units, UNITS),
+    "kernel_size": Param(3, _positive_int, "a positive integer, e.g. 3"),
+    "dense": Param([64], _units, UNITS),
+    "use_features": Param(False, _flag, "true or false"),
+    "activation": ACTIVATION,
+    "dropout": DROPOUT,
+}
+
+
+def build_interaction(
+    inputs: InputSpec, params: Mapping[str, Any], *, learning_rate: float, seed: int | None
+) -> keras.Model:
+    """Interaction network (JEDI-net) over one jagged group; see ``models.interaction``."""
+    import keras
+
+    from gridtrain.models.interaction import choose_input, interaction_body
+
+    p = resolve_params("interaction", params, INTERACTION_PARAMS)
+    group = choose_input("interaction", "jagged group", "group", list(inputs.groups), p["group"])
+    length, channels = inputs.groups[group]
+    seeds = _Seeds(seed)
+    entries = keras.Input(shape=(length, len(channels)), dtype="float32", name=group)
+    count = keras.Input(shape=(), dtype="int32", name=group + COUNT_SUFFIX)
+    model_inputs = {group: entries, group + COUNT_SUFFIX: count}
+    no_dropout = {**p, "dropout": 0.0}
+    x = interaction_body(
+        entries, count, p, lambda t, u, n: _dense_stack(t, u, n, no_dropout, seeds)
+    )
+    if p["use_features"]:
+        model_inputs[FEATURES] = _features_input("interaction", inputs)
+        x = keras.layers.Concatenate(name="with_features")([x, model_inputs[FEATURES]])
+    x = _dense_stack(x, list(p["classifier"]), "classifier", p, seeds)
+    return finish_model(model_inputs, x, "interaction", inputs.task, learning_rate, seeds)
+
+
+def build_cnn(
+    inputs: InputSpec, params: Mapping[str, Any], *, learning_rate: float, seed: int | None
+) -> keras.Model:
+    """A small CNN on one image; see ``models.cnn``."""
+    import keras
+
+    from gridtrain.models.cnn import cnn_body
+    from gridtrain.models.interaction import choose_input
+
+    p = resolve_params("cnn", params, CNN_PARAMS)
+    name = choose_input("cnn", "image", "image", list(inputs.images), p["image"])
+    shape = inputs.images[name]
+    seeds = _Seeds(seed)
+    image = keras.Input(shape=shape, dtype="float32", name=name)
+    model_inputs = {name: image}
+    x = cnn_body("cnn", image, name, shape, p, seeds.kernel)
+    if p["use_features"]:
+        model_inputs[FEATURES] = _features_input("cnn", inputs)
+        x = keras.layers.Concatenate(name="with_features")([x, model_inputs[FEATURES]])
+    x = _dense_stack(x, list(p["dense"]), "dense", p, seeds)
+    return finish_model(model_inputs, x, "cnn", inputs.task, learning_rate, seeds)
+
+
 @dataclass(frozen=True)
 class Builder:
     """A built-in model: its builder and its parameters (checkable without building)."""
@@ -276,4 +350,8 @@ MODELS: dict[str, Builder] = {
     "deepsets": Builder(
         build_deepsets, DEEPSETS_PARAMS, "Deep Sets over one jagged group, padding masked"
     ),
+    "interaction": Builder(
+        build_interaction, INTERACTION_PARAMS, "interaction network (JEDI-net), padding masked"
+    ),
+    "cnn": Builder(build_cnn, CNN_PARAMS, "a small CNN on one image (dataset.images)"),
 }
