@@ -4,8 +4,9 @@ Layer: export, model construction (no files). The model gridtrain trains takes s
 inputs; an experiment's C++ framework has raw values from the ROOT file. ``raw_input_model`` wraps
 the trained model so that the graph takes the raw values (the features' and each jagged group's
 mean and 1/std folded in as constants, padded entries set to exactly 0 as training does) and
-returns the trained model's score. Every input is float32 (the entry counts too), as C++
-frameworks feed them. ``describe_inputs`` says what each input holds, branch by
+returns the trained model's score (a regression's outputs un-standardised: physical units, the
+manifest's target statistics folded in as constants). Every input is float32 (the entry counts
+too), as C++ frameworks feed them. ``describe_inputs`` says what each input holds, branch by
 branch, for ``export.json``.
 """
 
@@ -18,6 +19,7 @@ import numpy as np
 
 from gridtrain.errors import ConfigError
 from gridtrain.models.spec import COUNT_SUFFIX, FEATURES
+from gridtrain.task import Task
 from gridtrain.train.inputs import standardisation
 from gridtrain.train.settings import WorkerSpec
 
@@ -79,6 +81,14 @@ def _constants(spec: WorkerSpec, name: str) -> tuple[np.ndarray, np.ndarray]:
     return standardisation(stats[name])
 
 
+def target_scale(task: Task) -> tuple[np.ndarray, np.ndarray]:
+    """``(m, inverse)`` with ``(z - m) * inverse == z * std + mean``: a regression's standardised
+    outputs back in physical units through the ``Standardise`` layer."""
+    std = np.asarray([t.std for t in task.targets], dtype=np.float64)
+    mean = np.asarray([t.mean for t in task.targets], dtype=np.float64)
+    return (-mean / std).astype(np.float32), std.astype(np.float32)
+
+
 def raw_input_model(model: keras.Model, spec: WorkerSpec, inputs: list[ExportInput]) -> Any:
     """A Keras model over the raw ``inputs`` whose output is ``model``'s score, named OUTPUT."""
     import keras
@@ -101,5 +111,9 @@ def raw_input_model(model: keras.Model, spec: WorkerSpec, inputs: list[ExportInp
         else:
             raise ValueError(f"the model takes {name} without {name}{COUNT_SUFFIX}")
     score = model(arrange_inputs(model, standardised))
+    task = Task.from_dict(spec.manifest.get("task"))
+    if not task.is_classifier:  # y = z * std + mean, written as Standardise's (z - m) * inverse
+        mean, inverse = target_scale(task)
+        score = Standardise(mean, inverse, name="unstandardise_targets")(score)
     named = keras.layers.Identity(name=OUTPUT)(score)
     return keras.Model(inputs=raw, outputs=named, name="gridtrain_export")

@@ -37,9 +37,11 @@ from gridtrain.export.graph import OUTPUT, ExportInput, describe_inputs, raw_inp
 from gridtrain.files import write_text
 from gridtrain.models.spec import FEATURES
 from gridtrain.rundir import RunDir
+from gridtrain.task import Task
 from gridtrain.train.inputs import InputBuilder
 from gridtrain.train.replica import replica, stage_in
 from gridtrain.train.settings import WorkerSpec
+from gridtrain.train.targets import unstandardise
 
 log = logging.getLogger(__name__)
 
@@ -124,11 +126,12 @@ def _not_exportable(model: Any, kind: str, err: Exception) -> ExportError:
 
 
 def _validation(spec: WorkerSpec, wanted: list[str], scratch: Path) -> Any:
-    """Per validation shard: (raw inputs, standardised inputs, labels, weights)."""
+    """Per validation shard: (raw inputs, standardised inputs, what the model is fit to, event
+    weights)."""
     manifest = Manifest.from_dict(spec.manifest)
     builder = InputBuilder(manifest, spec.features, spec.groups, wanted)
     columns = [manifest.features.index(name) for name in spec.features]
-    datasets = [*(n for n in wanted), "label", "weight"]
+    datasets = list(wanted)
     stagein = stage_in(spec, scratch)
     try:
         for entry in manifest.shards.get("validation", []):
@@ -141,13 +144,14 @@ def _validation(spec: WorkerSpec, wanted: list[str], scratch: Path) -> Any:
             standardised = builder.load(local)
             stagein.release(location)
             exported = {n: raw[n].astype(np.float32, copy=False) for n in wanted}  # all float32
-            yield exported, standardised.inputs, raw["label"], raw["weight"]
+            yield exported, standardised.inputs, standardised.labels, standardised.event_weights
     finally:
         stagein.close()
 
 
 def _auc(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> float | None:
-    if labels.size == 0 or np.unique(labels).size < 2:
+    """The binary AUC; ``None`` for other tasks (labels one-hot or regression targets)."""
+    if labels.ndim != 1 or labels.size == 0 or np.unique(labels).size < 2:
         return None
     return float(weighted_auc(labels.astype(np.float64), scores, weights))
 
@@ -164,16 +168,19 @@ def verify(
     from gridtrain.models import arrange_inputs
 
     wanted = [i.name for i in inputs]
+    task = Task.from_dict(spec.manifest.get("task"))
     scorers = {w.format: formats.load(w) for w in written}
     scores: dict[str, list[np.ndarray]] = {name: [] for name in ["keras", *scorers]}
     seconds = dict.fromkeys(scorers, 0.0)
     labels, weights = [], []
     with tempfile.TemporaryDirectory(prefix="gridtrain-export-") as scratch:
         for raw, standardised, label, weight in _validation(spec, wanted, Path(scratch)):
-            for start in range(0, label.size, BATCH):
+            for start in range(0, label.shape[0], BATCH):
                 batch = {n: standardised[n][start : start + BATCH] for n in wanted}
-                keras_scores = model.predict_on_batch(arrange_inputs(model, batch))
-                scores["keras"].append(np.asarray(keras_scores).reshape(-1))
+                keras_scores = np.asarray(model.predict_on_batch(arrange_inputs(model, batch)))
+                if not task.is_classifier:  # the export gives physical units
+                    keras_scores = unstandardise(task, keras_scores)
+                scores["keras"].append(keras_scores.reshape(-1))
                 feed = {n: raw[n][start : start + BATCH] for n in wanted}
                 for kind, score in scorers.items():
                     began = time.perf_counter()
@@ -220,6 +227,13 @@ def _describe(
     weights: str,
 ) -> dict[str, Any]:
     manifest = spec.manifest
+    task = Task.from_dict(manifest.get("task"))
+    meaning = {
+        "binary": "probability of label 1 (sigmoid)",
+        "multiclass": f"probability of each class (softmax): {', '.join(task.classes)}",
+        "regression": "the targets in physical units: "
+        + ", ".join(f"{t.name} = {t.expression}" for t in task.targets),
+    }[task.kind]
     config = yaml.safe_load(files.config.read_text()) if files.config.exists() else {}
     classes: dict[str, list[str]] = {}
     for source in manifest["sources"]:
@@ -235,15 +249,15 @@ def _describe(
         "manifest_sha256": hashlib.sha256(canonical).hexdigest(),
         "dataset": manifest["name"],
         "weights": weights,
-        "task": "binary",
+        "task": task.kind,
         "classes": classes,
         "inputs": [i.to_json() for i in inputs],
         "outputs": [
             {
                 "name": OUTPUT,
-                "shape": [None, 1],
+                "shape": [None, task.output_units],
                 "dtype": "float32",
-                "meaning": "probability of label 1 (sigmoid)",
+                "meaning": meaning,
             }
         ],
         "files": {

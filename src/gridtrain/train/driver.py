@@ -135,7 +135,10 @@ def prepare(config: dict[str, Any], run_dir: Path, workers: int | None) -> RunDi
     features, groups = select_inputs(manifest, settings.features, manifest_path)
     if not manifest.shards.get("train"):
         raise ConfigError(f"{manifest_path}: the dataset has no training shards; convert again")
-    model = build_replica(settings, features, groups, image_shapes(manifest.images))
+    check_weights(manifest, settings.negative_weights, manifest_path)
+    model = build_replica(
+        settings, features, groups, image_shapes(manifest.images), manifest.learning_task()
+    )
     files = RunDir(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if files.spec.exists():
@@ -161,6 +164,25 @@ def prepare(config: dict[str, Any], run_dir: Path, workers: int | None) -> RunDi
     weights = model.get_weights()
     _save_weights(files.initial, weights)
     return files
+
+
+def check_weights(manifest: Manifest, negative_weights: str, manifest_path: str) -> None:
+    """Warn once, naming the share, when the dataset has negative event weights; refuse a class
+    balance that the chosen treatment of them makes impossible (a class summing to <= 0)."""
+    from gridtrain.data.manifest import class_factors
+    from gridtrain.errors import ConversionError
+    from gridtrain.train.targets import negative_weight_warning, treat_negative
+
+    treat_negative([], negative_weights)  # an unknown choice is a ConfigError
+    warning = negative_weight_warning(manifest.weights, negative_weights)
+    if warning:
+        log.warning("%s: %s", manifest_path, warning)
+    task = manifest.learning_task()
+    if task.is_classifier and task.balance and manifest.weights:
+        try:
+            class_factors(manifest.weights, task.classes, task.balance, negative_weights)
+        except ConversionError as err:
+            raise ConfigError(f"{manifest_path}: {err}") from None
 
 
 def _save_weights(path: Path, weights: list[np.ndarray]) -> None:
@@ -427,8 +449,14 @@ class TrainingRun:
         from gridtrain.train.finalize import write_outputs
 
         metrics = write_outputs(self.files, self.spec, plots=self.plots)
+        if "targets" in metrics:  # a regression: the targets' RMSE in physical units
+            headline = "validation " + ", ".join(
+                f"{name} RMSE {figures['rmse']:.4g}" for name, figures in metrics["targets"].items()
+            )
+        else:
+            headline = f"validation AUC {metrics.get('auc', float('nan')):.4f}"
         print(
-            f"gridtrain train: validation AUC {metrics.get('auc', float('nan')):.4f}, loss "
+            f"gridtrain train: {headline}, loss "
             f"{metrics.get('loss', float('nan')):.4f} after {metrics['epochs']} epochs in "
             f"{metrics['wall_time_s']:.0f} s; results in {self.files.path} "
             f"(model.keras, metrics.json, plots/)"

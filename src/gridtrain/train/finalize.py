@@ -4,6 +4,12 @@ Layer: train, outputs. Runs in the driver after the workers and the parameter se
 builds the model, loads the best validated weights (``restore_best``) or the final center,
 evaluates it on the validation shards (staged like a worker stages them) and writes every file
 atomically. ``gridtrain report`` redraws the plots from these files without TensorFlow.
+
+The task's metrics (``gridtrain.evaluation``; negative event weights counted as zero) go into
+metrics.json with the ``task`` record and ``train_negative_weights``; ``validation.npz`` holds the
+validation events: ``weights`` (the event weights as converted), ``names`` (classes or targets)
+and ``labels`` (N,) with ``scores`` (N, K) (binary: (N, 1)), or ``truth`` and ``prediction``
+(N, T) in physical units. A binary run also writes ``roc.npz``.
 """
 
 from __future__ import annotations
@@ -19,18 +25,25 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from gridtrain.data.manifest import Manifest
-from gridtrain.evaluation import weighted_roc
+from gridtrain.evaluation import (
+    multiclass_metrics,
+    negative_weight_summary,
+    regression_metrics,
+    weighted_roc,
+)
 from gridtrain.files import atomic_file, atomic_path, write_text
 from gridtrain.ps.checkpoint import read_checkpoint, read_initial_weights
 from gridtrain.ps.metrics import staleness_summary
-from gridtrain.report.run import ShardRecord, read_history
+from gridtrain.report.run import VALIDATION_FILE, ShardRecord, read_history
 from gridtrain.train.inputs import InputBuilder, ShardData
 from gridtrain.train.replica import replica, stage_in
 from gridtrain.train.settings import WorkerSpec
-from gridtrain.train.worker import evaluate, predict_shards
+from gridtrain.train.targets import class_indices, unstandardise
+from gridtrain.train.worker import Predictions, predict_shards
 
 if TYPE_CHECKING:
     from gridtrain.rundir import RunDir
+    from gridtrain.task import Task
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +87,35 @@ def run_figures(shards: list[ShardRecord], epochs: int) -> dict[str, Any]:
     }
 
 
+def task_metrics(files: RunDir, task: Task, predicted: Predictions) -> dict[str, Any]:
+    """The task's validation metrics; writes validation.npz (and roc.npz for a binary task)."""
+    metrics: dict[str, Any] = dict(predicted.validation_record(task))  # loss as in training
+    event_weights = predicted.event_weights
+    arrays: dict[str, Any] = {"weights": event_weights}
+    if task.is_classifier:
+        labels = class_indices(task, predicted.y)
+        scores = predicted.outputs
+        arrays.update(labels=labels, scores=scores, names=np.asarray(task.classes))
+        if task.kind == "binary":
+            metrics["kind"] = "binary"
+            metrics["negative_weights"] = negative_weight_summary(event_weights)
+            fpr, tpr, thresholds = weighted_roc(labels, scores[:, 0], event_weights)
+            with atomic_file(files.roc) as handle:
+                np.savez(handle, fpr=fpr, tpr=tpr, thresholds=thresholds)
+        else:
+            full = multiclass_metrics(labels, scores, event_weights, task.classes)
+            metrics.update({k: v for k, v in full.items() if k != "accuracy"})
+    else:
+        names = [t.name for t in task.targets]
+        truth = unstandardise(task, predicted.y)
+        prediction = unstandardise(task, predicted.outputs)
+        arrays.update(truth=truth, prediction=prediction, names=np.asarray(names))
+        metrics.update(regression_metrics(truth, prediction, event_weights, names))
+    with atomic_file(files.path / VALIDATION_FILE) as handle:
+        np.savez(handle, **arrays)
+    return metrics
+
+
 def write_outputs(files: RunDir, spec: WorkerSpec, *, plots: bool = True) -> dict[str, Any]:
     from gridtrain.models import model_input_names
     from gridtrain.report import write_report
@@ -90,7 +132,9 @@ def write_outputs(files: RunDir, spec: WorkerSpec, *, plots: bool = True) -> dic
         weights = checkpoint.center
     model.set_weights(weights)
     manifest = Manifest.from_dict(spec.manifest)
-    builder = InputBuilder(manifest, spec.features, spec.groups, model_input_names(model))
+    builder = InputBuilder(
+        manifest, spec.features, spec.groups, model_input_names(model), settings.negative_weights
+    )
     entries = {entry.path: entry for entry in manifest.shards.get("validation", [])}
     metrics: dict[str, Any] = {}
     if entries:
@@ -105,13 +149,12 @@ def write_outputs(files: RunDir, spec: WorkerSpec, *, plots: bool = True) -> dic
                 return data
 
             try:
-                labels, scores, event_weights = predict_shards(model, list(entries), load)
+                predicted = predict_shards(model, list(entries), load)
             finally:
                 stagein.close()
-        metrics.update(evaluate(labels, scores, event_weights))
-        fpr, tpr, thresholds = weighted_roc(labels, scores, event_weights)
-        with atomic_file(files.roc) as handle:
-            np.savez(handle, fpr=fpr, tpr=tpr, thresholds=thresholds)
+        metrics.update(task_metrics(files, builder.task, predicted))
+    metrics["task"] = builder.task.to_dict()
+    metrics["train_negative_weights"] = settings.negative_weights
     if model.optimizer is not None and not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)  # saved with its state, loads quietly
     with atomic_path(files.model) as tmp_model:

@@ -8,7 +8,10 @@ model's named inputs take (``gridtrain.models`` convention):
 * ``<group>_count``   (N,) int32, entries before padding;
 * ``<image>``         (N, *shape) float32, standardised per channel or per pixel (as converted);
 
-plus labels (float32) and per-event weights. A loaded shard is permuted once (a seed per epoch and
+plus what the model is fit to (``y``: 0/1 labels, one-hot rows or standardised regression
+targets, ``gridtrain.train.targets``), the sample weights training uses (event weight after
+``train.negative_weights``, times the class factor) and the event weights as converted (for
+metrics). A loaded shard is permuted once (a seed per epoch and
 shard) and batches are views into it, so a training step copies nothing. ``Prefetcher`` loads the
 next shard in a thread while the current one trains; h5py is opened only in the process that
 reads (after any fork).
@@ -26,9 +29,14 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from gridtrain.data.manifest import Manifest
+from gridtrain.data.manifest import Manifest, class_factors
 from gridtrain.data.shards import ShardReader
-from gridtrain.errors import ShardError
+from gridtrain.train.targets import (
+    DEFAULT_NEGATIVE_WEIGHTS,
+    sample_weights,
+    standardise_targets,
+    training_labels,
+)
 
 log = logging.getLogger(__name__)
 
@@ -63,11 +71,13 @@ def _image_scale(stats: dict[str, list[float]], image: dict[str, Any]) -> tuple[
 
 @dataclass
 class ShardData:
-    """One shard's model inputs, labels and weights, in memory."""
+    """One shard's model inputs, what the model is fit to (``labels``: (N,) or (N, K|T)), the
+    sample weights training uses and the event weights as converted, in memory."""
 
     inputs: Inputs
     labels: Float
     weights: Float
+    event_weights: Float
 
     @property
     def events(self) -> int:
@@ -77,8 +87,9 @@ class ShardData:
         order = np.random.default_rng(seed).permutation(self.events)
         return ShardData(
             {name: np.take(array, order, axis=0) for name, array in self.inputs.items()},
-            np.take(self.labels, order),
+            np.take(self.labels, order, axis=0),
             np.take(self.weights, order),
+            np.take(self.event_weights, order),
         )
 
     def batches(self, batch_size: int) -> Iterator[tuple[Inputs, Float, Float]]:
@@ -100,8 +111,20 @@ class InputBuilder:
         features: tuple[str, ...],
         groups: dict[str, tuple[int, tuple[str, ...]]],
         wanted: list[str],
+        negative_weights: str = DEFAULT_NEGATIVE_WEIGHTS,
     ) -> None:
         self.wanted = wanted
+        self.task = manifest.learning_task()
+        self.negative_weights = negative_weights
+        self._factors: list[float] = []
+        if self.task.is_classifier:  # balanced for the weights as training treats them
+            self._factors = (
+                class_factors(
+                    manifest.weights, self.task.classes, self.task.balance, negative_weights
+                )
+                if manifest.weights and self.task.balance
+                else manifest.factors()
+            )
         self._columns = [manifest.features.index(name) for name in features]
         self._feature_scale = (
             standardisation(manifest.stats["features"], self._columns) if features else None
@@ -116,7 +139,7 @@ class InputBuilder:
             for image in manifest.images
             if image["name"] in wanted
         }
-        self._datasets = ["label", "weight"]
+        self._datasets = ["weight", "label" if self.task.is_classifier else "target"]
         if "features" in wanted:
             self._datasets.append("features")
         for name in self._groups:
@@ -152,12 +175,15 @@ class InputBuilder:
             values -= mean
             values *= inverse
             inputs[name] = values
-        labels = raw["label"].astype(np.float32)
-        if labels.size and not np.isin(labels, (0.0, 1.0)).all():
-            raise ShardError(
-                f"{path}: labels other than 0 and 1; the built-in models are binary classifiers"
-            )
-        return ShardData(inputs, labels, raw["weight"])
+        event_weights = np.asarray(raw["weight"], dtype=np.float32)
+        if self.task.is_classifier:
+            labels = raw["label"]
+            y = training_labels(self.task, labels, str(path))
+            weights = sample_weights(event_weights, labels, self.negative_weights, self._factors)
+        else:
+            y = standardise_targets(self.task, raw["target"], str(path))
+            weights = sample_weights(event_weights, (), self.negative_weights, ())
+        return ShardData(inputs, y, weights, event_weights)
 
 
 class Prefetcher:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from gridtrain.config import StageConfig
 from gridtrain.stage import StageIn
+from gridtrain.task import Task
 from gridtrain.train.settings import TrainConfig, WorkerSpec
 
 if TYPE_CHECKING:
@@ -23,14 +24,16 @@ def build_replica(
     features: tuple[str, ...],
     groups: dict[str, tuple[int, tuple[str, ...]]],
     images: dict[str, tuple[int, ...]] | None = None,
+    task: Task | None = None,
 ) -> keras.Model:
-    """The run's compiled model over the given inputs (TensorFlow is imported here, lazily)."""
+    """The run's compiled model over the given inputs for ``task`` (binary when None), its output
+    checked against the task (TensorFlow is imported here, lazily)."""
     from gridtrain.models import InputSpec, build_model
 
     return build_model(
         settings.model,
         settings.model_params,
-        InputSpec(features, groups, images or {}),
+        InputSpec(features, groups, images or {}, task or Task()),
         learning_rate=settings.learning_rate,
         seed=settings.seed,
     )
@@ -41,7 +44,8 @@ def replica(spec: WorkerSpec) -> keras.Model:
     from gridtrain.models.spec import image_shapes
 
     images = image_shapes(spec.manifest.get("images", []))
-    return build_replica(spec.settings, spec.features, spec.groups, images)
+    task = Task.from_dict(spec.manifest.get("task"))
+    return build_replica(spec.settings, spec.features, spec.groups, images, task)
 
 
 def stage_in(spec: WorkerSpec, scratch: Path, budget_bytes: int | None = None) -> StageIn:

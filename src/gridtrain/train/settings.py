@@ -15,6 +15,7 @@ from gridtrain.data.manifest import Manifest
 from gridtrain.errors import ConfigError
 from gridtrain.files import write_text
 from gridtrain.ps.rules import AlgorithmConfig
+from gridtrain.train.targets import DEFAULT_NEGATIVE_WEIGHTS
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class TrainConfig:
     scratch_budget_mb: int | None
     run_dir: str
     overlap: bool = True  # exchanges travel while the next window trains (train/overlap.py)
+    negative_weights: str = DEFAULT_NEGATIVE_WEIGHTS  # keep | abs | zero (train/targets.py)
 
     @classmethod
     def from_dict(cls, section: dict[str, Any]) -> TrainConfig:
@@ -67,6 +69,7 @@ class TrainConfig:
             scratch_budget_mb=section["scratch_budget_mb"],
             run_dir=section["run_dir"],
             overlap=section["overlap"],
+            negative_weights=section.get("negative_weights", DEFAULT_NEGATIVE_WEIGHTS),
         )
 
     def algorithm_config(self) -> AlgorithmConfig:

@@ -10,7 +10,8 @@ previous shard trains, run its batches a window of ``every`` steps per compiled 
 (``train/steps.py``) and exchange with the PS after each window (``ps.Exchange``; with the
 config's ``train.overlap``, in the background while the next window trains: ``train/overlap.py``);
 report the shard done with its loss, events and seconds. For a validation task pull the center
-of that epoch, predict the validation shards and report loss, accuracy and ROC AUC. Stop on
+of that epoch, predict the validation shards and report the task's figures (loss for every task,
+the one early stopping reads; accuracy and AUC for classifiers: ``train/targets.py``). Stop on
 ``done``, or on SIGTERM/SIGINT without reporting the shard in hand (its lease returns to the
 queue when the connection closes).
 """
@@ -37,15 +38,16 @@ import numpy as np
 
 from gridtrain.data.manifest import Manifest, ShardEntry
 from gridtrain.errors import GridtrainError, ProtocolError
-from gridtrain.evaluation import weighted_accuracy, weighted_auc, weighted_log_loss
 from gridtrain.ps import auth
 from gridtrain.ps.client import PSClient
 from gridtrain.ps.exchange import Exchange
+from gridtrain.task import Task
 from gridtrain.train.inputs import InputBuilder, Prefetcher, ShardData
 from gridtrain.train.overlap import OverlappedExchange
 from gridtrain.train.replica import replica, stage_in
 from gridtrain.train.settings import WorkerSpec
 from gridtrain.train.steps import WindowSteps, windows
+from gridtrain.train.targets import validation_record
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +107,9 @@ class Worker:
         self.locations = spec.locations
         self.model = replica(spec)
         self.inputs = model_input_names(self.model)
-        self.builder = InputBuilder(self.manifest, spec.features, spec.groups, self.inputs)
+        self.builder = InputBuilder(
+            self.manifest, spec.features, spec.groups, self.inputs, settings.negative_weights
+        )
         budget = settings.scratch_budget_mb
         self.stagein = stage_in(spec, scratch, budget << 20 if budget else None)
         self.prefetcher = Prefetcher(self.builder)
@@ -312,28 +316,26 @@ class Worker:
         local = self.model.get_weights()
         self.model.set_weights(center)
         try:
-            labels, scores, weights = self.predict(task["shards"])
+            predicted = self.predict(task["shards"])
         finally:
             self.model.set_weights(local)
         if self.stop.is_set():
             return
-        metrics = evaluate(labels, scores, weights)
+        metrics = predicted.validation_record(self.builder.task)
         self.client.complete(
             int(task["lease"]),
-            {**metrics, "events": int(labels.size), "seconds": time.perf_counter() - start},
+            {**metrics, "events": predicted.events, "seconds": time.perf_counter() - start},
         )
         log.info(
-            "%s: validated epoch %d (center version %d): loss %.4f, accuracy %.4f, AUC %.4f",
+            "%s: validated epoch %d (center version %d): %s",
             self.name,
             epoch,
             version,
-            metrics["loss"],
-            metrics["accuracy"],
-            metrics["auc"],
+            ", ".join(f"{key} {value:.4f}" for key, value in metrics.items()),
         )
 
-    def predict(self, shards: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Labels, scores and weights of ``shards`` under the model's current weights."""
+    def predict(self, shards: list[str]) -> Predictions:
+        """The model's outputs on ``shards`` under its current weights."""
 
         def load(shard: str) -> ShardData:
             data = self.prefetcher.get(shard, lambda: self._stage(shard))
@@ -358,36 +360,51 @@ class Worker:
             )
 
 
+@dataclass
+class Predictions:
+    """A model's outputs on validation events and what they are compared with: ``y`` as the
+    model is fit to it, the training's sample ``weights`` and the converted ``event_weights``."""
+
+    y: np.ndarray
+    outputs: np.ndarray
+    weights: np.ndarray
+    event_weights: np.ndarray
+
+    @property
+    def events(self) -> int:
+        return int(self.weights.shape[0])
+
+    def validation_record(self, task: Task) -> dict[str, float]:
+        """The epoch's figures for the parameter server (``targets.validation_record``)."""
+        return validation_record(task, self.y, self.outputs, self.weights, self.event_weights)
+
+
 def predict_shards(
     model: Any,
     shards: list[str],
     load: Callable[[str], ShardData],
     stop: threading.Event | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Labels, scores and weights of ``shards`` (loaded one at a time) under ``model``."""
+) -> Predictions:
+    """The outputs of ``model`` on ``shards`` (loaded one at a time), (N, units)."""
     from gridtrain.models import arrange_inputs
 
-    labels, scores, weights = [], [], []
+    ys, outputs, weights, event_weights = [], [], [], []
     for shard in shards:
         data = load(shard)
-        for inputs, batch_labels, batch_weights in data.batches(PREDICT_BATCH):
-            scores.append(
-                np.asarray(model.predict_on_batch(arrange_inputs(model, inputs))).reshape(-1)
-            )
-            labels.append(batch_labels)
-            weights.append(batch_weights)
+        for inputs, batch_y, _ in data.batches(PREDICT_BATCH):
+            out = np.asarray(model.predict_on_batch(arrange_inputs(model, inputs)))
+            outputs.append(out.reshape(out.shape[0], -1))
+            ys.append(batch_y)
+        weights.append(data.weights)
+        event_weights.append(data.event_weights)
         if stop is not None and stop.is_set():
             break
-    return np.concatenate(labels), np.concatenate(scores), np.concatenate(weights)
-
-
-def evaluate(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> dict[str, float]:
-    """Weighted validation loss, accuracy and ROC AUC."""
-    return {
-        "loss": weighted_log_loss(labels, scores, weights),
-        "accuracy": weighted_accuracy(labels, scores, weights),
-        "auc": weighted_auc(labels, scores, weights),
-    }
+    return Predictions(
+        np.concatenate(ys),
+        np.concatenate(outputs),
+        np.concatenate(weights),
+        np.concatenate(event_weights),
+    )
 
 
 @contextmanager
