@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -77,11 +78,19 @@ def read_split(out: Path, manifest: Manifest, split: str) -> dict[str, np.ndarra
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
-def test_multiclass_labels_weights_and_class_factors(multiclass_toy: Path, tmp_path: Path):
+def test_multiclass_labels_weights_and_class_factors(
+    multiclass_toy: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
     dataset = DatasetConfig.from_dict(
         section(multiclass_samples(multiclass_toy), tmp_path, weight="genWeight"), MULTICLASS
     )
-    manifest = convert(dataset)
+    with caplog.at_level(logging.WARNING, logger="gridtrain.data.convert"):
+        manifest = convert(dataset)
+    top = manifest.weights["samples"]["top"]
+    assert (
+        f"sample 'top': {top['negative_events']} of {top['events']} events have negative "
+        f"weights, {100 * top['negative_share']:.1f}% of its sum of |weights|"
+    ) in caplog.text
     train = read_split(tmp_path, manifest, "train")
     validation = read_split(tmp_path, manifest, "validation")
     both = {k: np.concatenate([v, validation[k]]) for k, v in train.items()}

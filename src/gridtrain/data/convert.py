@@ -459,7 +459,7 @@ def convert(
             )
         manifest = _manifest(dataset, layout, inputs, writer, stats, tally)
     _commit(out, writer.parts, manifest)
-    _warn_negative(manifest)
+    warn_negative_weights(manifest)
     return manifest
 
 
@@ -489,7 +489,8 @@ def check_classes(dataset: DatasetConfig, events: Sequence[float] | np.ndarray) 
             log.warning(message)
 
 
-def _warn_negative(manifest: Manifest) -> None:
+def warn_negative_weights(manifest: Manifest) -> None:
+    """Name every sample with negative weights, their count and share, in a warning."""
     for name, record in manifest.weights.get("samples", {}).items():
         if record["negative_events"]:
             log.warning(

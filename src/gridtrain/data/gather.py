@@ -22,7 +22,7 @@ from typing import Any
 
 from gridtrain.config import DatasetConfig
 from gridtrain.data.arrays import RunningStats
-from gridtrain.data.convert import check_classes, remove_stale_shards
+from gridtrain.data.convert import check_classes, remove_stale_shards, warn_negative_weights
 from gridtrain.data.groups import group_count, group_dir
 from gridtrain.data.manifest import (
     MANIFEST_NAME,
@@ -69,6 +69,7 @@ def gather(dataset: DatasetConfig, outdir: str | Path | None = None) -> Manifest
     (out / MANIFEST_NAME).unlink(missing_ok=True)
     remove_stale_shards(out, set())  # a one-job conversion's, converted into this folder before
     write_manifest(manifest, out)
+    warn_negative_weights(manifest)
     log.info(
         "gathered %d training and %d validation events of %d groups in %s",
         manifest.events("train"), manifest.events("validation"), count, out / MANIFEST_NAME,
