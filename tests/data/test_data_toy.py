@@ -64,3 +64,37 @@ def test_a_linear_classifier_separates_well_but_not_perfectly():
     for k in range(len(JET_FEATURES)):  # no single feature gives the answer away
         single = roc_auc(y, x[:, k])
         assert max(single, 1 - single) < 0.85, JET_FEATURES[k]
+
+
+def test_top_jets_have_the_top_mass_and_more_prongs_than_w_jets():
+    from gridtrain.data.toy import generate_top
+
+    top = generate_top(3000, np.random.default_rng(1), 0)
+    w = generate_events(3000, True, np.random.default_rng(1), 0)
+    qcd = generate_events(3000, False, np.random.default_rng(1), 0)
+    assert 160 < np.median(top.flat["jet_mass"]) < 190
+    assert 75 < np.median(w.flat["jet_mass"]) < 95
+    assert np.median(qcd.flat["jet_mass"]) < 70
+    # A third prong spreads the pt: the leading constituent carries less of it.
+    assert np.median(top.flat["jet_lead_frac"]) < np.median(w.flat["jet_lead_frac"])
+    assert np.median(top.flat["jet_nconst"]) > np.median(w.flat["jet_nconst"])
+
+
+def test_the_regression_toy_keeps_the_generator_level_jet_beside_the_measured_one():
+    from gridtrain.data.toy import TRUE_FEATURES, smear_jets
+
+    true = generate_events(3000, False, np.random.default_rng(2), 0)
+    measured = smear_jets(true, np.random.default_rng(3))
+    for name in TRUE_FEATURES:
+        np.testing.assert_array_equal(measured.flat[name], true.flat[name.removesuffix("_true")])
+    np.testing.assert_array_equal(measured.counts, true.counts)
+    # Neutral hadrons are measured at 0.7: jets with more of them need a larger correction.
+    response = measured.flat["jet_pt_true"] / measured.flat["jet_pt"]
+    assert 1.0 < np.median(response) < 1.15
+    owner = np.repeat(np.arange(len(true.counts)), true.counts)
+    hadron_pt = true.constituents["pt"] * (true.constituents["pid"] == 130)
+    share = np.bincount(owner, weights=hadron_pt) / np.bincount(owner, true.constituents["pt"])
+    assert np.corrcoef(share, response)[0, 1] > 0.8
+    # Constituents stay pt-ordered within each jet, as measured.
+    starts = np.cumsum(measured.counts) - measured.counts
+    assert (measured.constituents["pt"][starts] >= measured.constituents["pt"][starts + 1]).all()
