@@ -90,7 +90,16 @@ def expect_config_error(
 @pytest.mark.parametrize(
     ("name", "params", "words"),
     [
-        ("mpl", {}, ["unknown model 'mpl'", "did you mean 'mlp'", "deepsets, mlp", "file.py:"]),
+        (
+            "mpl",
+            {},
+            [
+                "unknown model 'mpl'",
+                "did you mean 'mlp'",
+                "cnn, deepsets, interaction, mlp",
+                "file.py:",
+            ],
+        ),
         ("mlp", {"hiden": [4]}, ["unknown parameter 'hiden'", "did you mean 'hidden'"]),
         ("mlp", {"hidden": [0]}, ["parameter 'hidden' is [0]", "positive integers"]),
         ("mlp", {"hidden": 64}, ["parameter 'hidden' is 64"]),

@@ -1,4 +1,6 @@
-"""The built-in models: an MLP on the flat features and a Deep Sets network over a jagged group.
+"""The built-in models: an MLP on the flat features, Deep Sets and an interaction network over
+a jagged group, and a small CNN on an image (the last two's Keras pieces in ``models.interaction``
+and ``models.cnn``).
 
 Layer: models, builders. Each builder turns an ``InputSpec`` and checked hyper-parameters into a
 compiled model for the spec's task: its body ends in ``finish_model``, which adds the task's head

@@ -11,7 +11,8 @@ def register(subparsers: Any) -> None:
         "report",
         help="draw a training run's plots and summarise it",
         description="Regenerate the PNG plots of a run directory (RUN_DIR/plots) from its "
-        "metrics.json, history.jsonl and roc.npz, and print a summary.",
+        "metrics.json, history.jsonl, roc.npz and validation.npz, as its task (binary, "
+        "multiclass, regression) asks, and print a summary.",
     )
     report.add_argument(
         "run_dir", metavar="RUN_DIR", help="the run directory 'gridtrain train' wrote"
