@@ -12,11 +12,12 @@ For each model size (1M and 10M float32 parameters by default) and worker count 
 offered and sustained exchanges/s, the GB/s both directions together, the p50/p99 round-trip
 latency and whether the server kept up (sustained >= 90% of offered and p99 < interval). The
 baseline, measured in the same run: a raw loopback echo of the same bytes (send the model, receive
-the model, no framing, no authentication, no update) from the same 4 client processes, one
-connection each, as fast as they can: what the machine moves between processes at all. Per size
-it reports the knee (the most workers the server kept up with) and the peak sustained GB/s of any
-point (where the sustained rate flattens: the server's capacity). The last line is that peak for
-the largest size against the raw loopback figure of the same size.
+the model, no framing, no authentication, no update) from the same 4 client processes holding
+``--raw-connections`` connections in all (16), as fast as they can: what the machine moves
+between processes at all. Per size it reports the knee (the most workers the server kept up
+with) and the peak sustained GB/s of any point (where the sustained rate flattens: the server's
+capacity). The last line is that peak for the largest size against the raw loopback figure of
+the same size.
 
 Wire compression (bf16, top-k) is not in the protocol yet: when ``PSClient`` grows a
 ``compression`` option the benchmark adds those columns; until then it says so and skips them.
@@ -87,9 +88,11 @@ class Point:
 def serve_center(parameters: int, secret: bytes, connections: int, ready: Any) -> None:
     config = AlgorithmConfig(optimizer="add", staleness_scaling="none")
     store = CenterStore([np.zeros(parameters, np.float32)], config)
-    server = ParameterServer(
-        store, secret, ServerConfig(read_timeout=60.0, max_connections=connections)
+    # every simulated worker comes from 127.0.0.1, unlike a grid's: no per-source handshake cap
+    settings = ServerConfig(
+        read_timeout=60.0, max_connections=connections, per_source_max_startups=connections
     )
+    server = ParameterServer(store, secret, settings)
     ready.put(server.start()[1])
     server.wait()
 
@@ -171,22 +174,37 @@ def receive_into(sock: socket.socket, view: memoryview) -> bool:
     return True
 
 
-def echo_client(port: int, parameters: int, seconds: float, start: Any, results: Any) -> None:
-    sock = socket.create_connection(("127.0.0.1", port))
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+def echo_client(
+    port: int, parameters: int, connections: int, seconds: float, start: Any, results: Any
+) -> None:
+    """``connections`` threads, each sending the model and receiving it back, flat out."""
     data = np.ones(parameters, np.float32).data.cast("B")
-    out = memoryview(bytearray(parameters * 4))
-    sock.sendall(data)
-    receive_into(sock, out)
-    results.put(("ready", 0, []))
-    start.wait()
-    count, deadline = 0, time.monotonic() + seconds
-    while time.monotonic() < deadline:
+    counts = [0] * connections
+    connected = threading.Barrier(connections + 1)
+
+    def loop(index: int) -> None:
+        sock = socket.create_connection(("127.0.0.1", port))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        out = memoryview(bytearray(parameters * 4))
         sock.sendall(data)
         receive_into(sock, out)
-        count += 1
-    sock.close()
-    results.put(("done", count, []))
+        connected.wait()
+        start.wait()
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            sock.sendall(data)
+            receive_into(sock, out)
+            counts[index] += 1
+        sock.close()
+
+    pool = [threading.Thread(target=loop, args=(i,), daemon=True) for i in range(connections)]
+    for thread in pool:
+        thread.start()
+    connected.wait()
+    results.put(("ready", 0, []))
+    for thread in pool:
+        thread.join()
+    results.put(("done", sum(counts), []))
 
 
 # -- measurements ------------------------------------------------------------------------------
@@ -238,9 +256,11 @@ def measure_ps(parameters: int, workers: int, interval: float, seconds: float) -
     return Point(parameters, workers, interval, exchanges, seconds, latencies)
 
 
-def measure_raw(parameters: int, seconds: float) -> float:
-    """GB/s (both directions) of a raw loopback echo from PROCESSES clients, as fast as they go."""
-    clients = [(echo_client, (parameters, seconds)) for _ in range(PROCESSES)]
+def measure_raw(parameters: int, connections: int, seconds: float) -> float:
+    """GB/s (both directions) of a raw loopback echo from PROCESSES client processes holding
+    ``connections`` connections in all, as fast as they go."""
+    share = max(1, connections // PROCESSES)
+    clients = [(echo_client, (parameters, share, seconds)) for _ in range(PROCESSES)]
     exchanges, _ = _run(echo_server, (parameters,), clients)
     return exchanges * 2 * parameters * 4 / seconds / 1e9
 
@@ -267,6 +287,9 @@ def main() -> None:
     )
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between exchanges")
     parser.add_argument("--seconds", type=float, default=5.0, help="measured per point")
+    parser.add_argument(
+        "--raw-connections", type=int, default=16, help="connections of the raw echo, in all"
+    )
     parser.add_argument("--quick", action="store_true", help="1e6:8,32;1e7:8 for 3 s each")
     args = parser.parse_args()
     if args.quick:
@@ -285,10 +308,11 @@ def main() -> None:
     peaks: dict[int, Point] = {}
     raw: dict[int, float] = {}
     for parameters, counts in plan:
-        raw[parameters] = measure_raw(parameters, args.seconds)
+        raw[parameters] = measure_raw(parameters, args.raw_connections, args.seconds)
         print(
             f"\n{parameters / 1e6:g}M parameters ({parameters * 4 / 1e6:.0f} MB each way); raw "
-            f"loopback echo, {PROCESSES} processes flat out: {raw[parameters]:.2f} GB/s"
+            f"loopback echo, {PROCESSES} processes, {args.raw_connections} connections flat out: "
+            f"{raw[parameters]:.2f} GB/s"
         )
         print(
             f"{'workers':>8}{'offered/s':>11}{'sustained/s':>13}{'GB/s':>7}"
