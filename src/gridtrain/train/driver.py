@@ -434,6 +434,8 @@ class TrainingRun:
         latest = progress["latest_validation"]
         if latest and "auc" in latest:
             parts.append(f"val AUC {latest['auc']:.4f} (epoch {latest['epoch'] + 1})")
+        elif latest and "loss" in latest:  # a regression
+            parts.append(f"val loss {latest['loss']:.4f} (epoch {latest['epoch'] + 1})")
         parts.append(f"{wall:.0f} s")
         line = "train: " + " | ".join(parts)
         print(f"\r{line}\x1b[K" if tty else line, end="" if tty else "\n", file=sys.stderr)
