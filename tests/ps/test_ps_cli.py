@@ -155,6 +155,8 @@ def test_sigkilled_server_resumes_from_its_last_checkpoint(tmp_path: Path) -> No
         (["ps", "serve", "--resume", "--checkpoint", "nope.npz"], "does not exist; start without"),
         (["ps", "serve", "--init", "w.npz", "--port", "90x"], "--port '90x' is not a port"),
         (["ps", "serve", "--init", "w.npz", "--learning-rate", "-1"], "learning_rate = -1.0"),
+        (["ps", "serve", "--init", "w.npz", "--max-startups", "40:30:20"], "START:RATE:FULL"),
+        (["ps", "serve", "--init", "w.npz", "--per-source-max-startups", "0"], "must be >= 1"),
         (["ps", "status", "127.0.0.1:9", "--secret-file", "missing"], "does not exist"),
     ],
 )

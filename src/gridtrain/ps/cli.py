@@ -20,6 +20,7 @@ from typing import Any
 from gridtrain.errors import ConfigError
 from gridtrain.ps import auth
 from gridtrain.ps.address import write_address_file
+from gridtrain.ps.admission import StartupBudget
 from gridtrain.ps.center import CenterStore
 from gridtrain.ps.checkpoint import read_checkpoint, read_initial_weights
 from gridtrain.ps.client import PSClient
@@ -80,7 +81,33 @@ def _register_serve(commands: Any) -> None:
     )
     net.add_argument("--tls-cert", type=Path, help="PEM certificate: also encrypt with TLS")
     net.add_argument("--tls-key", type=Path, help="PEM private key for --tls-cert")
-    net.add_argument("--max-connections", type=int, default=256)
+    net.add_argument(
+        "--max-connections",
+        type=int,
+        default=256,
+        help="authenticated connections (workers, monitors) at once; more are told 'busy' "
+        "(default %(default)s)",
+    )
+    net.add_argument(
+        "--max-startups",
+        default=str(StartupBudget()),
+        metavar="START:RATE:FULL",
+        help="handshakes not yet authenticated, as OpenSSH's MaxStartups: from START on, refuse "
+        "new ones with RATE %% chance, rising to all at FULL (default %(default)s)",
+    )
+    net.add_argument(
+        "--per-source-max-startups",
+        type=int,
+        default=8,
+        help="handshakes one source address may have open at once (default %(default)s)",
+    )
+    net.add_argument(
+        "--handshake-timeout",
+        type=float,
+        default=5.0,
+        help="seconds a new connection has for the whole handshake, TLS included (default "
+        "%(default)s)",
+    )
     net.add_argument(
         "--read-timeout",
         type=float,
@@ -210,6 +237,9 @@ def serve_command(args: argparse.Namespace) -> int:
         read_timeout=args.read_timeout,
         idle_timeout=args.idle_timeout,
         max_connections=args.max_connections,
+        max_startups=StartupBudget.parse(args.max_startups),
+        per_source_max_startups=args.per_source_max_startups,
+        handshake_timeout=args.handshake_timeout,
         receive_buffers=args.receive_buffers,
         checkpoint_path=args.checkpoint,
         checkpoint_every=args.checkpoint_every,
