@@ -212,8 +212,8 @@ def _read_piece(
         finite = np.isfinite(piece.target).all(axis=1)
         bad = len(piece) - int(finite.sum())
         if bad and reading.on_bad_target == "refuse":
-            names = [t.name for t, f in zip(reading.task.targets, np.isfinite(piece.target).T,
-                                               strict=True) if not f.all()]  # fmt: skip
+            broken = ~np.isfinite(piece.target).all(axis=0)
+            names = [t.name for t, b in zip(reading.task.targets, broken, strict=True) if b]
             raise ConversionError(
                 f"{item.reader.path}: sample {item.sample.name!r}: {bad} of {len(piece)} "
                 f"selected events in entries {start}-{stop} have a NaN or infinite target "
@@ -255,9 +255,10 @@ def _labels(item: _Input, piece: _Piece, task: Task) -> np.ndarray:
     outside = (labels < 0) | (labels >= max(len(task.classes), 1)) | (labels != values)
     if task.is_classifier and outside.any():
         first = int(np.flatnonzero(outside)[0])
+        entry = int(piece.entries[first]) - item.offset + item.start  # the file's own entry
         where = (
             f"{item.reader.path}: label branch {label!r} of sample {item.sample.name!r} has "
-            f"value {values[first]} in entry {int(piece.entries[first])}"
+            f"value {values[first]} in entry {entry}"
         )
         if task.kind == "multiclass":
             raise ConversionError(
@@ -471,13 +472,12 @@ def check_classes(dataset: DatasetConfig, events: Sequence[float] | np.ndarray) 
             continue
         samples = [s.name for s in dataset.samples if s.label == index]
         branches = [s.name for s in dataset.samples if isinstance(s.label, str)]
-        source = (
-            f"samples {', '.join(map(repr, samples))} give none"
-            if samples
-            else f"no sample has class: {name}"
-            + (f" and the label branches of {', '.join(map(repr, branches))} never give {index}"
-               if branches else "")
-        )  # fmt: skip
+        sources = [f"samples {', '.join(map(repr, samples))} give none"] if samples else []
+        if branches:
+            sources.append(
+                f"the label branches of {', '.join(map(repr, branches))} never give {index}"
+            )
+        source = " and ".join(sources) or f"no sample has class: {name}"
         message = (
             f"task.classes: class {name!r} (label {index}) has no events: {source}"
             + (f" after dataset.selection {dataset.selection!r}" if dataset.selection else "")
