@@ -76,7 +76,7 @@ def test_a_detached_study_is_followed_and_cancelled_from_another_shell(
         assert "trials 0/2 done" in text
         assert "1 running" in text
         assert "(attempt 1): epoch " in text
-        assert "/500, val val_loss " in text
+        assert "/500, val_loss " in text
     finally:
         cancelled = gridtrain("tune", "cancel", str(study))
     assert cancelled.returncode == 0, cancelled.stderr[-3000:]

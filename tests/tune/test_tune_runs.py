@@ -71,6 +71,17 @@ def test_a_study_prunes_the_hopeless_and_writes_the_best_config(
     assert {"optimization_history.png", "intermediate_values.png"} <= plots
     assert "param_importances.png" in plots
 
+    # best.yaml, trained as a user would, reaches the reported objective (same seed, one worker)
+    again = subprocess.run(
+        [sys.executable, "-m", "gridtrain", "train", "-c", str(study / "best.yaml"),
+         "--run-dir", str(tmp_path / "best"), "--workers", "1"],
+        capture_output=True, text=True, timeout=600, check=False,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr[-3000:]
+    retrained = json.loads((tmp_path / "best" / "metrics.json").read_text())["loss"]
+    assert retrained == pytest.approx(best["value"], abs=0.02)
+
 
 def test_a_killed_tuner_resumes_without_rerunning_finished_trials(
     tmp_path: Path, toy_dir: Path, toy_dataset: Path

@@ -221,7 +221,7 @@ def format_status(status: dict[str, Any]) -> str:
     for attempt in status["running"]:
         of = f"/{attempt['of']}" if attempt["of"] else ""
         value = attempt["value"]
-        shown = f", val {status['objective']} {value:.4f}" if isinstance(value, float) else ""
+        shown = f", {status['objective']} {value:.4f}" if isinstance(value, float) else ""
         alive = "" if attempt["training"] else " (its training is not running)"
         if not attempt["followed"] and attempt["training"]:
             alive = " (still training, no tuner follows it)"
