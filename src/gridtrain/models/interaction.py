@@ -7,13 +7,14 @@ the interaction network for jet identification:
 
 1. every ordered pair (r, s) of a jet's constituents, r != s, gets the input ``[x_r, x_s]``;
 2. the relation function f_R (an MLP, ``relation`` units) turns it into an effect e_rs;
-3. each receiver sums the effects of its real senders: E_r = sum over s of e_rs;
+3. each receiver pools the effects of its real senders: E_r = sum (JEDI-net) or mean over s of
+   e_rs (``pooling``; the mean keeps the scale independent of the multiplicity);
 4. the object function f_O (an MLP, ``object`` units) maps ``[x_r, E_r]`` to a constituent vector;
-5. these are pooled (sum or mean) over the jet's real constituents and a classifier MLP and the
-   task's head follow (in the zoo).
+5. these are pooled (the same ``pooling``) over the jet's real constituents and a classifier MLP
+   and the task's head follow (in the zoo).
 
 Padding: entry ``i`` of an event is real when ``i < <group>_count``; pairs with a padded sender
-and padded receivers are selected away (``MaskedRelationSum``, ``MaskedPooling``), so the output
+and padded receivers are selected away (``MaskedRelationPooling``, ``MaskedPooling``), so the output
 does not depend on what padded slots hold and does not change when the real constituents are
 permuted (sums over senders and receivers are symmetric). Cost and memory grow as L^2 per event
 (all pairs): keep ``dataset.jagged`` lengths of tens, as JEDI-net's 30-150.
@@ -27,7 +28,7 @@ from typing import Any
 import keras
 
 from gridtrain.errors import ConfigError
-from gridtrain.models.layers import MaskedPooling, MaskedRelationSum, RelationPairs
+from gridtrain.models.layers import MaskedPooling, MaskedRelationPooling, RelationPairs
 
 Dense = Callable[[Any, list[int], str], Any]
 """``dense(x, units, prefix)``: the zoo's stack of Dense layers (seeded, named, activated)."""
@@ -58,7 +59,7 @@ def interaction_body(entries: Any, count: Any, params: Mapping[str, Any], dense:
     """The jet vector (batch, object[-1]) of ``entries`` (batch, L, C) with ``count`` (batch,)."""
     pairs = RelationPairs(name="pairs")(entries)
     effects = dense(pairs, list(params["relation"]), "relation")
-    received = MaskedRelationSum(name="received")([effects, count])
+    received = MaskedRelationPooling(params["pooling"], name="received")([effects, count])
     objects = keras.layers.Concatenate(name="object_inputs")([entries, received])
     objects = dense(objects, list(params["object"]), "object")
     return MaskedPooling(params["pooling"], name="pool")([objects, count])

@@ -101,7 +101,7 @@ class RelationPairs(keras.layers.Layer):  # type: ignore[misc]
 
     Pair (r, s) is the receiver's channels then the sender's, ``[x_r, x_s]``: the input of the
     interaction network's relation function (JEDI-net's B = [R_r O, R_s O], arXiv:1908.05318).
-    Padded entries are paired too; ``MaskedRelationSum`` drops those pairs.
+    Padded entries are paired too; ``MaskedRelationPooling`` drops those pairs.
     """
 
     def call(self, inputs: Any) -> Any:
@@ -116,23 +116,40 @@ class RelationPairs(keras.layers.Layer):  # type: ignore[misc]
 
 
 @keras.saving.register_keras_serializable(package="gridtrain")
-class MaskedRelationSum(keras.layers.Layer):  # type: ignore[misc]
+class MaskedRelationPooling(keras.layers.Layer):  # type: ignore[misc]
     """What each receiver gets from the real senders: (batch, L, L, D) -> (batch, L, D).
 
     Called on ``[effects, count]``: the effect of pair (r, s) counts when sender ``s < count``
-    and ``s != r``. Other pairs are selected away (not multiplied by zero), so padded senders
-    never reach a receiver; padded receivers' sums are left for the pooling's own mask.
+    and ``s != r``; ``sum`` adds them (JEDI-net), ``mean`` divides by the count - 1 other real
+    entries. Other pairs are selected away (not multiplied by zero), so padded senders never
+    reach a receiver; padded receivers' values are left for the pooling's own mask.
     """
+
+    def __init__(self, mode: str = "sum", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if mode not in POOLINGS:
+            raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}; got {mode!r}")
+        self.mode = mode
 
     def call(self, inputs: list[Any]) -> Any:
         effects, count = inputs
         length = effects.shape[1]
+        count = ops.cast(count, "int32")
         entries = ops.arange(length, dtype="int32")
-        real = entries[None, None, :] < ops.cast(count, "int32")[:, None, None]
+        real = entries[None, None, :] < count[:, None, None]
         other = (entries[:, None] != entries[None, :])[None, :, :]
         keep = ops.expand_dims(ops.logical_and(real, other), -1)
-        return ops.sum(ops.where(keep, effects, ops.zeros_like(effects)), axis=2)
+        pooled = ops.sum(ops.where(keep, effects, ops.zeros_like(effects)), axis=2)
+        if self.mode == "mean":
+            senders = ops.clip(ops.cast(count - 1, pooled.dtype), 1.0, float(length))
+            pooled = pooled / senders[:, None, None]
+        return pooled
 
     def compute_output_shape(self, input_shape: list[tuple[int | None, ...]]) -> tuple[Any, ...]:
         batch, length, _, depth = input_shape[0]
         return (batch, length, depth)
+
+    def get_config(self) -> dict[str, Any]:
+        config: dict[str, Any] = super().get_config()
+        config["mode"] = self.mode
+        return config

@@ -273,7 +273,7 @@ INTERACTION_PARAMS = {
     "relation": Param([32, 32], _units, UNITS),
     "object": Param([32, 32], _units, UNITS),
     "classifier": Param([64], _units, UNITS),
-    "pooling": Param("sum", lambda v: v in ("sum", "mean"), "sum or mean"),
+    "pooling": Param("mean", lambda v: v in ("sum", "mean"), "sum or mean"),
     "use_features": Param(False, _flag, "true or false"),
     "activation": ACTIVATION,
     "dropout": DROPOUT,
