@@ -49,6 +49,14 @@ epoch, and the share of worker time spent waiting on the network and overlapped;
 final validation AUC with overlap minus without (mean over the repeats).
 
     python benchmarks/train.py --mode overlap --model mlp --epochs 4 --events 50000 --repeat 2
+
+``--mode latency`` times the worker's loop (compiled windows, an exchange every ``--every`` steps,
+a flush at the end of each shard) in this process against an in-process Downpour parameter server
+whose every exchange takes ``--rtt-ms`` (default 30, a continental round trip; bandwidth is not
+shaped): synchronous exchanges against overlapped ones, warmed up, interleaved ``--repeat``
+times, best of each; last line the ratio of events/s, overlapped / synchronous.
+
+    python benchmarks/train.py --mode latency --model mlp --events 50000 --rtt-ms 30
 """
 
 from __future__ import annotations
@@ -258,6 +266,115 @@ def steps_benchmark(args: argparse.Namespace, dataset: dict[str, Any]) -> None:
     print(f"ratio compiled-windows/per-batch events/s per worker: {ratio:.2f}")
 
 
+def latency_benchmark(args: argparse.Namespace, dataset: dict[str, Any]) -> None:
+    """The worker's loop against a parameter server a round trip away: sync against overlap."""
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(min(args.threads, 2))
+    import gridtrain.train  # noqa: F401  # XRootD before TensorFlow's libraries
+
+    # isort: split
+    import keras
+    import numpy as np
+
+    from gridtrain.data.manifest import load_manifest
+    from gridtrain.models import InputSpec, build_model, model_input_names
+    from gridtrain.ps.client import Reply
+    from gridtrain.ps.exchange import Exchange
+    from gridtrain.ps.rules import AlgorithmConfig
+    from gridtrain.train.inputs import InputBuilder
+    from gridtrain.train.overlap import OverlappedExchange
+    from gridtrain.train.settings import select_inputs
+    from gridtrain.train.steps import WindowSteps, windows
+
+    manifest_path = Path(dataset["outdir"]) / "manifest.json"
+    manifest = load_manifest(manifest_path)
+    features, groups = select_inputs(manifest, None, str(manifest_path))
+    keras.utils.set_random_seed(1)
+    model = build_model(
+        args.model,
+        json.loads(args.params),
+        InputSpec(features, groups),
+        learning_rate=args.learning_rate,
+        seed=1,
+    )
+    builder = InputBuilder(manifest, features, groups, model_input_names(model))
+    shards = [builder.load(Path(dataset["outdir"]) / e.path) for e in manifest.shards["train"]]
+    events = sum(shard.events for shard in shards)
+    rtt = args.rtt_ms / 1000
+
+    class DistantServer:
+        """Downpour (add) in this process; every exchange takes the round trip ``rtt``."""
+
+        algorithm = AlgorithmConfig(algorithm="downpour", optimizer="add")
+
+        def __init__(self) -> None:
+            self.center = [np.array(w) for w in model.get_weights()]
+            self.version = 0
+
+        def pull(self) -> tuple[int, list[np.ndarray]]:
+            time.sleep(rtt)
+            return self.version, [c.copy() for c in self.center]
+
+        def push_pull(self, update: list[np.ndarray], base_version: int) -> Reply:
+            del base_version
+            time.sleep(rtt)
+            for c, u in zip(self.center, update, strict=True):
+                c += u
+            self.version += 1
+            return Reply(self.version, [c.copy() for c in self.center], False)
+
+    steps = WindowSteps(model)
+    every = args.every
+
+    def one_pass(overlap: bool) -> float:
+        server = DistantServer()
+        exchange = Exchange(server, 1 if overlap else every)  # type: ignore[arg-type]
+        stepper = OverlappedExchange(exchange, every) if overlap else exchange
+        model.set_weights(exchange.start())
+        began = time.perf_counter()
+        try:
+            for shard in shards:
+                room = iter(lambda: every - stepper.steps % every, None)
+                for count, inputs, labels, weights in windows(
+                    shard.inputs, shard.labels, shard.weights, args.batch_size, room
+                ):
+                    steps.train(inputs, labels, weights)
+                    if isinstance(stepper, OverlappedExchange):
+                        new = stepper.after_steps(count, model.get_weights)
+                    else:
+                        for _ in range(count):
+                            new = stepper.after_step(model.get_weights)
+                    if new is not None:
+                        model.set_weights(new)
+                new = stepper.flush(model.get_weights)
+                if new is not None:
+                    model.set_weights(new)
+        finally:
+            if isinstance(stepper, OverlappedExchange):
+                stepper.close()
+        return events / (time.perf_counter() - began)
+
+    print(
+        f"{len(shards)} shards, {events:,} events per pass, batch {args.batch_size}, an exchange "
+        f"every {every} steps, round trip {args.rtt_ms:g} ms, {args.threads} TensorFlow "
+        "thread(s)",
+        flush=True,
+    )
+    one_pass(False)  # warm-up: traces the window function
+    best = {"synchronous": 0.0, "overlapped": 0.0}
+    for repeat in range(args.repeat):
+        for name, so_far in best.items():
+            rate = one_pass(name == "overlapped")
+            best[name] = max(so_far, rate)
+            print(f"  pass {repeat + 1} {name:<12} {rate:>10,.0f} events/s", flush=True)
+    for name, rate in best.items():
+        print(f"{name:<12} best {rate:>10,.0f} events/s per worker")
+    ratio = best["overlapped"] / best["synchronous"]
+    print(f"ratio overlapped/synchronous events/s at {args.rtt_ms:g} ms round trip: {ratio:.2f}")
+
+
 def overlap_benchmark(args: argparse.Namespace, dataset: dict[str, Any], work: Path) -> None:
     """The same training with ``train.overlap`` off and on: validation AUC and network wait."""
     import statistics
@@ -328,13 +445,15 @@ def main() -> None:
     parser.add_argument("--workdir", default=".bench/train")
     parser.add_argument(
         "--mode",
-        choices=("keras", "steps", "overlap"),
+        choices=("keras", "steps", "overlap", "latency"),
         default="keras",
         help="keras: against plain Keras fit (default); steps: compiled windows against "
-        "train_on_batch; overlap: train.overlap off against on",
+        "train_on_batch; overlap: train.overlap off against on; latency: sync against overlapped "
+        "exchanges a round trip away",
     )
     parser.add_argument("--threads", type=int, default=1, help="TensorFlow threads (steps)")
     parser.add_argument("--workers", type=int, default=2, help="workers (overlap)")
+    parser.add_argument("--rtt-ms", type=float, default=30.0, help="round trip (latency)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -351,6 +470,9 @@ def main() -> None:
         return
     if args.mode == "overlap":
         overlap_benchmark(args, dataset, work)
+        return
+    if args.mode == "latency":
+        latency_benchmark(args, dataset)
         return
     train = train_section(
         args.model,
