@@ -179,7 +179,7 @@ def test_the_toy_trains_with_synchronous_exchanges(tmp_path: Path, toy_dir, toy_
         tmp_path / "c.yaml",
         toy_dir,
         toy_dataset,
-        workers=2,
+        workers=1,
         epochs=1,
         overlap=False,
         algorithm={"every": 2},
