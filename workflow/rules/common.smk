@@ -1,6 +1,7 @@
 from snakemake.utils import min_version, validate
 
 from gridtrain.paths import is_url
+from gridtrain.report.plots import PLOTS_BY_KIND
 
 min_version("8.0")
 
@@ -52,7 +53,11 @@ def group_inputs(wildcards):
     return [path for path in group.paths if not is_url(path)]
 
 
-REPORT_PLOTS = ["training_vs_time", "training_vs_updates", "roc", "staleness", "throughput"]
+# the report's plots for the config's task (a regression has response and residuals, no ROC)
+REPORT_PLOTS = [
+    name.removesuffix(".png")
+    for name in PLOTS_BY_KIND[(config.get("task") or {}).get("kind", "binary")]
+]
 
 
 def run_dir():
