@@ -21,7 +21,9 @@ wrongly. ``zero`` drops those events (the closest to the positive part of the di
 model cannot exploit it. Metrics never use these weights: they take the event weights with
 negative ones counted as zero (``gridtrain.evaluation.metric_weights``), whatever the choice.
 The validation loss (early stopping, the best snapshot) is the training loss on the validation
-events with the training's sample weights, so both curves measure the same thing.
+events with the training's sample weights, so both curves measure the same thing; under ``keep``
+the evaluation's loss functions still count a negative weight as zero, so the loss that early
+stopping compares stays bounded below.
 """
 
 from __future__ import annotations
