@@ -414,7 +414,7 @@ def stop_on_signals() -> Iterator[threading.Event]:
 
     def handler(signum: int, frame: FrameType | None) -> None:
         del frame
-        log.info("received %s; stopping after this batch", signal.Signals(signum).name)
+        log.info("received %s; stopping after this window of steps", signal.Signals(signum).name)
         stop.set()
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
