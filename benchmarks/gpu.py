@@ -4,8 +4,8 @@ Prepared for a machine with an NVIDIA GPU and the lock's ``gpu`` extra installab
 node, or a lent device that can reach PyPI or a wheel cache). In one run:
 
 1. unless ``--no-install``: ``uv sync --locked --extra gpu --extra workflow`` into ``--venv``
-   (default ``.venv-gpu``), so the figures come from the locked TensorFlow build, and the script
-   re-executes itself there;
+   (default ``.bench/venv-gpu``), so the figures come from the locked TensorFlow build, and the
+   script re-executes itself there;
 2. the toy dataset (``--events``, default 200,000) converted once with the repository's config;
 3. ``gridtrain train --workers N`` for N in ``--workers`` (default 1 2 4), every worker process on
    the same GPU (``CUDA_VISIBLE_DEVICES`` as given; the workers turn memory growth on), Downpour,
@@ -97,8 +97,8 @@ def install(venv: Path) -> Path:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--no-install", action="store_true", help="use this interpreter as is")
-    parser.add_argument("--venv", type=Path, default=REPO / ".venv-gpu")
-    parser.add_argument("--work", type=Path, default=REPO / "benchmarks" / "work-gpu")
+    parser.add_argument("--venv", type=Path, default=REPO / ".bench" / "venv-gpu")
+    parser.add_argument("--work", type=Path, default=REPO / ".bench" / "gpu")
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=512)
