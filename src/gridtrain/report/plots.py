@@ -107,6 +107,16 @@ def _training(run: Run, along: str) -> Figure:
                 )
         if val_ax.get_legend_handles_labels()[0]:
             val_ax.legend(loc="lower right", fontsize=8)
+        else:
+            val_ax.text(
+                0.5,
+                0.5,
+                "validated on the loss (above); response and resolution: response.png",
+                ha="center",
+                va="center",
+                transform=val_ax.transAxes,
+                color="0.4",
+            )
     else:
         val_ax.text(
             0.5,
