@@ -178,7 +178,7 @@ def test_wrong_protocol_version_gets_an_error_naming_both(
     [(header, meta)] = reply_frames(closed_by_server(sock, within=3.0))
     assert header.msg_type is MessageType.ERROR
     assert meta["code"] == "version"
-    assert "version 7, this side speaks 1" in meta["message"]
+    assert f"version 7, this side speaks {protocol.PROTOCOL_VERSION}" in meta["message"]
     assert_still_serving(ps, secret, 0, 0.0)
 
 

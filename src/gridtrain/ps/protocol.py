@@ -39,7 +39,9 @@ import numpy.typing as npt
 from gridtrain.errors import FrameTooLargeError, ProtocolError, ProtocolVersionError
 
 MAGIC = b"GTPS"
-PROTOCOL_VERSION = 1
+# 2: HELLO negotiates the wire encoding of float32 tensors ("wire": "float32" or "bf16"); a
+# version-1 peer is refused with an error that names both versions.
+PROTOCOL_VERSION = 2
 TAG_SIZE = 16
 
 # magic, version, message type, flags, reserved, worker id, sequence, base version,
@@ -202,11 +204,99 @@ class FrameLimits:
 
 HANDSHAKE_LIMITS = FrameLimits(max_table=HANDSHAKE_MAX_TABLE, max_meta=64 << 10, max_data=0)
 
+# How float32 tensors travel in PUSH, PUSH_PULL and CENTER frames, agreed in the handshake: as
+# they are, or as bfloat16 (their upper 16 bits, rounded to nearest even), half the bytes. The
+# tensor table still describes the model (float32); tensors of other dtypes travel as they are.
+# The parameter server decodes to float32 and accumulates in float32.
+WIRE_FLOAT32 = "float32"
+WIRE_BF16 = "bf16"
+WIRE_ENCODINGS = (WIRE_FLOAT32, WIRE_BF16)
+_FLOAT32 = np.dtype("<f4")
 
-def session_limits(signature: Signature) -> FrameLimits:
-    """Limits after the handshake: at most one copy of the model in any frame."""
+
+def wire_nbytes(spec: TensorSpec, wire: str) -> int:
+    """Bytes of one tensor on the wire under encoding ``wire``."""
+    if wire == WIRE_BF16 and spec.dtype == _FLOAT32:
+        return spec.nbytes // 2
+    return spec.nbytes
+
+
+def check_wire(wire: object) -> str:
+    if wire not in WIRE_ENCODINGS:
+        raise ProtocolError(
+            f"unknown wire encoding {wire!r}; this side speaks {', '.join(WIRE_ENCODINGS)}"
+        )
+    return str(wire)
+
+
+def wire_views(arrays: Sequence[npt.NDArray[Any]], wire: str) -> list[memoryview]:
+    """Receive views: for bf16, the first half of each float32 tensor's own buffer, which
+    ``bf16_expand`` then widens in place (no second buffer)."""
+    views = tensor_views(arrays)
+    if wire != WIRE_BF16:
+        return views
+    return [
+        view[: view.nbytes // 2] if array.dtype == _FLOAT32 else view
+        for array, view in zip(arrays, views, strict=True)
+    ]
+
+
+def bf16_expand(arrays: Sequence[npt.NDArray[Any]]) -> None:
+    """Widen bf16 values received by ``wire_views`` into the float32 arrays, in place."""
+    for array in arrays:
+        if array.dtype == _FLOAT32:
+            flat = array.reshape(-1)
+            halves = flat.view(np.uint16)[: flat.size]
+            flat.view(np.uint32)[:] = halves.astype(np.uint32) << 16
+
+
+def bf16_encode(array: npt.NDArray[Any], out: npt.NDArray[np.uint16] | None = None) -> Any:
+    """float32 to bfloat16 bits (round to nearest, ties to even; NaN stays NaN), into ``out``."""
+    bits = np.ascontiguousarray(array, dtype=_FLOAT32).reshape(-1).view(np.uint32)
+    rounded = bits + (np.uint32(0x7FFF) + ((bits >> 16) & 1))  # finite values cannot overflow
+    rounded >>= 16
+    if out is None:
+        out = np.empty(bits.size, np.uint16)
+    np.copyto(out, rounded, casting="unsafe")
+    nan = np.isnan(array.reshape(-1))
+    if nan.any():
+        out[nan] = 0x7FC0
+    return out
+
+
+def wire_tensors(
+    arrays: Sequence[npt.NDArray[Any]], wire: str, out: list[Any] | None = None
+) -> list[memoryview]:
+    """Send views of ``arrays`` under ``wire``; bf16 encodes float32 tensors (into ``out``'s
+    buffers when given, else fresh ones)."""
+    if wire != WIRE_BF16:
+        return tensor_views(arrays)
+    views = []
+    for index, array in enumerate(arrays):
+        if array.dtype == _FLOAT32:
+            buffer = bf16_encode(array, out[index] if out is not None else None)
+            views.append(buffer.data.cast("B"))
+        else:
+            views.append(tensor_views([array])[0])
+    return views
+
+
+def wire_buffers(signature: Signature, wire: str) -> list[Any]:
+    """Reusable send buffers for ``wire_tensors`` (None where a tensor travels as it is)."""
+    return [
+        np.empty(spec.nbytes // 4, np.uint16)
+        if wire == WIRE_BF16 and spec.dtype == _FLOAT32
+        else None
+        for spec in signature.specs
+    ]
+
+
+def session_limits(signature: Signature, wire: str = WIRE_FLOAT32) -> FrameLimits:
+    """Limits after the handshake: at most one copy of the model, as encoded, in any frame."""
     return FrameLimits(
-        max_table=len(signature.encode()), max_meta=MAX_META, max_data=signature.nbytes
+        max_table=len(signature.encode()),
+        max_meta=MAX_META,
+        max_data=sum(wire_nbytes(spec, wire) for spec in signature.specs),
     )
 
 

@@ -38,12 +38,18 @@ from gridtrain.ps.metrics import Metrics
 from gridtrain.ps.protocol import (
     FLAG_DELTA,
     HANDSHAKE_LIMITS,
+    WIRE_BF16,
+    WIRE_FLOAT32,
     FrameLimits,
     Header,
     MessageType,
+    bf16_expand,
+    check_wire,
     decode_table,
     session_limits,
     tensor_views,
+    wire_tensors,
+    wire_views,
 )
 from gridtrain.ps.transport import Channel
 
@@ -112,6 +118,24 @@ class Session:
     name: str = ""
     worker_id: int = 0
     limits: FrameLimits = field(default=HANDSHAKE_LIMITS)
+    wire: str = WIRE_FLOAT32  # how float32 tensors travel (protocol.WIRE_ENCODINGS)
+
+
+class WireCache:
+    """The current center encoded as bf16, once per version, for every bf16 connection."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._version = -1
+        self._views: list[memoryview] = []
+
+    def views(self, generation: Generation) -> list[memoryview]:
+        with self._lock:
+            if generation.version != self._version:
+                # a generation is immutable while it is held, so its encoding is too
+                self._views = wire_tensors(generation.arrays, WIRE_BF16)
+                self._version = generation.version
+            return self._views
 
 
 @dataclass(frozen=True)
@@ -131,6 +155,7 @@ class ServingContext:
     # Called with the error that made the server drop a connection (a protocol violation, a
     # timeout, a failed authentication), before the connection is closed.
     on_drop: Callable[[ProtocolError | OSError | ValueError], None] | None = None
+    wire_cache: WireCache = field(default_factory=WireCache)
 
 
 class Conversation:
@@ -158,6 +183,7 @@ class Conversation:
         self._context = context
         self._pool = context.pool
         self._secret = context.secret
+        self._signature = context.store.signature
         self._limits = session_limits(context.store.signature)
         self._table = context.store.signature.encode()
         self.session = Session(channel, address)
@@ -268,6 +294,11 @@ class Conversation:
         name = hello.get("name", "")
         if role not in (ROLE_WORKER, ROLE_MONITOR) or not isinstance(name, str) or len(name) > 256:
             raise ProtocolError(f"HELLO with invalid role {role!r} or name")
+        try:
+            wire = check_wire(hello.get("wire", WIRE_FLOAT32))
+        except ProtocolError as err:
+            self._send_error(session, "wire", str(err))
+            raise
         server_nonce = auth.new_nonce()
         channel.send(MessageType.CHALLENGE, meta={"nonce": server_nonce.hex()})
         header, table, answer = channel.recv_control(HANDSHAKE_LIMITS, remaining())
@@ -290,7 +321,8 @@ class Conversation:
                 message = f"model signature mismatch: {difference}"
                 self._send_error(session, "signature", message)
                 raise SignatureMismatchError(message)
-            session.limits = self._limits
+            session.limits = session_limits(self._signature, wire)
+            session.wire = wire
         else:
             session.limits = FrameLimits(0, self._limits.max_meta, 0)
         if self._on_authenticated is not None and not self._on_authenticated():
@@ -310,6 +342,7 @@ class Conversation:
                 "worker_id": session.worker_id,
                 "version": version,
                 "algorithm": self.store.config.to_dict(),
+                "wire": session.wire,
             },
         )
         log.info(
@@ -328,7 +361,11 @@ class Conversation:
                 base_version=generation.version,
                 table=self._table,
                 tensor_count=len(generation.views),
-                tensors=generation.views,
+                tensors=(
+                    self._context.wire_cache.views(generation)
+                    if session.wire == WIRE_BF16
+                    else generation.views
+                ),
             )
         finally:
             self.store.release(generation)
@@ -366,7 +403,7 @@ class Conversation:
             base_version=version,
             table=self._table,
             tensor_count=len(arrays),
-            tensors=Generation(arrays, version).views,
+            tensors=wire_tensors(arrays, session.wire),
         )
         return True
 
@@ -415,7 +452,7 @@ class Conversation:
         self._require_worker(session, header)
         channel = session.channel
         table, _ = channel.recv_sections(header)
-        if table != self._table or header.data_length != self._limits.max_data:
+        if table != self._table or header.data_length != session.limits.max_data:
             raise ProtocolError(
                 f"{header.msg_type.name} tensors do not match the model signature agreed in the "
                 "handshake"
@@ -430,8 +467,10 @@ class Conversation:
         held = True
         try:
             arrays, views = buffers
-            channel.recv_tensors(header, views)
+            channel.recv_tensors(header, wire_views(arrays, session.wire))
             channel.finish(header)
+            if session.wire == WIRE_BF16:
+                bf16_expand(arrays)  # the center accumulates in float32
             outcome = self.store.apply_push(
                 arrays, header.base_version, session.worker_id, consumable=True
             )
@@ -461,7 +500,7 @@ class Conversation:
                     base_version=outcome.version,
                     table=self._table,
                     tensor_count=len(views),
-                    tensors=views,
+                    tensors=wire_tensors(arrays, session.wire),
                 )
             else:
                 if held:
