@@ -199,3 +199,36 @@ def test_the_toy_trains_with_synchronous_exchanges(tmp_path: Path, toy_dir, toy_
     assert 0 < metrics["ps_wait_fraction"] < 1
     assert metrics["ps_overlap_fraction"] == 0
     assert metrics["ps_time_fraction"] == metrics["ps_wait_fraction"]
+
+
+def test_compiled_windows_train_bit_for_bit_like_train_on_batch():
+    from gridtrain.models import InputSpec, arrange_inputs, build_model
+    from gridtrain.train.steps import WindowSteps
+
+    rng = np.random.default_rng(0)
+    events, batch = 150, 16  # 9 full batches and a short one
+    inputs = {"features": rng.normal(size=(events, 3)).astype(np.float32)}
+    labels = (rng.random(events) < 0.5).astype(np.float32)
+    weights = rng.random(events).astype(np.float32)
+    spec = InputSpec(("a", "b", "c"), {})
+
+    def model():
+        return build_model("mlp", {"hidden": [8]}, spec, learning_rate=0.01, seed=1)
+
+    per_batch, compiled = model(), model()
+    expected = []
+    for start in range(0, events, batch):
+        stop = start + batch
+        result = per_batch.train_on_batch(
+            arrange_inputs(per_batch, {"features": inputs["features"][start:stop]}),
+            labels[start:stop],
+            sample_weight=weights[start:stop],
+        )
+        expected.append(float(result[0] if isinstance(result, list) else result))
+    steps = WindowSteps(compiled)
+    losses = []
+    for _, x, y, w in windows(inputs, labels, weights, batch, iter(lambda: 4, None)):
+        losses.extend(float(loss) for loss in steps.train(x, y, w))
+    assert losses == expected
+    for a, b in zip(per_batch.get_weights(), compiled.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
