@@ -110,6 +110,8 @@ def format_status(status: dict[str, Any]) -> str:
         ]
         if "auc" in latest:
             parts.append(f"last validation AUC {latest['auc']:.4f} (epoch {latest['epoch'] + 1})")
+        elif "loss" in latest:  # a regression
+            parts.append(f"last validation loss {latest['loss']:.4f} (epoch {latest['epoch'] + 1})")
         lines.append(f"  parameter server {ps.get('address', '?')}: " + ", ".join(parts))
     metrics = status.get("metrics")
     if phase == "finished" and metrics:
