@@ -1,7 +1,8 @@
-"""The model zoo: built-in Keras classifiers by name, or a user's function returning one.
+"""The model zoo: built-in Keras models by name, or a user's function returning one.
 
-Layer: models. ``build_model(name, params, inputs, learning_rate=...)`` returns a compiled binary
-classifier whose inputs are named after what the worker feeds (see ``spec``); it knows nothing of
+Layer: models. ``build_model(name, params, inputs, learning_rate=...)`` returns a compiled model
+whose head fits the dataset's task (``inputs.task``: binary, multiclass or regression) and whose
+inputs are named after what the worker feeds (see ``spec``); it knows nothing of
 shards, workers or the parameter server. Importing this package does not import Keras or
 TensorFlow: the builders do, when called.
 """

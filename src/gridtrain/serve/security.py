@@ -149,9 +149,11 @@ def check_model(config: dict[str, Any], allow_models: Path | None) -> None:
         return  # a built-in model: no user code
     target, _, function = name.rpartition(":")
     if allow_models is None:
+        from gridtrain.models.zoo import MODELS
+
         raise ConfigError(
             f"train.model.name: {name!r} names user code, which this service does not run; "
-            "use a built-in model (mlp, deepsets), or restart gridtrain serve with "
+            f"use a built-in model ({', '.join(MODELS)}), or restart gridtrain serve with "
             "--allow-models DIR and put the file there"
         )
     if not (target.endswith(".py") or "/" in target):
