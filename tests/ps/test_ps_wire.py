@@ -1,4 +1,5 @@
-"""bf16 on the wire: negotiated in the handshake, half the bytes, and a center kept in float32."""
+"""Fewer bytes on the wire, negotiated in the handshake: bf16 (half the bytes) and top-k with error
+feedback; the center is kept in float32 either way."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ import numpy as np
 import pytest
 from ps_helpers import connected, running_server, small_model
 
-from gridtrain.errors import ConfigError
+from gridtrain.errors import ConfigError, ProtocolError, StaleUpdateError
 from gridtrain.ps import protocol
 from gridtrain.ps.client import PSClient
-from gridtrain.ps.protocol import WIRE_BF16, MessageType, Signature
+from gridtrain.ps.protocol import WIRE_BF16, WIRE_TOPK, MessageType, Signature
+from gridtrain.ps.rules import AlgorithmConfig
 
 
 def bf16_round_trip(values: np.ndarray) -> np.ndarray:
@@ -94,3 +96,58 @@ def test_an_unknown_wire_encoding_is_refused() -> None:
         while not ps.dropped and time.monotonic() < deadline:
             time.sleep(0.01)  # counted as the server closes
         assert ps.dropped == {"ProtocolError": 1}
+
+
+def test_topk_pushes_a_fraction_and_keeps_the_rest_for_later() -> None:
+    """Error feedback: center + residual == initial + every update, pushed or refused."""
+    rng = np.random.default_rng(3)
+    weights = [np.zeros((100, 40), np.float32), np.zeros(2, np.float32)]  # 2 entries: sent whole
+    updates = [[rng.normal(size=w.shape).astype(np.float32) for w in weights] for _ in range(6)]
+    config = AlgorithmConfig(optimizer="add", max_staleness=0)
+    with (
+        running_server(weights, config) as (ps, secret),
+        connected(ps, secret, weights, wire=WIRE_TOPK, topk=0.05) as sparse,
+    ):
+        sent = sparse.channel.bytes_sent
+        version = sparse.push(updates[0], 0).version
+        one_push = sparse.channel.bytes_sent - sent
+        for update in updates[1:4]:
+            version = sparse.push(update, version).version
+        with pytest.raises(StaleUpdateError):
+            sparse.push(updates[4], version - 1)  # refused: its entries stay owed
+        sparse.push(updates[5], version)
+        residual = sparse.residual
+        _, center = sparse.pull()
+    assert one_push < 0.12 * (4000 * 4)  # 200 indices and values of 4000 entries, and a table
+    assert residual[1] is None
+    applied = [updates[i] for i in (0, 1, 2, 3, 5)]
+    owed = updates[4][0].reshape(-1)
+    expected = sum(u[0] for u in applied).reshape(-1) + owed
+    np.testing.assert_allclose(center[0].reshape(-1) + residual[0], expected, atol=1e-5)
+    np.testing.assert_allclose(center[1], sum(u[1] for u in applied), atol=1e-6)
+    assert np.count_nonzero(center[0]) <= 5 * 200
+
+
+def test_topk_is_refused_for_easgd_which_pushes_its_variable() -> None:
+    easgd = AlgorithmConfig(algorithm="easgd", optimizer="add")
+    with (
+        running_server(algorithm=easgd) as (ps, s),
+        pytest.raises(ConnectionError, match="top-k needs an algorithm"),
+    ):
+        PSClient(ps.address, s, small_model(), wire=WIRE_TOPK, busy_retry=0).connect()
+    with pytest.raises(ConfigError, match=r"topk fraction 0\.9"):
+        PSClient(("127.0.0.1", 1), b"0" * 32, small_model(), wire=WIRE_TOPK, topk=0.9)
+
+
+def test_a_topk_index_outside_the_tensor_is_a_protocol_error() -> None:
+    signature = Signature.of([np.zeros(10, np.float32)])
+    [count] = protocol.topk_counts(signature, 0.2)
+    assert count == 2
+    buffer = [np.zeros(10, np.float32)]
+    raw = protocol.topk_views(buffer, [count])[0]
+    raw[:] = np.concatenate([np.uint32([3, 10]).view(np.uint8), np.float32([1, 2]).view(np.uint8)])
+    with pytest.raises(ProtocolError, match="top-k index 10 is outside a tensor of 10 entries"):
+        protocol.topk_expand(buffer, [count])
+    raw[:] = np.concatenate([np.uint32([3, 7]).view(np.uint8), np.float32([1, 2]).view(np.uint8)])
+    protocol.topk_expand(buffer, [count])
+    assert buffer[0].tolist() == [0, 0, 0, 1, 0, 0, 0, 2, 0, 0]

@@ -41,15 +41,19 @@ from gridtrain.ps.protocol import (
     FLAG_DELTA,
     HANDSHAKE_LIMITS,
     MAX_META,
+    MAX_TOPK_FRACTION,
     WIRE_BF16,
     WIRE_ENCODINGS,
     WIRE_FLOAT32,
+    WIRE_TOPK,
     FrameLimits,
     Header,
     MessageType,
     Signature,
     bf16_expand,
     session_limits,
+    topk_counts,
+    topk_select,
     wire_buffers,
     wire_tensors,
     wire_views,
@@ -105,6 +109,10 @@ class PSClient:
     pre-authentication slots); 0 raises ``ServerBusyError`` at once. ``wire="bf16"`` sends and
     receives float32 tensors as bfloat16, half the bytes (the server still accumulates in
     float32; ``push`` rounds each update to bf16, an error of at most 2**-8 of each value).
+    ``wire="topk"`` pushes only the ``topk`` fraction of largest-magnitude entries of each float32
+    tensor (indices and values) and keeps the rest as a residual that is added to the next update
+    (error feedback), so no part of an update is lost, only delayed; centers arrive as float32.
+    For algorithms whose workers push updates (not EASGD, which pushes the variable).
     """
 
     def __init__(
@@ -120,6 +128,7 @@ class PSClient:
         server_hostname: str | None = None,
         busy_retry: float = 30.0,
         wire: str = WIRE_FLOAT32,
+        topk: float = 0.01,
     ) -> None:
         self.address = parse_address(address)
         self._secret = secret
@@ -137,6 +146,9 @@ class PSClient:
                 f"wire encoding {wire!r} is unknown; use one of {', '.join(WIRE_ENCODINGS)}"
             )
         self.wire = wire
+        if wire == WIRE_TOPK and not 0 < topk <= MAX_TOPK_FRACTION:
+            raise ConfigError(f"topk fraction {topk} must be > 0 and <= {MAX_TOPK_FRACTION}")
+        self.topk = topk
         self._channel: Channel | None = None
         self._limits = (
             session_limits(signature, self.wire)
@@ -144,6 +156,11 @@ class PSClient:
             else FrameLimits(0, MAX_META, 0)
         )
         self._send_buffers = wire_buffers(signature, self.wire) if signature is not None else []
+        self._topk_counts = (
+            topk_counts(signature, topk) if signature is not None and wire == WIRE_TOPK else []
+        )
+        self._residual: list[Array | None] = []  # top-k: what earlier pushes did not send
+        self._in_flight: list[tuple[int, Array, Array]] = []  # top-k: sent in the last push
         self._table = signature.encode() if signature is not None else b""
         self.worker_id = 0
         self.version = 0
@@ -189,7 +206,13 @@ class PSClient:
         role = "worker" if self.signature is not None else "monitor"
         channel.send(
             MessageType.HELLO,
-            meta={"nonce": client_nonce.hex(), "role": role, "name": self.name, "wire": self.wire},
+            meta={
+                "nonce": client_nonce.hex(),
+                "role": role,
+                "name": self.name,
+                "wire": self.wire,
+                **({"topk": self.topk} if self.wire == WIRE_TOPK else {}),
+            },
         )
         header, _, meta = channel.recv_control(HANDSHAKE_LIMITS, self.timeout)
         if header.msg_type is MessageType.ERROR:
@@ -307,7 +330,11 @@ class PSClient:
     def push(self, update: Sequence[Array], base_version: int) -> PushResult:
         """Send an update computed at ``base_version``; raises ``StaleUpdateError`` if refused."""
         self._send_tensors(MessageType.PUSH, update, base_version)
-        header, meta = self._recv_control_reply()
+        try:
+            header, meta = self._recv_control_reply()
+        except StaleUpdateError:
+            self._keep_unapplied()
+            raise
         if header.msg_type is not MessageType.ACK:
             raise ProtocolError(f"expected ACK, got {header.msg_type.name}")
         self.version = header.base_version
@@ -318,7 +345,11 @@ class PSClient:
     ) -> Reply:
         """Push and receive the new center in one round trip (EASGD: the elastic difference)."""
         self._send_tensors(MessageType.PUSH_PULL, update, base_version)
-        return self._recv_tensors(out)
+        try:
+            return self._recv_tensors(out)
+        except StaleUpdateError:
+            self._keep_unapplied()
+            raise
 
     def status(self) -> dict[str, Any]:
         """The server's metrics (see ``gridtrain ps status``)."""
@@ -349,8 +380,47 @@ class PSClient:
             base_version=base_version,
             table=self._table,
             tensor_count=len(signature),
-            tensors=wire_tensors(update, self.wire, self._send_buffers),
+            tensors=(
+                self._topk_tensors(update)
+                if self.wire == WIRE_TOPK
+                else wire_tensors(update, self.wire, self._send_buffers)
+            ),
         )
+
+    def _topk_tensors(self, update: Sequence[Array]) -> list[memoryview]:
+        """Top-k of update + residual per tensor; what is not sent becomes the new residual."""
+        if not self._residual:
+            self._residual = [
+                None if count is None else np.zeros(array.size, np.float32)
+                for array, count in zip(update, self._topk_counts, strict=True)
+            ]
+        self._in_flight = []
+        views = []
+        for index, (array, count) in enumerate(zip(update, self._topk_counts, strict=True)):
+            residual = self._residual[index]
+            if count is None or residual is None:
+                views.append(wire_tensors([array], WIRE_FLOAT32)[0])
+                continue
+            residual += array.reshape(-1)
+            indices, values = topk_select(residual, count)
+            residual[indices] = 0
+            self._in_flight.append((index, indices, values))
+            payload = np.concatenate([indices.view(np.uint8), values.view(np.uint8)])
+            views.append(payload.data)
+        return views
+
+    @property
+    def residual(self) -> list[Array | None]:
+        """Top-k: per tensor, the part of the updates so far that no push has carried yet."""
+        return self._residual
+
+    def _keep_unapplied(self) -> None:
+        """A refused top-k push: what it sent goes back into the residual."""
+        for index, indices, values in self._in_flight:
+            residual = self._residual[index]
+            if residual is not None:
+                residual[indices] += values
+        self._in_flight = []
 
     def _worker_signature(self) -> Signature:
         if self.signature is None:

@@ -27,6 +27,7 @@ answers it, COMPLETE reports one done (answered by ACK); all three are control f
 from __future__ import annotations
 
 import json
+import math
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -205,13 +206,81 @@ class FrameLimits:
 HANDSHAKE_LIMITS = FrameLimits(max_table=HANDSHAKE_MAX_TABLE, max_meta=64 << 10, max_data=0)
 
 # How float32 tensors travel in PUSH, PUSH_PULL and CENTER frames, agreed in the handshake: as
-# they are, or as bfloat16 (their upper 16 bits, rounded to nearest even), half the bytes. The
-# tensor table still describes the model (float32); tensors of other dtypes travel as they are.
-# The parameter server decodes to float32 and accumulates in float32.
+# they are, or as bfloat16 (their upper 16 bits, rounded to nearest even), half the bytes; or,
+# for pushes only, top-k: the k = ceil(fraction * n) largest entries of each float32 tensor as k
+# uint32 indices then k float32 values, centers travelling as float32 (a tensor too small to
+# gain, 2k >= n, travels whole). The tensor table still describes the model (float32); tensors of
+# other dtypes travel as they are. The parameter server decodes to float32 and accumulates in
+# float32.
 WIRE_FLOAT32 = "float32"
 WIRE_BF16 = "bf16"
-WIRE_ENCODINGS = (WIRE_FLOAT32, WIRE_BF16)
+WIRE_TOPK = "topk"
+WIRE_ENCODINGS = (WIRE_FLOAT32, WIRE_BF16, WIRE_TOPK)
+MAX_TOPK_FRACTION = 0.5
 _FLOAT32 = np.dtype("<f4")
+
+
+def topk_counts(signature: Signature, fraction: float) -> list[int | None]:
+    """Entries sent per tensor under top-k (None: the tensor travels whole)."""
+    counts: list[int | None] = []
+    for spec in signature.specs:
+        size = spec.nbytes // spec.dtype.itemsize
+        count = max(1, math.ceil(fraction * size))
+        counts.append(count if spec.dtype == _FLOAT32 and 2 * count < size else None)
+    return counts
+
+
+def check_topk_fraction(fraction: object) -> float:
+    if not isinstance(fraction, (int, float)) or not 0 < fraction <= MAX_TOPK_FRACTION:
+        raise ProtocolError(
+            f"top-k fraction {fraction!r} is out of range; give 0 < fraction <= {MAX_TOPK_FRACTION}"
+        )
+    return float(fraction)
+
+
+def push_limits(signature: Signature, wire: str, fraction: float = 0.0) -> FrameLimits:
+    """What the server accepts from a worker: one update, as encoded (top-k: sparse)."""
+    if wire != WIRE_TOPK:
+        return session_limits(signature, wire)
+    counts = topk_counts(signature, fraction)
+    data = sum(
+        spec.nbytes if count is None else 8 * count
+        for spec, count in zip(signature.specs, counts, strict=True)
+    )
+    return FrameLimits(max_table=len(signature.encode()), max_meta=MAX_META, max_data=data)
+
+
+def topk_views(
+    arrays: Sequence[npt.NDArray[Any]], counts: Sequence[int | None]
+) -> list[memoryview]:
+    """Receive views for a top-k push: the first 8k bytes of each sparse tensor's own buffer."""
+    return [
+        view if count is None else view[: 8 * count]
+        for view, count in zip(tensor_views(arrays), counts, strict=True)
+    ]
+
+
+def topk_expand(arrays: Sequence[npt.NDArray[Any]], counts: Sequence[int | None]) -> None:
+    """Scatter top-k entries received by ``topk_views`` into their dense float32 arrays."""
+    for array, count in zip(arrays, counts, strict=True):
+        if count is None:
+            continue
+        flat = array.reshape(-1)
+        raw = flat.view(np.uint8)
+        indices = raw[: 4 * count].view(np.uint32).copy()
+        values = raw[4 * count : 8 * count].view(_FLOAT32).copy()
+        if indices.size and int(indices.max()) >= flat.size:
+            raise ProtocolError(
+                f"top-k index {int(indices.max())} is outside a tensor of {flat.size} entries"
+            )
+        flat[:] = 0
+        flat[indices] = values
+
+
+def topk_select(flat: npt.NDArray[Any], count: int) -> tuple[Any, Any]:
+    """Indices (uint32) and values of the ``count`` entries of largest magnitude."""
+    indices = np.argpartition(np.abs(flat), flat.size - count)[flat.size - count :]
+    return indices.astype(np.uint32), flat[indices]
 
 
 def wire_nbytes(spec: TensorSpec, wire: str) -> int:

@@ -40,14 +40,20 @@ from gridtrain.ps.protocol import (
     HANDSHAKE_LIMITS,
     WIRE_BF16,
     WIRE_FLOAT32,
+    WIRE_TOPK,
     FrameLimits,
     Header,
     MessageType,
     bf16_expand,
+    check_topk_fraction,
     check_wire,
     decode_table,
+    push_limits,
     session_limits,
     tensor_views,
+    topk_counts,
+    topk_expand,
+    topk_views,
     wire_tensors,
     wire_views,
 )
@@ -119,6 +125,7 @@ class Session:
     worker_id: int = 0
     limits: FrameLimits = field(default=HANDSHAKE_LIMITS)
     wire: str = WIRE_FLOAT32  # how float32 tensors travel (protocol.WIRE_ENCODINGS)
+    topk: list[int | None] = field(default_factory=list)  # entries per tensor in a top-k push
 
 
 class WireCache:
@@ -296,6 +303,12 @@ class Conversation:
             raise ProtocolError(f"HELLO with invalid role {role!r} or name")
         try:
             wire = check_wire(hello.get("wire", WIRE_FLOAT32))
+            fraction = check_topk_fraction(hello.get("topk")) if wire == WIRE_TOPK else 0.0
+            if wire == WIRE_TOPK and self.store.config.algorithm == "easgd":
+                raise ProtocolError(
+                    "top-k needs an algorithm whose workers push updates; EASGD workers push "
+                    "their variable, so use wire float32 or bf16 with EASGD"
+                )
         except ProtocolError as err:
             self._send_error(session, "wire", str(err))
             raise
@@ -321,8 +334,10 @@ class Conversation:
                 message = f"model signature mismatch: {difference}"
                 self._send_error(session, "signature", message)
                 raise SignatureMismatchError(message)
-            session.limits = session_limits(self._signature, wire)
+            session.limits = push_limits(self._signature, wire, fraction)
             session.wire = wire
+            if wire == WIRE_TOPK:
+                session.topk = topk_counts(self._signature, fraction)
         else:
             session.limits = FrameLimits(0, self._limits.max_meta, 0)
         if self._on_authenticated is not None and not self._on_authenticated():
@@ -467,10 +482,15 @@ class Conversation:
         held = True
         try:
             arrays, views = buffers
-            channel.recv_tensors(header, wire_views(arrays, session.wire))
+            if session.wire == WIRE_TOPK:
+                channel.recv_tensors(header, topk_views(arrays, session.topk))
+            else:
+                channel.recv_tensors(header, wire_views(arrays, session.wire))
             channel.finish(header)
             if session.wire == WIRE_BF16:
                 bf16_expand(arrays)  # the center accumulates in float32
+            elif session.wire == WIRE_TOPK:
+                topk_expand(arrays, session.topk)
             outcome = self.store.apply_push(
                 arrays, header.base_version, session.worker_id, consumable=True
             )
