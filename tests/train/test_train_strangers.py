@@ -4,9 +4,9 @@ in its own process), already at the PS when the four workers start. The workers 
 every shard done, no lost update, and each worker connected exactly once (never refused, never
 restarted).
 
-Before the pre-authentication budget the strangers (more than the 256 connection slots) held
-every slot, and the workers were refused ("parameter server is at its connection limit") until
-the driver ran out of restarts. The wall time against an undisturbed run (the issue asks for
+Against the server before the pre-authentication budget (one limit of 256 for all connections),
+the strangers held the slots and this test failed: a worker was refused ("parameter server is at
+its connection limit") and restarted by the driver. The wall time against an undisturbed run (the issue asks for
 1.5x) is measured by benchmarks/ps_strangers.py: two 4-worker trainings do not fit this test's
 time budget on a shared 2-core machine, and their ratio is noise there.
 """
