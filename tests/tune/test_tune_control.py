@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -98,6 +99,36 @@ def test_a_detached_study_is_followed_and_cancelled_from_another_shell(
     again = gridtrain("tune", "cancel", str(study))
     assert again.returncode == 0
     assert "nothing to cancel" in again.stdout
+
+    # resumed in the background, then the tuner killed: its record reads as stopped, and cancel
+    # stops the training it left
+    resumed = gridtrain("tune", "--resume", str(study), "--detach")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    tuner = json.loads((study / "tuner.json").read_text())["pid"]
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            seen = status(study)
+            if any(t["training"] for t in seen["running"]):
+                break
+            assert time.monotonic() < deadline, f"the retry never started: {seen}"
+            time.sleep(0.5)
+    finally:
+        os.kill(tuner, signal.SIGKILL)
+    killed = status(study)
+    assert killed["tuner"] == "stopped"
+    assert killed["next"] == (
+        f"the tuner stopped (pid {tuner} on {socket.gethostname()} is gone); continue with "
+        f"gridtrain tune --resume {study}"
+    )
+    assert killed["counts"]["interrupted"] == 1
+    [left] = killed["running"]
+    assert (left["attempt"], left["training"], left["followed"]) == (2, True, False)
+    assert "still training, no tuner follows it" in gridtrain("tune", "status", str(study)).stdout
+    cancelled = gridtrain("tune", "cancel", str(study))
+    assert cancelled.returncode == 0, cancelled.stderr[-3000:]
+    assert "stopped what 1 training(s) had left" in cancelled.stdout
+    assert not training_alive(Path(left["run_dir"]))
 
 
 def test_a_killed_tuners_record_reads_as_stopped_not_running(

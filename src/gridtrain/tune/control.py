@@ -34,7 +34,13 @@ from gridtrain.tune.study import (
     open_study,
     quiet_optuna,
 )
-from gridtrain.tune.trial import TRIAL_CONFIG, TrialRun, process_start, training_alive
+from gridtrain.tune.trial import (
+    TRIAL_CONFIG,
+    TrialRun,
+    process_start,
+    stop_orphan,
+    training_alive,
+)
 
 TUNER_LOG = "tuner.log"
 DETACH_WAIT = 120.0  # seconds for the detached tuner to claim the study (it imports the models)
@@ -274,10 +280,12 @@ def cancel(run_dir: Path, *, timeout: float = 300.0) -> str:
         done.append(f"stopped the tuner (pid {pid})")
     stopped = 0
     for trial_dir in in_flight:  # what the tuner did not stop (it was killed), or jobs left
-        if not (trial_dir / "worker.json").exists():
-            continue  # the training never got as far as preparing its run
+        if not (trial_dir / "worker.json").exists():  # still preparing: no driver, no jobs yet
+            stopped += stop_orphan(trial_dir)
+            continue
         message = cancel_training(trial_dir, timeout=timeout)
-        if "nothing to cancel" not in message:
+        # a driver between preparing and recording itself is stopped as a process
+        if stop_orphan(trial_dir) or "nothing to cancel" not in message:
             stopped += 1
     if stopped:
         done.append(f"stopped what {stopped} training(s) had left (drivers, queued jobs)")
