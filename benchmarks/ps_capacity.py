@@ -19,8 +19,9 @@ with) and the peak sustained GB/s of any point (where the sustained rate flatten
 capacity). The last line is that peak for the largest size against the raw loopback figure of
 the same size.
 
-Wire compression (bf16, top-k) is not in the protocol yet: when ``PSClient`` grows a
-``compression`` option the benchmark adds those columns; until then it says so and skips them.
+Every point is measured for each wire encoding ``PSClient`` offers (``wire``: float32, bf16; top-k
+when it lands, else a printed note), and the peak exchanges/s of each is compared with float32's:
+the factor by which fewer bytes per exchange move the knee (bf16 promises 2).
 
     python benchmarks/ps_capacity.py              # about 3 minutes on 2 cores
     python benchmarks/ps_capacity.py --quick      # 1M: 8, 32 workers; 10M: 8; 3 s each
@@ -50,11 +51,12 @@ from gridtrain.ps.server import ParameterServer
 CTX = mp.get_context("fork")  # the parent holds no threads when it forks
 PROCESSES = 4
 KEPT_UP = 0.9  # sustained / offered at or above which the server keeps up
-COMPRESSION_OPTION = "compression"  # the PSClient keyword wire compression will bring
+WIRE_BYTES = {"float32": 4, "bf16": 2}  # bytes per parameter on the wire
 
 
 @dataclass
 class Point:
+    wire: str
     parameters: int
     workers: int
     interval: float
@@ -72,7 +74,7 @@ class Point:
 
     @property
     def gb_per_s(self) -> float:
-        return self.sustained * 2 * self.parameters * 4 / 1e9
+        return self.sustained * 2 * self.parameters * WIRE_BYTES.get(self.wire, 4) / 1e9
 
     def percentile(self, q: float) -> float:
         return float(np.percentile(self.latencies, q)) if self.latencies else float("nan")
@@ -83,6 +85,15 @@ class Point:
 
 
 # -- processes ---------------------------------------------------------------------------------
+
+
+def wire_encodings() -> list[str]:
+    """The encodings PSClient's ``wire`` offers (float32 alone before wire compression)."""
+    if "wire" not in inspect.signature(PSClient).parameters:
+        return ["float32"]
+    from gridtrain.ps import protocol
+
+    return list(getattr(protocol, "WIRE_ENCODINGS", ("float32",)))
 
 
 def serve_center(parameters: int, secret: bytes, connections: int, ready: Any) -> None:
@@ -99,6 +110,7 @@ def serve_center(parameters: int, secret: bytes, connections: int, ready: Any) -
 
 def simulated_workers(
     port: int,
+    wire: str,
     secret: bytes,
     parameters: int,
     threads: int,
@@ -116,9 +128,11 @@ def simulated_workers(
     latencies: list[list[float]] = [[] for _ in range(threads)]
     connected = threading.Barrier(threads + 1)
 
+    options = {"wire": wire} if wire != "float32" else {}
+
     def worker(index: int) -> None:
         out = [np.empty(parameters, np.float32)]
-        with PSClient(("127.0.0.1", port), secret, out, timeout=300.0) as client:
+        with PSClient(("127.0.0.1", port), secret, out, timeout=300.0, **options) as client:
             version, _ = client.pull(out)
             version = client.push_pull(update, version, out).version  # warm-up
             connected.wait()
@@ -244,16 +258,16 @@ def _run(
         server_process.join(10)
 
 
-def measure_ps(parameters: int, workers: int, interval: float, seconds: float) -> Point:
+def measure_ps(wire: str, parameters: int, workers: int, interval: float, seconds: float) -> Point:
     secret = auth.new_secret()
     shares = [workers // PROCESSES + (i < workers % PROCESSES) for i in range(PROCESSES)]
     clients = [
-        (simulated_workers, (secret, parameters, share, interval, seconds, seed))
+        (simulated_workers, (wire, secret, parameters, share, interval, seconds, seed))
         for seed, share in enumerate(shares)
         if share
     ]
     exchanges, latencies = _run(serve_center, (parameters, secret, workers + 16), clients)
-    return Point(parameters, workers, interval, exchanges, seconds, latencies)
+    return Point(wire, parameters, workers, interval, exchanges, seconds, latencies)
 
 
 def measure_raw(parameters: int, connections: int, seconds: float) -> float:
@@ -263,10 +277,6 @@ def measure_raw(parameters: int, connections: int, seconds: float) -> float:
     clients = [(echo_client, (parameters, share, seconds)) for _ in range(PROCESSES)]
     exchanges, _ = _run(echo_server, (parameters,), clients)
     return exchanges * 2 * parameters * 4 / seconds / 1e9
-
-
-def compression_available() -> bool:
-    return COMPRESSION_OPTION in inspect.signature(PSClient).parameters
 
 
 def parse_plan(text: str) -> list[tuple[int, list[int]]]:
@@ -295,63 +305,66 @@ def main() -> None:
     if args.quick:
         args.plan, args.seconds = "1e6:8,32;1e7:8", 3.0
     plan = parse_plan(args.plan)
-    if not compression_available():
-        print(
-            f"note: PSClient has no {COMPRESSION_OPTION!r} option yet (bf16/top-k wire "
-            "compression): plain float32 only, the bf16 and top-k columns are skipped"
-        )
+    wires = wire_encodings()
+    for missing in ("bf16", "topk"):
+        if missing not in wires:
+            print(f"note: PSClient offers no {missing} wire encoding yet: its columns are skipped")
     print(
         f"one ParameterServer process; simulated workers as threads in {PROCESSES} processes, "
-        f"one push-and-pull every {args.interval:g} s each; {args.seconds:g} s per point"
+        f"one push-and-pull every {args.interval:g} s each; {args.seconds:g} s per point; "
+        f"wire encodings {', '.join(wires)}"
     )
-    knees: dict[int, Point | None] = {}
-    peaks: dict[int, Point] = {}
+    knees: dict[tuple[str, int], Point | None] = {}
+    peaks: dict[tuple[str, int], Point] = {}
     raw: dict[int, float] = {}
     for parameters, counts in plan:
         raw[parameters] = measure_raw(parameters, args.raw_connections, args.seconds)
         print(
-            f"\n{parameters / 1e6:g}M parameters ({parameters * 4 / 1e6:.0f} MB each way); raw "
-            f"loopback echo, {PROCESSES} processes, {args.raw_connections} connections flat out: "
-            f"{raw[parameters]:.2f} GB/s"
+            f"\n{parameters / 1e6:g}M parameters ({parameters * 4 / 1e6:.0f} MB each way in "
+            f"float32); raw loopback echo, {PROCESSES} processes, {args.raw_connections} "
+            f"connections flat out: {raw[parameters]:.2f} GB/s"
         )
         print(
-            f"{'workers':>8}{'offered/s':>11}{'sustained/s':>13}{'GB/s':>7}"
+            f"{'wire':>8}{'workers':>8}{'offered/s':>11}{'sustained/s':>13}{'GB/s':>7}"
             f"{'p50 ms':>9}{'p99 ms':>9}  kept up"
         )
-        knees[parameters] = None
-        for workers in counts:
-            point = measure_ps(parameters, workers, args.interval, args.seconds)
-            print(
-                f"{workers:>8}{point.offered:>11.1f}{point.sustained:>13.1f}"
-                f"{point.gb_per_s:>7.2f}{point.percentile(50) * 1e3:>9.1f}"
-                f"{point.percentile(99) * 1e3:>9.1f}  {'yes' if point.kept_up else 'no'}",
-                flush=True,
-            )
-            if parameters not in peaks or point.gb_per_s > peaks[parameters].gb_per_s:
-                peaks[parameters] = point
-            best = knees[parameters]
-            if point.kept_up and (best is None or point.gb_per_s > best.gb_per_s):
-                knees[parameters] = point
+        for wire in wires:
+            key = (wire, parameters)
+            knees[key] = None
+            for workers in counts:
+                point = measure_ps(wire, parameters, workers, args.interval, args.seconds)
+                print(
+                    f"{wire:>8}{workers:>8}{point.offered:>11.1f}{point.sustained:>13.1f}"
+                    f"{point.gb_per_s:>7.2f}{point.percentile(50) * 1e3:>9.1f}"
+                    f"{point.percentile(99) * 1e3:>9.1f}  {'yes' if point.kept_up else 'no'}",
+                    flush=True,
+                )
+                if key not in peaks or point.sustained > peaks[key].sustained:
+                    peaks[key] = point
+                best = knees[key]
+                if point.kept_up and (best is None or point.workers > best.workers):
+                    knees[key] = point
     print()
-    for parameters, knee in knees.items():
-        peak = peaks[parameters]
-        size = f"{parameters / 1e6:g}M"
-        if knee is None:
-            print(f"{size}: the server kept up with none of the worker counts")
-        else:
-            print(
-                f"{size}: kept up with {knee.workers} workers, {knee.sustained:.0f} exchanges/s, "
-                f"{knee.gb_per_s:.2f} GB/s (p50 {knee.percentile(50) * 1e3:.0f} ms, "
-                f"p99 {knee.percentile(99) * 1e3:.0f} ms)"
-            )
-        print(
-            f"{size}: peak {peak.sustained:.1f} exchanges/s, {peak.gb_per_s:.2f} GB/s at "
-            f"{peak.workers} workers; raw loopback {raw[parameters]:.2f} GB/s"
+    for (wire, parameters), peak in peaks.items():
+        knee = knees[(wire, parameters)]
+        size = f"{parameters / 1e6:g}M {wire}"
+        kept = (
+            f"kept up with {knee.workers} workers (p50 {knee.percentile(50) * 1e3:.0f} ms, "
+            f"p99 {knee.percentile(99) * 1e3:.0f} ms)"
+            if knee is not None
+            else "kept up with none of the worker counts"
         )
-    largest = max(peaks)
+        factor = peak.sustained / peaks[("float32", parameters)].sustained
+        print(
+            f"{size}: {kept}; peak {peak.sustained:.1f} exchanges/s, {peak.gb_per_s:.2f} GB/s "
+            f"on the wire at {peak.workers} workers ({factor:.2f}x float32's exchanges/s); raw "
+            f"loopback {raw[parameters]:.2f} GB/s"
+        )
+    largest = max(raw)
+    peak = peaks[("float32", largest)]
     print(
-        f"ratio PS peak sustained GB/s / raw loopback GB/s ({largest / 1e6:g}M, {PROCESSES} "
-        f"client processes each side): {peaks[largest].gb_per_s / raw[largest]:.2f}"
+        f"ratio PS peak sustained GB/s / raw loopback GB/s ({largest / 1e6:g}M float32, "
+        f"{PROCESSES} client processes each side): {peak.gb_per_s / raw[largest]:.2f}"
     )
 
 
