@@ -12,7 +12,7 @@ stopping off):
   wan-sync        through the relay, every exchange waited for (``train.overlap: false``);
   wan-overlap     through the relay, exchanges in the background (``train.overlap: true``);
   wan-bf16, wan-topk   overlapped with bf16 / top-k wire compression, when the config has them
-                  (``train.compression``); until then the benchmark says so and skips them.
+                  (``train.wire`` or ``train.compression``); until then it says so and skips them.
 
 Two models: the toy MLP ([32, 32], a few hundred parameters: latency dominates) and a wide MLP of
 about 1M parameters ([1000, 1000]: 4 MB per push, bandwidth dominates). The target is the loopback
@@ -45,23 +45,29 @@ GOAL = 1.2
 MODELS = {"toy": [32, 32], "1M": [1000, 1000]}  # 16 inputs: 16*1000 + 1000*1000 + ... ~1.02M
 
 
-def compression_choices() -> list[str]:
-    """The wire compressions ``train.compression`` offers (none yet: an empty list)."""
+COMPRESSION_KEYS = ("wire", "compression")  # the train key wire compression may come under
+
+
+def compression_choices() -> tuple[str, list[str]]:
+    """(the ``train`` key, the wire compressions it offers); ("", []) while there is none."""
     from gridtrain.config import load_schema
 
     train = load_schema()["properties"]["train"]["properties"]
-    option = train.get("compression", {})
-    return [c for c in option.get("enum", []) if c not in ("none", None)]
+    for key in COMPRESSION_KEYS:
+        if key in train:
+            choices = train[key].get("enum", [])
+            return key, [c for c in choices if c not in ("none", "float32", None)]
+    return "", []
 
 
-def configurations(compressions: list[str]) -> dict[str, dict[str, Any]]:
+def configurations(key: str, compressions: list[str]) -> dict[str, dict[str, Any]]:
     """Extra ``train`` settings of each WAN configuration."""
     runs: dict[str, dict[str, Any]] = {
         "wan-sync": {"overlap": False},
         "wan-overlap": {"overlap": True},
     }
     for name in compressions:  # hooks for the wire compression being built (bf16, topk)
-        runs[f"wan-{name}"] = {"overlap": True, "compression": name}
+        runs[f"wan-{name}"] = {"overlap": True, key: name}
     return runs
 
 
@@ -133,13 +139,14 @@ def main() -> None:
         args.events, args.epochs = 20_000, 2
         args.configs = args.configs or "wan-sync"
 
-    compressions = compression_choices()
-    if not compressions:
-        print(
-            "note: the config has no train.compression (bf16/top-k wire compression) yet: "
-            "wan-bf16 and wan-topk are skipped"
-        )
-    table = configurations(compressions)
+    key, compressions = compression_choices()
+    for missing in ("bf16", "topk"):
+        if missing not in compressions:
+            print(
+                f"note: the config offers no {missing} wire compression (train.wire or "
+                f"train.compression) yet: wan-{missing} is skipped"
+            )
+    table = configurations(key, compressions)
     chosen = args.configs.split(",") if args.configs else list(table)
     unknown = [c for c in chosen if c not in table]
     if unknown:
