@@ -23,7 +23,7 @@ Every point is measured for each wire encoding ``PSClient`` offers (``wire``: fl
 when it lands, else a printed note), and the peak exchanges/s of each is compared with float32's:
 the factor by which fewer bytes per exchange move the knee (bf16 promises 2).
 
-    python benchmarks/ps_capacity.py              # about 3 minutes on 2 cores
+    python benchmarks/ps_capacity.py              # about 8 minutes on 2 cores
     python benchmarks/ps_capacity.py --quick      # 1M: 8, 32 workers; 10M: 8; 3 s each
 """
 
