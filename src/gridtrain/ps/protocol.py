@@ -316,20 +316,27 @@ def bf16_expand(arrays: Sequence[npt.NDArray[Any]]) -> None:
         if array.dtype == _FLOAT32:
             flat = array.reshape(-1)
             halves = flat.view(np.uint16)[: flat.size]
-            flat.view(np.uint32)[:] = halves.astype(np.uint32) << 16
+            wide = halves.astype(np.uint32)  # a copy: the halves overlap the result
+            wide <<= 16
+            flat.view(np.uint32)[:] = wide
 
 
 def bf16_encode(array: npt.NDArray[Any], out: npt.NDArray[np.uint16] | None = None) -> Any:
     """float32 to bfloat16 bits (round to nearest, ties to even; NaN stays NaN), into ``out``."""
-    bits = np.ascontiguousarray(array, dtype=_FLOAT32).reshape(-1).view(np.uint32)
-    rounded = bits + (np.uint32(0x7FFF) + ((bits >> 16) & 1))  # finite values cannot overflow
+    flat = np.ascontiguousarray(array, dtype=_FLOAT32).reshape(-1)
+    bits = flat.view(np.uint32)
+    rounded = bits >> 16  # one temporary, then in place: this runs on every push
+    rounded &= 1
+    rounded += 0x7FFF
+    rounded += bits  # finite values cannot overflow; NaNs are mended below
     rounded >>= 16
     if out is None:
         out = np.empty(bits.size, np.uint16)
     np.copyto(out, rounded, casting="unsafe")
-    nan = np.isnan(array.reshape(-1))
-    if nan.any():
-        out[nan] = 0x7FC0
+    with np.errstate(invalid="ignore", over="ignore"):
+        finite = np.isfinite(np.add.reduce(flat))  # a cheap test first: NaNs are rare
+    if not finite:
+        out[np.isnan(flat)] = 0x7FC0
     return out
 
 
