@@ -6,9 +6,9 @@ restarted).
 
 Against the server before the pre-authentication budget (one limit of 256 for all connections),
 the strangers held the slots and this test failed: a worker was refused ("parameter server is at
-its connection limit") and restarted by the driver. The wall time against an undisturbed run (the issue asks for
-1.5x) is measured by benchmarks/ps_strangers.py: two 4-worker trainings do not fit this test's
-time budget on a shared 2-core machine, and their ratio is noise there.
+its connection limit") and restarted by the driver. The wall time against an undisturbed run
+(the issue asks for 1.5x) is measured by benchmarks/ps_strangers.py: two 4-worker trainings do
+not fit this test's time budget on a shared 2-core machine, and their ratio is noise there.
 """
 
 from __future__ import annotations
