@@ -40,6 +40,7 @@ def test_training_through_a_wan_relay_keeps_the_lease_guarantees(
         workers=2,
         algorithm={"algorithm": "downpour", "every": 2},
         early_stopping={"patience": None},
+        wire="bf16",  # what a narrow link is for
     )
     run_dir = tmp_path / "wan"
     command = [sys.executable, "-m", "tests.wan_relay", "train", "-c", str(config)]
@@ -67,6 +68,6 @@ def test_training_through_a_wan_relay_keeps_the_lease_guarantees(
         model_bytes = sum(initial[name].nbytes for name in initial.files)
     updates = max(r["version"] for r in read_jsonl(run_dir / "history.jsonl") if "version" in r)
     assert updates > 0
-    # ...and so did every push and pull (a quarter of the float32 model each: room for bf16)
-    assert relay["bytes_up"] >= updates * model_bytes // 4
-    assert relay["bytes_down"] >= updates * model_bytes // 4
+    # ...and so did every push and pull, at about half the float32 model's bytes each (bf16)
+    for direction in ("bytes_up", "bytes_down"):
+        assert updates * model_bytes * 0.45 <= relay[direction] <= updates * model_bytes * 0.75

@@ -14,6 +14,7 @@ from typing import Any
 from gridtrain.data.manifest import Manifest
 from gridtrain.errors import ConfigError
 from gridtrain.files import write_text
+from gridtrain.ps.protocol import WIRE_FLOAT32, WIRE_TOPK
 from gridtrain.ps.rules import AlgorithmConfig
 from gridtrain.train.targets import DEFAULT_NEGATIVE_WEIGHTS
 
@@ -42,6 +43,8 @@ class TrainConfig:
     run_dir: str
     overlap: bool = True  # exchanges travel while the next window trains (train/overlap.py)
     negative_weights: str = DEFAULT_NEGATIVE_WEIGHTS  # keep | abs | zero (train/targets.py)
+    wire: str = WIRE_FLOAT32  # float32 | bf16 | topk: how updates and centers travel
+    topk: float = 0.01  # with wire topk: the share of each tensor's entries a push carries
 
     @classmethod
     def from_dict(cls, section: dict[str, Any]) -> TrainConfig:
@@ -70,7 +73,16 @@ class TrainConfig:
             run_dir=section["run_dir"],
             overlap=section["overlap"],
             negative_weights=section.get("negative_weights", DEFAULT_NEGATIVE_WEIGHTS),
+            wire=section.get("wire", WIRE_FLOAT32),
+            topk=float(section.get("topk", 0.01)),
         )
+
+    def __post_init__(self) -> None:
+        if self.wire == WIRE_TOPK and self.algorithm.get("algorithm") == "easgd":
+            raise ConfigError(
+                "train.wire: topk sends updates, but EASGD workers push their weights; "
+                "use wire: bf16 with easgd, or another algorithm"
+            )
 
     def algorithm_config(self) -> AlgorithmConfig:
         """The parameter server's rule; ADAG's window is the exchange period."""

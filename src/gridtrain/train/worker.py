@@ -113,7 +113,14 @@ class Worker:
         budget = settings.scratch_budget_mb
         self.stagein = stage_in(spec, scratch, budget << 20 if budget else None)
         self.prefetcher = Prefetcher(self.builder)
-        self.client = PSClient(address, secret, self.model.get_weights(), name=name)
+        self.client = PSClient(
+            address,
+            secret,
+            self.model.get_weights(),
+            name=name,
+            wire=self.settings.wire,
+            topk=self.settings.topk,
+        )
         self.throughput = Throughput()
         self.exchange: Exchange | None = None
         self.overlap: OverlappedExchange | None = None  # with train.overlap
