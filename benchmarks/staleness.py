@@ -100,7 +100,7 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=4, help="Downpour: steps between pushes")
     parser.add_argument("--alpha", type=float, default=0.2, help="EASGD moving rate")
     parser.add_argument("--tau", type=int, default=4, help="EASGD: steps between exchanges")
-    parser.add_argument("--kappa", type=float, default=1.0, help="GEM proxy amplification")
+    parser.add_argument("--kappa", type=float, default=0.2, help="GEM proxy amplification")
     parser.add_argument("--workdir", default=".bench/staleness")
     parser.add_argument("--plot", default=".bench/staleness.png")
     args = parser.parse_args()

@@ -30,6 +30,9 @@ class AlgorithmConfig:
     their own optimizer over a window), ``sgd`` and ``adam`` treat the push as a gradient.
     ``easgd`` and ``adag`` always add (the elastic difference, or the delta divided by ``window``).
     ``gem`` always adds the pushed delta rescaled by GEM's pi (``kappa``, ``proxy_momentum``).
+    ``kappa`` defaults to 0.2 = 2 (1 - proxy_momentum), where pi settles at 1 in a direction all
+    updates agree on; NNLO's 1.0 settles at the cap (5x) and diverged with 8 workers
+    (docs/reference/benchmarks.md, stale gradients).
     """
 
     algorithm: str = "downpour"
@@ -46,7 +49,7 @@ class AlgorithmConfig:
     sync_workers: int = 1
     backup_workers: int = 0
     sync_timeout: float = 60.0
-    kappa: float = 1.0
+    kappa: float = 0.2
     proxy_momentum: float = 0.9
 
     def __post_init__(self) -> None:
@@ -80,7 +83,7 @@ class AlgorithmConfig:
                 "sync_workers >= 1 and backup_workers >= 0",
             )
         if not self.kappa > 0:
-            raise bad("kappa", self.kappa, "a positive number, e.g. 1.0 (GEM proxy amplification)")
+            raise bad("kappa", self.kappa, "a positive number, e.g. 0.2 (GEM proxy amplification)")
         if not 0 <= self.proxy_momentum < 1:
             raise bad("proxy_momentum", self.proxy_momentum, "0 <= proxy_momentum < 1, e.g. 0.9")
         if not self.sync_timeout > 0:
