@@ -51,7 +51,16 @@ from gridtrain.ps.server import ParameterServer
 CTX = mp.get_context("fork")  # the parent holds no threads when it forks
 PROCESSES = 4
 KEPT_UP = 0.9  # sustained / offered at or above which the server keeps up
-WIRE_BYTES = {"float32": 4, "bf16": 2}  # bytes per parameter on the wire
+TOPK = 0.01  # PSClient's default share of entries a top-k push carries
+
+
+def exchange_bytes(wire: str, parameters: int) -> float:
+    """Bytes one push-and-pull puts on the wire, both directions (frame headers left out)."""
+    if wire == "bf16":
+        return 2 * parameters * 2.0
+    if wire == "topk":  # a value and an index per kept entry up, the float32 center down
+        return TOPK * parameters * 8 + parameters * 4
+    return 2 * parameters * 4.0
 
 
 @dataclass
@@ -74,7 +83,7 @@ class Point:
 
     @property
     def gb_per_s(self) -> float:
-        return self.sustained * 2 * self.parameters * WIRE_BYTES.get(self.wire, 4) / 1e9
+        return self.sustained * exchange_bytes(self.wire, self.parameters) / 1e9
 
     def percentile(self, q: float) -> float:
         return float(np.percentile(self.latencies, q)) if self.latencies else float("nan")
