@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
-from train_helpers import gridtrain, read_jsonl
+from train_helpers import gridtrain, read_jsonl, start_gridtrain
 
 from gridtrain.errors import ConfigError
 
@@ -66,20 +66,28 @@ def multiclass(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def train(config: Path, run_dir: Path, workers: int) -> tuple[dict[str, Any], str]:
-    result = gridtrain(
-        "train", "-c", str(config), "--run-dir", str(run_dir), "--workers", str(workers)
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads((run_dir / "metrics.json").read_text()), result.stderr
+def train_side_by_side(config: Path, runs: dict[Path, int]) -> list[tuple[dict[str, Any], str]]:
+    """``gridtrain train`` into each run folder with its number of workers, all at once (their
+    start-up, mostly imports, overlaps); the metrics and stderr of each."""
+    started = [
+        start_gridtrain("train", "-c", str(config), "--run-dir", str(run), "--workers", str(n))
+        for run, n in runs.items()
+    ]
+    done = []
+    for run, process in zip(runs, started, strict=True):
+        _, stderr = process.communicate(timeout=600)
+        assert process.returncode == 0, stderr[-3000:]
+        done.append((json.loads((run / "metrics.json").read_text()), stderr))
+    return done
 
 
 @pytest.mark.slow
 def test_multiclass_with_negative_weights_trains_on_two_async_workers_as_on_one(
     multiclass: Path, tmp_path: Path
 ) -> None:
-    one, log = train(multiclass, tmp_path / "one", 1)
-    two, _ = train(multiclass, tmp_path / "two", 2)
+    (one, log), (two, _) = train_side_by_side(
+        multiclass, {tmp_path / "one": 1, tmp_path / "two": 2}
+    )
     # the warning names the share and the choice, once
     warnings = [line for line in log.splitlines() if "is negative event weights" in line]
     assert len(warnings) == 1, log[-2000:]
