@@ -4,6 +4,7 @@ training starts; suggestions, conditions and the grid on hand-made trials."""
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any
 
@@ -184,3 +185,19 @@ def test_gridtrain_tune_refuses_bad_input_in_one_line_before_training(
     assert key in err
     assert len(err.splitlines()) == 1
     assert not study.exists()
+
+
+def test_an_auc_objective_on_a_regression_dataset_is_refused(
+    tmp_path: Path, toy_dir: Path, toy_dataset: Path
+) -> None:
+    record = json.loads((toy_dataset / "manifest.json").read_text())
+    record["task"] = {
+        "kind": "regression",
+        "targets": [{"name": "pt", "expression": "jet_pt", "mean": 50.0, "std": 10.0}],
+        "loss": "mse",
+    }
+    (tmp_path / "manifest.json").write_text(json.dumps(record))
+    config = tune_config(toy_dir, toy_dataset, objective="val_auc")
+    config["dataset"]["outdir"] = str(tmp_path)
+    with pytest.raises(ConfigError, match=r"val_auc needs a classifier.*regression of pt"):
+        check_config(validate_config(config))

@@ -74,6 +74,14 @@ def check_config(config: dict[str, Any]) -> TuneConfig:
     manifest = Path(config["dataset"]["outdir"]) / "manifest.json"
     if not manifest.exists():
         raise ConfigError(f"{manifest}: no converted dataset; run gridtrain convert first")
+    from gridtrain.data.manifest import load_manifest
+
+    task = load_manifest(manifest).learning_task()
+    if tune.objective == "val_auc" and not task.is_classifier:
+        raise ConfigError(
+            f"tune.objective: val_auc needs a classifier, but {manifest} is a "
+            f"{task.describe()}; use tune.objective: val_loss"
+        )
     return tune
 
 
