@@ -111,37 +111,40 @@ def shards_done_by(run_dir: Path, worker: str) -> int:
 EVICT_EPOCHS = 30
 
 
-def test_an_evicted_worker_comes_back_and_no_shard_is_lost_or_trained_twice(
+def test_evicted_workers_come_back_and_no_shard_is_lost_or_trained_twice(
     pool: Pool, work: Path
 ) -> None:
-    # Long enough that the evicted job's second attempt (a new interpreter importing TensorFlow,
-    # 10-25 s on a loaded 2-core machine) rejoins well before the other worker finishes alone.
+    # Both jobs of the cluster are vacated (a site draining its slots): the training cannot
+    # finish without them, so their second attempts (a new interpreter importing TensorFlow) must
+    # rejoin, whatever the speed of the machine. Evicting one worker raced the other: with
+    # compiled windows it trained the remaining epochs alone before the evicted one was back.
     run_dir = start_detached(work, "evict", epochs=EVICT_EPOCHS)
-    w0, w1 = f"{run_dir.name}-w0", f"{run_dir.name}-w1"
+    names = [f"{run_dir.name}-w0", f"{run_dir.name}-w1"]
     try:
         seen = wait_status(
             work,
             run_dir,
             lambda s: (
-                workers(s).get(w0, {}).get("state") == "running"
-                and shards_done_by(run_dir, w0) >= 1
+                all(workers(s).get(name, {}).get("state") == "running" for name in names)
+                and shards_done_by(run_dir, names[0]) >= 1
             ),
         )
         assert seen["phase"] == "training"
         assert seen["executor"] == "condor"
-        job = workers(seen)[w0]["job"]
-        assert workers(seen)[w1]["job"].split(".")[0] == job.split(".")[0]  # one cluster
-        pool.in_root("condor_vacate_job", job)
+        jobs = {name: workers(seen)[name]["job"] for name in names}
+        cluster = jobs[names[0]].split(".")[0]
+        assert {job.split(".")[0] for job in jobs.values()} == {cluster}  # one cluster
+        pool.in_root("condor_vacate_job", cluster)
         finished = wait_status(work, run_dir, lambda s: s["phase"] == "finished", timeout=420)
     finally:
         gridtrain(work, "cancel", str(run_dir))
-    evicted = workers(finished)[w0]
-    assert evicted["job"] == job  # HTCondor ran the same job again, no resubmission needed
-    assert evicted["attempts"] == 2
-    assert evicted["state"] == "done"
-    assert workers(finished)[w1]["state"] == "done"
     log = (run_dir / "driver.log").read_text()
-    assert log.count(f"worker {w0} joined") == 2  # it came back to the parameter server
+    for name in names:
+        evicted = workers(finished)[name]
+        assert evicted["job"] == jobs[name]  # HTCondor ran the same job again: no resubmission
+        assert evicted["attempts"] == 2
+        assert evicted["state"] == "done"
+        assert log.count(f"worker {name} joined") == 2  # it came back to the parameter server
 
     leases = [json.loads(line) for line in (run_dir / "leases.jsonl").read_text().splitlines()]
     manifest = json.loads((work / "dataset" / "manifest.json").read_text())
@@ -154,8 +157,8 @@ def test_an_evicted_worker_comes_back_and_no_shard_is_lost_or_trained_twice(
         )
         assert sorted(done) == shards, f"epoch {epoch}: a shard lost"
         assert set(done.values()) == {1}, f"epoch {epoch}: a shard trained twice: {done}"
-    # the evicted attempt's lease was released; what it had pushed is kept, counted once
-    released = [r for r in leases if r["event"] == "released" and r["worker"] == w0]
+    # the evicted attempts' leases were released; what they had pushed is kept, counted once
+    released = [r for r in leases if r["event"] == "released"]
     assert released
     assert lost_lease_updates(run_dir) == sum(r.get("updates", 0) for r in released)
     metrics = json.loads((run_dir / "metrics.json").read_text())

@@ -3,16 +3,12 @@ training the toy with overlap on and off."""
 
 from __future__ import annotations
 
-import json
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from train_helpers import completions, gridtrain, lost_lease_updates, read_jsonl, train_shards
-from train_helpers import write_config as write_train_config
 
 from gridtrain.ps.client import Reply
 from gridtrain.ps.exchange import Exchange
@@ -169,36 +165,6 @@ def test_windows_stop_at_each_exchange_and_keep_the_short_batch_alone():
     np.testing.assert_array_equal(got[1][2], [[6.0, 7.0, 8.0]])
     np.testing.assert_array_equal(got[2][2], [[9.0]])  # the short last batch, alone
     assert np.shares_memory(got[0][2], labels)  # views, not copies
-
-
-@pytest.mark.slow
-def test_the_toy_trains_with_synchronous_exchanges(tmp_path: Path, toy_dir, toy_dataset):
-    """Overlap off (overlap on, the default, trains in test_train_runs.py): every shard done
-    once, and the time split says the workers waited and overlapped nothing."""
-    config = write_train_config(
-        tmp_path / "c.yaml",
-        toy_dir,
-        toy_dataset,
-        workers=1,
-        epochs=1,
-        overlap=False,
-        algorithm={"every": 2},
-        early_stopping={"patience": None},
-    )
-    run_dir = tmp_path / "run"
-    result = gridtrain("train", "-c", str(config), "--run-dir", str(run_dir))
-    assert result.returncode == 0, result.stderr[-3000:]
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert completions(run_dir) == {0: train_shards(toy_dataset)}
-    assert lost_lease_updates(run_dir) == 0
-    assert metrics["auc"] > 0.8
-    shards = [r for r in read_jsonl(run_dir / "history.jsonl") if r["type"] == "shard"]
-    for record in shards:
-        assert 0 < record["exchange_seconds"] < record["seconds"]
-        assert record["overlapped_seconds"] == 0
-    assert 0 < metrics["ps_wait_fraction"] < 1
-    assert metrics["ps_overlap_fraction"] == 0
-    assert metrics["ps_time_fraction"] == metrics["ps_wait_fraction"]
 
 
 def test_compiled_windows_train_bit_for_bit_like_train_on_batch():

@@ -1,5 +1,7 @@
 """Training across a (simulated) wide-area link: the workers reach the PS through a shaping relay.
 
+Also the synchronous exchange path (``train.overlap: false``) end to end, and bf16 on the wire.
+
 ``python -m tests.wan_relay train`` runs the driver with a local executor that puts a
 ``ShapingRelay`` (20 ms one way, 200 Mb/s, jitter) in front of the parameter server and hands the
 workers the relay's address instead of the server's, as a grid job dials a login host across a
@@ -41,6 +43,7 @@ def test_training_through_a_wan_relay_keeps_the_lease_guarantees(
         algorithm={"algorithm": "downpour", "every": 2},
         early_stopping={"patience": None},
         wire="bf16",  # what a narrow link is for
+        overlap=False,  # overlap on, the default, trains in test_train_runs.py
     )
     run_dir = tmp_path / "wan"
     command = [sys.executable, "-m", "tests.wan_relay", "train", "-c", str(config)]
@@ -59,6 +62,13 @@ def test_training_through_a_wan_relay_keeps_the_lease_guarantees(
 
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["epochs"] == 1
+    # synchronous exchanges: the workers waited out every round trip and overlapped nothing
+    for record in (r for r in read_jsonl(run_dir / "history.jsonl") if r["type"] == "shard"):
+        assert 0 < record["exchange_seconds"] < record["seconds"]
+        assert record["overlapped_seconds"] == 0
+    assert 0 < metrics["ps_wait_fraction"] < 1
+    assert metrics["ps_overlap_fraction"] == 0
+    assert metrics["ps_time_fraction"] == metrics["ps_wait_fraction"]
     assert completions(run_dir) == {0: train_shards(toy_dataset)}  # every shard exactly once
     assert lost_lease_updates(run_dir) == 0  # each update under exactly one completed lease
 
