@@ -27,7 +27,14 @@ def status(run_dir: Path) -> dict[str, Any]:
 
 
 def test_a_detached_run_is_followed_refused_twice_and_cancelled(tmp_path, toy_dir, toy_dataset):
-    config = write_config(tmp_path / "config.yaml", toy_dir, toy_dataset, epochs=200, batch_size=32)
+    config = write_config(  # no early stop: still training when followed, however fast
+        tmp_path / "config.yaml",
+        toy_dir,
+        toy_dataset,
+        epochs=200,
+        batch_size=32,
+        early_stopping={"patience": None},
+    )
     run_dir = tmp_path / "run"
     started = gridtrain("train", "-c", str(config), "--run-dir", str(run_dir), "--detach")
     assert started.returncode == 0, started.stderr[-2000:]
