@@ -73,8 +73,8 @@ def test_a_run_outlives_a_service_restart_and_is_cancelled_and_resumed(
     service: Service = start_service()
     client = Client(service.url, service.token)
     client.submit(
-        "long", toy_yaml(toy_dir, serve_dataset, epochs=40, early_stopping={"patience": None})
-    )  # still training when cancelled, however fast the machine
+        "long", toy_yaml(toy_dir, serve_dataset, epochs=2000, early_stopping={"patience": None})
+    )  # cannot finish before it is cancelled, however fast the training
     wait_for(lambda: client.run("long")["progress"]["shards_done"] > 0, what="a trained shard")
     driver = client.status("long")["driver"]["pid"]
 
