@@ -94,9 +94,19 @@ class TimedRun:
 
 
 def run_gridtrain(
-    name: str, dataset: dict[str, Any], train: dict[str, Any], run_dir: Path, workers: int
+    name: str,
+    dataset: dict[str, Any],
+    train: dict[str, Any],
+    run_dir: Path,
+    workers: int,
+    launcher: tuple[str, ...] = ("gridtrain", "train"),
+    extra: tuple[str, ...] = (),
 ) -> TimedRun:
-    """``gridtrain train`` in a fresh process; the curve comes from its history.jsonl."""
+    """``gridtrain train`` in a fresh process; the curve comes from its history.jsonl.
+
+    ``launcher`` is the module and subcommand run with ``python -m`` (``tests.wan_relay train``
+    trains through a shaping relay), ``extra`` its arguments after the common ones.
+    """
     run_dir = run_dir.resolve()
     if run_dir.exists():
         import shutil
@@ -105,8 +115,8 @@ def run_gridtrain(
     run_dir.mkdir(parents=True)
     config = run_dir.parent / f"{run_dir.name}.yaml"
     config.write_text(yaml.safe_dump({"dataset": dataset, "train": train}, sort_keys=False))
-    command = [sys.executable, "-m", "gridtrain", "train", "-c", str(config)]
-    command += ["--run-dir", str(run_dir), "--workers", str(workers)]
+    command = [sys.executable, "-m", *launcher, "-c", str(config)]
+    command += ["--run-dir", str(run_dir), "--workers", str(workers), *extra]
     log_path = run_dir.parent / f"{run_dir.name}.log"
     with open(log_path, "wb") as log:
         launch = time.time()
@@ -115,6 +125,7 @@ def run_gridtrain(
             check=False,
             stdout=log,
             stderr=subprocess.STDOUT,
+            cwd=REPO,
             env={**os.environ, **QUIET_TF},
         ).returncode
         wall = time.time() - launch

@@ -30,16 +30,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from bench_helpers import QUIET_TF, REPO, TimedRun, fmt, run_gridtrain, toy_dataset, train_section
+from bench_helpers import TimedRun, fmt, run_gridtrain, toy_dataset, train_section
 
 GOAL = 1.2
 MODELS = {"toy": [32, 32], "1M": [1000, 1000]}  # 16 inputs: 16*1000 + 1000*1000 + ... ~1.02M
@@ -79,38 +74,12 @@ def run_through_relay(
     workers: int,
     link: dict[str, float],
 ) -> tuple[TimedRun, dict[str, Any]]:
-    """``python -m tests.wan_relay train`` in a fresh process, read like ``run_gridtrain``."""
-    import shutil
-
-    run_dir = run_dir.resolve()
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
-    config = run_dir.parent / f"{run_dir.name}.yaml"
-    config.write_text(yaml.safe_dump({"dataset": dataset, "train": train}, sort_keys=False))
-    command = [sys.executable, "-m", "tests.wan_relay", "train", "-c", str(config)]
-    command += ["--run-dir", str(run_dir), "--workers", str(workers)]
-    command += ["--latency", str(link["latency"]), "--bandwidth", str(link["bandwidth"])]
-    log_path = run_dir.parent / f"{run_dir.name}.log"
-    with open(log_path, "wb") as log:
-        launch = time.time()
-        code = subprocess.run(
-            command,
-            cwd=REPO,
-            check=False,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **QUIET_TF},
-        ).returncode
-        wall = time.time() - launch
-    if code != 0:
-        tail = log_path.read_text(errors="replace").splitlines()[-15:]
-        raise RuntimeError(f"{name}: exited with {code}; see {log_path}:\n" + "\n".join(tail))
-    history = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    curve = [(r["unix_time"] - launch, r["val_auc"]) for r in history if r["type"] == "epoch"]
-    run = TimedRun(name=name, wall=wall, curve=curve, metrics=metrics)
-    run.ps_share = metrics.get("ps_time_fraction")
-    return run, json.loads((run_dir / "relay.json").read_text())
+    """``python -m tests.wan_relay train`` through ``run_gridtrain``, and the relay's counts."""
+    link_args = ("--latency", str(link["latency"]), "--bandwidth", str(link["bandwidth"]))
+    run = run_gridtrain(
+        name, dataset, train, run_dir, workers, ("tests.wan_relay", "train"), link_args
+    )
+    return run, json.loads((run_dir.resolve() / "relay.json").read_text())
 
 
 def wait_share(run: TimedRun) -> float | None:
