@@ -23,8 +23,18 @@ Every point is measured for each wire encoding ``PSClient`` offers (``wire``: fl
 when it lands, else a printed note), and the peak exchanges/s of each is compared with float32's:
 the factor by which fewer bytes per exchange move the knee (bf16 promises 2).
 
+On this host the server is bound by the CPU moving bytes through loopback, and encoding bf16
+costs about what it saves in copies (docs/reference/benchmarks.md), so the knee barely moves.
+A parameter server on a login host is bound by its network link instead: ``--link BITS`` puts the
+server behind ``tests/wan_relay.py``'s relay with one shared link of BITS per second each way (in
+its own process), the raw echo baseline going through the same relay. There the knee moves by
+the bytes an exchange saves: bf16 halves both directions; top-k shrinks the push only, so on a
+duplex link the float32 centers coming back set its pace, and ``topk-bf16`` (top-k pushes, bf16
+centers) halves that too.
+
     python benchmarks/ps_capacity.py              # about 8 minutes on 2 cores
     python benchmarks/ps_capacity.py --quick      # 1M: 8, 32 workers; 10M: 8; 3 s each
+    python benchmarks/ps_capacity.py --link 4e8 --plan "1e6:4,8,16,32,48" --seconds 6
 """
 
 from __future__ import annotations
@@ -34,9 +44,11 @@ import inspect
 import multiprocessing as mp
 import random
 import socket
+import sys
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -60,6 +72,8 @@ def exchange_bytes(wire: str, parameters: int) -> float:
         return 2 * parameters * 2.0
     if wire == "topk":  # a value and an index per kept entry up, the float32 center down
         return TOPK * parameters * 8 + parameters * 4
+    if wire == "topk-bf16":  # the same up, the center down in bf16
+        return TOPK * parameters * 8 + parameters * 2
     return 2 * parameters * 4.0
 
 
@@ -171,6 +185,16 @@ def simulated_workers(
     results.put(("done", sum(counts), [x for per in latencies for x in per]))
 
 
+def relay(upstream: int, link: float, ready: Any) -> None:
+    """The parameter server host's network link: a shaping relay in front of ``upstream``."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tests.wan_relay import ShapingRelay
+
+    shaper = ShapingRelay(("127.0.0.1", upstream), server_link=link)
+    ready.put(shaper.start()[1])
+    threading.Event().wait()  # until terminated
+
+
 def echo_server(parameters: int, ready: Any) -> None:
     nbytes = parameters * 4
     listener = socket.create_server(("127.0.0.1", 0))
@@ -234,13 +258,22 @@ def echo_client(
 
 
 def _run(
-    server: Any, server_args: tuple[Any, ...], clients: list[tuple[Any, tuple[Any, ...]]]
+    server: Any,
+    server_args: tuple[Any, ...],
+    clients: list[tuple[Any, tuple[Any, ...]]],
+    link: float | None,
 ) -> tuple[int, list[float]]:
-    """Start the server, then the clients; release them together; (exchanges, latencies)."""
+    """Start the server (behind a ``link`` relay when given), then the clients; release them
+    together; (exchanges, latencies)."""
     ready, results, start = CTX.Queue(), CTX.Queue(), CTX.Event()
     server_process = CTX.Process(target=server, args=(*server_args, ready), daemon=True)
     server_process.start()
     port = ready.get(timeout=60)
+    servers = [server_process]
+    if link is not None:
+        servers.append(CTX.Process(target=relay, args=(port, link, ready), daemon=True))
+        servers[-1].start()
+        port = ready.get(timeout=60)
     processes = [
         CTX.Process(target=target, args=(port, *args, start, results), daemon=True)
         for target, args in clients
@@ -263,11 +296,14 @@ def _run(
             process.join(30)
             if process.is_alive():
                 process.terminate()
-        server_process.terminate()
-        server_process.join(10)
+        for process in servers:
+            process.terminate()
+            process.join(10)
 
 
-def measure_ps(wire: str, parameters: int, workers: int, interval: float, seconds: float) -> Point:
+def measure_ps(
+    wire: str, parameters: int, workers: int, interval: float, seconds: float, link: float | None
+) -> Point:
     secret = auth.new_secret()
     shares = [workers // PROCESSES + (i < workers % PROCESSES) for i in range(PROCESSES)]
     clients = [
@@ -275,16 +311,16 @@ def measure_ps(wire: str, parameters: int, workers: int, interval: float, second
         for seed, share in enumerate(shares)
         if share
     ]
-    exchanges, latencies = _run(serve_center, (parameters, secret, workers + 16), clients)
+    exchanges, latencies = _run(serve_center, (parameters, secret, workers + 16), clients, link)
     return Point(wire, parameters, workers, interval, exchanges, seconds, latencies)
 
 
-def measure_raw(parameters: int, connections: int, seconds: float) -> float:
+def measure_raw(parameters: int, connections: int, seconds: float, link: float | None) -> float:
     """GB/s (both directions) of a raw loopback echo from PROCESSES client processes holding
-    ``connections`` connections in all, as fast as they go."""
+    ``connections`` connections in all, as fast as they go (through the ``link`` relay)."""
     share = max(1, connections // PROCESSES)
     clients = [(echo_client, (parameters, share, seconds)) for _ in range(PROCESSES)]
-    exchanges, _ = _run(echo_server, (parameters,), clients)
+    exchanges, _ = _run(echo_server, (parameters,), clients, link)
     return exchanges * 2 * parameters * 4 / seconds / 1e9
 
 
@@ -310,6 +346,9 @@ def main() -> None:
         "--raw-connections", type=int, default=16, help="connections of the raw echo, in all"
     )
     parser.add_argument("--quick", action="store_true", help="1e6:8,32;1e7:8 for 3 s each")
+    parser.add_argument(
+        "--link", type=float, help="bits/s each way of the server's link (a relay); none: loopback"
+    )
     args = parser.parse_args()
     if args.quick:
         args.plan, args.seconds = "1e6:8,32;1e7:8", 3.0
@@ -322,15 +361,17 @@ def main() -> None:
         f"one ParameterServer process; simulated workers as threads in {PROCESSES} processes, "
         f"one push-and-pull every {args.interval:g} s each; {args.seconds:g} s per point; "
         f"wire encodings {', '.join(wires)}"
+        + (f"; behind a shared {args.link / 1e6:g} Mb/s link each way" if args.link else "")
     )
+    where = f"through the {args.link / 1e6:g} Mb/s link" if args.link else "on loopback"
     knees: dict[tuple[str, int], Point | None] = {}
     peaks: dict[tuple[str, int], Point] = {}
     raw: dict[int, float] = {}
     for parameters, counts in plan:
-        raw[parameters] = measure_raw(parameters, args.raw_connections, args.seconds)
+        raw[parameters] = measure_raw(parameters, args.raw_connections, args.seconds, args.link)
         print(
             f"\n{parameters / 1e6:g}M parameters ({parameters * 4 / 1e6:.0f} MB each way in "
-            f"float32); raw loopback echo, {PROCESSES} processes, {args.raw_connections} "
+            f"float32); raw echo {where}, {PROCESSES} processes, {args.raw_connections} "
             f"connections flat out: {raw[parameters]:.2f} GB/s"
         )
         print(
@@ -341,7 +382,9 @@ def main() -> None:
             key = (wire, parameters)
             knees[key] = None
             for workers in counts:
-                point = measure_ps(wire, parameters, workers, args.interval, args.seconds)
+                point = measure_ps(
+                    wire, parameters, workers, args.interval, args.seconds, args.link
+                )
                 print(
                     f"{wire:>8}{workers:>8}{point.offered:>11.1f}{point.sustained:>13.1f}"
                     f"{point.gb_per_s:>7.2f}{point.percentile(50) * 1e3:>9.1f}"
@@ -367,13 +410,18 @@ def main() -> None:
         print(
             f"{size}: {kept}; peak {peak.sustained:.1f} exchanges/s, {peak.gb_per_s:.2f} GB/s "
             f"on the wire at {peak.workers} workers ({factor:.2f}x float32's exchanges/s); raw "
-            f"loopback {raw[parameters]:.2f} GB/s"
+            f"echo {raw[parameters]:.2f} GB/s"
         )
     largest = max(raw)
     peak = peaks[("float32", largest)]
+    baseline = raw[largest]
+    if args.link:  # the link's own rate, both ways, is the limit if the relay echoes slower
+        baseline = max(baseline, 2 * args.link / 8 / 1e9)
+        print(f"the link's rate, both ways: {2 * args.link / 8 / 1e9:.3f} GB/s")
     print(
-        f"ratio PS peak sustained GB/s / raw loopback GB/s ({largest / 1e6:g}M float32, "
-        f"{PROCESSES} client processes each side): {peak.gb_per_s / raw[largest]:.2f}"
+        f"ratio PS peak sustained GB/s / {'link' if args.link else 'raw loopback'} GB/s "
+        f"({largest / 1e6:g}M float32, {PROCESSES} client processes each side): "
+        f"{peak.gb_per_s / baseline:.2f}"
     )
 
 

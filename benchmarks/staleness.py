@@ -17,6 +17,11 @@ pushes, so real staleness), learning rate and epochs (2), early stopping off:
              element by element, so the center moves ``kappa`` times as much as a sequential
              momentum-SGD proxy fed the same deltas (no DynSGD scaling on top).
 
+``--wires`` adds the wire encodings of issue 21 (``train.wire``): each method is run once per
+encoding, its rows labelled ``method/bf16`` or ``method/topk`` (top-k share ``--topk``), so the
+metric cost of fewer bytes on the wire shows against the same method in float32 at the same
+worker counts (EASGD pushes its variable, not an update, so it has no top-k row).
+
 The baseline is one worker: Downpour with one worker is plain sequential training (nothing is
 ever stale). The learning rate is Adam's 0.01, not the default 0.001: at 0.001 this MLP has
 converged within the first epoch and 8 Downpour workers lose nothing after 4 epochs (measured:
@@ -34,6 +39,7 @@ all methods run (goal <= 0.01).
     python benchmarks/staleness.py                     # 20 runs, about 6 min on 2 cores
     python benchmarks/staleness.py --workers 1,8       # 10 runs: the AUC loss of every method
     python benchmarks/staleness.py --workers 1,8 --methods downpour,easgd --epochs 3
+    python benchmarks/staleness.py --workers 1,4,8 --methods dynsgd --wires float32,bf16,topk
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ from typing import Any
 from bench_helpers import TimedRun, run_gridtrain, toy_dataset, train_section
 
 GOAL = 0.01
+WIRES = ("float32", "bf16", "topk")
 
 
 def methods(every: int, alpha: float, tau: int, kappa: float) -> dict[str, dict[str, Any]]:
@@ -101,6 +108,10 @@ def main() -> None:
     parser.add_argument("--alpha", type=float, default=0.2, help="EASGD moving rate")
     parser.add_argument("--tau", type=int, default=4, help="EASGD: steps between exchanges")
     parser.add_argument("--kappa", type=float, default=0.2, help="GEM proxy amplification")
+    parser.add_argument(
+        "--wires", default="float32", help="comma-separated train.wire encodings per method"
+    )
+    parser.add_argument("--topk", type=float, default=0.01, help="share a top-k push carries")
     parser.add_argument("--workdir", default=".bench/staleness")
     parser.add_argument("--plot", default=".bench/staleness.png")
     args = parser.parse_args()
@@ -111,6 +122,10 @@ def main() -> None:
     unknown = [m for m in chosen if m not in table]
     if unknown:
         parser.error(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(table)}")
+    wires = args.wires.split(",")
+    bad_wires = [w for w in wires if w not in WIRES]
+    if bad_wires:
+        parser.error(f"unknown wire(s) {', '.join(bad_wires)}; choose from {', '.join(WIRES)}")
     hidden = [int(n) for n in args.hidden.split(",")]
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
@@ -120,42 +135,60 @@ def main() -> None:
         f"{args.events:,} toy events in shards of {args.shard_events:,}; mlp {hidden}, "
         f"{args.epochs} epochs, batch {args.batch_size}, learning rate {args.learning_rate:g}; "
         f"Downpour/ADAG/GEM every {args.every}, EASGD alpha {args.alpha} tau {args.tau}, "
-        f"GEM kappa {args.kappa}",
+        f"GEM kappa {args.kappa}; wire {', '.join(wires)} (top-k share {args.topk:g})",
         flush=True,
     )
     results: dict[str, dict[int, TimedRun]] = {}
     for method in chosen:
-        results[method] = {}
-        for workers in counts:
-            train = train_section(
-                "mlp",
-                {"hidden": hidden},
-                args.epochs,
-                args.batch_size,
-                args.learning_rate,
-                table[method],
-            )
-            name = f"{method}-{workers}"
-            run = run_gridtrain(name, dataset, train, work / name, workers)
-            results[method][workers] = run
-            print(f"  {name:<12} AUC {run.final_auc:.4f}  {run.wall:.0f} s", flush=True)
+        for wire in wires:
+            if wire == "topk" and method == "easgd":
+                print("  easgd/topk: not run (EASGD pushes its variable, top-k needs an update)")
+                continue
+            label = method if wire == "float32" else f"{method}/{wire}"
+            results[label] = {}
+            for workers in counts:
+                train = train_section(
+                    "mlp",
+                    {"hidden": hidden},
+                    args.epochs,
+                    args.batch_size,
+                    args.learning_rate,
+                    table[method],
+                )
+                train["wire"] = wire
+                if wire == "topk":
+                    train["topk"] = args.topk
+                name = f"{label.replace('/', '-')}-{workers}"
+                run = run_gridtrain(name, dataset, train, work / name, workers)
+                results[label][workers] = run
+                print(f"  {name:<18} AUC {run.final_auc:.4f}  {run.wall:.0f} s", flush=True)
 
     print(f"\nvalidation AUC after {args.epochs} epochs")
     most = max(counts)
-    header = f"{'method':<10}" + "".join(f"{n:>9}" for n in counts) + f"{'loss@' + str(most):>10}"
+    header = f"{'method':<14}" + "".join(f"{n:>9}" for n in counts) + f"{'loss@' + str(most):>10}"
     print(header)
     for method, runs in results.items():
         cells = "".join(f"{runs[n].final_auc:>9.4f}" for n in counts)
         loss = runs[min(counts)].final_auc - runs[most].final_auc
-        print(f"{method:<10}{cells}{loss:>10.4f}")
+        print(f"{method:<14}{cells}{loss:>10.4f}")
+    compressed = [label for label in results if "/" in label and label.split("/")[0] in results]
+    if compressed:
+        print("\nAUC cost of the wire: the float32 AUC minus its own, same method and workers")
+        print(f"{'method':<14}" + "".join(f"{n:>9}" for n in counts))
+        for label in compressed:
+            plain = results[label.split("/")[0]]
+            cells = "".join(
+                f"{plain[n].final_auc - results[label][n].final_auc:>9.4f}" for n in counts
+            )
+            print(f"{label:<14}{cells}")
     print("\nmeasured staleness of the pushes, p50/p99 (versions)")
-    print(f"{'method':<10}" + "".join(f"{n:>9}" for n in counts))
+    print(f"{'method':<14}" + "".join(f"{n:>9}" for n in counts))
     for method, runs in results.items():
         cells = []
         for n in counts:
             stale = runs[n].metrics.get("staleness", {})
             cells.append(f"{stale.get('p50', '-')}/{stale.get('p99', '-')}")
-        print(f"{method:<10}" + "".join(f"{c:>9}" for c in cells))
+        print(f"{method:<14}" + "".join(f"{c:>9}" for c in cells))
     plot(
         results,
         Path(args.plot),

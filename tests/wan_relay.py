@@ -8,7 +8,10 @@ parameter server), each direction with its own
 * optional ``jitter`` (seconds): a uniform extra delay in [0, jitter] per chunk, never reordering
   (a chunk never leaves before the one read before it: TCP keeps byte order, so does the relay);
 * ``bandwidth`` cap (bits/s, None for none): a token bucket per direction and connection, as a
-  per-worker access link would be.
+  per-worker access link would be;
+* ``server_link`` cap (bits/s, None for none): one token bucket per direction shared by all
+  connections, as the parameter server host's own network link is (``benchmarks/ps_capacity.py
+  --link``).
 
 Tests and benchmarks import it (``from tests.wan_relay import ShapingRelay``; benchmarks put the
 repository root on ``sys.path``). It runs an asyncio loop in one background thread::
@@ -57,6 +60,12 @@ class TokenBucket:
         return max(0.0, self._free_at - now)
 
 
+def _bucket(bits_per_second: float) -> TokenBucket:
+    """A link of ``bits_per_second`` with a burst of one chunk or 2 ms, whichever is more."""
+    rate = bits_per_second / 8
+    return TokenBucket(rate, burst=max(CHUNK, rate * 0.002))
+
+
 class ShapingRelay:
     """Forward every connection to ``upstream`` through a link with latency and a bandwidth cap.
 
@@ -71,11 +80,16 @@ class ShapingRelay:
         latency: float = 0.0,
         bandwidth: float | None = None,
         jitter: float = 0.0,
+        server_link: float | None = None,
         seed: int = 0,
     ) -> None:
         if latency < 0 or jitter < 0:
             raise ValueError(f"latency {latency} and jitter {jitter} must be >= 0 seconds")
         self.upstream = upstream
+        # the server's link, one bucket per direction (True: towards the server) for everyone
+        self._server_link = (
+            {towards: _bucket(server_link) for towards in (True, False)} if server_link else {}
+        )
         self.latency = latency
         self.bandwidth = bandwidth
         self.jitter = jitter
@@ -189,11 +203,9 @@ class ShapingRelay:
         """One direction of one connection: read, stamp, delay, shape, write, in order."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue(QUEUED_CHUNKS)
-        bucket = (
-            TokenBucket(self.bandwidth / 8, burst=max(CHUNK, self.bandwidth / 8 * 0.002))
-            if self.bandwidth
-            else None
-        )
+        buckets = [_bucket(self.bandwidth)] if self.bandwidth else []
+        if self._server_link:
+            buckets.append(self._server_link[upstream])
 
         async def receive() -> None:
             last_release = 0.0
@@ -217,7 +229,7 @@ class ShapingRelay:
                 wait = release - loop.time()
                 if wait > 0:
                     await asyncio.sleep(wait)
-                if bucket is not None:
+                for bucket in buckets:  # the access link, then the server's
                     wait = bucket.delay(len(chunk), loop.time())
                     if wait > 0:
                         await asyncio.sleep(wait)

@@ -88,3 +88,31 @@ def test_bandwidth_cap_and_byte_order_with_jitter(echo_server: tuple[str, int]) 
     assert echoed == payload  # every byte, in order, through two jittered shapers
     throughput = len(payload) * 8 / elapsed
     assert 0.3 * cap <= throughput <= 1.15 * cap, f"{throughput / 1e6:.1f} Mb/s through {cap}"
+
+
+def test_server_link_is_shared_by_all_connections(echo_server: tuple[str, int]) -> None:
+    """Two connections through a 40 Mb/s server link get 40 Mb/s between them, not each."""
+    payload = os.urandom(1_000_000)
+    link = 40e6  # 2 x 1 MB each way take 0.4 s through one shared link
+    with ShapingRelay(echo_server, server_link=link) as relay:
+        socks = [_connect(relay), _connect(relay)]
+        echoed: list[bytes] = [b"", b""]
+
+        def exchange(index: int) -> None:
+            sender = threading.Thread(target=socks[index].sendall, args=(payload,))
+            sender.start()
+            echoed[index] = _receive(socks[index], len(payload))
+            sender.join(10)
+
+        started = time.perf_counter()
+        threads = [threading.Thread(target=exchange, args=(i,)) for i in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        elapsed = time.perf_counter() - started
+        for sock in socks:
+            sock.close()
+    assert echoed == [payload, payload]
+    throughput = 2 * len(payload) * 8 / elapsed  # both connections together, one direction
+    assert 0.3 * link <= throughput <= 1.15 * link, f"{throughput / 1e6:.1f} Mb/s through {link}"
