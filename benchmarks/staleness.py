@@ -17,10 +17,12 @@ pushes, so real staleness), learning rate and epochs (2), early stopping off:
              element by element, so the center moves ``kappa`` times as much as a sequential
              momentum-SGD proxy fed the same deltas (no DynSGD scaling on top).
 
-``--wires`` adds the wire encodings of issue 21 (``train.wire``): each method is run once per
-encoding, its rows labelled ``method/bf16`` or ``method/topk`` (top-k share ``--topk``), so the
-metric cost of fewer bytes on the wire shows against the same method in float32 at the same
-worker counts (EASGD pushes its variable, not an update, so it has no top-k row).
+``--wires`` adds the wire encodings (``train.wire``): each method is run once per encoding, its
+rows labelled ``method/bf16``, ``method/topk`` or ``method/topk-bf16`` (top-k share ``--topk``),
+so the metric cost of fewer bytes on the wire shows against the same method in float32 at the
+same worker counts (EASGD pushes its variable, not an update, so it has no top-k rows).
+``--repeats N`` runs every cell N times with seeds 1..N and reports the mean (plain Downpour at
+8 workers scatters by several hundredths from run to run).
 
 The baseline is one worker: Downpour with one worker is plain sequential training (nothing is
 ever stale). The learning rate is Adam's 0.01, not the default 0.001: at 0.001 this MLP has
@@ -47,13 +49,14 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bench_helpers import TimedRun, run_gridtrain, toy_dataset, train_section
 
 GOAL = 0.01
-WIRES = ("float32", "bf16", "topk")
+WIRES = ("float32", "bf16", "topk", "topk-bf16")
 
 
 def methods(every: int, alpha: float, tau: int, kappa: float) -> dict[str, dict[str, Any]]:
@@ -68,7 +71,22 @@ def methods(every: int, alpha: float, tau: int, kappa: float) -> dict[str, dict[
     }
 
 
-def plot(results: dict[str, dict[int, TimedRun]], path: Path, title: str) -> None:
+@dataclass
+class Cell:
+    """The runs of one method at one worker count (one per seed); figures are their mean."""
+
+    runs: list[TimedRun]
+
+    @property
+    def final_auc(self) -> float:
+        return sum(run.final_auc for run in self.runs) / len(self.runs)
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return self.runs[0].metrics
+
+
+def plot(results: dict[str, dict[int, Cell]], path: Path, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -112,6 +130,7 @@ def main() -> None:
         "--wires", default="float32", help="comma-separated train.wire encodings per method"
     )
     parser.add_argument("--topk", type=float, default=0.01, help="share a top-k push carries")
+    parser.add_argument("--repeats", type=int, default=1, help="runs per cell (seeds 1..N)")
     parser.add_argument("--workdir", default=".bench/staleness")
     parser.add_argument("--plot", default=".bench/staleness.png")
     args = parser.parse_args()
@@ -138,32 +157,36 @@ def main() -> None:
         f"GEM kappa {args.kappa}; wire {', '.join(wires)} (top-k share {args.topk:g})",
         flush=True,
     )
-    results: dict[str, dict[int, TimedRun]] = {}
+    results: dict[str, dict[int, Cell]] = {}
     for method in chosen:
         for wire in wires:
-            if wire == "topk" and method == "easgd":
-                print("  easgd/topk: not run (EASGD pushes its variable, top-k needs an update)")
+            if wire.startswith("topk") and method == "easgd":
+                print(f"  easgd/{wire}: not run (EASGD pushes its variable, top-k an update)")
                 continue
             label = method if wire == "float32" else f"{method}/{wire}"
             results[label] = {}
             for workers in counts:
-                train = train_section(
-                    "mlp",
-                    {"hidden": hidden},
-                    args.epochs,
-                    args.batch_size,
-                    args.learning_rate,
-                    table[method],
-                )
-                train["wire"] = wire
-                if wire == "topk":
-                    train["topk"] = args.topk
-                name = f"{label.replace('/', '-')}-{workers}"
-                run = run_gridtrain(name, dataset, train, work / name, workers)
-                results[label][workers] = run
-                print(f"  {name:<18} AUC {run.final_auc:.4f}  {run.wall:.0f} s", flush=True)
+                cell = Cell([])
+                for seed in range(1, args.repeats + 1):
+                    train = train_section(
+                        "mlp",
+                        {"hidden": hidden},
+                        args.epochs,
+                        args.batch_size,
+                        args.learning_rate,
+                        table[method],
+                        seed=seed,
+                    )
+                    train["wire"] = wire
+                    if wire.startswith("topk"):
+                        train["topk"] = args.topk
+                    name = f"{label.replace('/', '-')}-{workers}-s{seed}"
+                    run = run_gridtrain(name, dataset, train, work / name, workers)
+                    cell.runs.append(run)
+                    print(f"  {name:<22} AUC {run.final_auc:.4f}  {run.wall:.0f} s", flush=True)
+                results[label][workers] = cell
 
-    print(f"\nvalidation AUC after {args.epochs} epochs")
+    print(f"\nvalidation AUC after {args.epochs} epochs (mean of {args.repeats} seeds)")
     most = max(counts)
     header = f"{'method':<14}" + "".join(f"{n:>9}" for n in counts) + f"{'loss@' + str(most):>10}"
     print(header)
@@ -184,11 +207,9 @@ def main() -> None:
     print("\nmeasured staleness of the pushes, p50/p99 (versions)")
     print(f"{'method':<14}" + "".join(f"{n:>9}" for n in counts))
     for method, runs in results.items():
-        cells = []
-        for n in counts:
-            stale = runs[n].metrics.get("staleness", {})
-            cells.append(f"{stale.get('p50', '-')}/{stale.get('p99', '-')}")
-        print(f"{method:<14}" + "".join(f"{c:>9}" for c in cells))
+        stale = [runs[n].metrics.get("staleness", {}) for n in counts]
+        marks = [f"{s.get('p50', '-')}/{s.get('p99', '-')}" for s in stale]
+        print(f"{method:<14}" + "".join(f"{mark:>9}" for mark in marks))
     plot(
         results,
         Path(args.plot),

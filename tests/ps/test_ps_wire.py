@@ -13,7 +13,7 @@ from ps_helpers import connected, running_server, small_model
 from gridtrain.errors import ConfigError, ProtocolError, StaleUpdateError
 from gridtrain.ps import protocol
 from gridtrain.ps.client import PSClient
-from gridtrain.ps.protocol import WIRE_BF16, WIRE_TOPK, MessageType, Signature
+from gridtrain.ps.protocol import WIRE_BF16, WIRE_TOPK, WIRE_TOPK_BF16, MessageType, Signature
 from gridtrain.ps.rules import AlgorithmConfig
 
 
@@ -128,13 +128,44 @@ def test_topk_pushes_a_fraction_and_keeps_the_rest_for_later() -> None:
     assert np.count_nonzero(center[0]) <= 5 * 200
 
 
+def test_topk_bf16_pushes_sparse_and_pulls_the_center_in_half_the_bytes() -> None:
+    """The narrowest links: the push as top-k, the center back as bf16 (float32 on the server)."""
+    rng = np.random.default_rng(4)
+    weights = [np.zeros((100, 40), np.float32), np.zeros(2, np.float32)]
+    updates = [[rng.normal(size=w.shape).astype(np.float32) for w in weights] for _ in range(3)]
+    config = AlgorithmConfig(optimizer="add")
+    with running_server(weights, config) as (ps, secret):
+        with connected(ps, secret, weights, wire=WIRE_TOPK_BF16, topk=0.05) as narrow:
+            version = 0
+            for update in updates:
+                sent = narrow.channel.bytes_sent
+                received = narrow.channel.bytes_received
+                out = [np.empty_like(w) for w in weights]
+                version = narrow.push_pull(update, version, out).version
+                push_bytes = narrow.channel.bytes_sent - sent
+                pull_bytes = narrow.channel.bytes_received - received
+            residual = narrow.residual
+            _, center = narrow.pull()
+        with connected(ps, secret, weights) as wide:
+            received = wide.channel.bytes_received
+            _, exact = wide.pull()
+            wide_pull = wide.channel.bytes_received - received
+    assert push_bytes < 0.12 * (4000 * 4)  # 200 indices and values, as with topk
+    assert pull_bytes < 0.55 * wide_pull  # the center in bf16, frame and table aside
+    for narrow_tensor, exact_tensor in zip(center, exact, strict=True):
+        np.testing.assert_array_equal(narrow_tensor, bf16_round_trip(exact_tensor))
+    expected = sum(u[0] for u in updates).reshape(-1)  # error feedback: nothing lost
+    np.testing.assert_allclose(exact[0].reshape(-1) + residual[0], expected, atol=1e-5)
+
+
 def test_topk_is_refused_for_easgd_which_pushes_its_variable() -> None:
     easgd = AlgorithmConfig(algorithm="easgd", optimizer="add")
-    with (
-        running_server(algorithm=easgd) as (ps, s),
-        pytest.raises(ConnectionError, match="top-k needs an algorithm"),
-    ):
-        PSClient(ps.address, s, small_model(), wire=WIRE_TOPK, busy_retry=0).connect()
+    for wire in (WIRE_TOPK, WIRE_TOPK_BF16):
+        with (
+            running_server(algorithm=easgd) as (ps, s),
+            pytest.raises(ConnectionError, match="top-k needs an algorithm"),
+        ):
+            PSClient(ps.address, s, small_model(), wire=wire, busy_retry=0).connect()
     with pytest.raises(ConfigError, match=r"topk fraction 0\.9"):
         PSClient(("127.0.0.1", 1), b"0" * 32, small_model(), wire=WIRE_TOPK, topk=0.9)
 

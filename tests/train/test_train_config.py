@@ -23,7 +23,7 @@ def build(inputs):
         ({"model": {"name": "mymodels.py:build"}}, "expected a compiled keras.Model"),
         ({"model": {"name": "mlp", "params": {"hiden": [8]}}}, "hiden"),
         ({"epochs": 0}, "train.epochs"),
-        ({"wire": "topk", "algorithm": {"algorithm": "easgd"}}, "EASGD workers push their weights"),
+        ({"wire": "topk-bf16", "algorithm": {"algorithm": "easgd"}}, "EASGD workers push"),
         ({"executor": "condor", "condor": {"profile": "nowhere"}}, "condor profile 'nowhere'"),
         # a profile that needs a grid proxy, and there is none (X509_USER_PROXY below)
         ({"executor": "condor", "condor": {"profile": "cms-connect"}}, "no grid proxy"),

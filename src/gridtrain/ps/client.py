@@ -42,15 +42,15 @@ from gridtrain.ps.protocol import (
     HANDSHAKE_LIMITS,
     MAX_META,
     MAX_TOPK_FRACTION,
-    WIRE_BF16,
     WIRE_ENCODINGS,
     WIRE_FLOAT32,
-    WIRE_TOPK,
     FrameLimits,
     Header,
     MessageType,
     Signature,
     bf16_expand,
+    centers_bf16,
+    pushes_topk,
     session_limits,
     topk_counts,
     topk_select,
@@ -112,7 +112,9 @@ class PSClient:
     ``wire="topk"`` pushes only the ``topk`` fraction of largest-magnitude entries of each float32
     tensor (indices and values) and keeps the rest as a residual that is added to the next update
     (error feedback), so no part of an update is lost, only delayed; centers arrive as float32.
-    For algorithms whose workers push updates (not EASGD, which pushes the variable).
+    ``wire="topk-bf16"`` pushes the same way and receives centers as bf16, for links where the
+    center coming back would set the pace. Top-k is for algorithms whose workers push updates
+    (not EASGD, which pushes the variable).
     """
 
     def __init__(
@@ -146,7 +148,7 @@ class PSClient:
                 f"wire encoding {wire!r} is unknown; use one of {', '.join(WIRE_ENCODINGS)}"
             )
         self.wire = wire
-        if wire == WIRE_TOPK and not 0 < topk <= MAX_TOPK_FRACTION:
+        if pushes_topk(wire) and not 0 < topk <= MAX_TOPK_FRACTION:
             raise ConfigError(f"topk fraction {topk} must be > 0 and <= {MAX_TOPK_FRACTION}")
         self.topk = topk
         self._channel: Channel | None = None
@@ -155,9 +157,13 @@ class PSClient:
             if signature is not None
             else FrameLimits(0, MAX_META, 0)
         )
-        self._send_buffers = wire_buffers(signature, self.wire) if signature is not None else []
+        self._send_buffers = (
+            wire_buffers(signature, self.wire)
+            if signature is not None and not pushes_topk(wire)
+            else []
+        )
         self._topk_counts = (
-            topk_counts(signature, topk) if signature is not None and wire == WIRE_TOPK else []
+            topk_counts(signature, topk) if signature is not None and pushes_topk(wire) else []
         )
         self._residual: list[Array | None] = []  # top-k: what earlier pushes did not send
         self._in_flight: list[tuple[int, Array, Array]] = []  # top-k: sent in the last push
@@ -211,7 +217,7 @@ class PSClient:
                 "role": role,
                 "name": self.name,
                 "wire": self.wire,
-                **({"topk": self.topk} if self.wire == WIRE_TOPK else {}),
+                **({"topk": self.topk} if pushes_topk(self.wire) else {}),
             },
         )
         header, _, meta = channel.recv_control(HANDSHAKE_LIMITS, self.timeout)
@@ -382,7 +388,7 @@ class PSClient:
             tensor_count=len(signature),
             tensors=(
                 self._topk_tensors(update)
-                if self.wire == WIRE_TOPK
+                if pushes_topk(self.wire)
                 else wire_tensors(update, self.wire, self._send_buffers)
             ),
         )
@@ -443,7 +449,7 @@ class PSClient:
             raise ValueError("`out` arrays must have the model's shapes and dtypes")
         channel.recv_tensors(header, wire_views(out, self.wire))
         channel.finish(header)
-        if self.wire == WIRE_BF16:
+        if centers_bf16(self.wire):
             bf16_expand(out)
         is_delta = bool(header.flags & FLAG_DELTA)
         self.version = header.base_version

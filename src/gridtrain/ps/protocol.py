@@ -211,13 +211,27 @@ HANDSHAKE_LIMITS = FrameLimits(max_table=HANDSHAKE_MAX_TABLE, max_meta=64 << 10,
 # uint32 indices then k float32 values, centers travelling as float32 (a tensor too small to
 # gain, 2k >= n, travels whole). The tensor table still describes the model (float32); tensors of
 # other dtypes travel as they are. The parameter server decodes to float32 and accumulates in
-# float32.
+# float32. "topk-bf16" pushes top-k and sends centers as bf16: on a duplex link the float32 center
+# coming back, not the sparse push, would otherwise set the pace. An old server answers a new
+# encoding with its one-line "unknown wire encoding" error.
 WIRE_FLOAT32 = "float32"
 WIRE_BF16 = "bf16"
 WIRE_TOPK = "topk"
-WIRE_ENCODINGS = (WIRE_FLOAT32, WIRE_BF16, WIRE_TOPK)
+WIRE_TOPK_BF16 = "topk-bf16"
+WIRE_ENCODINGS = (WIRE_FLOAT32, WIRE_BF16, WIRE_TOPK, WIRE_TOPK_BF16)
+_BF16_CENTERS = (WIRE_BF16, WIRE_TOPK_BF16)  # the dense helpers below encode these as bf16
 MAX_TOPK_FRACTION = 0.5
 _FLOAT32 = np.dtype("<f4")
+
+
+def pushes_topk(wire: str) -> bool:
+    """Whether pushes under ``wire`` carry top-k entries (dense otherwise)."""
+    return wire in (WIRE_TOPK, WIRE_TOPK_BF16)
+
+
+def centers_bf16(wire: str) -> bool:
+    """Whether centers (and every dense frame) under ``wire`` travel as bf16."""
+    return wire in _BF16_CENTERS
 
 
 def topk_counts(signature: Signature, fraction: float) -> list[int | None]:
@@ -240,7 +254,7 @@ def check_topk_fraction(fraction: object) -> float:
 
 def push_limits(signature: Signature, wire: str, fraction: float = 0.0) -> FrameLimits:
     """What the server accepts from a worker: one update, as encoded (top-k: sparse)."""
-    if wire != WIRE_TOPK:
+    if not pushes_topk(wire):
         return session_limits(signature, wire)
     counts = topk_counts(signature, fraction)
     data = sum(
@@ -285,7 +299,7 @@ def topk_select(flat: npt.NDArray[Any], count: int) -> tuple[Any, Any]:
 
 def wire_nbytes(spec: TensorSpec, wire: str) -> int:
     """Bytes of one tensor on the wire under encoding ``wire``."""
-    if wire == WIRE_BF16 and spec.dtype == _FLOAT32:
+    if wire in _BF16_CENTERS and spec.dtype == _FLOAT32:
         return spec.nbytes // 2
     return spec.nbytes
 
@@ -302,7 +316,7 @@ def wire_views(arrays: Sequence[npt.NDArray[Any]], wire: str) -> list[memoryview
     """Receive views: for bf16, the first half of each float32 tensor's own buffer, which
     ``bf16_expand`` then widens in place (no second buffer)."""
     views = tensor_views(arrays)
-    if wire != WIRE_BF16:
+    if wire not in _BF16_CENTERS:
         return views
     return [
         view[: view.nbytes // 2] if array.dtype == _FLOAT32 else view
@@ -345,7 +359,7 @@ def wire_tensors(
 ) -> list[memoryview]:
     """Send views of ``arrays`` under ``wire``; bf16 encodes float32 tensors (into ``out``'s
     buffers when given, else fresh ones)."""
-    if wire != WIRE_BF16:
+    if wire not in _BF16_CENTERS:
         return tensor_views(arrays)
     views = []
     for index, array in enumerate(arrays):
@@ -361,7 +375,7 @@ def wire_buffers(signature: Signature, wire: str) -> list[Any]:
     """Reusable send buffers for ``wire_tensors`` (None where a tensor travels as it is)."""
     return [
         np.empty(spec.nbytes // 4, np.uint16)
-        if wire == WIRE_BF16 and spec.dtype == _FLOAT32
+        if wire in _BF16_CENTERS and spec.dtype == _FLOAT32
         else None
         for spec in signature.specs
     ]

@@ -40,15 +40,16 @@ from gridtrain.ps.protocol import (
     HANDSHAKE_LIMITS,
     WIRE_BF16,
     WIRE_FLOAT32,
-    WIRE_TOPK,
     FrameLimits,
     Header,
     MessageType,
     bf16_expand,
+    centers_bf16,
     check_topk_fraction,
     check_wire,
     decode_table,
     push_limits,
+    pushes_topk,
     session_limits,
     tensor_views,
     topk_counts,
@@ -303,8 +304,8 @@ class Conversation:
             raise ProtocolError(f"HELLO with invalid role {role!r} or name")
         try:
             wire = check_wire(hello.get("wire", WIRE_FLOAT32))
-            fraction = check_topk_fraction(hello.get("topk")) if wire == WIRE_TOPK else 0.0
-            if wire == WIRE_TOPK and self.store.config.algorithm == "easgd":
+            fraction = check_topk_fraction(hello.get("topk")) if pushes_topk(wire) else 0.0
+            if pushes_topk(wire) and self.store.config.algorithm == "easgd":
                 raise ProtocolError(
                     "top-k needs an algorithm whose workers push updates; EASGD workers push "
                     "their variable, so use wire float32 or bf16 with EASGD"
@@ -336,7 +337,7 @@ class Conversation:
                 raise SignatureMismatchError(message)
             session.limits = push_limits(self._signature, wire, fraction)
             session.wire = wire
-            if wire == WIRE_TOPK:
+            if pushes_topk(wire):
                 session.topk = topk_counts(self._signature, fraction)
         else:
             session.limits = FrameLimits(0, self._limits.max_meta, 0)
@@ -378,7 +379,7 @@ class Conversation:
                 tensor_count=len(generation.views),
                 tensors=(
                     self._context.wire_cache.views(generation)
-                    if session.wire == WIRE_BF16
+                    if centers_bf16(session.wire)
                     else generation.views
                 ),
             )
@@ -482,15 +483,15 @@ class Conversation:
         held = True
         try:
             arrays, views = buffers
-            if session.wire == WIRE_TOPK:
+            if pushes_topk(session.wire):
                 channel.recv_tensors(header, topk_views(arrays, session.topk))
+                channel.finish(header)
+                topk_expand(arrays, session.topk)
             else:
                 channel.recv_tensors(header, wire_views(arrays, session.wire))
-            channel.finish(header)
-            if session.wire == WIRE_BF16:
-                bf16_expand(arrays)  # the center accumulates in float32
-            elif session.wire == WIRE_TOPK:
-                topk_expand(arrays, session.topk)
+                channel.finish(header)
+                if session.wire == WIRE_BF16:
+                    bf16_expand(arrays)  # the center accumulates in float32
             outcome = self.store.apply_push(
                 arrays, header.base_version, session.worker_id, consumable=True
             )

@@ -14,7 +14,7 @@ from typing import Any
 from gridtrain.data.manifest import Manifest
 from gridtrain.errors import ConfigError
 from gridtrain.files import write_text
-from gridtrain.ps.protocol import WIRE_FLOAT32, WIRE_TOPK
+from gridtrain.ps.protocol import WIRE_FLOAT32, pushes_topk
 from gridtrain.ps.rules import AlgorithmConfig
 from gridtrain.train.targets import DEFAULT_NEGATIVE_WEIGHTS
 
@@ -43,7 +43,7 @@ class TrainConfig:
     run_dir: str
     overlap: bool = True  # exchanges travel while the next window trains (train/overlap.py)
     negative_weights: str = DEFAULT_NEGATIVE_WEIGHTS  # keep | abs | zero (train/targets.py)
-    wire: str = WIRE_FLOAT32  # float32 | bf16 | topk: how updates and centers travel
+    wire: str = WIRE_FLOAT32  # float32 | bf16 | topk | topk-bf16: how tensors travel
     topk: float = 0.01  # with wire topk: the share of each tensor's entries a push carries
 
     @classmethod
@@ -78,9 +78,9 @@ class TrainConfig:
         )
 
     def __post_init__(self) -> None:
-        if self.wire == WIRE_TOPK and self.algorithm.get("algorithm") == "easgd":
+        if pushes_topk(self.wire) and self.algorithm.get("algorithm") == "easgd":
             raise ConfigError(
-                "train.wire: topk sends updates, but EASGD workers push their weights; "
+                f"train.wire: {self.wire} sends updates, but EASGD workers push their weights; "
                 "use wire: bf16 with easgd, or another algorithm"
             )
 
