@@ -11,8 +11,9 @@ stopping off):
   loopback        the baseline: ``gridtrain train`` with the workers on loopback, as today;
   wan-sync        through the relay, every exchange waited for (``train.overlap: false``);
   wan-overlap     through the relay, exchanges in the background (``train.overlap: true``);
-  wan-bf16, wan-topk   overlapped with bf16 / top-k wire compression, when the config has them
-                  (``train.wire`` or ``train.compression``); until then it says so and skips them.
+  wan-bf16, wan-topk, wan-topk-bf16
+                  overlapped, with each wire compression ``train.wire`` offers (its schema's
+                  enum): bf16 both ways, top-k pushes, top-k pushes and bf16 centers.
 
 Two models: the toy MLP ([32, 32], a few hundred parameters: latency dominates) and a wide MLP of
 about 1M parameters ([1000, 1000]: 4 MB per push, bandwidth dominates). The target is the loopback
@@ -40,29 +41,22 @@ GOAL = 1.2
 MODELS = {"toy": [32, 32], "1M": [1000, 1000]}  # 16 inputs: 16*1000 + 1000*1000 + ... ~1.02M
 
 
-COMPRESSION_KEYS = ("wire", "compression")  # the train key wire compression may come under
-
-
-def compression_choices() -> tuple[str, list[str]]:
-    """(the ``train`` key, the wire compressions it offers); ("", []) while there is none."""
+def compression_choices() -> list[str]:
+    """The wire compressions ``train.wire`` offers (its schema's enum, float32 left out)."""
     from gridtrain.config import load_schema
 
-    train = load_schema()["properties"]["train"]["properties"]
-    for key in COMPRESSION_KEYS:
-        if key in train:
-            choices = train[key].get("enum", [])
-            return key, [c for c in choices if c not in ("none", "float32", None)]
-    return "", []
+    wire = load_schema()["properties"]["train"]["properties"]["wire"]
+    return [choice for choice in wire["enum"] if choice != "float32"]
 
 
-def configurations(key: str, compressions: list[str]) -> dict[str, dict[str, Any]]:
+def configurations(compressions: list[str]) -> dict[str, dict[str, Any]]:
     """Extra ``train`` settings of each WAN configuration."""
     runs: dict[str, dict[str, Any]] = {
         "wan-sync": {"overlap": False},
         "wan-overlap": {"overlap": True},
     }
-    for name in compressions:  # hooks for the wire compression being built (bf16, topk)
-        runs[f"wan-{name}"] = {"overlap": True, key: name}
+    for name in compressions:
+        runs[f"wan-{name}"] = {"overlap": True, "wire": name}
     return runs
 
 
@@ -108,14 +102,7 @@ def main() -> None:
         args.events, args.epochs = 20_000, 2
         args.configs = args.configs or "wan-sync"
 
-    key, compressions = compression_choices()
-    for missing in ("bf16", "topk"):
-        if missing not in compressions:
-            print(
-                f"note: the config offers no {missing} wire compression (train.wire or "
-                f"train.compression) yet: wan-{missing} is skipped"
-            )
-    table = configurations(key, compressions)
+    table = configurations(compression_choices())
     chosen = args.configs.split(",") if args.configs else list(table)
     unknown = [c for c in chosen if c not in table]
     if unknown:
