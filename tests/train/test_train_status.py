@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -112,3 +116,59 @@ def test_an_error_in_the_driver_leaves_a_resumable_run(tmp_path, toy_dir, toy_da
     assert resumable(files.path)  # not mistaken for a finished run
     assert not files.driver.exists()
     assert status(files.path)["phase"] == "stopped"
+
+
+def _children(pid: int) -> set[int]:
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError):
+            found.update(int(c) for c in (task / "children").read_text().split())
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"  # a zombie has exited; its parent has not reaped it yet
+
+
+def test_removing_the_run_directory_stops_a_detached_driver_and_its_workers(
+    tmp_path, toy_dir, toy_dataset
+):
+    """Stopped within seconds, writing nothing: before, the driver trained on for nobody (two
+    detached trainings whose folders an interrupted test session deleted ran for 100 minutes)
+    or made the folder again to write a checkpoint into."""
+    config = write_config(
+        tmp_path / "config.yaml",
+        toy_dir,
+        toy_dataset,
+        epochs=200,
+        batch_size=32,
+        early_stopping={"patience": None},
+    )
+    run_dir = tmp_path / "run"
+    started = gridtrain(
+        "train", "-c", str(config), "--run-dir", str(run_dir), "--detach", "--workers", "2"
+    )
+    assert started.returncode == 0, started.stderr[-2000:]
+    driver = json.loads((run_dir / "driver.json").read_text())["pid"]
+    try:
+        deadline = time.monotonic() + 120
+        while not any(r["type"] == "shard" for r in read_jsonl(run_dir / "history.jsonl")):
+            assert time.monotonic() < deadline, (run_dir / "driver.log").read_text()[-2000:]
+            time.sleep(0.5)
+        workers = _children(driver)
+        assert len(workers) == 2, workers
+        shutil.rmtree(run_dir)
+        removed = time.monotonic()
+        while any(_alive(pid) for pid in {driver, *workers}) and time.monotonic() < removed + 60:
+            time.sleep(0.2)
+        assert not any(_alive(pid) for pid in {driver, *workers})
+        assert time.monotonic() - removed < 20
+        assert not run_dir.exists()  # stopping wrote nothing back
+    finally:
+        for pid in (driver, *_children(driver)):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)

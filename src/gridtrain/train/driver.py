@@ -10,6 +10,9 @@ Ctrl-C (SIGINT), SIGTERM or SIGHUP (the terminal closed) stops the workers (thei
 back), writes checkpoint.npz and state.json and exits 130; ``gridtrain train --resume RUN_DIR``
 continues from there. ``--detach`` runs the driver in a session of its own instead, which no
 terminal takes down; ``gridtrain status`` and ``gridtrain cancel`` find it through driver.json.
+A run directory removed (or moved) under a running driver stops it and its workers within a
+second: nothing could be written or resumed any more, and a detached driver would otherwise hold
+the CPUs and the pool for nobody.
 """
 
 from __future__ import annotations
@@ -194,6 +197,15 @@ def _save_weights(path: Path, weights: list[np.ndarray]) -> None:
 # -- the run -------------------------------------------------------------------------------------
 
 
+def _identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of ``path``: a directory removed and made again is another one."""
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return status.st_dev, status.st_ino
+
+
 class JsonLines:
     """An append-only JSON-lines file, flushed per line (``tail -f`` works)."""
 
@@ -224,6 +236,7 @@ class TrainingRun:
             self.settings.executor, files.path, self.settings.condor_profile
         )
         self.interrupted = ""
+        self._removed = False  # the run directory went away under the running driver
         self._stop_requested = False
         self._last_line = 0.0
 
@@ -309,6 +322,7 @@ class TrainingRun:
             snapshots=snapshots,
         )
         started = time.monotonic()
+        home = _identity(self.files.path)
         _, port = server.start()
         write_address_file(self.files.address, advertised, port)  # for workers added by hand
         signals = [signal.SIGINT, signal.SIGTERM]
@@ -327,7 +341,7 @@ class TrainingRun:
                 ),
                 self.settings.workers,
             )
-            failure = self._watch(book, server, history, started, offset)
+            failure = self._watch(book, server, history, started, offset, home)
         except BaseException as err:  # recorded as an interruption, so --resume continues
             failure = f"driver error: {err}"
             raise
@@ -339,11 +353,12 @@ class TrainingRun:
                     self.executor.poll()
                     time.sleep(0.1)
             self.executor.stop(STOP_GRACE if not self.interrupted else 30.0)
-            server.stop(checkpoint=True)
+            server.stop(checkpoint=not self._removed)
             wall = offset + time.monotonic() - started
             if self.interrupted or failure:
                 book.state.stopped = f"interrupted: {self.interrupted or failure}"
-            self._write_state(book, server, wall)
+            if not self._removed:
+                self._write_state(book, server, wall)
             lease_log.close()
             history.close()
             for sig, handler in previous_handlers.items():
@@ -375,6 +390,7 @@ class TrainingRun:
         history: JsonLines,
         started: float,
         offset: float,
+        home: tuple[int, int] | None,
     ) -> str:
         """Wait for the run to finish; returns a failure message, or '' on success/interrupt."""
         budget = 2 * self.settings.workers  # restarts in all, for crashed (not stopped) workers
@@ -382,6 +398,12 @@ class TrainingRun:
         while not self.interrupted:
             if book.wait_done(0.5):
                 return ""
+            if _identity(self.files.path) != home:
+                self._removed = True
+                return (
+                    f"run directory {self.files.path} was removed or moved while training; "
+                    "stopped its workers (nothing is left to write to or resume)"
+                )
             for slot in self.executor.poll():
                 if book.done:
                     break
