@@ -15,20 +15,29 @@ from keras import ops
 POOLINGS = ("sum", "mean")
 
 
-@keras.saving.register_keras_serializable(package="gridtrain")
-class MaskedPooling(keras.layers.Layer):  # type: ignore[misc]
-    """Pool per-entry values (batch, L, D) over the real entries of each event only.
-
-    Called on ``[values, count]``: entry ``i`` of an event is real when ``i < count``. Padded slots
-    are selected away (not multiplied by zero), so whatever they hold, even inf or NaN, never
-    reaches the output, and a sum or mean is invariant under permutations of the real entries.
-    """
+class _Pooling(keras.layers.Layer):  # type: ignore[misc]
+    """A masked pooling's ``mode`` (one of POOLINGS), checked and serialised."""
 
     def __init__(self, mode: str = "sum", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if mode not in POOLINGS:
             raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}; got {mode!r}")
         self.mode = mode
+
+    def get_config(self) -> dict[str, Any]:
+        config: dict[str, Any] = super().get_config()
+        config["mode"] = self.mode
+        return config
+
+
+@keras.saving.register_keras_serializable(package="gridtrain")
+class MaskedPooling(_Pooling):
+    """Pool per-entry values (batch, L, D) over the real entries of each event only.
+
+    Called on ``[values, count]``: entry ``i`` of an event is real when ``i < count``. Padded slots
+    are selected away (not multiplied by zero), so whatever they hold, even inf or NaN, never
+    reaches the output, and a sum or mean is invariant under permutations of the real entries.
+    """
 
     def call(self, inputs: list[Any]) -> Any:
         values, count = inputs
@@ -44,11 +53,6 @@ class MaskedPooling(keras.layers.Layer):  # type: ignore[misc]
     def compute_output_shape(self, input_shape: list[tuple[int | None, ...]]) -> tuple[Any, ...]:
         values_shape = input_shape[0]
         return (values_shape[0], values_shape[2])
-
-    def get_config(self) -> dict[str, Any]:
-        config: dict[str, Any] = super().get_config()
-        config["mode"] = self.mode
-        return config
 
 
 @keras.saving.register_keras_serializable(package="gridtrain")
@@ -116,7 +120,7 @@ class RelationPairs(keras.layers.Layer):  # type: ignore[misc]
 
 
 @keras.saving.register_keras_serializable(package="gridtrain")
-class MaskedRelationPooling(keras.layers.Layer):  # type: ignore[misc]
+class MaskedRelationPooling(_Pooling):
     """What each receiver gets from the real senders: (batch, L, L, D) -> (batch, L, D).
 
     Called on ``[effects, count]``: the effect of pair (r, s) counts when sender ``s < count``
@@ -124,12 +128,6 @@ class MaskedRelationPooling(keras.layers.Layer):  # type: ignore[misc]
     entries. Other pairs are selected away (not multiplied by zero), so padded senders never
     reach a receiver; padded receivers' values are left for the pooling's own mask.
     """
-
-    def __init__(self, mode: str = "sum", **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        if mode not in POOLINGS:
-            raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}; got {mode!r}")
-        self.mode = mode
 
     def call(self, inputs: list[Any]) -> Any:
         effects, count = inputs
@@ -148,8 +146,3 @@ class MaskedRelationPooling(keras.layers.Layer):  # type: ignore[misc]
     def compute_output_shape(self, input_shape: list[tuple[int | None, ...]]) -> tuple[Any, ...]:
         batch, length, _, depth = input_shape[0]
         return (batch, length, depth)
-
-    def get_config(self) -> dict[str, Any]:
-        config: dict[str, Any] = super().get_config()
-        config["mode"] = self.mode
-        return config
