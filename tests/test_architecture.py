@@ -29,6 +29,7 @@ LAYERS: list[set[str]] = [
         "rundir",
         "jobstate",
         "task",
+        "spawn",
     },
     {"data", "ps"},  # shards and manifests; the parameter server (knows no framework)
     {"stage", "models", "report"},  # XRootD staging; Keras models; plots and summaries

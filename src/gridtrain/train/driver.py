@@ -23,7 +23,6 @@ import logging
 import os
 import signal
 import socket
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -46,6 +45,7 @@ from gridtrain.ps.config import ServerConfig
 from gridtrain.ps.leases import EpochSnapshots, LeaseBook, LeasePlan, LeaseState
 from gridtrain.ps.server import ParameterServer
 from gridtrain.rundir import RunDir
+from gridtrain.spawn import last_line, spawn_gridtrain, wait_until_claimed
 from gridtrain.train.executor import Executor, Launch
 from gridtrain.train.settings import (
     TrainConfig,
@@ -580,25 +580,16 @@ def detach(run_dir: Path) -> int:
     has TensorFlow's threads, which a fork would not carry over. Its output goes to driver.log.
     """
     files = RunDir(run_dir.absolute())
-    with open(files.driver_log, "ab") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "gridtrain", "train", "--resume", str(files.path)],
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            close_fds=True,
-        )
-    deadline = time.monotonic() + 30.0  # until it has claimed the run (or failed to)
-    while time.monotonic() < deadline and process.poll() is None:
+    process = spawn_gridtrain(["train", "--resume", str(files.path)], files.driver_log)
+
+    def claimed() -> bool:
         record = running_driver(files)
-        if record is not None and record.get("pid") == process.pid:
-            break
-        time.sleep(0.1)
+        return record is not None and record.get("pid") == process.pid
+
+    wait_until_claimed(process, claimed, 30.0)  # until it has claimed the run (or failed to)
     if process.poll() is not None:
-        tail = files.driver_log.read_text(errors="replace").strip().splitlines()[-1:]
         raise TrainingFailed(
-            f"the detached driver exited {process.returncode}: {' '.join(tail)} "
+            f"the detached driver exited {process.returncode}: {last_line(files.driver_log)} "
             f"(see {files.driver_log})"
         )
     return process.pid

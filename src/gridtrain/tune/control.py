@@ -15,8 +15,6 @@ import math
 import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +23,7 @@ from typing import Any
 import yaml
 
 from gridtrain.errors import ConfigError, GridtrainError
+from gridtrain.spawn import QUIET_TENSORFLOW, last_line, spawn_gridtrain, wait_until_claimed
 from gridtrain.tune.study import (
     ATTEMPT,
     StudyDir,
@@ -77,27 +76,16 @@ def detach(run_dir: Path) -> int:
     no closed terminal takes down; its pid once it has claimed the study. Output: tuner.log."""
     files = StudyDir(run_dir.absolute())
     log_file = files.path / TUNER_LOG
-    with open(log_file, "ab") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "gridtrain", "tune", "--resume", str(files.path)],
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            close_fds=True,
-            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-        )
-    deadline = time.monotonic() + DETACH_WAIT
-    while time.monotonic() < deadline and process.poll() is None:
+    process = spawn_gridtrain(["tune", "--resume", str(files.path)], log_file, QUIET_TENSORFLOW)
+
+    def claimed() -> bool:
         record = read_record(files)
-        if record is not None and record.get("pid") == process.pid:
-            return process.pid
-        time.sleep(0.1)
-    if process.poll() is None:
-        return process.pid  # slow to start, but alive: status will show it
-    lines = log_file.read_text(errors="replace").strip().splitlines()
+        return record is not None and record.get("pid") == process.pid
+
+    if wait_until_claimed(process, claimed, DETACH_WAIT) or process.poll() is None:
+        return process.pid  # claimed, or slow to start but alive: status will show it
     raise TuneError(
-        f"the detached tuner exited {process.returncode}: {' '.join(lines[-1:])} (see {log_file})"
+        f"the detached tuner exited {process.returncode}: {last_line(log_file)} (see {log_file})"
     )
 
 

@@ -25,6 +25,7 @@ import yaml
 
 from gridtrain.files import write_text
 from gridtrain.rundir import RunDir
+from gridtrain.spawn import QUIET_TENSORFLOW, spawn_gridtrain
 
 TRIAL_CONFIG = "trial.yaml"
 TRIAL_RECORD = "trial.json"  # the training process: pid, host, command
@@ -48,18 +49,10 @@ class TrialRun:
         self.files.path.mkdir(parents=True, exist_ok=True)
         trial_config = self.files.path / TRIAL_CONFIG
         write_text(trial_config, yaml.safe_dump(config, sort_keys=False))
-        command = [sys.executable, "-m", "gridtrain", "train", "-c", str(trial_config)]
-        command += ["--run-dir", str(self.files.path), "--workers", str(workers)]
-        with open(self.files.driver_log, "ab") as out:
-            self.process = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                close_fds=True,
-                env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-            )
+        arguments = ["train", "-c", str(trial_config), "--run-dir", str(self.files.path)]
+        arguments += ["--workers", str(workers)]
+        self.process = spawn_gridtrain(arguments, self.files.driver_log, QUIET_TENSORFLOW)
+        command = [sys.executable, "-m", "gridtrain", *arguments]
         record = {"pid": self.process.pid, "host": socket.gethostname(), "command": command}
         write_text(self.files.path / TRIAL_RECORD, json.dumps(record) + "\n")
         self.started = time.monotonic()
