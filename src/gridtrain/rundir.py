@@ -1,8 +1,9 @@
 """The files of one training run: one name for each, in one place.
 
-Layer: foundation. Paths only: nothing here reads or writes a file. The driver, the worker,
-finalize, the report, ``gridtrain status``, the HTCondor submission (``gridtrain submit``, the
-condor executor) and the workflow's rules name a run's files through ``RunDir``.
+Layer: foundation. Paths only: nothing here reads or writes a file (``directory_identity`` stats
+one). The driver, the worker, finalize, the report, ``gridtrain status``, the HTCondor submission
+(``gridtrain submit``, the condor executor) and the workflow's rules name a run's files through
+``RunDir``.
 
     RUN_DIR/
       config.yaml       the config the run was started with (workers and model resolved)
@@ -82,3 +83,14 @@ class RunDir:
     def condor_event_log(self) -> Path:
         """The job event log that HTCondor writes for the run's worker jobs."""
         return self.condor / "workers.log"
+
+
+def directory_identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of ``path``, None if it is gone: a folder removed and made again under
+    the same name is another one. The driver and the tuner compare it to notice their run
+    directory removed under them."""
+    try:
+        status = path.stat()
+    except OSError:
+        return None
+    return status.st_dev, status.st_ino

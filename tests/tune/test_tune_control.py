@@ -3,8 +3,10 @@ killed tuner's record read as stopped (resumable), never as running."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -160,3 +162,43 @@ def test_a_killed_tuners_record_reads_as_stopped_not_running(
     assert "tuner: running (pid" in format_status(seen)
     assert "trials 0/8 done: 0 complete, 0 pruned, 0 failed; 0 running" in format_status(seen)
     assert StudyDir(files.path).journal.exists()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.slow
+def test_removing_the_study_directory_stops_the_tuner_and_its_trainings(
+    tmp_path: Path, toy_dir: Path, toy_dataset: Path
+) -> None:
+    config = tune_config(toy_dir, toy_dataset, trials=2, parallel=1, pruner="none")
+    config["train"]["epochs"] = 500
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    study = tmp_path / "study"
+    started = gridtrain(
+        "tune", "-c", str(tmp_path / "config.yaml"), "--run-dir", str(study), "--detach"
+    )
+    assert started.returncode == 0, started.stderr[-3000:]
+    tuner = json.loads((study / "tuner.json").read_text())["pid"]
+    try:
+        deadline = time.monotonic() + 120
+        while not (records := list(study.glob("trials/*/driver.json"))):
+            assert time.monotonic() < deadline, (study / "tuner.log").read_text()[-3000:]
+            time.sleep(0.2)
+        training = json.loads(records[0].read_text())["pid"]
+        shutil.rmtree(study)
+        removed = time.monotonic()
+        while (_alive(tuner) or _alive(training)) and time.monotonic() < removed + 60:
+            time.sleep(0.2)
+        assert not _alive(tuner)
+        assert not _alive(training)
+        assert time.monotonic() - removed < 30
+        assert not study.exists()  # nothing made again to write into
+    finally:
+        with contextlib.suppress(OSError):
+            os.kill(tuner, signal.SIGKILL)

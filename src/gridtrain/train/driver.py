@@ -44,7 +44,7 @@ from gridtrain.ps.checkpoint import read_checkpoint, read_initial_weights
 from gridtrain.ps.config import ServerConfig
 from gridtrain.ps.leases import EpochSnapshots, LeaseBook, LeasePlan, LeaseState
 from gridtrain.ps.server import ParameterServer
-from gridtrain.rundir import RunDir
+from gridtrain.rundir import RunDir, directory_identity
 from gridtrain.spawn import last_line, spawn_gridtrain, wait_until_claimed
 from gridtrain.train.executor import Executor, Launch
 from gridtrain.train.settings import (
@@ -197,15 +197,6 @@ def _save_weights(path: Path, weights: list[np.ndarray]) -> None:
 # -- the run -------------------------------------------------------------------------------------
 
 
-def _identity(path: Path) -> tuple[int, int] | None:
-    """(device, inode) of ``path``: a directory removed and made again is another one."""
-    try:
-        status = os.stat(path)
-    except OSError:
-        return None
-    return status.st_dev, status.st_ino
-
-
 class JsonLines:
     """An append-only JSON-lines file, flushed per line (``tail -f`` works)."""
 
@@ -322,7 +313,7 @@ class TrainingRun:
             snapshots=snapshots,
         )
         started = time.monotonic()
-        home = _identity(self.files.path)
+        home = directory_identity(self.files.path)
         _, port = server.start()
         write_address_file(self.files.address, advertised, port)  # for workers added by hand
         signals = [signal.SIGINT, signal.SIGTERM]
@@ -398,7 +389,7 @@ class TrainingRun:
         while not self.interrupted:
             if book.wait_done(0.5):
                 return ""
-            if _identity(self.files.path) != home:
+            if directory_identity(self.files.path) != home:
                 self._removed = True
                 return (
                     f"run directory {self.files.path} was removed or moved while training; "

@@ -5,7 +5,8 @@ asks the study for a parameter set (a failed one's retry first), writes the tria
 starts a ``gridtrain train`` for it (``trial.TrialRun``); it reports every validated epoch to the
 study, stops a trial the pruner rejects, and tells the study how each one ended. The study's
 journal is the only state: ``--resume`` marks the attempts a killed tuner left running as failed
-(stopping their trainings), retries them, and asks for the rest.
+(stopping their trainings), retries them, and asks for the rest. A study directory removed or
+moved under the tuner stops it and its trainings, writing nothing.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import yaml
 
 from gridtrain.errors import ConfigError
 from gridtrain.files import write_text
+from gridtrain.rundir import directory_identity
 from gridtrain.tune.space import apply
 from gridtrain.tune.study import (
     ATTEMPT,
@@ -147,6 +149,8 @@ class Tuner:
         self.running: dict[int, tuple[optuna.trial.Trial, TrialRun]] = {}
         self.stopping: list[TrialRun] = []  # pruned, their trainings still winding down
         self.interrupted = ""
+        self.removed = False  # the study directory went away under the tuner
+        self._home: tuple[int, int] | None = None  # its identity when the tuner claimed it
         self.started = time.monotonic()
         self._last_line = 0.0
 
@@ -154,6 +158,7 @@ class Tuner:
 
     def run(self) -> int:
         lock = self._claim()
+        self._home = directory_identity(self.files.path)
         signals = [signal.SIGINT, signal.SIGTERM]
         if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
             signals.append(signal.SIGHUP)
@@ -190,6 +195,12 @@ class Tuner:
 
     def _loop(self) -> None:
         while not self.interrupted:
+            if directory_identity(self.files.path) != self._home:
+                self.removed = True  # nothing to record into: stop the trainings, write nothing
+                raise TuneError(
+                    f"study directory {self.files.path} was removed or moved while tuning; "
+                    "stopped its trainings"
+                )
             self.stopping = [run for run in self.stopping if not run.stopped()]
             while self._busy() < self.settings.parallel and self._start_next():
                 pass
@@ -218,6 +229,8 @@ class Tuner:
         for run in [run for _trial, run in runs] + self.stopping:
             run.finish_stop(deadline)
         self.stopping = []
+        if self.removed:
+            return
         for trial, run in runs:
             self._fail(trial, run, f"tuner stopped ({self.interrupted or 'error'})", counts=False)
 
