@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
+import ml_dtypes
 import numpy as np
 import numpy.typing as npt
 
@@ -222,6 +223,7 @@ WIRE_ENCODINGS = (WIRE_FLOAT32, WIRE_BF16, WIRE_TOPK, WIRE_TOPK_BF16)
 _BF16_CENTERS = (WIRE_BF16, WIRE_TOPK_BF16)  # the dense helpers below encode these as bf16
 MAX_TOPK_FRACTION = 0.5
 _FLOAT32 = np.dtype("<f4")
+_BF16 = np.dtype(ml_dtypes.bfloat16)
 
 
 def pushes_topk(wire: str) -> bool:
@@ -329,28 +331,21 @@ def bf16_expand(arrays: Sequence[npt.NDArray[Any]]) -> None:
     for array in arrays:
         if array.dtype == _FLOAT32:
             flat = array.reshape(-1)
-            halves = flat.view(np.uint16)[: flat.size]
-            wide = halves.astype(np.uint32)  # a copy: the halves overlap the result
-            wide <<= 16
-            flat.view(np.uint32)[:] = wide
+            halves = flat.view(_BF16)[: flat.size].copy()  # they overlap the result
+            np.copyto(flat, halves)
 
 
 def bf16_encode(array: npt.NDArray[Any], out: npt.NDArray[np.uint16] | None = None) -> Any:
-    """float32 to bfloat16 bits (round to nearest, ties to even; NaN stays NaN), into ``out``."""
+    """float32 to bfloat16 bits (round to nearest, ties to even; NaN stays NaN), into ``out``.
+
+    One pass of ml_dtypes' C cast (a dependency of Keras): it rounds as the arithmetic of
+    earlier versions did, at about a quarter of its memory traffic, which is what the parameter
+    server's capacity in bf16 was bound by.
+    """
     flat = np.ascontiguousarray(array, dtype=_FLOAT32).reshape(-1)
-    bits = flat.view(np.uint32)
-    rounded = bits >> 16  # one temporary, then in place: this runs on every push
-    rounded &= 1
-    rounded += 0x7FFF
-    rounded += bits  # finite values cannot overflow; NaNs are mended below
-    rounded >>= 16
     if out is None:
-        out = np.empty(bits.size, np.uint16)
-    np.copyto(out, rounded, casting="unsafe")
-    with np.errstate(invalid="ignore", over="ignore"):
-        finite = np.isfinite(np.add.reduce(flat))  # a cheap test first: NaNs are rare
-    if not finite:
-        out[np.isnan(flat)] = 0x7FC0
+        out = np.empty(flat.size, np.uint16)
+    np.copyto(out.view(_BF16), flat, casting="same_kind")
     return out
 
 
