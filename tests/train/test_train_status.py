@@ -30,8 +30,9 @@ def status(run_dir: Path) -> dict[str, Any]:
     return dict(json.loads(done.stdout))
 
 
-def test_a_detached_run_is_followed_refused_twice_and_cancelled(tmp_path, toy_dir, toy_dataset):
-    config = write_config(  # no early stop: still training when followed, however fast
+def long_run_config(tmp_path: Path, toy_dir: Path, toy_dataset: Path) -> Path:
+    """200 epochs, no early stop: still training when followed or stopped, however fast."""
+    return write_config(
         tmp_path / "config.yaml",
         toy_dir,
         toy_dataset,
@@ -39,6 +40,10 @@ def test_a_detached_run_is_followed_refused_twice_and_cancelled(tmp_path, toy_di
         batch_size=32,
         early_stopping={"patience": None},
     )
+
+
+def test_a_detached_run_is_followed_refused_twice_and_cancelled(tmp_path, toy_dir, toy_dataset):
+    config = long_run_config(tmp_path, toy_dir, toy_dataset)
     run_dir = tmp_path / "run"
     started = gridtrain("train", "-c", str(config), "--run-dir", str(run_dir), "--detach")
     assert started.returncode == 0, started.stderr[-2000:]
@@ -140,14 +145,7 @@ def test_removing_the_run_directory_stops_a_detached_driver_and_its_workers(
     """Stopped within seconds, writing nothing: before, the driver trained on for nobody (two
     detached trainings whose folders an interrupted test session deleted ran for 100 minutes)
     or made the folder again to write a checkpoint into."""
-    config = write_config(
-        tmp_path / "config.yaml",
-        toy_dir,
-        toy_dataset,
-        epochs=200,
-        batch_size=32,
-        early_stopping={"patience": None},
-    )
+    config = long_run_config(tmp_path, toy_dir, toy_dataset)
     run_dir = tmp_path / "run"
     started = gridtrain(
         "train", "-c", str(config), "--run-dir", str(run_dir), "--detach", "--workers", "2"
