@@ -22,6 +22,7 @@ from gridtrain.ps.client import PSClient
 from gridtrain.ps.config import ServerConfig
 from gridtrain.ps.protocol import MessageType
 from gridtrain.ps.server import ParameterServer
+from tests.wan_relay import ShapingRelay
 
 STRANGER = "127.0.0.2"
 OTHER_STRANGER = "127.0.0.3"
@@ -213,6 +214,27 @@ def test_a_full_budget_refuses_strangers_cheaply_and_a_worker_retries_in() -> No
                 client.push(like(small_model(), 1.0), 0)
             assert ps.dropped[admission.FULL] >= 2
             assert ps.dropped["HandshakeDeadlineError"] == 2
+        finally:
+            for sock in held:
+                sock.close()
+
+
+def test_a_worker_behind_a_proxy_retries_when_a_drop_arrives_as_a_clean_close() -> None:
+    """A relay, NAT or tunnel turns the server's abort into an orderly close: the worker must
+    still read it as "dropped at the handshake, retry", not as a failure."""
+    with running_server(max_startups=StartupBudget(2, 1.0, 2), handshake_timeout=1.0) as (
+        ps,
+        secret,
+    ):
+        held = [hello_then_stall(ps, STRANGER), hello_then_stall(ps, OTHER_STRANGER)]
+        try:
+            with ShapingRelay(ps.address) as relay:
+                client = PSClient(relay.address, secret, small_model(), busy_retry=10.0)
+                started = time.monotonic()
+                with client:  # dropped (a clean close) until a staller's deadline frees a slot
+                    assert 0.3 < time.monotonic() - started < 5.0
+                    client.push(like(small_model(), 1.0), 0)
+            assert ps.dropped[admission.FULL] >= 1
         finally:
             for sock in held:
                 sock.close()

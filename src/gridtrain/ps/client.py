@@ -28,6 +28,7 @@ import numpy as np
 from gridtrain.errors import (
     AuthenticationError,
     ConfigError,
+    PeerClosedError,
     ProtocolError,
     ProtocolVersionError,
     RemoteError,
@@ -177,14 +178,17 @@ class PSClient:
     def connect(self) -> PSClient:
         """Open the connection and run the handshake; returns ``self``.
 
-        Retries for ``busy_retry`` seconds while the server is busy (see the class docstring).
+        Retries for ``busy_retry`` seconds while the server is busy or drops the handshake (see
+        the class docstring).
         """
         give_up = time.monotonic() + self.busy_retry
         delay = 0.05
         while True:
             try:
                 return self._connect_once()
-            except (ServerBusyError, ConnectionResetError, BrokenPipeError) as err:
+            except (ServerBusyError, ConnectionResetError, BrokenPipeError, PeerClosedError) as err:
+                # a drop during the handshake arrives as a reset, or as an orderly close where
+                # a relay, NAT or tunnel stands between (the connection never got further)
                 wait = random.uniform(delay / 2, delay)
                 if time.monotonic() + wait > give_up:
                     raise
