@@ -188,28 +188,28 @@ def main() -> None:
 
     print(f"\nvalidation AUC after {args.epochs} epochs (mean of {args.repeats} seeds)")
     most = max(counts)
-    header = f"{'method':<14}" + "".join(f"{n:>9}" for n in counts) + f"{'loss@' + str(most):>10}"
+    header = f"{'method':<20}" + "".join(f"{n:>9}" for n in counts) + f"{'loss@' + str(most):>10}"
     print(header)
     for method, runs in results.items():
         cells = "".join(f"{runs[n].final_auc:>9.4f}" for n in counts)
         loss = runs[min(counts)].final_auc - runs[most].final_auc
-        print(f"{method:<14}{cells}{loss:>10.4f}")
+        print(f"{method:<20}{cells}{loss:>10.4f}")
     compressed = [label for label in results if "/" in label and label.split("/")[0] in results]
     if compressed:
         print("\nAUC cost of the wire: the float32 AUC minus its own, same method and workers")
-        print(f"{'method':<14}" + "".join(f"{n:>9}" for n in counts))
+        print(f"{'method':<20}" + "".join(f"{n:>9}" for n in counts))
         for label in compressed:
             plain = results[label.split("/")[0]]
             cells = "".join(
                 f"{plain[n].final_auc - results[label][n].final_auc:>9.4f}" for n in counts
             )
-            print(f"{label:<14}{cells}")
+            print(f"{label:<20}{cells}")
     print("\nmeasured staleness of the pushes, p50/p99 (versions)")
-    print(f"{'method':<14}" + "".join(f"{n:>9}" for n in counts))
+    print(f"{'method':<20}" + "".join(f"{n:>9}" for n in counts))
     for method, runs in results.items():
         stale = [runs[n].metrics.get("staleness", {}) for n in counts]
         marks = [f"{s.get('p50', '-')}/{s.get('p99', '-')}" for s in stale]
-        print(f"{method:<14}" + "".join(f"{mark:>9}" for mark in marks))
+        print(f"{method:<20}" + "".join(f"{mark:>9}" for mark in marks))
     plot(
         results,
         Path(args.plot),
