@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from train_helpers import gridtrain, read_jsonl, write_config
+from train_helpers import gridtrain, process_alive, read_jsonl, write_config
 
 from gridtrain.errors import CondorError
 from gridtrain.train.executor import Slot
@@ -131,14 +131,6 @@ def _children(pid: int) -> set[int]:
     return found
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"  # a zombie has exited; its parent has not reaped it yet
-
-
 def test_removing_the_run_directory_stops_a_detached_driver_and_its_workers(
     tmp_path, toy_dir, toy_dataset
 ):
@@ -160,9 +152,10 @@ def test_removing_the_run_directory_stops_a_detached_driver_and_its_workers(
         assert (run_dir / "ps.address").exists()
         shutil.rmtree(run_dir)
         removed = time.monotonic()
-        while any(_alive(pid) for pid in {driver, *workers}) and time.monotonic() < removed + 60:
+        processes = {driver, *workers}
+        while any(map(process_alive, processes)) and time.monotonic() < removed + 60:
             time.sleep(0.2)
-        assert not any(_alive(pid) for pid in {driver, *workers})
+        assert not any(map(process_alive, processes))
         assert time.monotonic() - removed < 20
         assert not run_dir.exists()  # stopping wrote nothing back
     finally:

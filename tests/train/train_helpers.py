@@ -93,3 +93,12 @@ def lost_lease_updates(run_dir: Path) -> int:
     final_version = max(r["version"] for r in history if r["type"] == "epoch")
     assert sum(r["updates"] for r in completed.values()) + lost == final_version
     return lost
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs: a zombie (exited, not yet reaped by its parent) does not."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"

@@ -22,6 +22,7 @@ from tune_helpers import tune_config
 from gridtrain.tune.control import format_status, study_status
 from gridtrain.tune.study import StudyDir
 from gridtrain.tune.trial import process_start, training_alive
+from tests.train.train_helpers import process_alive
 
 
 def gridtrain(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -164,14 +165,6 @@ def test_a_killed_tuners_record_reads_as_stopped_not_running(
     assert StudyDir(files.path).journal.exists()
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 @pytest.mark.slow
 def test_removing_the_study_directory_stops_the_tuner_and_its_trainings(
     tmp_path: Path, toy_dir: Path, toy_dataset: Path
@@ -193,10 +186,10 @@ def test_removing_the_study_directory_stops_the_tuner_and_its_trainings(
         training = json.loads(records[0].read_text())["pid"]
         shutil.rmtree(study)
         removed = time.monotonic()
-        while (_alive(tuner) or _alive(training)) and time.monotonic() < removed + 60:
+        while any(map(process_alive, (tuner, training))) and time.monotonic() < removed + 60:
             time.sleep(0.2)
-        assert not _alive(tuner)
-        assert not _alive(training)
+        assert not process_alive(tuner)
+        assert not process_alive(training)
         assert time.monotonic() - removed < 30
         assert not study.exists()  # nothing made again to write into
     finally:
