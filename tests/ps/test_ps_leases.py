@@ -154,6 +154,22 @@ def test_state_round_trip_resumes_mid_epoch_without_repeating_completed_shards()
     assert sorted(first_epoch) == sorted(set(SHARDS) - set(done))
 
 
+def test_resuming_a_run_interrupted_after_its_last_validation_finishes_it() -> None:
+    """Ctrl-C right after the last validation: the resumed book is done, not stuck or crashing."""
+    leases, *_ = book()
+    while (task := leases.grant("w", 1))["kind"] != "done":
+        result = {"loss": 0.5} if task["kind"] == "train" else {"loss": 0.4, "auc": 0.9}
+        leases.complete(task["lease"], 1, result)
+    state = LeaseState.from_dict(leases.snapshot_state())
+    state.stopped = ""  # what the driver does with an interrupted run before resuming it
+    resumed = LeaseBook(
+        LeasePlan(train_shards=list(SHARDS), validation_shards=["validation-00000.h5"], epochs=2),
+        state=state,
+    )
+    assert resumed.state.stopped == "trained 2 epochs"
+    assert resumed.grant("w", 2)["kind"] == "done"
+
+
 def test_bad_plans_are_refused() -> None:
     with pytest.raises(ValueError, match="no training shards"):
         LeasePlan(train_shards=[], validation_shards=[], epochs=1)

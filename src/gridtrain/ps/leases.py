@@ -172,8 +172,9 @@ class LeaseBook:
             random.Random(plan.seed * 1_000_003 + epoch).shuffle(order)
             self._queues[epoch] = deque(shard for shard in order if shard not in done)
         self._next_close = 0  # epochs below this one are closed: snapshot taken, validation queued
-        self._close_epochs()
-        self._update_stopped()
+        with self._cond:  # a resumed run may already be finished; stopping notifies waiters
+            self._close_epochs()
+            self._update_stopped()
 
     # -- queries -------------------------------------------------------------------------------
 
