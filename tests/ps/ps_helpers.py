@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -73,6 +74,8 @@ def run_threads(targets: list[Callable[[], None]], timeout: float = 60.0) -> lis
         try:
             target()
         except BaseException as err:
+            where = "".join(traceback.format_tb(err.__traceback__)[-4:])
+            err.add_note(f"in thread {threading.current_thread().name}:\n{where}")
             with lock:
                 errors.append(err)
 
@@ -88,3 +91,8 @@ def run_threads(targets: list[Callable[[], None]], timeout: float = 60.0) -> lis
     if alive:
         errors.append(TimeoutError(f"threads still running after {timeout} s: {alive}"))
     return errors
+
+
+def described(errors: list[BaseException]) -> str:
+    """The first errors of ``run_threads`` with where each was raised, for an assertion message."""
+    return "\n".join(f"{err!r}\n" + "\n".join(getattr(err, "__notes__", ())) for err in errors[:3])

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from ps_helpers import connected, like, run_threads, running_server, small_model
+from ps_helpers import connected, described, like, run_threads, running_server, small_model
 
 from gridtrain.errors import (
     AuthenticationError,
@@ -456,7 +456,7 @@ def test_64_workers_push_for_seconds_among_abusers() -> None:
         finally:
             stop.set()
             timer_thread.join(10)
-        assert not errors, errors[:3]
+        assert not errors, described(errors)
         deadline = time.monotonic() + 10
         while ps.connection_count and time.monotonic() < deadline:
             time.sleep(0.05)

@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 import pytest
-from ps_helpers import run_threads
+from ps_helpers import described, run_threads
 
 from gridtrain.ps.center import REFUSED_DUPLICATE, REFUSED_FUTURE, REFUSED_STALE, CenterStore
 from gridtrain.ps.rules import AlgorithmConfig
@@ -116,7 +116,7 @@ def test_wait_for_version_returns_when_the_round_closes() -> None:
             lambda: store.apply_push(ones(), 0, 2) and None,
         ]
     )
-    assert not errors
+    assert not errors, described(errors)
     assert result == [1]
     assert store.wait_for_version(1, timeout=0.05) == 1  # times out, returns the version
 
@@ -149,7 +149,7 @@ def test_readers_never_observe_a_half_applied_update() -> None:
             stop.set()
 
     errors = run_threads([reader, reader, lambda: writer(1), lambda: writer(2)])
-    assert not errors
+    assert not errors, described(errors)
     assert store.version == 300
     np.testing.assert_array_equal(store.copy_center()[1][0], 300.0)
     assert len(set(seen)) > 1

@@ -16,7 +16,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from ps_helpers import connected, like, run_threads, running_server, small_model
+from ps_helpers import connected, described, like, run_threads, running_server, small_model
 
 from gridtrain.errors import CheckpointError, ConfigError, StaleUpdateError
 from gridtrain.ps.checkpoint import read_checkpoint, read_initial_weights, write_checkpoint
@@ -108,7 +108,7 @@ def test_synchronous_push_pull_waits_for_the_round_and_backups_are_refused() -> 
 
             # two arrive first; the third (the backup) arrives after the round closed
             errors = run_threads([lambda: work(0), lambda: work(1)], timeout=20)
-            assert not errors
+            assert not errors, described(errors)
             work(2)
         finally:
             for client in clients:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import stat
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -201,6 +202,52 @@ def test_half_a_header_then_silence_times_out() -> None:
         a.sock.sendall(protocol.encode_header(MessageType.PULL)[:20])
         with pytest.raises(ReadTimeoutError, match="silent in the middle of a frame"):
             b.recv_header(protocol.HANDSHAKE_LIMITS, 5.0)
+
+
+def starved(channel: Channel) -> None:
+    """Make every frame deadline of ``channel`` already past when it is computed.
+
+    That is what a thread sees that waited for the CPU (a loaded server, hundreds of threads)
+    between taking a frame's deadline and reading or writing its bytes.
+    """
+    channel._frame_deadline = lambda nbytes: time.monotonic() - 1.0  # type: ignore[method-assign]
+
+
+@pytest.mark.parametrize("authenticated", [False, True])
+def test_a_late_thread_still_moves_the_bytes_that_are_there(authenticated: bool) -> None:
+    with channel_pair(read_timeout=0.3) as (a, b):
+        if authenticated:
+            keyed(a, b)
+        starved(a)
+        starved(b)
+        payload = memoryview(np.arange(64, dtype=np.float32)).cast("B")
+        a.send(MessageType.PUSH, meta={"n": 1}, table=b"t" * 24, tensor_count=1, tensors=[payload])
+        header = b.recv_header(protocol.FrameLimits(1000, 1000, 1000), 5.0)
+        table, meta = b.recv_sections(header)
+        out = np.zeros(64, np.float32)
+        b.recv_tensors(header, [memoryview(out).cast("B")])
+        b.finish(header)
+        assert (table, meta) == (b"t" * 24, {"n": 1})
+        np.testing.assert_array_equal(out, np.arange(64, dtype=np.float32))
+
+
+def test_a_late_thread_still_drops_a_peer_whose_bytes_are_missing() -> None:
+    with channel_pair(read_timeout=5.0) as (a, b):
+        starved(b)
+        a.sock.sendall(protocol.encode_header(MessageType.PULL)[:20])
+        started = time.monotonic()
+        with pytest.raises(ReadTimeoutError):
+            b.recv_header(protocol.HANDSHAKE_LIMITS, 5.0)
+        assert time.monotonic() - started < 1.0  # not another read_timeout of waiting
+    with channel_pair(read_timeout=5.0) as (a, b):
+        starved(a)
+        b.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        a.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        big = memoryview(np.zeros(1 << 20, np.uint8))  # more than the buffers hold: b never reads
+        started = time.monotonic()
+        with pytest.raises(ReadTimeoutError, match=r"deadline|stopped reading"):
+            a.send(MessageType.PUSH, tensor_count=1, table=b"t" * 24, tensors=[big])
+        assert time.monotonic() - started < 1.0
 
 
 def test_close_between_frames_is_eof_and_mid_frame_is_connection_error() -> None:

@@ -94,8 +94,8 @@ class BufferPool:
                 lambda: self._free or self._allocated < self._limit or self._closed, timeout
             ):
                 raise ReadTimeoutError(
-                    f"no receive buffer became free within {timeout:g} s; raise "
-                    "--receive-buffers or --read-timeout"
+                    f"no receive buffer became free within {timeout:g} s (the parameter server "
+                    "is overloaded or stuck); raise --receive-buffers"
                 )
             if self._closed:
                 raise ProtocolError("parameter server is stopping")
@@ -479,7 +479,10 @@ class Conversation:
             channel.finish(header)
             self._refuse(session, outcome)
             return True
-        buffers = self._pool.acquire(self.config.read_timeout)
+        # Waiting here is the server's own backpressure, not the peer's fault: every holder
+        # gives its buffer back within its frame's deadline, so a queue of pushers drains. Only
+        # a server stuck as long as it lets a connection idle gives up on the push.
+        buffers = self._pool.acquire(self.config.idle_timeout)
         held = True
         try:
             arrays, views = buffers
