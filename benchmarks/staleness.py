@@ -13,9 +13,12 @@ pushes, so real staleness), learning rate and epochs (2), early stopping off:
   dynsgd     the same, the PS scaling an update s versions stale by 1/(s+1) (DynSGD);
   easgd      EASGD, moving rate ``alpha``, exchanging every ``tau`` local steps;
   adag       ADAG, the delta of ``every`` local steps divided by the window on the PS;
-  gem        GEM (Gradient Energy Matching, NNLO's default): the PS rescales each pushed delta,
-             element by element, so the center moves ``kappa`` times as much as a sequential
-             momentum-SGD proxy fed the same deltas (no DynSGD scaling on top).
+  gem        GEM (Gradient Energy Matching, NNLO's default) as NNLO places it (``gem_on:
+             server``): the PS rescales each pushed delta, element by element, so the center
+             moves ``kappa`` times as much as a sequential momentum-SGD proxy fed the same
+             deltas (no DynSGD scaling on top);
+  gem-worker GEM as the paper places it (``gem_on: worker``): each worker rescales its own delta,
+             matching its own proxy against the center's move between its last two pulls.
 
 ``--wires`` adds the wire encodings (``train.wire``): each method is run once per encoding, its
 rows labelled ``method/bf16``, ``method/topk`` or ``method/topk-bf16`` (top-k share ``--topk``),
@@ -38,8 +41,8 @@ of AUC against workers, one line per method (``--plot``, default ``.bench/stalen
 last the AUC loss at 8 workers of the best method there against the best single-worker AUC of
 all methods run (goal <= 0.01).
 
-    python benchmarks/staleness.py                     # 20 runs, about 6 min on 2 cores
-    python benchmarks/staleness.py --workers 1,8       # 10 runs: the AUC loss of every method
+    python benchmarks/staleness.py                     # 24 runs, about 8 min on 2 cores
+    python benchmarks/staleness.py --workers 1,8       # 12 runs: the AUC loss of every method
     python benchmarks/staleness.py --workers 1,8 --methods downpour,easgd --epochs 3
     python benchmarks/staleness.py --workers 1,4,8 --methods dynsgd --wires float32,bf16,topk
 """
@@ -62,12 +65,14 @@ WIRES = ("float32", "bf16", "topk", "topk-bf16")
 def methods(every: int, alpha: float, tau: int, kappa: float) -> dict[str, dict[str, Any]]:
     """The ``train.algorithm`` section of each method."""
     downpour = {"algorithm": "downpour", "optimizer": "add", "every": every}
+    gem = {"algorithm": "gem", "every": every, "kappa": kappa, "staleness_scaling": "none"}
     return {
         "downpour": {**downpour, "staleness_scaling": "none"},
         "dynsgd": {**downpour, "staleness_scaling": "dynsgd"},
         "easgd": {"algorithm": "easgd", "alpha": alpha, "every": tau},
         "adag": {"algorithm": "adag", "every": every, "staleness_scaling": "none"},
-        "gem": {"algorithm": "gem", "every": every, "kappa": kappa, "staleness_scaling": "none"},
+        "gem": {**gem, "gem_on": "server"},
+        "gem-worker": {**gem, "gem_on": "worker"},
     }
 
 
@@ -114,7 +119,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", default="1,2,4,8", help="comma-separated worker counts")
     parser.add_argument(
-        "--methods", default="downpour,dynsgd,easgd,adag,gem", help="comma-separated"
+        "--methods", default="downpour,dynsgd,easgd,adag,gem,gem-worker", help="comma-separated"
     )
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--events", type=int, default=50_000)

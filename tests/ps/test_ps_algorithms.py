@@ -95,7 +95,7 @@ def test_gem_caps_pi_and_amplifies_a_quiet_center() -> None:
 
 
 def test_server_gem_matches_the_pure_function() -> None:
-    config = AlgorithmConfig(algorithm="gem", kappa=1.5, proxy_momentum=0.9)
+    config = AlgorithmConfig(algorithm="gem", gem_on="server", kappa=1.5, proxy_momentum=0.9)
     center = _tensors(0)
     updater = Updater(config, Signature.of(center))
     assert sorted(updater.state) == ["central_moment", "proxy"]
@@ -112,6 +112,28 @@ def test_server_gem_matches_the_pure_function() -> None:
             expected[i] += delta
     for got, want in zip(center, expected, strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_gem_on_the_worker_leaves_the_server_adding() -> None:
+    """With the paper's placement the worker rescales; the server keeps no GEM state and adds."""
+    config = AlgorithmConfig(algorithm="gem", gem_on="worker")
+    center = _tensors(0)
+    before = [c.copy() for c in center]
+    updater = Updater(config, Signature.of(center))
+    assert updater.state == {}
+    update = _tensors(1)
+    updater.apply(center, [u.copy() for u in update], scale=0.5)
+    for got, was, u in zip(center, before, update, strict=True):
+        np.testing.assert_allclose(got, was + 0.5 * u)
+    server_state = Updater(AlgorithmConfig(algorithm="gem", gem_on="server"), Signature.of(center))
+    with pytest.raises(ConfigError, match="set gem_on: server"):  # a checkpoint of the other
+        Updater(config, Signature.of(center), state=server_state.state)
+    delta, proxy = algorithms.gem_worker_step(
+        np.array([1.0, 1.0]), np.array([0.5, 3.0]), np.array([2.0, 2.0]), momentum=0.5, kappa=1.0
+    )
+    # p' = 0.5 + 2 = 2.5; pi = (2.5 - [0.5, 3]) / 2 = [1, < 0 -> 0]
+    np.testing.assert_allclose(proxy, [2.5, 2.5])
+    np.testing.assert_allclose(delta, [2.0, 0.0])
 
 
 def test_average_and_backup_round() -> None:
@@ -189,7 +211,7 @@ def test_float32_center_stays_float32() -> None:
         Updater(AlgorithmConfig(optimizer=optimizer), Signature.of(center)).apply(
             center, [np.ones(3, np.float32)], scale=0.5
         )
-    Updater(AlgorithmConfig(algorithm="gem"), Signature.of(center)).apply(
+    Updater(AlgorithmConfig(algorithm="gem", gem_on="server"), Signature.of(center)).apply(
         center, [np.ones(3, np.float32)], scale=0.5
     )
     assert center[0].dtype == np.float32
@@ -207,6 +229,7 @@ def test_float32_center_stays_float32() -> None:
         ({"sync_workers": 0}, "sync_workers >= 1"),
         ({"algorithm": "gem", "kappa": 0.0}, "GEM proxy amplification"),
         ({"algorithm": "gem", "proxy_momentum": 1.0}, "proxy_momentum = 1.0"),
+        ({"algorithm": "gem", "gem_on": "client"}, "gem_on = 'client'"),
     ],
 )
 def test_bad_settings_name_the_value(settings: dict[str, object], words: str) -> None:

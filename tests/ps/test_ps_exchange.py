@@ -108,3 +108,29 @@ def test_flush_sends_the_steps_of_an_unfinished_window_once() -> None:
         for _ in range(7):  # a fresh window after the flush: 7 steps do not exchange
             assert exchange.after_step(lambda: shifted(new, 1.0)) is None
         assert exchange.after_step(lambda: shifted(new, 1.0)) is not None
+
+
+def test_gem_on_the_worker_matches_its_proxy_against_the_others_moves() -> None:
+    """The paper's placement: pi from this worker's proxy and the center's move between pulls."""
+    kappa, mu = 0.2, 0.9
+    config = AlgorithmConfig(algorithm="gem", gem_on="worker", kappa=kappa, proxy_momentum=mu)
+    with running_server(WEIGHTS, config) as (ps, secret), connected(ps, secret, WEIGHTS) as client:
+        exchange = Exchange(client, every=1)
+        start = exchange.start()
+        # first push: no move seen yet, proxy = delta, pi = kappa |d| / |d| = kappa
+        first = exchange.after_step(shifted(start, 1.0))
+        assert first is not None
+        np.testing.assert_allclose(first[0], kappa * 1.0)  # the server added what was sent
+        with connected(ps, secret, WEIGHTS) as other:  # another worker moves the center by 3
+            other.push(shifted(WEIGHTS, 3.0), exchange.version)
+        # second push: the center moved kappa (ours) since the pull before; the proxy is
+        # mu * 1 + 2 = 2.9; pi = (kappa * 2.9 - kappa) / 2 = 0.19
+        second = exchange.after_step(shifted(first, 2.0))
+        assert second is not None
+        expected = kappa + 3.0 + (kappa * (mu * 1.0 + 2.0) - kappa) / 2.0 * 2.0
+        np.testing.assert_allclose(second[1], expected)
+        # third push: the center moved 3 (the other) + 0.38 (ours) between our last two pulls,
+        # more than kappa times the proxy (0.2 * (0.9 * 2.9 + 1) = 0.722): pi = 0, nothing moves
+        third = exchange.after_step(shifted(second, 1.0))
+        assert third is not None
+        np.testing.assert_allclose(third[0], second[0])

@@ -15,7 +15,8 @@ the worker side uses the same functions, so both ends agree by construction.
 * GEM, Gradient Energy Matching (Hermans & Louppe 2018, arXiv 1805.08469; NNLO's default
   asynchronous rule): each update is rescaled, element by element, so that the center's
   "energy" (its movement) matches kappa times that of a proxy, a single sequential momentum SGD
-  fed the same updates: ``gem_proxy``, ``gem_scale``, ``gem_step``.
+  fed the same updates: ``gem_proxy``, ``gem_scale``, ``gem_step`` (on the server, as NNLO
+  places it) and ``gem_worker_step`` (on each worker, as the paper does).
 * Synchronous SGD with backup workers (Chen et al. 2016, arXiv 1604.00981): average the first N
   updates of a round, ``average_updates``.
 """
@@ -142,6 +143,22 @@ def gem_step(
     new_proxy = gem_proxy(proxy, update, momentum)
     delta = (gem_scale(new_proxy, central_moment, update, kappa) * update).astype(update.dtype)
     return delta, new_proxy, delta.copy()
+
+
+def gem_worker_step(
+    proxy: Array, center_move: Array, update: Array, *, momentum: float, kappa: float
+) -> tuple[Array, Array]:
+    """GEM as the paper places it, on one worker: returns (delta to push, new proxy).
+
+    ``proxy`` is this worker's proxy velocity, ``center_move`` the center's move between the
+    worker's last two pulls (all workers' accepted updates, this worker's last one among them)
+    and ``update`` the worker's delta since its last pull. With n workers agreeing on a
+    direction, pi settles near kappa / ((1 - momentum) (1 + n)): one worker at kappa =
+    2 (1 - momentum) pushes its whole delta, more workers push proportionally less.
+    """
+    new_proxy = gem_proxy(proxy, update, momentum)
+    pi = gem_scale(new_proxy, center_move, update, kappa)
+    return (pi * update).astype(update.dtype, copy=False), new_proxy
 
 
 def average_updates(updates: Sequence[Sequence[Array]]) -> list[Array]:

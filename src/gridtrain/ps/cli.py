@@ -25,7 +25,13 @@ from gridtrain.ps.center import CenterStore
 from gridtrain.ps.checkpoint import read_checkpoint, read_initial_weights
 from gridtrain.ps.client import PSClient
 from gridtrain.ps.config import ServerConfig
-from gridtrain.ps.rules import ALGORITHMS, OPTIMIZERS, STALENESS_SCALINGS, AlgorithmConfig
+from gridtrain.ps.rules import (
+    ALGORITHMS,
+    GEM_PLACEMENTS,
+    OPTIMIZERS,
+    STALENESS_SCALINGS,
+    AlgorithmConfig,
+)
 from gridtrain.ps.server import ParameterServer
 
 log = logging.getLogger(__name__)
@@ -151,6 +157,16 @@ def _register_serve(commands: Any) -> None:
         help="sync: extra workers whose late updates are dropped",
     )
     algo.add_argument("--sync-timeout", type=float, default=60.0)
+    algo.add_argument("--kappa", type=float, default=0.2, help="GEM proxy amplification")
+    algo.add_argument(
+        "--proxy-momentum", type=float, default=0.9, help="GEM: momentum of the proxy"
+    )
+    algo.add_argument(
+        "--gem-on",
+        choices=GEM_PLACEMENTS,
+        default="worker",
+        help="GEM: rescale on each worker (the paper) or on the server (NNLO)",
+    )
     keep = serve.add_argument_group("checkpoints and metrics")
     keep.add_argument("--checkpoint", type=Path, help="checkpoint file (.npz)")
     keep.add_argument("--checkpoint-every", type=int, default=0, help="every N center updates")
@@ -202,6 +218,9 @@ def _algorithm_from(args: argparse.Namespace) -> AlgorithmConfig:
         sync_workers=args.sync_workers,
         backup_workers=args.backup_workers,
         sync_timeout=args.sync_timeout,
+        kappa=args.kappa,
+        proxy_momentum=args.proxy_momentum,
+        gem_on=args.gem_on,
     )
 
 

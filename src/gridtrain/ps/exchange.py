@@ -17,6 +17,11 @@ What is pushed follows the server's algorithm (told in the handshake): Downpour 
 window happens on the server); EASGD pushes the local variable and moves it by the elastic
 difference it gets back. With optimizer ``sgd``/``adam`` the worker pushes gradients instead:
 ``push_gradients``. A refused (stale) push costs one pull; nothing is lost but that update.
+
+GEM placed on the worker (``gem_on: worker``, the paper's placement) rescales the delta here
+before it leaves: the worker's own proxy (a momentum SGD fed its deltas) is matched against the
+center's move between this worker's last two pulls, which carries every other worker's updates,
+so pi falls as workers are added (``algorithms.gem_worker_step``).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from gridtrain.errors import StaleUpdateError
-from gridtrain.ps.algorithms import Array
+from gridtrain.ps.algorithms import Array, gem_worker_step
 from gridtrain.ps.client import PSClient
 from gridtrain.ps.rules import AlgorithmConfig
 
@@ -51,12 +56,20 @@ class Exchange:
         self.updates = 0  # pushes the server accepted
         self._anchor: list[Array] = []
         self._gradient_sum: list[Array] | None = None
+        # GEM on the worker: its proxy's velocity, and the center it pulled before the anchor
+        self._proxy: list[Array] | None = None
+        self._previous_anchor: list[Array] | None = None
 
     def start(self) -> list[Array]:
         """Pull the center; returns the weights the worker should start from."""
         self.version, center = self.client.pull()
-        self._anchor = [array.copy() for array in center]
+        self._set_anchor(center)
         return center
+
+    def _set_anchor(self, center: Sequence[Array]) -> None:
+        if self.algorithm.gem_on_worker and self._anchor:
+            self._previous_anchor = self._anchor
+        self._anchor = [array.copy() for array in center]
 
     def after_step(
         self, weights: Sequence[Array] | Callable[[], Sequence[Array]]
@@ -92,7 +105,25 @@ class Exchange:
         if self.algorithm.algorithm == "easgd":
             return self._easgd(weights)
         delta = [np.subtract(w, a) for w, a in zip(weights, self._anchor, strict=True)]
+        if self.algorithm.gem_on_worker:
+            delta = self._gem(delta)
         return self._push_pull(delta)
+
+    def _gem(self, delta: list[Array]) -> list[Array]:
+        if self._proxy is None:
+            self._proxy = [np.zeros_like(d) for d in delta]
+        previous = self._previous_anchor or self._anchor  # no move seen before the 2nd pull
+        scaled = []
+        for index, d in enumerate(delta):
+            step, self._proxy[index] = gem_worker_step(
+                self._proxy[index],
+                np.subtract(self._anchor[index], previous[index]),
+                d,
+                momentum=self.algorithm.proxy_momentum,
+                kappa=self.algorithm.kappa,
+            )
+            scaled.append(step)
+        return scaled
 
     def push_gradients(self, gradients: Sequence[Array]) -> list[Array] | None:
         """Downpour with a server-side optimizer: accumulate gradients, push every ``every``."""
@@ -116,7 +147,7 @@ class Exchange:
             return self.start()
         self.version = reply.version
         self.updates += 1
-        self._anchor = [array.copy() for array in reply.tensors]
+        self._set_anchor(reply.tensors)
         return reply.tensors
 
     def _easgd(self, weights: Sequence[Array]) -> list[Array]:

@@ -20,6 +20,7 @@ from gridtrain.ps.protocol import Signature
 ALGORITHMS = ("downpour", "easgd", "adag", "gem", "sync")
 OPTIMIZERS = ("add", "sgd", "adam")
 STALENESS_SCALINGS = ("none", "dynsgd")
+GEM_PLACEMENTS = ("server", "worker")
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,12 @@ class AlgorithmConfig:
     ``gem`` always adds the pushed delta rescaled by GEM's pi (``kappa``, ``proxy_momentum``).
     ``kappa`` defaults to 0.2 = 2 (1 - proxy_momentum), where pi settles at 1 in a direction all
     updates agree on; NNLO's 1.0 settles at the cap (5x) and diverged with 8 workers
-    (docs/reference/benchmarks.md, stale gradients).
+    (docs/reference/benchmarks.md, stale gradients). ``gem_on`` places the rule: ``worker``
+    (the paper's, the default: each worker keeps its own proxy and matches it against the
+    center's move between its own last two pulls, which holds every other worker's updates; it
+    pushes the rescaled delta and the server adds it as Downpour does) or ``server`` (NNLO's: one
+    proxy fed every push, matched against the center's last move; it lost 0.098 AUC at 8 workers
+    where the worker placement lost 0.001).
     """
 
     algorithm: str = "downpour"
@@ -51,6 +57,7 @@ class AlgorithmConfig:
     sync_timeout: float = 60.0
     kappa: float = 0.2
     proxy_momentum: float = 0.9
+    gem_on: str = "worker"
 
     def __post_init__(self) -> None:
         def bad(name: str, value: object, expected: str) -> ConfigError:
@@ -86,6 +93,8 @@ class AlgorithmConfig:
             raise bad("kappa", self.kappa, "a positive number, e.g. 0.2 (GEM proxy amplification)")
         if not 0 <= self.proxy_momentum < 1:
             raise bad("proxy_momentum", self.proxy_momentum, "0 <= proxy_momentum < 1, e.g. 0.9")
+        if self.gem_on not in GEM_PLACEMENTS:
+            raise bad("gem_on", self.gem_on, f"one of {', '.join(GEM_PLACEMENTS)}")
         if not self.sync_timeout > 0:
             raise bad("sync_timeout", self.sync_timeout, "a positive number of seconds")
 
@@ -104,6 +113,11 @@ class AlgorithmConfig:
     def reply_is_delta(self) -> bool:
         """EASGD replies to push-and-pull with the elastic difference, not the center."""
         return self.algorithm == "easgd"
+
+    @property
+    def gem_on_worker(self) -> bool:
+        """GEM's rescaling happens on each worker (the paper's placement); the server adds."""
+        return self.algorithm == "gem" and self.gem_on == "worker"
 
 
 class Updater:
@@ -128,11 +142,16 @@ class Updater:
                 names = ("velocity",)
             elif config.optimizer == "adam":
                 names = ("first_moment", "second_moment")
-        elif config.algorithm == "gem":
+        elif config.algorithm == "gem" and not config.gem_on_worker:
             names = ("proxy", "central_moment")
         if state is None:
             state = {name: signature.allocate() for name in names}
         if set(state) != set(names):
+            if config.gem_on_worker and set(state) == {"proxy", "central_moment"}:
+                raise ConfigError(
+                    "this checkpoint holds the state of GEM on the server; set gem_on: server "
+                    "(ps serve --gem-on server) to resume it"
+                )
             raise ConfigError(
                 f"optimizer state holds {sorted(state)} but {config.algorithm}/{config.optimizer} "
                 f"needs {sorted(names)}; resume with the algorithm settings of the checkpoint"
@@ -160,11 +179,11 @@ class Updater:
             for u in update:
                 np.multiply(u, scale / config.window, out=u, casting="same_kind")
             return
-        if config.algorithm == "gem":
+        if config.algorithm == "gem" and not config.gem_on_worker:
             self._gem(update, scale)
             return
         self.step += 1
-        if config.optimizer == "add":
+        if config.optimizer == "add" or config.gem_on_worker:  # the worker rescaled already
             if scale != 1.0:
                 for u in update:
                     np.multiply(u, scale, out=u, casting="same_kind")
