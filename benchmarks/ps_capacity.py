@@ -19,8 +19,8 @@ with) and the peak sustained GB/s of any point (where the sustained rate flatten
 capacity). The last line is that peak for the largest size against the raw loopback figure of
 the same size.
 
-Every point is measured for each wire encoding ``PSClient`` offers (``wire``: float32, bf16; top-k
-when it lands, else a printed note), and the peak exchanges/s of each is compared with float32's:
+Every point is measured for each wire encoding ``PSClient`` offers (``wire``: float32, bf16,
+topk, topk-bf16), and the peak exchanges/s of each is compared with float32's:
 the factor by which fewer bytes per exchange move the knee (bf16 promises 2).
 
 On this host the server is bound by the CPU moving bytes through loopback, and encoding bf16
@@ -40,7 +40,6 @@ centers) halves that too.
 from __future__ import annotations
 
 import argparse
-import inspect
 import multiprocessing as mp
 import random
 import socket
@@ -57,6 +56,7 @@ from gridtrain.ps import auth
 from gridtrain.ps.center import CenterStore
 from gridtrain.ps.client import PSClient
 from gridtrain.ps.config import ServerConfig
+from gridtrain.ps.protocol import WIRE_ENCODINGS
 from gridtrain.ps.rules import AlgorithmConfig
 from gridtrain.ps.server import ParameterServer
 
@@ -108,15 +108,6 @@ class Point:
 
 
 # -- processes ---------------------------------------------------------------------------------
-
-
-def wire_encodings() -> list[str]:
-    """The encodings PSClient's ``wire`` offers (float32 alone before wire compression)."""
-    if "wire" not in inspect.signature(PSClient).parameters:
-        return ["float32"]
-    from gridtrain.ps import protocol
-
-    return list(getattr(protocol, "WIRE_ENCODINGS", ("float32",)))
 
 
 def serve_center(parameters: int, secret: bytes, connections: int, ready: Any) -> None:
@@ -353,10 +344,7 @@ def main() -> None:
     if args.quick:
         args.plan, args.seconds = "1e6:8,32;1e7:8", 3.0
     plan = parse_plan(args.plan)
-    wires = wire_encodings()
-    for missing in ("bf16", "topk"):
-        if missing not in wires:
-            print(f"note: PSClient offers no {missing} wire encoding yet: its columns are skipped")
+    wires = list(WIRE_ENCODINGS)
     print(
         f"one ParameterServer process; simulated workers as threads in {PROCESSES} processes, "
         f"one push-and-pull every {args.interval:g} s each; {args.seconds:g} s per point; "
