@@ -1,10 +1,18 @@
-"""MkDocs hook: the configuration reference, rendered from the config schema at build time.
+"""The configuration reference, rendered from the config schema: a script and an MkDocs hook.
 
 The schema (``src/gridtrain/schemas/config.schema.yaml``, JSON Schema written in YAML) is the one
 place that defines every configuration key, its type and its default; gridtrain validates against
-it and Snakemake does too. This hook turns it into markdown where a page holds the marker
-``<!-- config-schema -->``, so the reference cannot drift from what gridtrain accepts. A build
-whose pages hold no marker fails: the reference would be missing.
+it and Snakemake does too. ``docs/reference/configuration.md`` holds its rendering as markdown,
+committed so that the page reads right on GitHub and in a checkout, between the markers
+``<!-- config-schema:begin -->`` and ``<!-- config-schema:end -->``; the text above them is
+written by hand. After a change to the schema, regenerate the page (written atomically) with
+
+    .venv/bin/python docs/hooks/schema_reference.py            # --check: only say whether stale
+
+As a hook (mkdocs.yml), it checks the page against the schema: a stale page is logged as an
+error, which fails ``mkdocs build --strict`` (``make docs``), and the page is shown freshly
+rendered (so ``mkdocs serve`` follows schema edits). A build whose pages hold no marker fails:
+the reference would be missing. ``tests/test_docs.py`` checks the committed page too.
 
 Every key is listed with its path (``train.condor.profile``), type and constraints, default,
 allowed values and description. Objects with keys of their own get a section each; arrays of
@@ -18,7 +26,12 @@ Standard library, PyYAML and MkDocs only.
 
 from __future__ import annotations
 
+import argparse
+import logging
+import os
 import re
+import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,9 +39,30 @@ from typing import Any
 import yaml
 from mkdocs.exceptions import PluginError
 
-MARKER = "<!-- config-schema -->"
+BEGIN = "<!-- config-schema:begin -->"
+END = "<!-- config-schema:end -->"
 SCHEMA = Path("src/gridtrain/schemas/config.schema.yaml")  # relative to mkdocs.yml
+PAGE = Path("docs/reference/configuration.md")  # relative to mkdocs.yml
+COMMAND = ".venv/bin/python docs/hooks/schema_reference.py"
+ROOT = Path(__file__).resolve().parents[2]  # the checkout: mkdocs.yml's folder
+# The page's first lines, written by the script: what is generated and how to regenerate it.
+HEADER = f"""<!--
+  Generated in part: the tables between the config-schema markers below are rendered
+  from {SCHEMA.as_posix()}. After changing the schema, regenerate them
+  from the checkout's root with
+
+      {COMMAND}
+
+  and commit the result; tests/test_docs.py and `make docs` fail while they are stale.
+  The text above the markers is written by hand.
+-->
+"""
 MAX_DEPTH = 20  # levels of keys below the top; deeper means a $ref that refers to itself
+
+
+# A stale page is logged as an error, not a warning: `--strict` aborts on either, but `--quiet`
+# (as `make docs` runs) sets mkdocs' logger to ERROR, so a warning would never be counted.
+log = logging.getLogger("mkdocs.hooks.schema_reference")
 
 
 class _State:
@@ -59,20 +93,94 @@ def on_serve(server: Any, config: Any, builder: Any) -> Any:
 
 
 def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
-    if MARKER not in markdown:
+    if BEGIN not in markdown:
         return markdown
     _state.marker_seen = True
     assert _state.schema_path is not None
-    schema = yaml.safe_load(_state.schema_path.read_text(encoding="utf-8"))
-    return markdown.replace(MARKER, render(schema))
+    fresh = generate_page(markdown, load_schema(_state.schema_path))
+    if fresh != markdown:
+        log.error(
+            "%s is stale: its configuration tables differ from what %s generates; "
+            "regenerate it with `%s`",
+            page.file.src_uri,
+            SCHEMA,
+            COMMAND,
+        )
+    return fresh
 
 
 def on_post_build(config: Any) -> None:
     if not _state.marker_seen:
         raise PluginError(
-            f"schema_reference hook: no page holds {MARKER}; the configuration reference "
-            "(docs/reference/configuration.md) would be empty"
+            f"schema_reference hook: no page holds {BEGIN}; the configuration reference "
+            f"({PAGE}) would be empty"
         )
+
+
+# --- The page ------------------------------------------------------------------------------------
+
+
+def load_schema(path: Path) -> Schema:
+    schema = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if not isinstance(schema, dict):
+        raise PluginError(f"schema_reference: {path} is not a schema (a mapping)")
+    return schema
+
+
+def generate_page(page: str, schema: Schema) -> str:
+    """The page as it should read: ``HEADER``, the hand-written text of ``page`` (everything
+    between its leading HTML comment, if any, and ``BEGIN``), then the schema rendered between
+    ``BEGIN`` and ``END``. Whatever ``page`` held between the markers, or after ``END``, is
+    replaced."""
+    if page.count(BEGIN) != 1 or page.count(END) != 1 or page.index(BEGIN) > page.index(END):
+        raise PluginError(f"schema_reference: the page must hold {BEGIN} then {END}, once each")
+    intro = page[: page.index(BEGIN)]
+    if intro.startswith("<!--") and "-->" in intro:
+        intro = intro[intro.index("-->") + 3 :].lstrip("\n")
+    return f"{HEADER}{intro}{BEGIN}\n\n{render(schema)}\n{END}\n"
+
+
+def write_page(page: Path, schema: Path) -> bool:
+    """Regenerate ``page`` from ``schema`` in place, atomically (a temporary file in the same
+    folder, then a rename; its mode is kept). False if it was already current."""
+    current = page.read_text(encoding="utf-8")
+    fresh = generate_page(current, load_schema(schema))
+    if fresh == current:
+        return False
+    fd, temporary = tempfile.mkstemp(prefix=f".{page.name}.", suffix=".tmp", dir=page.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as out:
+            out.write(fresh)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(temporary, page.stat().st_mode & 0o7777)
+        os.replace(temporary, page)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=f"Regenerate {PAGE} from {SCHEMA} (the tables between its markers)."
+    )
+    parser.add_argument(
+        "--check", action="store_true", help="write nothing; exit 1 if the page is stale"
+    )
+    parser.add_argument("--page", type=Path, default=ROOT / PAGE, help=f"({PAGE})")
+    parser.add_argument("--schema", type=Path, default=ROOT / SCHEMA, help=f"({SCHEMA})")
+    args = parser.parse_args(argv)
+    if args.check:
+        current = args.page.read_text(encoding="utf-8")
+        if generate_page(current, load_schema(args.schema)) != current:
+            print(f"{args.page} is stale; regenerate it with `{COMMAND}`", file=sys.stderr)
+            return 1
+        print(f"{args.page} is current")
+        return 0
+    changed = write_page(args.page, args.schema)
+    print(f"{args.page} {'regenerated' if changed else 'was already current'}")
+    return 0
 
 
 # --- Rendering -----------------------------------------------------------------------------------
@@ -316,3 +424,7 @@ def _sentence(text: str) -> str:
 
 def _cell(text: str) -> str:
     return text.replace("|", "\\|")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
