@@ -22,13 +22,14 @@ from serve_helpers import Service, toy_config
 from gridtrain.serve.security import COOKIE, csrf_token
 
 
-def request(
+def raw_request(
     url: str,
     method: str,
     path: str,
     body: Any = None,
     headers: dict[str, str] | None = None,
-) -> tuple[int, Any]:
+) -> tuple[int, bytes]:
+    """The status and the response's bytes exactly as they came."""
     parts = urlsplit(url)
     connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
     data = json.dumps(body).encode() if body is not None else None
@@ -37,17 +38,35 @@ def request(
     try:
         connection.request(method, path, data, all_headers)
         response = connection.getresponse()
-        raw = response.read()
+        return response.status, response.read()
     finally:
         connection.close()
+
+
+def request(
+    url: str,
+    method: str,
+    path: str,
+    body: Any = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, Any]:
+    """The status and the body: parsed when it is JSON, the raw bytes otherwise."""
+    status, raw = raw_request(url, method, path, body, headers)
     try:
-        return response.status, json.loads(raw)
+        return status, json.loads(raw)
     except ValueError:
-        return response.status, raw
+        return status, raw
 
 
 def tree(root: Path) -> set[str]:
     return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+# What the files beside and above the run hold: no response may carry these bytes. (The 404
+# details name the path asked for, "ps.secret" included, so the file names prove nothing.)
+SECRET_CONTENTS = "7c1d0e9a-the-ps-secret-itself"
+OUTSIDE_CONTENTS = "3f5b2a41-a file outside every run"
+WORKER_SPEC_MARKER = "a90e6c27-the worker spec"
 
 
 @pytest.fixture(scope="module")
@@ -57,12 +76,12 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     root = base / "runs"
     known = root / "known"
     (known / "plots").mkdir(parents=True)
-    (known / "worker.json").write_text("{}")
-    (known / "ps.secret").write_text("secret")
+    (known / "worker.json").write_text(json.dumps({"written_by": WORKER_SPEC_MARKER}))
+    (known / "ps.secret").write_text(SECRET_CONTENTS)
     (known / "plots" / "roc.png").write_bytes(b"\x89PNG")
     (known / "export" / "model").mkdir(parents=True)
     (known / "export" / "model" / "model.onnx").write_bytes(b"onnx")
-    (root / "outside.txt").write_text("not a run file")
+    (root / "outside.txt").write_text(OUTSIDE_CONTENTS)
     allowed = base / "models"
     allowed.mkdir()
     (allowed / "net.py").write_text("def build(**kw):\n    raise SystemExit\n")
@@ -154,13 +173,14 @@ def test_dot_dot_in_every_path_parameter_reaches_nothing(service: Service) -> No
     escapes = ["..%2Fps.secret", "../ps.secret", "..%2F..%2Foutside.txt", "%2E%2E%2Fworker.json"]
     for escape in escapes:
         for prefix in ("/api/runs/known/plots/", "/api/runs/known/export/", "/static/"):
-            status, body = request(service.url, "GET", prefix + escape, headers=auth)
+            status, raw = raw_request(service.url, "GET", prefix + escape, headers=auth)
+            for contents in (SECRET_CONTENTS, OUTSIDE_CONTENTS, WORKER_SPEC_MARKER):
+                assert contents.encode() not in raw, (prefix + escape, raw[:200])
             assert status == 404, prefix + escape
-            assert b"secret" not in (body if isinstance(body, bytes) else b"")
     status, _ = request(service.url, "GET", "/api/runs/known/export/model/model.onnx", headers=auth)
     assert status == 200  # a file the export lists is served
     for name in ("..", "../evil", "a/b", ".x", "x" * 65, ""):
-        status, body = request(
+        status, _ = request(
             service.url, "POST", "/api/runs", {"name": name, "config": {}}, headers=auth
         )
         assert status == 422, name
