@@ -16,12 +16,17 @@ def register(subparsers: Any) -> None:
         "serve",
         help="a web page and REST API to submit, follow and collect trainings (head node)",
         description="Serve the runs under --root: submit configs (each runs as gridtrain train "
-        "--detach), follow them live, cancel, resume and download. Binds 127.0.0.1: reach it "
-        "from a laptop with ssh -L PORT:localhost:PORT. Every request needs the access token "
-        "(ROOT/.serve-token, mode 0600), printed once as a login link.",
+        "--detach), follow them live, cancel, resume and download. Binds 127.0.0.1 by default "
+        "(--host binds any address, over plain HTTP: the token then travels unencrypted); "
+        "reach it from a laptop with ssh -L PORT:localhost:PORT. Every request needs the access "
+        "token (ROOT/.serve-token, mode 0600), printed once as a login link.",
     )
     serve.add_argument("--root", type=Path, required=True, help="the folder of the runs")
-    serve.add_argument("--host", default=DEFAULT_HOST, help=f"address to bind ({DEFAULT_HOST})")
+    serve.add_argument(
+        "--host",
+        default=DEFAULT_HOST,
+        help=f"address to bind ({DEFAULT_HOST}; plain HTTP on any address)",
+    )
     serve.add_argument(
         "--port", type=int, default=DEFAULT_PORT, help=f"port ({DEFAULT_PORT}; 0: any free one)"
     )
