@@ -30,6 +30,7 @@ LAYERS: list[set[str]] = [
         "jobstate",
         "task",
         "spawn",
+        "liveness",
     },
     {"data", "ps"},  # shards and manifests; the parameter server (knows no framework)
     {"stage", "models", "report"},  # XRootD staging; Keras models; plots and summaries

@@ -4,7 +4,8 @@ Layer: foundation. A detached driver (``gridtrain train --detach``), a detached 
 tune --detach``) and each trial of a study are new ``python -m gridtrain ...`` processes, not
 forks: the parent may hold TensorFlow's threads, which a fork would not carry over. Each runs in a
 session of its own, so Ctrl-C and a closed terminal reach only the parent, with its output
-appended to a log file in the run directory.
+appended to a log file in the run directory. A process that others must be able to tell alive
+is handed its lock (``gridtrain.liveness``) as it starts.
 """
 
 from __future__ import annotations
@@ -16,26 +17,45 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from gridtrain.errors import GridtrainError
+from gridtrain.liveness import claim, release
+
 QUIET_TENSORFLOW = {"TF_CPP_MIN_LOG_LEVEL": "3"}
 
 
 def spawn_gridtrain(
-    arguments: Sequence[str], log_path: Path, env: dict[str, str] | None = None
+    arguments: Sequence[str],
+    log_path: Path,
+    env: dict[str, str] | None = None,
+    *,
+    holding: Path | None = None,
 ) -> subprocess.Popen[bytes]:
     """``python -m gridtrain ARGUMENTS`` in a new session, its output appended to ``log_path``.
 
-    ``env`` adds to (or overrides) this process's environment.
+    ``env`` adds to (or overrides) this process's environment. With ``holding``, the process
+    holds that lock (``liveness.held`` tells it alive) from its start to its exit, and this
+    process does not; a lock a live process holds already is refused (``GridtrainError``).
     """
-    with open(log_path, "ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "gridtrain", *arguments],
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            close_fds=True,
-            env={**os.environ, **env} if env else None,
-        )
+    lock = None
+    if holding is not None:
+        lock = claim(holding)
+        if lock is None:
+            raise GridtrainError(f"{holding} is held by a running process; stop it first")
+    try:
+        with open(log_path, "ab") as out:
+            return subprocess.Popen(
+                [sys.executable, "-m", "gridtrain", *arguments],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                close_fds=True,
+                pass_fds=() if lock is None else (lock,),
+                env={**os.environ, **env} if env else None,
+            )
+    finally:
+        if lock is not None:
+            release(lock)  # the child's inherited descriptor holds it on
 
 
 def wait_until_claimed(

@@ -19,9 +19,10 @@ import pytest
 import yaml
 from tune_helpers import tune_config
 
+from gridtrain.liveness import claim, release
 from gridtrain.tune.control import format_status, study_status
 from gridtrain.tune.study import StudyDir
-from gridtrain.tune.trial import process_start, training_alive
+from gridtrain.tune.trial import training_alive
 from tests.train.train_helpers import process_alive
 
 
@@ -144,7 +145,7 @@ def test_a_killed_tuners_record_reads_as_stopped_not_running(
     files, _ = prepare(config, tmp_path / "study")
     dead = subprocess.Popen(["true"])
     dead.wait()
-    record = {"pid": dead.pid, "host": socket.gethostname(), "process_start": "1", "started": 0}
+    record = {"pid": dead.pid, "host": socket.gethostname(), "started": 0}
     files.tuner.write_text(json.dumps(record))
     seen = study_status(files.path)
     assert seen["tuner"] == "stopped"
@@ -152,13 +153,16 @@ def test_a_killed_tuners_record_reads_as_stopped_not_running(
         f"the tuner stopped (pid {dead.pid} on {socket.gethostname()} is gone); continue with "
         f"gridtrain tune --resume {files.path}"
     )
-    # a live process that is not the tuner (the pid reused): its start time differs
-    record.update(pid=os.getpid(), process_start="1")
+    # a live process that is not the tuner (the pid reused): it does not hold the study's lock
+    record.update(pid=os.getpid())
     files.tuner.write_text(json.dumps(record))
     assert study_status(files.path)["tuner"] == "stopped"
-    record.update(process_start=process_start(os.getpid()))
-    files.tuner.write_text(json.dumps(record))
-    seen = study_status(files.path)
+    lock = claim(files.lock)  # as the tuner does for its life
+    assert lock is not None
+    try:
+        seen = study_status(files.path)
+    finally:
+        release(lock)
     assert seen["tuner"] == "running"
     assert "tuner: running (pid" in format_status(seen)
     assert "trials 0/8 done: 0 complete, 0 pruned, 0 failed; 0 running" in format_status(seen)

@@ -17,7 +17,6 @@ the CPUs and the pool for nobody.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
@@ -36,6 +35,7 @@ import yaml
 from gridtrain.data.manifest import Manifest, load_manifest
 from gridtrain.errors import ConfigError, GridtrainError
 from gridtrain.files import atomic_file, write_text
+from gridtrain.liveness import claim, held, release
 from gridtrain.paths import below
 from gridtrain.ps import auth
 from gridtrain.ps.address import write_address_file
@@ -264,7 +264,7 @@ class TrainingRun:
             return self._execute()
         finally:
             self.files.driver.unlink(missing_ok=True)
-            os.close(lock)
+            release(lock)
 
     def _execute(self) -> int:
         state, self._previous = self._state()
@@ -514,20 +514,17 @@ def claim_driver(files: RunDir) -> int:
     Returns the lock's file descriptor; refuses (``ConfigError``) while another driver holds it,
     or while driver.json names a driver on another host, whose lock this host cannot see.
     """
-    fd = os.open(files.path / DRIVER_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
+    fd = claim(files.path / DRIVER_LOCK)
+    if fd is None:
         running = _driver_record(files) or {"pid": "?", "host": socket.gethostname()}
         raise ConfigError(
             f"{files.path} is being trained by pid {running['pid']} on {running['host']}; "
             f"follow it with `gridtrain status {files.path}` or stop it with `gridtrain cancel "
             f"{files.path}`"
-        ) from None
+        )
     elsewhere = _driver_record(files)
     if elsewhere is not None and elsewhere.get("host") != socket.gethostname():
-        os.close(fd)
+        release(fd)
         raise ConfigError(
             f"{files.path} is being trained by pid {elsewhere['pid']} on {elsewhere['host']}; "
             f"stop it there, or, if that host is gone, delete {files.driver} and resume"
@@ -551,17 +548,7 @@ def running_driver(files: RunDir) -> dict[str, Any] | None:
         return None
     if record.get("host") != socket.gethostname():
         return record
-    try:
-        fd = os.open(files.path / DRIVER_LOCK, os.O_RDONLY)
-    except FileNotFoundError:
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return record  # held: the driver is alive
-    finally:
-        os.close(fd)
-    return None
+    return record if held(files.path / DRIVER_LOCK) else None
 
 
 def detach(run_dir: Path) -> int:

@@ -1,10 +1,10 @@
 """A study seen and steered from another shell: ``--detach``, ``tune status``, ``tune cancel``.
 
-Layer: tune, process edge. The tuner records itself in the study's tuner.json (pid, host, the
-kernel's start time of that pid) for as long as it runs; each attempt's training records itself
-in its run's trial.json. Everything else comes from the journal, read only (the tuner stays its
-one writer). A record whose process is gone is a killed tuner: the study is stopped, and
-``gridtrain tune --resume`` continues it.
+Layer: tune, process edge. The tuner holds the study's .tuner.lock and records itself in its
+tuner.json (pid, host) for as long as it runs; each attempt's training does the same in its
+run (.trial.lock, trial.json); ``gridtrain.liveness`` tells either alive. Everything else comes
+from the journal, read only (the tuner stays its one writer). A record whose lock nobody holds
+is a killed tuner: the study is stopped, and ``gridtrain tune --resume`` continues it.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from gridtrain.errors import ConfigError, GridtrainError
+from gridtrain.liveness import held
 from gridtrain.spawn import QUIET_TENSORFLOW, last_line, spawn_gridtrain, wait_until_claimed
 from gridtrain.tune.study import (
     ATTEMPT,
@@ -33,13 +34,7 @@ from gridtrain.tune.study import (
     open_study,
     quiet_optuna,
 )
-from gridtrain.tune.trial import (
-    TRIAL_CONFIG,
-    TrialRun,
-    process_start,
-    stop_orphan,
-    training_alive,
-)
+from gridtrain.tune.trial import TRIAL_CONFIG, TrialRun, stop_orphan, training_alive
 
 TUNER_LOG = "tuner.log"
 DETACH_WAIT = 120.0  # seconds for the detached tuner to claim the study (it imports the models)
@@ -56,16 +51,13 @@ def read_record(files: StudyDir) -> dict[str, Any] | None:
     return record if isinstance(record, dict) else None
 
 
-def tuner_state(record: dict[str, Any] | None) -> str:
+def tuner_state(files: StudyDir, record: dict[str, Any] | None) -> str:
     """running, elsewhere (another host: assumed running), gone (killed) or none (no record)."""
     if record is None:
         return "none"
     if record.get("host") != socket.gethostname():
         return "elsewhere"
-    start = process_start(int(record["pid"]))
-    if start is None or record.get("process_start") not in (None, start):
-        return "gone"
-    return "running"
+    return "running" if held(files.lock) else "gone"
 
 
 # -- --detach ------------------------------------------------------------------------------------
@@ -112,7 +104,7 @@ def study_status(run_dir: Path) -> dict[str, Any]:
     and each training in flight with its epochs."""
     files, settings, study = _open(run_dir)
     record = read_record(files)
-    state = tuner_state(record)
+    state = tuner_state(files, record)
     found = ledger(study)
     counts = {"complete": 0, "pruned": 0, "failed": 0, "running": 0, "retry": 0}
     for search in found.values():
@@ -243,7 +235,7 @@ def cancel(run_dir: Path, *, timeout: float = 300.0) -> str:
         files.trial(t.number) for t in study.get_trials(deepcopy=False) if t.state.name == "RUNNING"
     ]
     record = read_record(files)
-    state = tuner_state(record)
+    state = tuner_state(files, record)
     done = []
     if state == "elsewhere":
         assert record is not None
@@ -257,7 +249,7 @@ def cancel(run_dir: Path, *, timeout: float = 300.0) -> str:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        while tuner_state(read_record(files)) == "running":
+        while tuner_state(files, read_record(files)) == "running":
             if time.monotonic() > deadline:
                 raise TuneError(
                     f"the tuner (pid {pid}) did not stop within {timeout:g} s; see "

@@ -4,7 +4,9 @@ Layer: tune, process edge. The training is exactly what ``gridtrain train -c tri
 --run-dir DIR`` does (its own parameter server, its workers through the configured executor);
 this module only starts it, reads its per-epoch validation from history.jsonl as it comes, and
 stops it with SIGTERM (the driver then stops its workers or removes its HTCondor jobs). The
-process runs in a session of its own, so a Ctrl-C meant for the tuner reaches the tuner alone.
+process runs in a session of its own, so a Ctrl-C meant for the tuner reaches the tuner alone,
+and holds its run's .trial.lock from its start to its exit (``gridtrain.liveness``): that is how
+another process tells it alive, before its driver has claimed the run and after.
 """
 
 from __future__ import annotations
@@ -24,11 +26,13 @@ from typing import Any
 import yaml
 
 from gridtrain.files import write_text
+from gridtrain.liveness import held
 from gridtrain.rundir import RunDir
 from gridtrain.spawn import QUIET_TENSORFLOW, spawn_gridtrain
 
 TRIAL_CONFIG = "trial.yaml"
 TRIAL_RECORD = "trial.json"  # the training process: pid, host, command
+TRIAL_LOCK = ".trial.lock"  # held by the training process for its life
 STOP_GRACE = 90.0
 EXIT_CONFIG_ERROR = 2  # gridtrain's exit code for a bad config: retrying cannot help
 
@@ -51,7 +55,12 @@ class TrialRun:
         write_text(trial_config, yaml.safe_dump(config, sort_keys=False))
         arguments = ["train", "-c", str(trial_config), "--run-dir", str(self.files.path)]
         arguments += ["--workers", str(workers)]
-        self.process = spawn_gridtrain(arguments, self.files.driver_log, QUIET_TENSORFLOW)
+        self.process = spawn_gridtrain(
+            arguments,
+            self.files.driver_log,
+            QUIET_TENSORFLOW,
+            holding=self.files.path / TRIAL_LOCK,
+        )
         command = [sys.executable, "-m", "gridtrain", *arguments]
         record = {"pid": self.process.pid, "host": socket.gethostname(), "command": command}
         write_text(self.files.path / TRIAL_RECORD, json.dumps(record) + "\n")
@@ -160,43 +169,27 @@ def stop_process(pid: int, grace: float, gone: Any) -> None:
 
 def stop_orphan(run_dir: Path, grace: float = STOP_GRACE) -> bool:
     """Stop the training a killed tuner left running in ``run_dir``; whether there was one."""
-    try:
-        record = json.loads((run_dir / TRIAL_RECORD).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+    record = _trial_record(run_dir)
+    if record is None or not training_alive(run_dir):
         return False
-    pid = int(record["pid"])
-    if record.get("host") != socket.gethostname() or not _is_training(pid, run_dir):
-        return False
-    stop_process(pid, grace, lambda: not _is_training(pid, run_dir))
+    stop_process(int(record["pid"]), grace, lambda: not training_alive(run_dir))
     return True
 
 
-def _is_training(pid: int, run_dir: Path) -> bool:
-    """Whether ``pid`` is alive and still the training of ``run_dir`` (not a reused pid)."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    if stat.rsplit(")", 1)[-1].split()[0] == "Z":
-        return False
-    return str(run_dir).encode() in cmdline
-
-
 def training_alive(run_dir: Path) -> bool:
-    """Whether the training recorded in ``run_dir``'s trial.json still runs (on this host)."""
+    """Whether the training recorded in ``run_dir``'s trial.json still runs (on this host): it
+    holds the run's trial lock, which no other process (a reused pid) can."""
+    record = _trial_record(run_dir)
+    return (
+        record is not None
+        and record.get("host") == socket.gethostname()
+        and held(run_dir / TRIAL_LOCK)
+    )
+
+
+def _trial_record(run_dir: Path) -> dict[str, Any] | None:
     try:
         record = json.loads((run_dir / TRIAL_RECORD).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return False
-    return record.get("host") == socket.gethostname() and _is_training(int(record["pid"]), run_dir)
-
-
-def process_start(pid: int) -> str | None:
-    """The kernel's start time of ``pid`` (clock ticks since boot): with the pid, it names one
-    process for good. None for a process that is gone or a zombie."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()
-    except (FileNotFoundError, ProcessLookupError):
+    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
         return None
-    return None if fields[0] == "Z" else fields[19]
+    return record if isinstance(record, dict) else None

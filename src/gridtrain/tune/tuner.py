@@ -12,7 +12,6 @@ moved under the tuner stops it and its trainings, writing nothing.
 from __future__ import annotations
 
 import copy
-import fcntl
 import json
 import logging
 import math
@@ -29,6 +28,7 @@ import yaml
 
 from gridtrain.errors import ConfigError
 from gridtrain.files import write_text
+from gridtrain.liveness import claim, release
 from gridtrain.rundir import directory_identity
 from gridtrain.tune.space import apply
 from gridtrain.tune.study import (
@@ -43,13 +43,7 @@ from gridtrain.tune.study import (
     open_study,
     quiet_optuna,
 )
-from gridtrain.tune.trial import (
-    EXIT_CONFIG_ERROR,
-    STOP_GRACE,
-    TrialRun,
-    process_start,
-    stop_orphan,
-)
+from gridtrain.tune.trial import EXIT_CONFIG_ERROR, STOP_GRACE, TrialRun, stop_orphan
 
 if TYPE_CHECKING:
     import optuna
@@ -181,7 +175,7 @@ class Tuner:
                 text = summary(self.study, self.settings, self.files, wall)
         finally:  # the record goes last: while it is there, gridtrain tune status sees a tuner
             self.files.tuner.unlink(missing_ok=True)
-            os.close(lock)
+            release(lock)
         self._end_progress()
         print(text)
         if self.interrupted:
@@ -342,15 +336,12 @@ class Tuner:
     # -- the edges -----------------------------------------------------------------------------
 
     def _claim(self) -> int:
-        fd = os.open(self.files.lock, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
+        fd = claim(self.files.lock)
+        if fd is None:
             raise TuneError(
                 f"{self.files.path} is being tuned by another tuner (see {self.files.tuner}); "
                 "stop it first"
-            ) from None
+            )
         write_text(self.files.tuner, json.dumps(tuner_record()) + "\n")
         return fd
 
@@ -375,12 +366,10 @@ class Tuner:
 
 
 def tuner_record() -> dict[str, Any]:
-    """tuner.json: who tunes the study (its start time tells a reused pid from the tuner)."""
-    pid = os.getpid()
+    """tuner.json: who tunes the study (whether it still does: the study's lock is held)."""
     return {
-        "pid": pid,
+        "pid": os.getpid(),
         "host": socket.gethostname(),
-        "process_start": process_start(pid),
         "started": time.time(),
         "command": sys.argv,
     }
