@@ -21,7 +21,8 @@ class FakeServer:
     """A parameter server in numpy behind the client calls ``Exchange`` makes (one worker).
 
     Downpour/ADAG add the pushed delta and reply with the center; EASGD replies with the elastic
-    difference. ``gate`` holds each reply back until the test lets it go.
+    difference. ``gate`` holds each reply back until the test lets it go; ``delay`` seconds pass
+    before each reply, as over a network.
     """
 
     def __init__(self, algorithm: str, center: list[np.ndarray]) -> None:
@@ -30,12 +31,14 @@ class FakeServer:
         self.version = 0
         self.pushed: list[list[np.ndarray]] = []
         self.gate = threading.Semaphore(1000)
+        self.delay = 0.0
 
     def pull(self) -> tuple[int, list[np.ndarray]]:
         return self.version, [c.copy() for c in self.center]
 
     def push_pull(self, update: list[np.ndarray], base_version: int) -> Reply:
         self.gate.acquire()
+        time.sleep(self.delay)
         self.pushed.append([u.copy() for u in update])
         self.version += 1
         if self.algorithm.algorithm == "easgd":
@@ -85,15 +88,22 @@ def test_downpour_overlapped_loses_and_doubles_no_step(steps):
     """One worker, Downpour: after the flush the center is exactly the local weights, and each
     push carried the steps since the one before it."""
     server = FakeServer("downpour", [np.zeros(3), np.zeros((2, 2))])
+    server.delay = 0.002  # longer than a window of these steps: most of each exchange is waited
+    started = time.perf_counter()
     local, overlap = train_overlapped(server, steps, every=4)
+    wall = time.perf_counter() - started
     for c, w in zip(server.center, local, strict=True):
         np.testing.assert_array_equal(c, np.full_like(c, steps))
         np.testing.assert_array_equal(w, c)
     assert [float(p[0][0]) for p in server.pushed] == [4.0, 4.0, 4.0, *([2.0] if steps % 4 else [])]
     assert overlap.updates == len(server.pushed)
     assert overlap.version == len(server.pushed)
-    assert overlap.wait_seconds >= 0
-    assert overlap.overlapped_seconds >= 0
+    # Each push travels while the next window trains, and the flush (and, at 14 steps, the short
+    # last push) stands still for its exchange: both are spent, and they split the wall time, never
+    # counting one moment twice.
+    assert overlap.overlapped_seconds > 0
+    assert overlap.wait_seconds > 0
+    assert overlap.wait_seconds + overlap.overlapped_seconds <= wall
 
 
 def test_a_late_reply_is_merged_at_the_next_exchange_with_the_steps_since():
