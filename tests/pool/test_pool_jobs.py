@@ -46,7 +46,7 @@ def submit(run_dir: Path, count: int, command: tuple[str, ...], **kwargs: object
     return submit_cluster(description, jobs.log_dir / "workers.log", **kwargs)  # type: ignore[arg-type]
 
 
-def wait_for(monitor: ClusterMonitor, done: object, timeout: float = 90.0) -> dict[int, JobStatus]:
+def wait_for(monitor: ClusterMonitor, done: object, timeout: float = 300.0) -> dict[int, JobStatus]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         monitor.poll()

@@ -252,7 +252,7 @@ def test_failing_and_badly_held_jobs_are_resubmitted(pool: Pool) -> None:
     assert query_jobs(f"ClusterId == {cluster} && JobStatus != 3", ["ProcId"]) == []
 
 
-def wait_ended(executor: CondorExecutor, timeout: float = 120) -> list[Any]:
+def wait_ended(executor: CondorExecutor, timeout: float = 300) -> list[Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         ended = executor.poll()

@@ -157,13 +157,15 @@ def submit_cluster(
         else:
             try:
                 keep_none_alive()
-                result = _schedd(schedd, collector).submit(htcondor2.Submit(description))  # type: ignore[attr-defined]
+                target = _schedd(schedd, collector)
+                result = target.submit(htcondor2.Submit(description))  # type: ignore[attr-defined]
                 cluster_id, count = int(result.cluster()), int(result.num_procs())
             except CondorError:
                 raise
             except Exception as err:
                 where = schedd or "the local schedd"
                 raise CondorError(f"submission to {where} failed: {err}") from None
+            _reschedule(target)
             cluster = Cluster(
                 cluster_id,
                 count,
@@ -176,6 +178,15 @@ def submit_cluster(
             log.info("submitted %d jobs as cluster %d", cluster.count, cluster.cluster_id)
             return cluster
     return _submit_with_command(description, event_log, schedd, collector, started, submit_command)
+
+
+def _reschedule(schedd: object) -> None:
+    """Ask the schedd for a negotiation cycle now, as condor_submit does after a submission (the
+    bindings' submit does not): the jobs start without waiting for the pool's next cycle."""
+    try:
+        schedd.reschedule()  # type: ignore[attr-defined]
+    except Exception as err:  # a hint to the pool, never a reason to fail a submission
+        log.debug("reschedule after submission: %s", err)
 
 
 def _submit_with_command(
