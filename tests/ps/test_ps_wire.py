@@ -128,6 +128,43 @@ def test_topk_pushes_a_fraction_and_keeps_the_rest_for_later() -> None:
     assert np.count_nonzero(center[0]) <= 5 * 200
 
 
+def test_topk_selects_the_entries_of_largest_magnitude_with_their_sign() -> None:
+    """Not any k entries: the k largest |x|, negative ones included, each with its own value."""
+    rng = np.random.default_rng(5)
+    magnitudes = rng.permutation(np.arange(1, 1001)).astype(np.float32)  # all distinct
+    flat = magnitudes * rng.choice(np.float32([-1, 1]), magnitudes.size)
+    count = 40
+    indices, values = protocol.topk_select(flat, count)
+    assert indices.dtype == np.uint32
+    assert sorted(indices.tolist()) == np.flatnonzero(magnitudes > 1000 - count).tolist()
+    assert np.any(values < 0)
+    assert np.any(values > 0)
+    np.testing.assert_array_equal(values, flat[indices])
+    assert np.abs(values).min() >= np.abs(np.delete(flat, indices)).max()
+
+
+def test_a_topk_push_moves_the_center_by_exactly_the_largest_entries() -> None:
+    """Through a server: one push from an empty residual adds the k largest |update| entries of
+    each tensor and nothing else; the rest stays in the residual."""
+    rng = np.random.default_rng(6)
+    weights = [np.zeros((100, 40), np.float32), np.zeros(2, np.float32)]
+    update = [rng.normal(size=w.shape).astype(np.float32) for w in weights]
+    with (
+        running_server(weights, AlgorithmConfig(optimizer="add")) as (ps, secret),
+        connected(ps, secret, weights, wire=WIRE_TOPK, topk=0.05) as sparse,
+    ):
+        sparse.push(update, 0)
+        residual = sparse.residual
+        _, center = sparse.pull()
+    flat = update[0].reshape(-1)
+    largest = np.argsort(-np.abs(flat), kind="stable")[:200]  # ceil(0.05 * 4000)
+    assert sorted(np.flatnonzero(center[0]).tolist()) == sorted(largest.tolist())
+    np.testing.assert_array_equal(center[0].reshape(-1)[largest], flat[largest])
+    assert np.count_nonzero(residual[0]) == flat.size - 200
+    assert np.abs(residual[0]).max() <= np.abs(flat[largest]).min()
+    np.testing.assert_array_equal(center[1], update[1])  # 2 entries: sent whole
+
+
 def test_topk_bf16_pushes_sparse_and_pulls_the_center_in_half_the_bytes() -> None:
     """The narrowest links: the push as top-k, the center back as bf16 (float32 on the server)."""
     rng = np.random.default_rng(4)
