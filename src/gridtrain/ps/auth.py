@@ -1,26 +1,34 @@
 """Authentication for the parameter-server protocol: secrets, challenge-response, frame MACs.
 
 Layer: ps, beside ``protocol``. Pure cryptography on bytes; it never touches a socket (the
-handshake is driven by ``client.py`` and ``server.py`` over ``transport.py``).
+handshake is driven by ``client.py`` and ``session.py`` over ``transport.py``, each step of
+``session.Conversation`` named after its row below).
 
 Handshake (each row one frame; ``cn``, ``sn`` are fresh 32-byte random nonces)::
 
     client                                    server
-    HELLO  version, cn, role          ->
+    HELLO  version, cn, role, name,   ->
+           wire (and top-k fraction)
                                               version mismatch: ERROR naming both, close
+                                              wire unknown, top-k fraction out of range, or
+                                              top-k asked of an EASGD server: ERROR naming
+                                              the rule, close (before any proof)
                                       <-      CHALLENGE sn
     AUTH   proof, signature table     ->
                                               proof != HMAC(secret, "client"|cn|sn|table):
                                               ERROR "authentication failed", close
            session key K = HKDF-SHA256(secret, salt=cn|sn)    (both sides)
                                               from here every frame carries a tag under K
-                                              signature mismatch: ERROR naming the tensor, close
-                                      <-      WELCOME worker id, version, algorithm
+                                              a worker's signature mismatch: ERROR naming the
+                                              tensor, close
+                                              authenticated connections full: ERROR "busy", close
+                                      <-      WELCOME worker id, version, algorithm, wire
     client checks WELCOME's tag: only a server that knows the secret can produce it.
 
-The signature is checked after the proof so that a peer without the secret learns nothing, not
-even the model's shapes. Replays fail: the session key is fresh per connection, and each frame's
-nonce is (direction, sequence number), with the receiver counting sequence numbers itself.
+The signature is checked after the proof so that a peer without the secret does not learn the
+model's shapes (what it does learn: docs/explanation/security.md). Replays fail: the session key
+is fresh per connection, and each frame's nonce is (direction, sequence number), with the
+receiver counting sequence numbers itself.
 
 Choice of MAC, by measurement on the project's machines (AMD EPYC with AES-NI, VAES and
 VPCLMULQDQ; 40 MB buffer, ``cryptography`` 50; see ``benchmarks/ps.py --mac``):

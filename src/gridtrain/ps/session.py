@@ -129,6 +129,33 @@ class Session:
     topk: list[int | None] = field(default_factory=list)  # entries per tensor in a top-k push
 
 
+@dataclass(frozen=True)
+class _Hello:
+    """A HELLO frame: the client's nonce, role and name; its meta keeps the wire request."""
+
+    nonce: bytes
+    role: str
+    name: str
+    meta: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class _Wire:
+    """The wire encoding a client asked for, accepted: how its float32 tensors travel."""
+
+    encoding: str
+    topk_fraction: float
+
+
+@dataclass(frozen=True)
+class _Auth:
+    """An AUTH frame: the client's proof, and its model's signature table."""
+
+    proof: bytes
+    table: bytes
+    tensor_count: int
+
+
 class WireCache:
     """The current center encoded as bf16, once per version, for every bf16 connection."""
 
@@ -285,27 +312,48 @@ class Conversation:
             channel.deadline_cap = None
 
     def _exchange_handshake(self, session: Session, deadline: float) -> None:
-        channel = session.channel
+        """The server's column of the handshake table (``gridtrain.ps.auth``), a step per row."""
 
         def remaining() -> float:
             return max(deadline - time.monotonic(), 0.001)
 
+        hello = self._receive_hello(session, remaining())
+        wire = self._negotiate_wire(session, hello.meta)
+        server_nonce = self._send_challenge(session)
+        answer = self._receive_auth(session, remaining())
+        self._verify_proof(session, hello, server_nonce, answer)
+        self._start_session(session, hello, server_nonce)
+        if hello.role == ROLE_WORKER:
+            self._check_signature(session, answer)
+            self._agree_wire(session, wire)
+        else:
+            session.limits = FrameLimits(0, self._limits.max_meta, 0)
+        self._admit(session)
+        self._send_welcome(session)
+
+    def _receive_hello(self, session: Session, timeout: float) -> _Hello:
+        """HELLO: the client's nonce, role and name (checked for form; proven by AUTH)."""
         try:
-            header, _, hello = channel.recv_control(HANDSHAKE_LIMITS, remaining())
+            header, _, meta = session.channel.recv_control(HANDSHAKE_LIMITS, timeout)
         except ProtocolVersionError as err:
             self._send_error(session, "version", str(err))
             raise
         if header.msg_type is not MessageType.HELLO:
             raise ProtocolError(f"expected HELLO, got {header.msg_type.name}")
-        client_nonce = _hex_field(hello, "nonce", auth.NONCE_SIZE)
-        role = hello.get("role", ROLE_WORKER)
-        name = hello.get("name", "")
+        nonce = _hex_field(meta, "nonce", auth.NONCE_SIZE)
+        role = meta.get("role", ROLE_WORKER)
+        name = meta.get("name", "")
         if role not in (ROLE_WORKER, ROLE_MONITOR) or not isinstance(name, str) or len(name) > 256:
             raise ProtocolError(f"HELLO with invalid role {role!r} or name")
+        return _Hello(nonce, role, name, meta)
+
+    def _negotiate_wire(self, session: Session, meta: dict[str, Any]) -> _Wire:
+        """HELLO's wire encoding (and top-k fraction), refused with ERROR "wire" if unusable."""
         try:
-            wire = check_wire(hello.get("wire", WIRE_FLOAT32))
-            fraction = check_topk_fraction(hello.get("topk")) if pushes_topk(wire) else 0.0
-            if pushes_topk(wire) and self.store.config.algorithm == "easgd":
+            encoding = check_wire(meta.get("wire", WIRE_FLOAT32))
+            topk = pushes_topk(encoding)
+            fraction = check_topk_fraction(meta.get("topk")) if topk else 0.0
+            if topk and self.store.config.algorithm == "easgd":
                 raise ProtocolError(
                     "top-k needs an algorithm whose workers push updates; EASGD workers push "
                     "their variable, so use wire float32 or bf16 with EASGD"
@@ -313,34 +361,60 @@ class Conversation:
         except ProtocolError as err:
             self._send_error(session, "wire", str(err))
             raise
+        return _Wire(encoding, fraction)
+
+    @staticmethod
+    def _send_challenge(session: Session) -> bytes:
+        """CHALLENGE: the server's fresh nonce, returned."""
         server_nonce = auth.new_nonce()
-        channel.send(MessageType.CHALLENGE, meta={"nonce": server_nonce.hex()})
-        header, table, answer = channel.recv_control(HANDSHAKE_LIMITS, remaining())
+        session.channel.send(MessageType.CHALLENGE, meta={"nonce": server_nonce.hex()})
+        return server_nonce
+
+    @staticmethod
+    def _receive_auth(session: Session, timeout: float) -> _Auth:
+        """AUTH: the client's proof and its model's signature table."""
+        header, table, meta = session.channel.recv_control(HANDSHAKE_LIMITS, timeout)
         if header.msg_type is not MessageType.AUTH:
             raise ProtocolError(f"expected AUTH, got {header.msg_type.name}")
-        proof = _hex_field(answer, "proof", 32)
+        return _Auth(_hex_field(meta, "proof", 32), table, header.tensor_count)
+
+    def _verify_proof(
+        self, session: Session, hello: _Hello, server_nonce: bytes, answer: _Auth
+    ) -> None:
+        """The proof must be HMAC(secret, "client"|cn|sn|table): else ERROR "auth", close."""
         try:
-            auth.check_client_proof(self._secret, client_nonce, server_nonce, table, proof)
+            auth.check_client_proof(
+                self._secret, hello.nonce, server_nonce, answer.table, answer.proof
+            )
         except AuthenticationError:
             self._send_error(session, "auth", "authentication failed")
             raise
-        key = auth.session_key(self._secret, client_nonce, server_nonce)
-        channel.start_session(auth.SessionKeys(key, auth.SERVER_TO_CLIENT))
-        session.role, session.name = role, name
-        if role == ROLE_WORKER:
-            difference = self.store.signature.first_difference(
-                decode_table(table, header.tensor_count)
-            )
-            if difference is not None:
-                message = f"model signature mismatch: {difference}"
-                self._send_error(session, "signature", message)
-                raise SignatureMismatchError(message)
-            session.limits = push_limits(self._signature, wire, fraction)
-            session.wire = wire
-            if pushes_topk(wire):
-                session.topk = topk_counts(self._signature, fraction)
-        else:
-            session.limits = FrameLimits(0, self._limits.max_meta, 0)
+
+    def _start_session(self, session: Session, hello: _Hello, server_nonce: bytes) -> None:
+        """Session key K from both nonces: every frame from here on carries a tag under K."""
+        key = auth.session_key(self._secret, hello.nonce, server_nonce)
+        session.channel.start_session(auth.SessionKeys(key, auth.SERVER_TO_CLIENT))
+        session.role, session.name = hello.role, hello.name
+
+    def _check_signature(self, session: Session, answer: _Auth) -> None:
+        """A worker's model must be the center's: else ERROR "signature" naming the tensor."""
+        difference = self._signature.first_difference(
+            decode_table(answer.table, answer.tensor_count)
+        )
+        if difference is not None:
+            message = f"model signature mismatch: {difference}"
+            self._send_error(session, "signature", message)
+            raise SignatureMismatchError(message)
+
+    def _agree_wire(self, session: Session, wire: _Wire) -> None:
+        """A worker's frames from here on: its encoding, and the limits that follow from it."""
+        session.limits = push_limits(self._signature, wire.encoding, wire.topk_fraction)
+        session.wire = wire.encoding
+        if pushes_topk(wire.encoding):
+            session.topk = topk_counts(self._signature, wire.topk_fraction)
+
+    def _admit(self, session: Session) -> None:
+        """Into the authenticated budget (``max_connections``): else ERROR "busy", close."""
         if self._on_authenticated is not None and not self._on_authenticated():
             message = (
                 f"parameter server is at its connection limit ({self.config.max_connections} "
@@ -348,9 +422,13 @@ class Conversation:
             )
             self._send_error(session, "busy", message)
             raise ServerBusyError(message)
-        session.worker_id = self.metrics.join(name, session.address) if role == ROLE_WORKER else 0
+
+    def _send_welcome(self, session: Session) -> None:
+        """WELCOME: the worker's id, the center's version, the algorithm and the wire."""
+        if session.role == ROLE_WORKER:
+            session.worker_id = self.metrics.join(session.name, session.address)
         version = self.store.version
-        channel.send(
+        session.channel.send(
             MessageType.WELCOME,
             worker_id=session.worker_id,
             base_version=version,
@@ -362,7 +440,11 @@ class Conversation:
             },
         )
         log.info(
-            "%s %s joined from %s as %d", role, name or "?", session.address, session.worker_id
+            "%s %s joined from %s as %d",
+            session.role,
+            session.name or "?",
+            session.address,
+            session.worker_id,
         )
 
     # -- handlers: each returns False to end the connection ------------------------------------
