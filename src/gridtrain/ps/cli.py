@@ -13,6 +13,8 @@ import logging
 import signal
 import ssl
 import time
+import typing
+from dataclasses import fields
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -133,40 +135,7 @@ def _register_serve(commands: Any) -> None:
         help="pushes received at once, each one model copy (default %(default)s)",
     )
     algo = serve.add_argument_group("algorithm")
-    algo.add_argument("--algorithm", choices=ALGORITHMS, default="downpour")
-    algo.add_argument(
-        "--optimizer",
-        choices=OPTIMIZERS,
-        default="sgd",
-        help="downpour/sync: add pushed deltas, or treat pushes as gradients",
-    )
-    algo.add_argument("--learning-rate", type=float, default=0.01)
-    algo.add_argument("--momentum", type=float, default=0.0)
-    algo.add_argument("--beta1", type=float, default=0.9)
-    algo.add_argument("--beta2", type=float, default=0.999)
-    algo.add_argument("--epsilon", type=float, default=1e-7)
-    algo.add_argument("--alpha", type=float, default=0.1, help="EASGD moving rate")
-    algo.add_argument("--window", type=int, default=1, help="ADAG: local steps per push")
-    algo.add_argument("--staleness-scaling", choices=STALENESS_SCALINGS, default="none")
-    algo.add_argument("--max-staleness", type=int, help="refuse pushes older than this")
-    algo.add_argument("--sync-workers", type=int, default=1, help="sync: updates per round")
-    algo.add_argument(
-        "--backup-workers",
-        type=int,
-        default=0,
-        help="sync: extra workers whose late updates are dropped",
-    )
-    algo.add_argument("--sync-timeout", type=float, default=60.0)
-    algo.add_argument("--kappa", type=float, default=0.2, help="GEM proxy amplification")
-    algo.add_argument(
-        "--proxy-momentum", type=float, default=0.9, help="GEM: momentum of the proxy"
-    )
-    algo.add_argument(
-        "--gem-on",
-        choices=GEM_PLACEMENTS,
-        default="worker",
-        help="GEM: rescale on each worker (the paper) or on the server (NNLO)",
-    )
+    _add_algorithm_options(algo)
     keep = serve.add_argument_group("checkpoints and metrics")
     keep.add_argument("--checkpoint", type=Path, help="checkpoint file (.npz)")
     keep.add_argument("--checkpoint-every", type=int, default=0, help="every N center updates")
@@ -174,6 +143,44 @@ def _register_serve(commands: Any) -> None:
     keep.add_argument("--metrics-log", type=Path, help="append JSON-lines metrics here")
     keep.add_argument("--metrics-interval", type=float, default=10.0)
     serve.set_defaults(func=serve_command)
+
+
+# The algorithm options are AlgorithmConfig's fields, in its order, with its defaults and
+# types: the dataclass is the one place they are written (tests/ps/test_ps_defaults.py).
+_ALGORITHM_CHOICES: dict[str, tuple[str, ...]] = {
+    "algorithm": ALGORITHMS,
+    "optimizer": OPTIMIZERS,
+    "staleness_scaling": STALENESS_SCALINGS,
+    "gem_on": GEM_PLACEMENTS,
+}
+_ALGORITHM_HELP = {
+    "optimizer": "downpour/sync: add pushed deltas, or treat pushes as gradients",
+    "alpha": "EASGD moving rate",
+    "window": "ADAG: local steps per push",
+    "max_staleness": "refuse pushes older than this",
+    "sync_workers": "sync: updates per round",
+    "backup_workers": "sync: extra workers whose late updates are dropped",
+    "kappa": "GEM proxy amplification",
+    "proxy_momentum": "GEM: momentum of the proxy",
+    "gem_on": "GEM: rescale on each worker (the paper) or on the server (NNLO)",
+}
+
+
+def _add_algorithm_options(group: Any) -> None:
+    """``--algorithm``, ``--learning-rate``, ...: one option per field of AlgorithmConfig."""
+    hints = typing.get_type_hints(AlgorithmConfig)
+    for field in fields(AlgorithmConfig):
+        kinds = [t for t in typing.get_args(hints[field.name]) if t is not type(None)]
+        help_text = _ALGORITHM_HELP.get(field.name, "")
+        if field.default is not None:
+            help_text += f"{' ' if help_text else ''}(default %(default)s)"
+        group.add_argument(
+            f"--{field.name.replace('_', '-')}",
+            type=kinds[0] if kinds else hints[field.name],
+            choices=_ALGORITHM_CHOICES.get(field.name),
+            default=field.default,
+            help=help_text,
+        )
 
 
 def _register_status(commands: Any) -> None:
@@ -204,23 +211,7 @@ def parse_port_range(text: str) -> tuple[int, int]:
 
 def _algorithm_from(args: argparse.Namespace) -> AlgorithmConfig:
     return AlgorithmConfig(
-        algorithm=args.algorithm,
-        optimizer=args.optimizer,
-        learning_rate=args.learning_rate,
-        momentum=args.momentum,
-        beta1=args.beta1,
-        beta2=args.beta2,
-        epsilon=args.epsilon,
-        alpha=args.alpha,
-        window=args.window,
-        staleness_scaling=args.staleness_scaling,
-        max_staleness=args.max_staleness,
-        sync_workers=args.sync_workers,
-        backup_workers=args.backup_workers,
-        sync_timeout=args.sync_timeout,
-        kappa=args.kappa,
-        proxy_momentum=args.proxy_momentum,
-        gem_on=args.gem_on,
+        **{field.name: getattr(args, field.name) for field in fields(AlgorithmConfig)}
     )
 
 

@@ -39,6 +39,10 @@ class AlgorithmConfig:
     pushes the rescaled delta and the server adds it as Downpour does) or ``server`` (NNLO's: one
     proxy fed every push, matched against the center's last move; it lost 0.098 AUC at 8 workers
     where the worker placement lost 0.001).
+
+    These defaults are the only ones written: ``gridtrain ps serve`` takes its options from the
+    fields, and tests/ps/test_ps_defaults.py holds the schema's ``train.algorithm`` to them
+    (a training differs on purpose in ``optimizer`` and ``staleness_scaling`` only).
     """
 
     algorithm: str = "downpour"
