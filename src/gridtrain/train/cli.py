@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any
+
+from gridtrain.errors import ConfigError
 
 
 def register(subparsers: Any) -> None:
@@ -69,11 +73,17 @@ def register(subparsers: Any) -> None:
         "server. Executors start this; run it by hand only to add a worker to a running "
         "training (elastic).",
     )
-    worker.add_argument("--spec", type=Path, required=True, help="worker.json of the run")
-    worker.add_argument("--address", required=True, help="parameter server HOST:PORT")
-    worker.add_argument("--secret-file", type=Path, required=True)
+    worker.add_argument("--spec", type=Path, help="worker.json of the run (required)")
+    worker.add_argument("--address", help="parameter server HOST:PORT (required)")
+    worker.add_argument("--secret-file", type=Path, help="the run's ps.secret (required)")
     worker.add_argument("--name", default=f"worker-{os.getpid()}", help="unique worker name")
     worker.add_argument("--threads", type=int, help="CPU threads for TensorFlow")
+    worker.add_argument(
+        "--await-launch",
+        action="store_true",
+        help="the local executor's prewarmed worker: set up TensorFlow first, then read the "
+        "run's spec, address, secret file, name and log file as one JSON line on stdin",
+    )
     worker.set_defaults(func=_worker)
 
 
@@ -127,6 +137,34 @@ def _cancel(args: argparse.Namespace) -> int:
 
 def _worker(args: argparse.Namespace) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from gridtrain.train.worker import main
+    from gridtrain.train.worker import await_launch, configure_devices, main
 
-    return main(args.spec, args.address, args.secret_file, args.name, args.threads)
+    if args.await_launch:
+        devices = configure_devices(args.threads)  # the seconds a prewarmed worker saves
+        launch = await_launch(sys.stdin)
+        if launch is None:  # the driver gave up before the run started
+            return 0
+        args.spec, args.address, args.secret_file, args.name = launch
+    else:
+        missing = [
+            option
+            for option, value in (
+                ("--spec", args.spec),
+                ("--address", args.address),
+                ("--secret-file", args.secret_file),
+            )
+            if value is None
+        ]
+        if missing:
+            raise ConfigError(
+                f"gridtrain worker needs {', '.join(missing)}: the run's worker.json, the "
+                "parameter server's HOST:PORT (the run's ps.address) and its ps.secret"
+            )
+        devices = configure_devices(args.threads)
+    code = main(args.spec, args.address, args.secret_file, args.name, devices)
+    # The worker's results are with the parameter server and in its log: leave without
+    # TensorFlow's interpreter teardown (seconds that the driver would wait for).
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -259,12 +259,15 @@ class TrainingRun:
     # -- running -------------------------------------------------------------------------------
 
     def execute(self) -> int:
-        lock = claim_driver(self.files)
         try:
-            return self._execute()
+            lock = claim_driver(self.files)
+            try:
+                return self._execute()
+            finally:
+                self.files.driver.unlink(missing_ok=True)
+                release(lock)
         finally:
-            self.files.driver.unlink(missing_ok=True)
-            release(lock)
+            self.executor.discard_prewarmed()  # the ones a refused or finished run did not use
 
     def _execute(self) -> int:
         state, self._previous = self._state()
@@ -490,8 +493,28 @@ def train(
     """``gridtrain train``: prepare a new run directory and execute it."""
     if executor is not None:
         config["train"]["executor"] = executor
-    files = prepare(config, run_dir or Path(config["train"]["run_dir"]), workers)
-    return TrainingRun(files, plots=plots).execute()
+    local = _prewarmed_local(config["train"], workers)
+    try:
+        files = prepare(config, run_dir or Path(config["train"]["run_dir"]), workers)
+    except BaseException:
+        if local is not None:
+            local.discard_prewarmed()
+        raise
+    return TrainingRun(files, local, plots=plots).execute()
+
+
+def _prewarmed_local(section: dict[str, Any], workers: int | None) -> Executor | None:
+    """For the local executor: the executor, its workers already importing TensorFlow while
+    ``prepare`` builds the model (a training's start costs one import, not two in a row)."""
+    try:
+        settings = TrainConfig.from_dict(section)
+    except (ConfigError, TypeError, ValueError, KeyError):
+        return None  # prepare says what is wrong
+    if settings.executor != "local":
+        return None
+    local = make_executor("local", Path())
+    local.prewarm(workers if workers is not None else settings.workers)
+    return local
 
 
 def resume(run_dir: Path, *, plots: bool = True) -> int:
@@ -502,7 +525,10 @@ def resume(run_dir: Path, *, plots: bool = True) -> int:
             f"{run_dir} holds no run to resume (no {files.spec.name}); start one with "
             "gridtrain train"
         )
-    return TrainingRun(files, plots=plots).execute()
+    run = TrainingRun(files, plots=plots)
+    if resumable(run_dir):
+        run.executor.prewarm(run.settings.workers)
+    return run.execute()
 
 
 DRIVER_LOCK = ".driver.lock"

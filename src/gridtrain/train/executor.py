@@ -66,6 +66,14 @@ class Executor(ABC):
     def stop(self, grace: float) -> None:
         """Ask every worker to stop (SIGTERM), wait ``grace`` seconds, then kill."""
 
+    def prewarm(self, count: int) -> None:
+        """Start what ``count`` workers need before the run exists (the local executor starts
+        their processes, which import TensorFlow meanwhile); by default nothing."""
+        del count
+
+    def discard_prewarmed(self) -> None:  # noqa: B027 (an optional hook, not abstract)
+        """End whatever ``prewarm`` started and ``start`` did not use."""
+
     def ps_hosts(self) -> tuple[str, str]:
         """(where the parameter server listens, the host name its workers dial)."""
         return "127.0.0.1", "127.0.0.1"

@@ -6,6 +6,7 @@ per GPU (round robin) or dividing this machine's cores.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -38,7 +39,13 @@ def visible_gpus() -> list[str]:
 
 
 class LocalExecutor(Executor):
-    """Workers as child processes of the driver, dividing this machine's cores or GPUs."""
+    """Workers as child processes of the driver, dividing this machine's cores or GPUs.
+
+    ``prewarm(count)`` starts the worker processes before the run exists: each imports TensorFlow
+    (seconds) while the driver checks the config and builds the model, then waits for its launch
+    line on stdin (``gridtrain worker --await-launch``). ``start`` hands the run to them; a
+    prewarmed process that died, or was never made, is replaced by a plain start.
+    """
 
     name = "local"
 
@@ -47,9 +54,73 @@ class LocalExecutor(Executor):
         self.slots: list[Slot] = []
         self._launch: Launch | None = None
         self.gpus = visible_gpus()
+        self._waiting: list[tuple[int, subprocess.Popen[bytes]]] = []  # (threads, process)
 
     def threads_per_worker(self, count: int) -> int:
         return max(1, self.cores // count)
+
+    def _environment(self, index: int, threads: int) -> dict[str, str]:
+        env = {
+            "OMP_NUM_THREADS": str(threads),
+            "TF_NUM_INTRAOP_THREADS": str(threads),
+            "TF_NUM_INTEROP_THREADS": str(min(threads, 2)),
+            "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),
+        }
+        if self.gpus:  # one GPU per worker, round robin when workers outnumber GPUs
+            env["CUDA_VISIBLE_DEVICES"] = self.gpus[index % len(self.gpus)]
+        return env
+
+    def prewarm(self, count: int) -> None:
+        """Start ``count`` workers that import TensorFlow now and wait for ``start``."""
+        threads = self.threads_per_worker(count)
+        for index in range(count):
+            command = [sys.executable, "-m", "gridtrain", "worker", "--await-launch"]
+            process = subprocess.Popen(
+                [*command, "--threads", str(threads)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,  # until the launch line names the worker's log
+                stderr=subprocess.DEVNULL,
+                env={**os.environ, **self._environment(index, threads)},
+                start_new_session=True,
+            )
+            self._waiting.append((threads, process))
+
+    def discard_prewarmed(self) -> None:
+        """End the prewarmed workers that were not handed a run (end of stdin: they exit)."""
+        waiting, self._waiting = self._waiting, []
+        for _, process in waiting:
+            if process.stdin is not None:
+                process.stdin.close()
+        for _, process in waiting:
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    def _hand_over(self, slot: Slot, threads: int, launch: Launch) -> bool:
+        """Give ``slot``'s run to a waiting prewarmed process; False when none can take it."""
+        while self._waiting:
+            ready, process = self._waiting.pop(0)
+            if ready != threads or process.poll() is not None or process.stdin is None:
+                if process.stdin is not None:
+                    process.stdin.close()
+                continue
+            line = {
+                "spec": str(launch.spec),
+                "address": launch.address,
+                "secret_file": str(launch.secret_file),
+                "name": slot.name,
+                "log": str(launch.log_dir / f"{slot.name}.log"),
+            }
+            try:
+                process.stdin.write(json.dumps(line).encode() + b"\n")
+                process.stdin.close()
+            except OSError:  # it died between the check and the write
+                continue
+            slot.process = process
+            return True
+        return False
 
     def start(self, launch: Launch, count: int) -> None:
         if count < 1:
@@ -59,17 +130,14 @@ class LocalExecutor(Executor):
         launch.log_dir.mkdir(parents=True, exist_ok=True)
         threads = self.threads_per_worker(count)
         for index in range(count):
-            env = {
-                "OMP_NUM_THREADS": str(threads),
-                "TF_NUM_INTRAOP_THREADS": str(threads),
-                "TF_NUM_INTEROP_THREADS": str(min(threads, 2)),
-                "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),
-            }
-            if self.gpus:  # one GPU per worker, round robin when workers outnumber GPUs
-                env["CUDA_VISIBLE_DEVICES"] = self.gpus[index % len(self.gpus)]
+            env = self._environment(index, threads)
             slot = Slot(index, f"{launch.run_name}-w{index}", env=env)
             self.slots.append(slot)
-            self._spawn(slot, threads)
+            if self._hand_over(slot, threads, launch):
+                slot.state, slot.detail = JobState.RUNNING, ""
+            else:
+                self._spawn(slot, threads)
+        self.discard_prewarmed()  # more were made than asked for (a --workers that changed)
         where = f"GPUs {','.join(self.gpus)}" if self.gpus else f"{threads} CPU threads each"
         log.info("started %d local workers (%s)", count, where)
 

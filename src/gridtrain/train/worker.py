@@ -18,6 +18,7 @@ queue when the connection closes).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -32,7 +33,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -438,11 +439,25 @@ def scratch_dir(name: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=f"gridtrain-{name}-", dir=base))
 
 
-def main(spec_path: Path, address: str, secret_file: Path, name: str, threads: int | None) -> int:
-    """Entry point of ``gridtrain worker``."""
+def await_launch(stream: IO[str]) -> tuple[Path, str, Path, str] | None:
+    """A prewarmed worker's run: (spec, address, secret file, name) from one JSON line on
+    ``stream``, with this process's output sent to the log file the line names from then on.
+    None when the stream ends first (the driver stopped before the run started)."""
+    line = stream.readline()
+    if not line.strip():
+        return None
+    launch = json.loads(line)
+    log_fd = os.open(launch["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    for fd in (1, 2):
+        os.dup2(log_fd, fd)
+    os.close(log_fd)
+    return Path(launch["spec"]), launch["address"], Path(launch["secret_file"]), launch["name"]
+
+
+def main(spec_path: Path, address: str, secret_file: Path, name: str, devices: str) -> int:
+    """Entry point of ``gridtrain worker``, once ``configure_devices`` has set up ``devices``."""
     spec = WorkerSpec.read(spec_path)
     secret = auth.read_secret_file(secret_file)
-    devices = configure_devices(threads)
     log.info("%s: training on %s", name, devices)
     scratch = scratch_dir(name)
     try:
