@@ -1,4 +1,5 @@
-"""Plots from a run directory: all five written as valid PNGs, atomically, and what is missing."""
+"""Plots from a run directory: all five written as valid PNGs, atomically, and what is missing;
+each with the numbers it was drawn from (``<plot>.npz``), checked against the run's own files."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import pytest
 from report_helpers import EPOCHS, SHARDS_PER_EPOCH, write_run
 
 from gridtrain.report import PLOTS, RunDirError, load_run, summary_lines, write_report
-from gridtrain.report.plots import _thin, _time_axis
+from gridtrain.report.drawing import MAX_ROC_POINTS, drawn
+from gridtrain.report.plots import _thin, _time_axis, roc
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 ALL_PLOTS = [
@@ -31,14 +33,86 @@ def assert_png(path: Path) -> None:
     assert len(data) > 10_000, f"{path}: only {len(data)} bytes"
 
 
-def test_all_five_plots_are_valid_pngs(tmp_path: Path) -> None:
-    run_dir = write_run(tmp_path / "run")
-    written = write_report(run_dir)
+def drawn_numbers(png: Path) -> dict[str, np.ndarray]:
+    """What a plot says it was drawn from: the ``.npz`` beside its PNG (no pickles)."""
+    with np.load(png.with_suffix(".npz"), allow_pickle=False) as data:
+        return {name: data[name] for name in data.files}
+
+
+@pytest.fixture(scope="module")
+def reported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Path]]:
+    """A synthetic binary run and the report written from it, once for the tests that read it."""
+    run_dir = write_run(tmp_path_factory.mktemp("reported") / "run")
+    return run_dir, write_report(run_dir)
+
+
+def test_all_five_plots_are_valid_pngs(reported: tuple[Path, list[Path]]) -> None:
+    run_dir, written = reported
     assert [p.name for p in written] == ALL_PLOTS == list(PLOTS)
     assert all(p.parent == run_dir / "plots" for p in written)
     for path in written:
         assert_png(path)
-    assert sorted(p.name for p in (run_dir / "plots").iterdir()) == sorted(ALL_PLOTS)
+    beside = [name.replace(".png", ".npz") for name in ALL_PLOTS]
+    assert sorted(p.name for p in (run_dir / "plots").iterdir()) == sorted(ALL_PLOTS + beside)
+
+
+def test_the_training_plots_hold_the_history_as_written(reported: tuple[Path, list[Path]]) -> None:
+    run_dir, _ = reported
+    records = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
+    shards = [r for r in records if r["type"] == "shard"]
+    epochs = sorted((r for r in records if r["type"] == "epoch"), key=lambda r: r["time"])
+    best = json.loads((run_dir / "metrics.json").read_text())["best_epoch"]
+    for plot, along in (("training_vs_time", "time"), ("training_vs_updates", "version")):
+        got = drawn_numbers(run_dir / "plots" / f"{plot}.png")
+        assert float(got["x_scale"]) == 1.0  # 47 s: seconds on the axis; updates as they are
+        np.testing.assert_array_equal(got["shard_x"], [r[along] for r in shards])
+        np.testing.assert_array_equal(got["shard_loss"], [r["loss"] for r in shards])
+        assert got["shard_worker"].tolist() == [r["worker"] for r in shards]
+        assert got["epoch"].tolist() == [r["epoch"] for r in epochs] == [1, 2, 3]
+        np.testing.assert_array_equal(got["epoch_x"], [r[along] for r in epochs])
+        for key in ("train_loss", "val_loss", "val_auc", "val_accuracy"):
+            np.testing.assert_array_equal(got[key], [r[key] for r in epochs], err_msg=key)
+        np.testing.assert_array_equal(got["best_epoch_x"], [epochs[best - 1][along]])
+
+
+def test_the_roc_plot_draws_points_of_the_run_curve(reported: tuple[Path, list[Path]]) -> None:
+    run_dir, _ = reported
+    got = drawn_numbers(run_dir / "plots" / "roc.png")
+    with np.load(run_dir / "roc.npz") as saved:
+        fpr, tpr, thresholds = saved["fpr"], saved["tpr"], saved["thresholds"]
+    assert fpr.size > MAX_ROC_POINTS >= got["fpr"].size  # thinned, not the whole curve
+    where = np.searchsorted(-thresholds, -got["threshold"])  # thresholds strictly descending
+    np.testing.assert_array_equal(thresholds[where], got["threshold"])
+    np.testing.assert_array_equal(got["fpr"], fpr[where])
+    np.testing.assert_array_equal(got["tpr"], tpr[where])
+    assert where[0] == 0
+    assert where[-1] == fpr.size - 1  # both ends, (0, 0) and (1, 1)
+    assert np.all(np.diff(where) > 0)
+    assert np.max(np.diff(got["tpr"])) < 0.01  # dense along the signal efficiency
+    auc = json.loads((run_dir / "metrics.json").read_text())["auc"]
+    assert float(got["auc"]) == auc
+    assert float(got["auc"]) == pytest.approx(np.trapezoid(tpr, fpr), abs=1e-12)
+    fig = roc(load_run(run_dir))  # the curves on the figure are these points
+    linear, rejection = fig.axes
+    np.testing.assert_array_equal(linear.lines[0].get_xydata(), np.c_[got["tpr"], got["fpr"]])
+    passed = got["fpr"] > 0
+    np.testing.assert_array_equal(rejection.lines[0].get_xdata(), got["tpr"][passed])
+    np.testing.assert_allclose(rejection.lines[0].get_ydata(), 1 / got["fpr"][passed])
+    assert drawn(fig).keys() == got.keys()
+
+
+def test_staleness_and_throughput_plots_hold_the_metrics(
+    reported: tuple[Path, list[Path]],
+) -> None:
+    run_dir, _ = reported
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    staleness = drawn_numbers(run_dir / "plots" / "staleness.png")
+    histogram = metrics["staleness"]["histogram"]
+    assert staleness["bucket"].tolist() == ["0", "1", "2", "3-4", "5-8", ">64"]
+    assert staleness["count"].tolist() == [histogram[b] for b in staleness["bucket"]]
+    throughput = drawn_numbers(run_dir / "plots" / "throughput.png")
+    assert throughput["worker"].tolist() == [w["name"] for w in metrics["workers"]]
+    assert throughput["events_per_s"].tolist() == [w["events_per_s"] for w in metrics["workers"]]
 
 
 def test_regenerating_replaces_the_plots(tmp_path: Path) -> None:

@@ -5,6 +5,10 @@ Layer: report, drawing. Each plot is a function of a ``Run`` returning a matplot
 ``write_report`` saves them atomically under ``RUN_DIR/plots``. Figures are drawn with the
 object-oriented API and rendered by Agg, never through ``pyplot``: no display is needed, no global
 backend is switched, and nothing here imports TensorFlow, so the head node can regenerate reports.
+
+Beside each ``<plot>.png``, ``<plot>.npz`` holds the numbers the plot was drawn from, by name (the
+ROC points, each epoch's losses, the bins of the response...: see ``drawing.keep`` in each plot),
+so a plot can be checked, or redrawn elsewhere, without reading pixels.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import numpy as np
 from gridtrain.evaluation import auc_from_curve
 from gridtrain.files import atomic_file
 from gridtrain.report import tasks
-from gridtrain.report.drawing import DPI, MissingData, figure, thin
+from gridtrain.report.drawing import DPI, MissingData, drawn, figure, keep, thin
 from gridtrain.report.run import EpochRecord, Run, ShardRecord, load_run
 from gridtrain.rundir import RunDir
 
@@ -63,48 +67,66 @@ def _training(run: Run, along: str) -> Figure:
     else:
         scale, xlabel = 1.0, "center version (updates applied by the parameter server)"
 
+    epochs = sorted(run.epochs, key=x_of)  # validations may finish out of epoch order
+    best = (run.metrics or {}).get("best_epoch")
     fig = _figure(size=(8.5, 7.0))
+    shard_x = np.array([x_of(s) / scale for s in run.shards], dtype=np.float64)
+    shard_loss = np.array([s.loss for s in run.shards], dtype=np.float64)
+    shard_worker = np.array([s.worker for s in run.shards], dtype=np.str_)
+    ex = np.array([x_of(e) / scale for e in epochs], dtype=np.float64)
+    per_epoch = {
+        name: np.array([getattr(e, name) for e in epochs], dtype=np.float64)
+        for name in ("train_loss", "val_loss", "val_auc", "val_accuracy")
+    }
+    best_x = ex[np.array([e.epoch == best for e in epochs], dtype=bool)]
+    keep(
+        fig,
+        x_scale=scale,
+        shard_x=shard_x,
+        shard_loss=shard_loss,
+        shard_worker=shard_worker,
+        epoch=np.array([e.epoch for e in epochs], dtype=np.int64),
+        epoch_x=ex,
+        best_epoch_x=best_x,
+        **per_epoch,
+    )
     loss_ax, val_ax = fig.subplots(2, 1, sharex=True, height_ratios=(3, 2))
-    workers = sorted({s.worker for s in run.shards})
+    workers = sorted(set(shard_worker.tolist()))
     by_worker = len(workers) <= MAX_WORKER_COLOURS
     for i, worker in enumerate(workers if by_worker else ["all"]):
-        mine = [s for s in run.shards if not by_worker or s.worker == worker]
+        mine = shard_worker == worker if by_worker else slice(None)
         loss_ax.scatter(
-            [x_of(s) / scale for s in mine],
-            [s.loss for s in mine],
+            shard_x[mine],
+            shard_loss[mine],
             s=9,
             alpha=0.55,
             color=f"C{i % 10}" if by_worker else "C0",
             label=f"training loss per shard ({worker})" if by_worker else "training loss per shard",
         )
-    epochs = sorted(run.epochs, key=x_of)  # validations may finish out of epoch order
-    ex = [x_of(e) / scale for e in epochs]
     if epochs:
-        loss_ax.plot(ex, [e.train_loss for e in epochs], "-", color="0.35", label="training loss")
-        loss_ax.plot(ex, [e.val_loss for e in epochs], "o-", color="black", label="validation loss")
+        loss_ax.plot(ex, per_epoch["train_loss"], "-", color="0.35", label="training loss")
+        loss_ax.plot(ex, per_epoch["val_loss"], "o-", color="black", label="validation loss")
         series = [
-            ([e.val_auc for e in epochs], "o-", "C3", "validation AUC"),
-            ([e.val_accuracy for e in epochs], "s--", "C2", "validation accuracy"),
+            (per_epoch["val_auc"], "o-", "C3", "validation AUC"),
+            (per_epoch["val_accuracy"], "s--", "C2", "validation accuracy"),
         ]
         if run.kind == "multiclass":
             series[0] = (series[0][0], "o-", "C3", "validation AUC (macro)")
         for values, style, colour, label in series:
             # A regression has no AUC nor accuracy: its validation is the loss above.
-            if run.kind == "binary" or not all(math.isnan(v) for v in values):
+            if run.kind == "binary" or not np.all(np.isnan(values)):
                 val_ax.plot(ex, values, style, color=colour, label=label)
-        best = (run.metrics or {}).get("best_epoch")
-        for e in epochs:
-            if e.epoch == best:
-                for ax in (loss_ax, val_ax):
-                    ax.axvline(x_of(e) / scale, color="0.6", linestyle=":", label=None)
-                val_ax.annotate(
-                    f"best epoch {best}",
-                    (x_of(e) / scale, 0.02),
-                    rotation=90,
-                    xycoords=("data", "axes fraction"),
-                    fontsize=8,
-                    color="0.4",
-                )
+        for x in best_x:
+            for ax in (loss_ax, val_ax):
+                ax.axvline(x, color="0.6", linestyle=":", label=None)
+            val_ax.annotate(
+                f"best epoch {best}",
+                (x, 0.02),
+                rotation=90,
+                xycoords=("data", "axes fraction"),
+                fontsize=8,
+                color="0.4",
+            )
         if val_ax.get_legend_handles_labels()[0]:
             val_ax.legend(loc="lower right", fontsize=8)
         else:
@@ -160,12 +182,13 @@ def roc(run: Run) -> Figure:
     """Background efficiency against signal efficiency, and background rejection (log)."""
     if run.roc is None:
         raise MissingData("no roc.npz (the run ended before the final evaluation?)")
-    keep = _thin(run.roc.fpr, run.roc.tpr)
-    fpr, tpr = run.roc.fpr[keep], run.roc.tpr[keep]
+    points = _thin(run.roc.fpr, run.roc.tpr)
+    fpr, tpr = run.roc.fpr[points], run.roc.tpr[points]
     auc = (run.metrics or {}).get("auc")
     if not isinstance(auc, int | float) or isinstance(auc, bool):
         auc = auc_from_curve(run.roc.fpr, run.roc.tpr)
     fig = _figure(size=(11.0, 5.0))
+    keep(fig, fpr=fpr, tpr=tpr, threshold=run.roc.thresholds[points], auc=float(auc))
     linear, rejection = fig.subplots(1, 2)
     linear.plot(tpr, fpr, color="C0", label=f"model, AUC = {auc:.4f}")
     linear.plot([0, 1], [0, 1], ":", color="0.5", label="random, AUC = 0.5")
@@ -220,6 +243,7 @@ def staleness(run: Run) -> Figure:
             transform=ax.transAxes,
             color="0.4",
         )
+    keep(fig, bucket=np.array(buckets, dtype=np.str_), count=np.array(counts, dtype=np.float64))
     bars = ax.bar(range(len(buckets)), counts, color="C1")
     ax.bar_label(bars, fmt="{:,.0f}", fontsize=8)
     ax.set_xticks(range(len(buckets)), buckets)
@@ -247,6 +271,7 @@ def throughput(run: Run) -> Figure:
     rates = [rate for _, rate in rows]
     fig = _figure(size=(min(20.0, max(8.0, 2.0 + 0.35 * len(rows))), 5.0))
     ax: Axes = fig.subplots()
+    keep(fig, worker=np.array(names, dtype=np.str_), events_per_s=np.array(rates, dtype=np.float64))
     bars = ax.bar(range(len(rows)), rates, color="C2")
     if len(rows) <= 16:
         ax.bar_label(bars, fmt="{:,.0f}", fontsize=8)
@@ -304,12 +329,23 @@ def save_png(fig: Figure, path: Path) -> None:
         fig.savefig(handle, format="png", dpi=DPI)
 
 
-def write_report(run_dir: str | Path, run: Run | None = None) -> list[Path]:
-    """Draw every plot the run has data for into ``RUN_DIR/plots``; return the paths written.
+def save_drawn(fig: Figure, path: Path) -> bool:
+    """Write the numbers ``fig`` was drawn from (``drawing.keep``) as the ``.npz`` file ``path``,
+    atomically; False, and nothing written, when the figure kept none."""
+    arrays: dict[str, Any] = drawn(fig)
+    if not arrays:
+        return False
+    with atomic_file(path) as handle:
+        np.savez(handle, allow_pickle=False, **arrays)  # numbers and strings: never pickles
+    return True
 
-    A plot whose data is missing (no ``roc.npz`` when the run was interrupted, say) is skipped
-    with a warning. Raises ``RunDirError`` when the run directory or both its metrics and
-    history are missing.
+
+def write_report(run_dir: str | Path, run: Run | None = None) -> list[Path]:
+    """Draw every plot the run has data for into ``RUN_DIR/plots``; return the PNGs written.
+
+    Each PNG has its numbers beside it, ``<plot>.npz`` (``save_drawn``). A plot whose data is
+    missing (no ``roc.npz`` when the run was interrupted, say) is skipped with a warning. Raises
+    ``RunDirError`` when the run directory or both its metrics and history are missing.
     """
     run = run if run is not None else load_run(run_dir)
     out = RunDir(Path(run_dir)).plots
@@ -322,5 +358,6 @@ def write_report(run_dir: str | Path, run: Run | None = None) -> list[Path]:
             log.warning("%s: skipped, %s", out / name, why)
             continue
         save_png(fig, out / name)
+        save_drawn(fig, (out / name).with_suffix(".npz"))
         written.append(out / name)
     return written

@@ -4,7 +4,8 @@ Layer: report, drawing. Multiclass: one-vs-rest ROC curves per class as backgrou
 against signal efficiency (the HEP view), the confusion matrix, and each tagger's rejection of
 each other class at fixed signal efficiencies. Regression: response and resolution against the
 true value, and the residuals' histogram. All weighted, with negative weights counted as zero
-(``gridtrain.evaluation.metric_weights``), the same numbers ``metrics.json`` holds.
+(``gridtrain.evaluation.metric_weights``), the same numbers ``metrics.json`` holds. Each keeps
+what it draws (``drawing.keep``), arrays of target or class ``i`` suffixed ``_i``.
 """
 
 from __future__ import annotations
@@ -21,13 +22,20 @@ from gridtrain.evaluation import (
     one_vs_rest_roc,
     regression_metrics,
 )
-from gridtrain.report.drawing import MissingData, figure, thin
+from gridtrain.report.drawing import MissingData, figure, keep, thin
 from gridtrain.report.run import Run, Validation
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 RESIDUAL_BINS = 60
+
+
+def _number(value: Any) -> float:
+    """A metric from metrics.json as a float; NaN when it is absent or not a number."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return float("nan")
+    return float(value)
 
 
 def _validation(run: Run, kind: str) -> Validation:
@@ -72,21 +80,24 @@ def multiclass_roc(run: Run) -> Figure:
     w = metric_weights(v.weights)
     fig = figure(size=(11.0, 5.0))
     linear, rejection = fig.subplots(1, 2)
-    aucs = []
+    aucs, curves = [], []
     for k, name in enumerate(v.names):
         if not (np.any(w[v.labels == k] > 0) and np.any(w[v.labels != k] > 0)):
             continue
-        fpr, tpr, _ = one_vs_rest_roc(v.labels, v.scores, w, k)
+        fpr, tpr, thresholds = one_vs_rest_roc(v.labels, v.scores, w, k)
         auc = auc_from_curve(fpr, tpr)
         aucs.append(auc)
-        keep = thin(fpr, tpr)
-        fpr, tpr = fpr[keep], tpr[keep]
+        curves.append(k)
+        points = thin(fpr, tpr)
+        fpr, tpr = fpr[points], tpr[points]
+        keep(fig, **{f"fpr_{k}": fpr, f"tpr_{k}": tpr, f"threshold_{k}": thresholds[points]})
         label = f"{name} vs rest, AUC = {auc:.4f}"
         linear.plot(tpr, fpr, color=f"C{k % 10}", label=label)
         selected = fpr > 0
         rejection.plot(tpr[selected], 1.0 / fpr[selected], color=f"C{k % 10}", label=label)
     if not aucs:
         raise MissingData("validation.npz has no class with both its events and others")
+    keep(fig, classes=np.array(v.names, dtype=np.str_), curves=curves, auc=aucs)
     linear.plot([0, 1], [0, 1], ":", color="0.5", label="random")
     linear.set_xlabel("signal efficiency (the class)")
     linear.set_ylabel("background efficiency (the other classes)")
@@ -119,6 +130,7 @@ def confusion(run: Run) -> Figure:
         raise MissingData(f"the confusion matrix has shape {matrix.shape}, {len(names)} classes")
     k = len(names)
     fig = figure(size=(2.0 + 0.9 * k, 1.6 + 0.8 * k))
+    keep(fig, classes=np.array(names, dtype=np.str_), matrix=matrix)
     ax = fig.subplots()
     image = ax.imshow(matrix, vmin=0.0, vmax=1.0, cmap="Blues")
     for i in range(k):
@@ -154,14 +166,22 @@ def class_rejection(run: Run) -> Figure:
     ) or [f"{e:g}" for e in FIXED_EFFICIENCIES]
     k = len(names)
     fig = figure(size=(1.0 + len(efficiencies) * (1.5 + 0.9 * k), 1.8 + 0.8 * k))
-    axes = np.atleast_1d(fig.subplots(1, len(efficiencies)))
-    for ax, e in zip(axes, efficiencies, strict=True):
-        values = np.full((k, k), np.nan)
+    # rejection[e, i, j]: class j's rejection by class i's tagger; NaN: none, or no background left
+    tables = np.full((len(efficiencies), k, k), np.nan)
+    for index, e in enumerate(efficiencies):
         for i, tagger in enumerate(names):
             for j, background in enumerate(names):
                 r = table.get(tagger, {}).get(background, {}).get(e)
                 if isinstance(r, int | float):
-                    values[i, j] = r
+                    tables[index, i, j] = r
+    keep(
+        fig,
+        classes=np.array(names, dtype=np.str_),
+        efficiency=np.array([float(e) for e in efficiencies]),
+        rejection=tables,
+    )
+    axes = np.atleast_1d(fig.subplots(1, len(efficiencies)))
+    for ax, e, values in zip(axes, efficiencies, tables, strict=True):
         shown = np.log10(np.where(np.isfinite(values), values, 1.0))
         top = max(1.0, float(np.nanmax(shown)))
         ax.imshow(shown, cmap="Greens", vmin=0.0, vmax=top)
@@ -196,8 +216,17 @@ def response(run: Run) -> Figure:
     """Per target: response (median) and resolution (IQR / 1.349) in bins of the true value."""
     targets = regression_record(run)
     fig = figure(size=(11.0, 3.6 * len(targets)))
+    keep(
+        fig,
+        targets=np.array(list(targets), dtype=np.str_),
+        response_kind=np.array([str(t.get("response_kind")) for t in targets.values()]),
+        response=[float(t["response"]) for t in targets.values()],
+        resolution=[float(t["resolution"]) for t in targets.values()],
+    )
     axes = np.asarray(fig.subplots(len(targets), 2, squeeze=False))
-    for (centre_ax, spread_ax), (name, t) in zip(axes, targets.items(), strict=True):
+    for index, ((centre_ax, spread_ax), (name, t)) in enumerate(
+        zip(axes, targets.items(), strict=True)
+    ):
         binned = t["binned"]
         rows = [
             (x, c, r)
@@ -207,13 +236,24 @@ def response(run: Run) -> Figure:
             if x is not None
         ]
         x = np.array([row[0] for row in rows], dtype=np.float64)
+        centre = np.array([row[1] for row in rows], dtype=np.float64)
+        spread = np.array([row[2] for row in rows], dtype=np.float64)
         edges = np.asarray(binned["edges"], dtype=np.float64)
+        keep(
+            fig,
+            **{
+                f"truth_{index}": x,
+                f"response_{index}": centre,
+                f"resolution_{index}": spread,
+                f"edges_{index}": edges,
+            },
+        )
         ratio = t.get("response_kind") == "ratio"
         ideal = 1.0 if ratio else 0.0
         what = "prediction / truth" if ratio else "prediction - truth"
-        centre_ax.plot(x, [row[1] for row in rows], "o-", color="C0", label="median")
+        centre_ax.plot(x, centre, "o-", color="C0", label="median")
         centre_ax.axhline(ideal, color="0.5", linestyle=":")
-        spread_ax.plot(x, [row[2] for row in rows], "s-", color="C1", label="IQR / 1.349")
+        spread_ax.plot(x, spread, "s-", color="C1", label="IQR / 1.349")
         for ax in (centre_ax, spread_ax):
             for edge in edges:
                 ax.axvline(edge, color="0.85", linewidth=0.6)
@@ -243,17 +283,27 @@ def residuals(run: Run) -> Figure:
         low, high = np.quantile(residual[w > 0], [0.005, 0.995]) if np.any(w > 0) else (0, 1)
         if not high > low:
             low, high = low - 0.5, high + 0.5
-        ax.hist(residual, bins=RESIDUAL_BINS, range=(low, high), weights=w, color="C0")
+        counts, edges, _ = ax.hist(
+            residual, bins=RESIDUAL_BINS, range=(low, high), weights=w, color="C0"
+        )
         ax.axvline(0.0, color="0.3", linestyle=":")
         t = targets.get(name, {})
-        ax.set_title(
-            f"{name}: RMSE {t.get('rmse', float('nan')):.4g}, MAE {t.get('mae', float('nan')):.4g}",
-            fontsize=10,
+        rmse, mae = (_number(t.get(key)) for key in ("rmse", "mae"))
+        keep(
+            fig,
+            **{
+                f"counts_{index}": counts,
+                f"edges_{index}": edges,
+                f"rmse_{index}": rmse,
+                f"mae_{index}": mae,
+            },
         )
+        ax.set_title(f"{name}: RMSE {rmse:.4g}, MAE {mae:.4g}", fontsize=10)
         ax.set_xlabel(f"prediction - true {name} (central 99 %)")
         ax.set_ylabel("weighted events")
         ax.grid(alpha=0.3)
     for ax in axes[len(v.names) :]:
         ax.set_visible(False)
+    keep(fig, targets=np.array(v.names, dtype=np.str_))
     fig.suptitle("residuals on the validation shards")
     return fig
