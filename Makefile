@@ -15,7 +15,7 @@ LOCKED_ENV := --extra cpu --extra workflow --extra export --extra tune --extra s
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: demo test lint docs lock envs bench clean system-deps pool-deps browser-deps
+.PHONY: demo test test-loaded lint docs lock envs bench clean system-deps pool-deps browser-deps
 
 $(STAMP): pyproject.toml uv.lock
 	@[ -x $(UV) ] && [ "$$($(UV) --version | cut -d' ' -f2)" = "$(UV_VERSION)" ] || { \
@@ -55,8 +55,22 @@ lint: $(STAMP)
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir .docs-site
 
+# The suite in parallel (pytest-xdist): most slow tests wait on processes, servers and the pool
+# rather than use the CPU. The pool's tests stay in one worker (tests/conftest.py).
+TEST_WORKERS ?= 3
+PYTEST := $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
 test: lint docs system-deps
-	$(BIN)/python -m pytest
+	$(PYTEST)
+
+# The suite with the CPU loaded (two busy processes beside it, as on a shared login node or a
+# CI machine with a leftover job): run it before a change to the PS, leases, executors or serve.
+# A test that passes only on a quiet machine waits for time instead of for its event.
+LOADED_RUNS ?= 1
+test-loaded: lint docs system-deps
+	@for run in $$(seq $(LOADED_RUNS)); do \
+		echo "test-loaded: run $$run of $(LOADED_RUNS)"; \
+		$(BIN)/python tests/cpu_load.py --hogs 2 --limit 3600 -- $(PYTEST) || exit 1; \
+	done
 
 bench: $(STAMP) system-deps
 	$(BIN)/python benchmarks/convert.py

@@ -17,6 +17,18 @@ from gridtrain.config import DatasetConfig
 from gridtrain.data.toy import JET_FEATURES
 
 TOY_EVENTS = 12_000
+POOL_TESTS = Path(__file__).parent / "pool"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (``make test`` runs ``-n 3 --dist loadgroup``): the pool tests share
+    one HTCondor pool (a chroot whose daemons own fixed ports), so they form one group, run by
+    one worker; loadgroup hands out the largest group first, so the pool starts at once."""
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    for item in items:
+        if item.path.is_relative_to(POOL_TESTS):
+            item.add_marker(pytest.mark.xdist_group("pool"))
 
 
 def in_ci() -> bool:

@@ -270,6 +270,8 @@ class TrainingRun:
             self.executor.discard_prewarmed()  # the ones a refused or finished run did not use
 
     def _execute(self) -> int:
+        """Resume or start the run: plan its leases, serve its center, start its workers, watch
+        them to the end, wind down in order, then write the outputs (or say how to resume)."""
         state, self._previous = self._state()
         resumed = state is not None
         if state is not None and state.stopped and not state.stopped.startswith("interrupted"):
@@ -280,8 +282,43 @@ class TrainingRun:
         if state is not None:
             state.stopped = ""
         store = self._store(resumed)
-        entries = self.spec.manifest["shards"]
         snapshots = EpochSnapshots(store, self._on_best)
+        lease_log, history = JsonLines(self.files.leases), JsonLines(self.files.history)
+        offset = float(self._previous.get("wall_time_s", 0.0))
+        book = self._lease_book(state, snapshots, lease_log, history, offset)
+        server, address = self._start_server(store, book, snapshots)
+        started = time.monotonic()
+        home = directory_identity(self.files.path)
+        previous_handlers = self._trap_signals()
+        failure = ""
+        try:
+            launch = Launch(
+                self.files.spec, address, self.files.secret, self.files.logs, self.files.path.name
+            )
+            self.executor.start(launch, self.settings.workers)
+            failure = self._watch(book, server, history, started, offset, home)
+        except BaseException as err:  # recorded as an interruption, so --resume continues
+            failure = f"driver error: {err}"
+            raise
+        finally:
+            self._wind_down(book, server, failure, started, offset)
+            lease_log.close()
+            history.close()
+            for sig, handler in previous_handlers.items():
+                signal.signal(sig, handler)
+            self._end_progress()
+        return self._outcome(failure)
+
+    def _lease_book(
+        self,
+        state: LeaseState | None,
+        snapshots: EpochSnapshots,
+        lease_log: JsonLines,
+        history: JsonLines,
+        offset: float,
+    ) -> LeaseBook:
+        """The run's leases: every shard once per epoch, early stopping, the saved state."""
+        entries = self.spec.manifest["shards"]
         plan = LeasePlan(
             train_shards=[entry["path"] for entry in entries.get("train", [])],
             validation_shards=[entry["path"] for entry in entries.get("validation", [])],
@@ -291,9 +328,7 @@ class TrainingRun:
             min_delta=self.settings.min_delta,
             seed=self.settings.seed,
         )
-        lease_log, history = JsonLines(self.files.leases), JsonLines(self.files.history)
-        offset = float(self._previous.get("wall_time_s", 0.0))
-        book = LeaseBook(
+        return LeaseBook(
             plan,
             state=state,
             lease_log=lease_log,
@@ -302,6 +337,12 @@ class TrainingRun:
             on_validated=snapshots.validated,
             time_offset=offset,
         )
+
+    def _start_server(
+        self, store: CenterStore, book: LeaseBook, snapshots: EpochSnapshots
+    ) -> tuple[ParameterServer, str]:
+        """The parameter server, listening; returns it and the HOST:PORT its workers dial (also
+        written to ps.address, for workers added by hand)."""
         bind, advertised = self.executor.ps_hosts()
         server = ParameterServer(
             store,
@@ -315,49 +356,40 @@ class TrainingRun:
             leases=book,
             snapshots=snapshots,
         )
-        started = time.monotonic()
-        home = directory_identity(self.files.path)
         _, port = server.start()
-        write_address_file(self.files.address, advertised, port)  # for workers added by hand
+        write_address_file(self.files.address, advertised, port)
+        return server, f"{advertised}:{port}"
+
+    def _trap_signals(self) -> dict[int, Any]:
+        """Ctrl-C, SIGTERM (and SIGHUP unless nohup ignores it) stop the run in order; returns
+        the handlers they replace."""
         signals = [signal.SIGINT, signal.SIGTERM]
         if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:  # nohup's choice stands
             signals.append(signal.SIGHUP)
-        previous_handlers = {sig: signal.signal(sig, self._on_signal) for sig in signals}
-        failure = ""
-        try:
-            self.executor.start(
-                Launch(
-                    self.files.spec,
-                    f"{advertised}:{port}",
-                    self.files.secret,
-                    self.files.logs,
-                    self.files.path.name,
-                ),
-                self.settings.workers,
-            )
-            failure = self._watch(book, server, history, started, offset, home)
-        except BaseException as err:  # recorded as an interruption, so --resume continues
-            failure = f"driver error: {err}"
-            raise
-        finally:
-            book.stop(self.interrupted or "driver stopped")
-            if not self.interrupted and not failure:  # workers leave on their own when told done
-                deadline = time.monotonic() + 10.0
-                while self.executor.running() and time.monotonic() < deadline:
-                    self.executor.poll()
-                    time.sleep(0.1)
-            self.executor.stop(STOP_GRACE if not self.interrupted else 30.0)
-            server.stop(checkpoint=not self._removed)
-            wall = offset + time.monotonic() - started
-            if self.interrupted or failure:
-                book.state.stopped = f"interrupted: {self.interrupted or failure}"
-            if not self._removed:
-                self._write_state(book, server, wall)
-            lease_log.close()
-            history.close()
-            for sig, handler in previous_handlers.items():
-                signal.signal(sig, handler)
-            self._end_progress()
+        return {sig: signal.signal(sig, self._on_signal) for sig in signals}
+
+    def _wind_down(
+        self, book: LeaseBook, server: ParameterServer, failure: str, started: float, offset: float
+    ) -> None:
+        """Stop in order: the leases, the workers (a finished run's leave on their own), the
+        server with its last checkpoint, then the state that --resume reads."""
+        book.stop(self.interrupted or "driver stopped")
+        if not self.interrupted and not failure:
+            deadline = time.monotonic() + 10.0
+            while self.executor.running() and time.monotonic() < deadline:
+                self.executor.poll()
+                time.sleep(0.1)
+        self.executor.stop(STOP_GRACE if not self.interrupted else 30.0)
+        server.stop(checkpoint=not self._removed)
+        wall = offset + time.monotonic() - started
+        if self.interrupted or failure:
+            book.state.stopped = f"interrupted: {self.interrupted or failure}"
+        if not self._removed:
+            self._write_state(book, server, wall)
+
+    def _outcome(self, failure: str) -> int:
+        """A failed run raises; an interrupted one says how to resume; a finished one writes its
+        model, metrics and plots."""
         if failure:
             raise TrainingFailed(failure)
         if self.interrupted:
