@@ -5,7 +5,8 @@ In one run, on the same toy dataset (by default 200,000 events, the repository's
 batch size and epochs, each in a fresh process and timed from that process's launch (TensorFlow
 import, data loading and model building included):
 
-  plain-keras   the baseline, what a user writes: load every training shard into memory, call
+  plain-keras   the baseline, what a skilled user writes: load every training shard into memory,
+                compile with ``steps_per_execution`` = ``every``, call
                 ``model.fit(x, y, sample_weight=w, batch_size=B, epochs=E, shuffle=True)`` with a
                 callback computing the weighted validation ROC AUC at each epoch end, then
                 ``model.save``; seeded with ``keras.utils.set_random_seed``, as gridtrain seeds its
@@ -33,30 +34,47 @@ the time to complete all epochs, which does not depend on where the target falls
     python benchmarks/train.py                        # deepsets, 15 epochs: 5-6 min here
     python benchmarks/train.py --model mlp --epochs 20 --events 100000 --repeat 1
 
+The other modes compare with Keras at its fastest: ``fit`` with ``steps_per_execution``, on the
+same events and threads, warmed up. In the in-process modes (steps, latency) that is every
+combination of ``--steps-per-execution`` (default ``every`` and 64) and input (the numpy arrays,
+and a ``tf.data`` dataset of whole batches made once), each a two-epoch ``fit`` timed on its
+second epoch; the fastest is the limit (``KerasFit``).
+
 ``--mode steps`` measures the worker's training steps alone, in this process, on the same toy
-shards and model: today's loop (``train_on_batch`` per batch) against compiled windows (the
-``every`` steps between two exchanges in one ``tf.function`` call, ``gridtrain.train.steps``),
-both with ``--threads`` TensorFlow threads, warmed up (traced) before timing, interleaved
-``--repeat`` times, best of each; no exchange on either side. It checks that both end with the same
-weights (bit for bit on the CPU) and prints events/s per worker; last line the ratio compiled /
-per-batch.
+shards and model: compiled windows (the ``every`` steps between two exchanges in one
+``tf.function`` call, ``gridtrain.train.steps``) against the Keras ``fit`` limit, with
+``--threads`` TensorFlow threads, warmed up, interleaved ``--repeat`` times, best of each; no
+exchange. Prints events/s per worker; last line the ratio compiled windows / fastest ``fit``.
 
-    python benchmarks/train.py --mode steps --events 100000 --threads 1
-
-``--mode overlap`` trains with ``--workers`` workers (default 2) with ``train.overlap`` off and on,
-interleaved ``--repeat`` times, and prints the validation AUC by epoch, the time to the last
-epoch, and the share of worker time spent waiting on the network and overlapped; last line the
-final validation AUC with overlap minus without (mean over the repeats).
-
-    python benchmarks/train.py --mode overlap --model mlp --epochs 4 --events 50000 --repeat 2
+    python benchmarks/train.py --mode steps --model mlp --events 50000 --shard-events 8192
 
 ``--mode latency`` times the worker's loop (compiled windows, an exchange every ``--every`` steps,
 a flush at the end of each shard) in this process against an in-process Downpour parameter server
 whose every exchange takes ``--rtt-ms`` (default 30, a continental round trip; bandwidth is not
-shaped): synchronous exchanges against overlapped ones, warmed up, interleaved ``--repeat``
-times, best of each; last line the ratio of events/s, overlapped / synchronous.
+shaped), synchronous and overlapped, against the Keras ``fit`` limit with no parameter server
+(what the same events cost to train locally); warmed up, interleaved ``--repeat`` times, best of
+each; last line the ratio of events/s, overlapped / fastest ``fit``.
 
     python benchmarks/train.py --mode latency --model mlp --events 50000 --rtt-ms 30
+
+``--mode overlap`` trains with ``--workers`` workers (default 2) with ``train.overlap`` off and on,
+and the same training in plain Keras ``fit`` (one process, ``steps_per_execution`` = ``every``,
+the same seed), interleaved ``--repeat`` times (seeds 1..repeat); prints the validation AUC by
+epoch, the time to the last epoch, and the share of worker time spent waiting on the network and
+overlapped; the line before last is the final validation AUC with overlap minus without, the
+last the final AUC with overlap minus Keras ``fit``'s (means over the repeats).
+
+    python benchmarks/train.py --mode overlap --model mlp --epochs 4 --events 50000 --repeat 2
+
+``--mode floor`` times a whole ``gridtrain train --workers 1`` of one epoch (default 20,000 toy
+events, MLP [64, 64]) from its launch to its exit, against a plain Keras script in a fresh
+process doing the same: import Keras, load the same standardised events (an uncompressed
+``.npz`` written once from the shards, untimed), build the same MLP, ``fit`` one epoch
+(``steps_per_execution`` = ``every``), score the validation events, save the model. Interleaved
+``--repeat`` times, best of each; last line the ratio of wall times (goal <= 1.3): gridtrain's
+fixed cost around a training.
+
+    python benchmarks/train.py --mode floor               # 1-2 minutes here
 """
 
 from __future__ import annotations
@@ -73,10 +91,11 @@ from typing import Any
 from bench_helpers import QUIET_TF, TimedRun, fmt, run_gridtrain, toy_dataset, train_section
 
 GOAL = 1.15
+FLOOR_GOAL = 1.3
 PREDICT_BATCH = 8192  # what the workers use for validation
 
 
-def plain_child(dataset: dict[str, Any], train: dict[str, Any]) -> None:
+def plain_child(dataset: dict[str, Any], train: dict[str, Any], steps_per_execution: int) -> None:
     """The baseline, in its own process; prints its epochs as JSON (absolute times)."""
     # gridtrain.train first: it loads the XRootD client, which crashes if loaded after TensorFlow
     import gridtrain.train  # noqa: F401
@@ -101,6 +120,12 @@ def plain_child(dataset: dict[str, Any], train: dict[str, Any]) -> None:
         InputSpec(features, groups),
         learning_rate=train["learning_rate"],
         seed=train["seed"],
+    )
+    model.compile(  # as the builder compiles it, running steps_per_execution steps per call
+        optimizer=keras.optimizers.Adam(train["learning_rate"]),
+        loss=model.loss,
+        weighted_metrics=[keras.metrics.BinaryAccuracy(name="accuracy")],
+        steps_per_execution=steps_per_execution,
     )
     builder = InputBuilder(manifest, features, groups, model_input_names(model))
 
@@ -154,9 +179,13 @@ def plain_child(dataset: dict[str, Any], train: dict[str, Any]) -> None:
     print(json.dumps(result))
 
 
-def run_plain(dataset: dict[str, Any], train: dict[str, Any], work: Path, name: str) -> TimedRun:
+def run_plain(
+    dataset: dict[str, Any], train: dict[str, Any], work: Path, name: str, steps_per_execution: int
+) -> TimedRun:
     spec = work / "plain-keras.json"
-    spec.write_text(json.dumps({"dataset": dataset, "train": train}))
+    spec.write_text(
+        json.dumps({"dataset": dataset, "train": train, "steps_per_execution": steps_per_execution})
+    )
     launch = time.time()
     out = subprocess.run(
         [sys.executable, __file__, "--child", str(spec)],
@@ -178,23 +207,23 @@ def run_plain(dataset: dict[str, Any], train: dict[str, Any], work: Path, name: 
     )
 
 
-def steps_benchmark(args: argparse.Namespace, dataset: dict[str, Any]) -> None:
-    """Per-batch ``train_on_batch`` against compiled windows, in this process."""
+def set_threads(threads: int) -> None:
+    """TensorFlow's threads for the in-process modes (every side of them runs in this process)."""
     import tensorflow as tf
 
-    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-    tf.config.threading.set_inter_op_parallelism_threads(min(args.threads, 2))
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(min(threads, 2))
     import gridtrain.train  # noqa: F401  # XRootD before TensorFlow's libraries
 
-    # isort: split
+
+def in_process_setup(args: argparse.Namespace, dataset: dict[str, Any]) -> tuple[Any, Any, list]:
+    """The model builder, the training shards (standardised, in memory) and their model."""
     import keras
-    import numpy as np
 
     from gridtrain.data.manifest import load_manifest
-    from gridtrain.models import InputSpec, arrange_inputs, build_model, model_input_names
+    from gridtrain.models import InputSpec, build_model, model_input_names
     from gridtrain.train.inputs import InputBuilder
     from gridtrain.train.settings import select_inputs
-    from gridtrain.train.steps import WindowSteps, windows
 
     manifest_path = Path(dataset["outdir"]) / "manifest.json"
     manifest = load_manifest(manifest_path)
@@ -210,99 +239,159 @@ def steps_benchmark(args: argparse.Namespace, dataset: dict[str, Any]) -> None:
             seed=1,
         )
 
-    models = {"per-batch": model(), "compiled": model()}
-    builder = InputBuilder(manifest, features, groups, model_input_names(models["compiled"]))
+    first = model()
+    builder = InputBuilder(manifest, features, groups, model_input_names(first))
     shards = [builder.load(Path(dataset["outdir"]) / e.path) for e in manifest.shards["train"]]
+    return model, first, shards
+
+
+class KerasFit:
+    """The baseline of the in-process modes: Keras ``fit`` with ``steps_per_execution``.
+
+    The same training events (the shards concatenated in order, in memory), batch size and
+    threads, two ways of feeding them: the numpy arrays (``shuffle=False``: the shards are
+    shuffled at conversion, a shuffle would only cost) and a ``tf.data`` dataset whose every
+    element is one whole batch, made once (full batches only: the cheapest input pipeline fit
+    can have). One model per way and ``steps_per_execution`` candidate, each compiled like the
+    builder compiles it (Adam, the task's loss, the weighted accuracy) plus
+    ``steps_per_execution``. A pass is a ``fit`` of two epochs timed from the second epoch's start
+    to its end (the first traces and builds the data pipeline): Keras at its fastest, warmed up.
+    The fastest of all is the limit.
+    """
+
+    def __init__(
+        self, build: Any, shards: list, batch_size: int, candidates: list[int], rate: float
+    ) -> None:
+        import keras
+        import numpy as np
+        import tensorflow as tf
+
+        from gridtrain.models import arrange_inputs
+
+        self.models: dict[str, tuple[Any, str]] = {}
+        for steps in candidates:
+            for feed in ("arrays", "tf.data"):
+                model = build()
+                model.compile(
+                    optimizer=keras.optimizers.Adam(rate),
+                    loss=model.loss,
+                    weighted_metrics=[keras.metrics.BinaryAccuracy(name="accuracy")],
+                    steps_per_execution=steps,
+                )
+                self.models[f"fit spe={steps} {feed}"] = (model, feed)
+        inputs = {k: np.concatenate([s.inputs[k] for s in shards]) for k in shards[0].inputs}
+        self.x = arrange_inputs(next(iter(self.models.values()))[0], inputs)
+        self.y = np.concatenate([s.labels for s in shards])
+        self.w = np.concatenate([s.weights for s in shards])
+        self.batch_size = batch_size
+        self.events = int(self.y.shape[0])
+        self.full = self.events // batch_size * batch_size
+
+        def batches(array: np.ndarray) -> np.ndarray:
+            return array[: self.full].reshape((-1, batch_size, *array.shape[1:]))
+
+        self.dataset = tf.data.Dataset.from_tensor_slices(
+            (tf.nest.map_structure(batches, self.x), batches(self.y), batches(self.w))
+        ).prefetch(tf.data.AUTOTUNE)
+
+    def rate(self, name: str) -> float:
+        """Events/s of the second epoch of one two-epoch ``fit``."""
+        import keras
+
+        class Timer(keras.callbacks.Callback):  # type: ignore[misc]
+            def __init__(self) -> None:
+                super().__init__()
+                self.seconds: list[float] = []
+                self.began = 0.0
+
+            def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+                self.began = time.perf_counter()
+
+            def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+                self.seconds.append(time.perf_counter() - self.began)
+
+        timer = Timer()
+        model, feed = self.models[name]
+        if feed == "tf.data":
+            model.fit(self.dataset, epochs=2, shuffle=False, verbose=0, callbacks=[timer])
+            return self.full / timer.seconds[-1]
+        model.fit(
+            self.x,
+            self.y,
+            sample_weight=self.w,
+            batch_size=self.batch_size,
+            epochs=2,
+            shuffle=False,
+            verbose=0,
+            callbacks=[timer],
+        )
+        return self.events / timer.seconds[-1]
+
+
+def spe_candidates(args: argparse.Namespace) -> list[int]:
+    text = args.steps_per_execution or f"{args.every},64"
+    return sorted({int(n) for n in text.split(",")})
+
+
+def steps_benchmark(args: argparse.Namespace, dataset: dict[str, Any]) -> None:
+    """Compiled windows (gridtrain's worker loop, no exchange) against Keras ``fit``."""
+    set_threads(args.threads)
+    from gridtrain.train.steps import WindowSteps, windows
+
+    build, model, shards = in_process_setup(args, dataset)
     events = sum(shard.events for shard in shards)
     batch, every = args.batch_size, args.every
+    fit = KerasFit(build, shards, batch, spe_candidates(args), args.learning_rate)
+    steps = WindowSteps(model)
 
-    def per_batch(model: Any) -> None:  # the worker's loop before compiled windows
-        losses = []
-        for shard in shards:
-            for inputs, labels, weights in shard.batches(batch):
-                result = model.train_on_batch(
-                    arrange_inputs(model, inputs), labels, sample_weight=weights
-                )
-                losses.append(float(result[0] if isinstance(result, list) else result))
-
-    steppers = {"compiled": WindowSteps(models["compiled"])}
-
-    def compiled(model: Any) -> None:
-        del model
-        losses = []
+    def compiled() -> float:
+        began = time.perf_counter()
         for shard in shards:
             sizes = iter(lambda: every, None)
             for _, inputs, labels, weights in windows(
                 shard.inputs, shard.labels, shard.weights, batch, sizes
             ):
-                losses.extend(float(x) for x in steppers["compiled"].train(inputs, labels, weights))
+                steps.train(inputs, labels, weights)
+        return events / (time.perf_counter() - began)
 
-    loops = {"per-batch": per_batch, "compiled": compiled}
-    for name, loop in loops.items():  # warm up: trace every function, same steps on both sides
-        loop(models[name])
-    same = all(
-        np.array_equal(a, b)
-        for a, b in zip(
-            models["per-batch"].get_weights(), models["compiled"].get_weights(), strict=True
-        )
-    )
+    compiled()  # warm-up: traces the window function
     print(
         f"{len(shards)} shards, {events:,} events per pass, batch {batch}, windows of {every} "
-        f"steps, {args.threads} TensorFlow thread(s); after the warm-up pass both models' "
-        f"weights are {'bit for bit identical' if same else 'DIFFERENT'}",
+        f"steps, {args.threads} TensorFlow thread(s); baseline Keras fit (second epoch of each "
+        f"call) with steps_per_execution {', '.join(str(n) for n in spe_candidates(args))}",
         flush=True,
     )
+    passes: dict[str, Any] = {name: (lambda n=name: fit.rate(n)) for name in fit.models}
+    passes["compiled windows"] = compiled
     best: dict[str, float] = {}
-    for repeat in range(args.repeat):
-        for name, loop in loops.items():
-            began = time.perf_counter()
-            loop(models[name])
-            rate = events / (time.perf_counter() - began)
+    for repeat in range(args.repeat):  # interleaved: a busy spell hits every side
+        for name, one_pass in passes.items():
+            rate = one_pass()
             best[name] = max(best.get(name, 0.0), rate)
-            print(f"  pass {repeat + 1} {name:<10} {rate:>10,.0f} events/s", flush=True)
+            print(f"  pass {repeat + 1} {name:<22} {rate:>10,.0f} events/s", flush=True)
+    limit = max(fit.models, key=lambda name: best[name])
     for name, rate in best.items():
-        print(f"{name:<10} best {rate:>10,.0f} events/s per worker")
-    ratio = best["compiled"] / best["per-batch"]
-    print(f"ratio compiled-windows/per-batch events/s per worker: {ratio:.2f}")
+        mark = "  <- limit" if name == limit else ""
+        print(f"{name:<22} best {rate:>10,.0f} events/s per worker{mark}")
+    ratio = best["compiled windows"] / best[limit]
+    print(f"ratio gridtrain compiled windows/Keras fit ({limit}) events/s per worker: {ratio:.2f}")
 
 
 def latency_benchmark(args: argparse.Namespace, dataset: dict[str, Any]) -> None:
-    """The worker's loop against a parameter server a round trip away: sync against overlap."""
-    import tensorflow as tf
-
-    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-    tf.config.threading.set_inter_op_parallelism_threads(min(args.threads, 2))
-    import gridtrain.train  # noqa: F401  # XRootD before TensorFlow's libraries
-
-    # isort: split
-    import keras
+    """The worker's loop against a parameter server a round trip away, against Keras ``fit``."""
+    set_threads(args.threads)
     import numpy as np
 
-    from gridtrain.data.manifest import load_manifest
-    from gridtrain.models import InputSpec, build_model, model_input_names
     from gridtrain.ps.client import Reply
     from gridtrain.ps.exchange import Exchange
     from gridtrain.ps.rules import AlgorithmConfig
-    from gridtrain.train.inputs import InputBuilder
     from gridtrain.train.overlap import OverlappedExchange
-    from gridtrain.train.settings import select_inputs
     from gridtrain.train.steps import WindowSteps, windows
 
-    manifest_path = Path(dataset["outdir"]) / "manifest.json"
-    manifest = load_manifest(manifest_path)
-    features, groups = select_inputs(manifest, None, str(manifest_path))
-    keras.utils.set_random_seed(1)
-    model = build_model(
-        args.model,
-        json.loads(args.params),
-        InputSpec(features, groups),
-        learning_rate=args.learning_rate,
-        seed=1,
-    )
-    builder = InputBuilder(manifest, features, groups, model_input_names(model))
-    shards = [builder.load(Path(dataset["outdir"]) / e.path) for e in manifest.shards["train"]]
+    build, model, shards = in_process_setup(args, dataset)
     events = sum(shard.events for shard in shards)
     rtt = args.rtt_ms / 1000
+    fit = KerasFit(build, shards, args.batch_size, spe_candidates(args), args.learning_rate)
 
     class DistantServer:
         """Downpour (add) in this process; every exchange takes the round trip ``rtt``."""
@@ -359,62 +448,235 @@ def latency_benchmark(args: argparse.Namespace, dataset: dict[str, Any]) -> None
     print(
         f"{len(shards)} shards, {events:,} events per pass, batch {args.batch_size}, an exchange "
         f"every {every} steps, round trip {args.rtt_ms:g} ms, {args.threads} TensorFlow "
-        "thread(s)",
+        "thread(s); baseline Keras fit (second epoch of each call, no parameter server) with "
+        f"steps_per_execution {', '.join(str(n) for n in spe_candidates(args))}",
         flush=True,
     )
     one_pass(False)  # warm-up: traces the window function
-    best = {"synchronous": 0.0, "overlapped": 0.0}
-    for repeat in range(args.repeat):
-        for name, so_far in best.items():
-            rate = one_pass(name == "overlapped")
-            best[name] = max(so_far, rate)
-            print(f"  pass {repeat + 1} {name:<12} {rate:>10,.0f} events/s", flush=True)
+    passes: dict[str, Any] = {name: (lambda n=name: fit.rate(n)) for name in fit.models}
+    passes["synchronous"] = lambda: one_pass(False)
+    passes["overlapped"] = lambda: one_pass(True)
+    best: dict[str, float] = {}
+    for repeat in range(args.repeat):  # interleaved: a busy spell hits every side
+        for name, run in passes.items():
+            rate = run()
+            best[name] = max(best.get(name, 0.0), rate)
+            print(f"  pass {repeat + 1} {name:<22} {rate:>10,.0f} events/s", flush=True)
+    limit = max(fit.models, key=lambda name: best[name])
     for name, rate in best.items():
-        print(f"{name:<12} best {rate:>10,.0f} events/s per worker")
-    ratio = best["overlapped"] / best["synchronous"]
-    print(f"ratio overlapped/synchronous events/s at {args.rtt_ms:g} ms round trip: {ratio:.2f}")
+        mark = "  <- limit" if name == limit else ""
+        print(f"{name:<22} best {rate:>10,.0f} events/s per worker{mark}")
+    print(
+        f"ratio overlapped/synchronous at {args.rtt_ms:g} ms: "
+        f"{best['overlapped'] / best['synchronous']:.2f}"
+    )
+    print(f"ratio synchronous/Keras fit: {best['synchronous'] / best[limit]:.2f}")
+    print(
+        f"ratio gridtrain overlapped at {args.rtt_ms:g} ms round trip/Keras fit ({limit}, no "
+        f"network) events/s: {best['overlapped'] / best[limit]:.2f}"
+    )
 
 
 def overlap_benchmark(args: argparse.Namespace, dataset: dict[str, Any], work: Path) -> None:
-    """The same training with ``train.overlap`` off and on: validation AUC and network wait."""
+    """Keras ``fit`` against the same training with ``train.overlap`` off and on: the AUC."""
     import statistics
 
     algorithm = {"algorithm": "downpour", "optimizer": "add", "every": args.every}
-    runs: dict[bool, list[TimedRun]] = {False: [], True: []}
-    for repeat in range(1, args.repeat + 1):
+    runs: dict[str, list[TimedRun]] = {"keras-fit": [], "overlap-off": [], "overlap-on": []}
+    for repeat in range(1, args.repeat + 1):  # interleaved, seeds 1..repeat
+        train = train_section(
+            args.model,
+            json.loads(args.params),
+            args.epochs,
+            args.batch_size,
+            args.learning_rate,
+            algorithm,
+            seed=repeat,
+        )
+        name = f"keras-fit#{repeat}"
+        runs["keras-fit"].append(run_plain(dataset, train, work, name, args.every))
+        print(f"  {name} done in {runs['keras-fit'][-1].wall:.0f} s", flush=True)
         for overlap in (False, True):
-            train = train_section(
-                args.model,
-                json.loads(args.params),
-                args.epochs,
-                args.batch_size,
-                args.learning_rate,
-                algorithm,
-                seed=repeat,
+            kind = f"overlap-{'on' if overlap else 'off'}"
+            name = f"{kind}#{repeat}"
+            run = run_gridtrain(
+                name,
+                dataset,
+                {**train, "overlap": overlap},
+                work / name.replace("#", "-"),
+                args.workers,
             )
-            train["overlap"] = overlap
-            name = f"overlap-{'on' if overlap else 'off'}#{repeat}"
-            run = run_gridtrain(name, dataset, train, work / name.replace("#", "-"), args.workers)
-            runs[overlap].append(run)
+            runs[kind].append(run)
             print(f"  {name} done in {run.wall:.0f} s", flush=True)
+    every_run = [run for kind in runs.values() for run in kind]
     print(
         f"\n{'run':<15}{'final AUC':>10}{'all epochs s':>14}{'train ev/s':>12}{'waiting':>9}"
         f"{'overlapped':>12}"
     )
-    for run in [*runs[False], *runs[True]]:
+    for run in every_run:
+        waiting = run.metrics.get("ps_wait_fraction")
+        overlapped = run.metrics.get("ps_overlap_fraction")
         print(
             f"{run.name:<15}{run.final_auc:>10.4f}{run.curve[-1][0]:>14.1f}"
-            f"{run.events_per_s:>12,.0f}{run.metrics['ps_wait_fraction']:>9.1%}"
-            f"{run.metrics['ps_overlap_fraction']:>12.1%}"
+            f"{run.events_per_s:>12,.0f}{fmt(waiting, '.1%'):>9}{fmt(overlapped, '.1%'):>12}"
         )
     print("\nvalidation AUC by epoch:")
-    for run in [*runs[False], *runs[True]]:
+    for run in every_run:
         print(f"  {run.name:<15}" + " ".join(f"{auc:.4f}" for _, auc in run.curve))
-    off = statistics.mean(run.final_auc for run in runs[False])
-    on = statistics.mean(run.final_auc for run in runs[True])
+    fit, off, on = (statistics.mean(r.final_auc for r in runs[k]) for k in runs)
     print(
         f"final validation AUC with overlap minus without, {args.workers} workers, mean of "
         f"{args.repeat}: {on - off:+.4f} ({on:.4f} vs {off:.4f})"
+    )
+    print(
+        f"final validation AUC, gridtrain {args.workers} workers with overlap minus Keras fit "
+        f"(1 process, steps_per_execution {args.every}), mean of {args.repeat}: "
+        f"{on - fit:+.4f} ({on:.4f} vs {fit:.4f})"
+    )
+
+
+PLAIN_FLOOR = """\
+# The floor's baseline, what a user writes without gridtrain: read the events, build a small
+# MLP, fit one epoch, score the validation events, save. Written and run by benchmarks/train.py.
+import json
+import sys
+import time
+
+spec = json.loads(open(sys.argv[1]).read())
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+keras.utils.set_random_seed(spec["seed"])
+data = np.load(spec["data"])
+x, y, w = data["x"], data["y"], data["w"]
+inputs = keras.Input(shape=(x.shape[1],), name="features")
+hidden = inputs
+for units in spec["hidden"]:
+    hidden = keras.layers.Dense(units, activation="relu")(hidden)
+model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(hidden))
+model.compile(
+    optimizer=keras.optimizers.Adam(spec["learning_rate"]),
+    loss="binary_crossentropy",
+    weighted_metrics=[keras.metrics.BinaryAccuracy(name="accuracy")],
+    steps_per_execution=spec["steps_per_execution"],
+)
+first_step = time.time()
+model.fit(x, y, sample_weight=w, batch_size=spec["batch_size"], epochs=1, verbose=0)
+scores = model.predict(data["x_val"], batch_size=8192, verbose=0).reshape(-1)
+order = np.argsort(scores)
+labels, weights = data["y_val"][order], data["w_val"][order]
+background_below = np.cumsum(weights * (labels == 0))
+auc = np.sum(weights * (labels == 1) * background_below) / (
+    np.sum(weights * (labels == 1)) * background_below[-1]
+)
+model.save(spec["model"])
+print(json.dumps({"auc": float(auc), "first_step": first_step}))
+"""
+
+
+def floor_data(dataset: dict[str, Any], work: Path) -> Path:
+    """The shards' standardised events as one uncompressed ``.npz`` (written once, untimed)."""
+    import numpy as np
+
+    from gridtrain.data.manifest import load_manifest
+    from gridtrain.models.spec import FEATURES
+    from gridtrain.train.inputs import InputBuilder
+    from gridtrain.train.settings import select_inputs
+
+    path = work / f"floor-{Path(dataset['outdir']).name}.npz"
+    if path.exists():
+        return path
+    manifest_path = Path(dataset["outdir"]) / "manifest.json"
+    manifest = load_manifest(manifest_path)
+    features, groups = select_inputs(manifest, None, str(manifest_path))
+    builder = InputBuilder(manifest, features, groups, [FEATURES])
+
+    def load(split: str) -> list[Any]:
+        parts = [builder.load(Path(dataset["outdir"]) / e.path) for e in manifest.shards[split]]
+        return [
+            np.concatenate([p.inputs[FEATURES] for p in parts]),
+            np.concatenate([p.labels for p in parts]),
+            np.concatenate([p.weights for p in parts]),
+            np.concatenate([p.event_weights for p in parts]),
+        ]
+
+    x, y, w, _ = load("train")
+    x_val, y_val, _, w_val = load("validation")
+    np.savez(path, x=x, y=y, w=w, x_val=x_val, y_val=y_val, w_val=w_val)
+    return path
+
+
+def floor_benchmark(args: argparse.Namespace, dataset: dict[str, Any], work: Path) -> None:
+    """``gridtrain train``, 1 worker, 1 epoch, end to end, against a plain Keras script."""
+    import statistics
+
+    if args.model != "mlp":
+        raise SystemExit("--mode floor trains the MLP (the plain script builds an MLP)")
+    hidden = json.loads(args.params).get("hidden", [64, 64])
+    train = train_section(
+        "mlp",
+        {"hidden": hidden},
+        1,
+        args.batch_size,
+        args.learning_rate,
+        {"algorithm": "downpour", "optimizer": "add", "every": args.every},
+    )
+    script = work / "plain_floor.py"
+    script.write_text(PLAIN_FLOOR)
+    spec = work / "plain-floor.json"
+    spec.write_text(
+        json.dumps(
+            {
+                "data": str(floor_data(dataset, work).resolve()),
+                "hidden": hidden,
+                "learning_rate": args.learning_rate,
+                "batch_size": args.batch_size,
+                "steps_per_execution": args.every,
+                "seed": 1,
+                "model": str((work / "plain-floor.keras").resolve()),
+            }
+        )
+    )
+    print(
+        f"{args.events:,} toy events, MLP {hidden}, 1 epoch, batch {args.batch_size}; "
+        f"gridtrain train --workers 1 against a plain Keras script (fit with steps_per_execution "
+        f"{args.every}), each a fresh process timed from launch to exit, interleaved",
+        flush=True,
+    )
+    warm_up()
+    walls: dict[str, list[float]] = {"plain-keras": [], "gridtrain": []}
+    for repeat in range(1, args.repeat + 1):
+        launch = time.time()
+        out = subprocess.run(
+            [sys.executable, str(script), str(spec)],
+            check=False,
+            capture_output=True,
+            text=True,
+            env={**os.environ, **QUIET_TF},
+        )
+        walls["plain-keras"].append(time.time() - launch)
+        if out.returncode != 0:
+            raise RuntimeError(
+                f"plain Keras script failed ({out.returncode}):\n{out.stderr[-3000:]}"
+            )
+        auc = json.loads(out.stdout.strip().splitlines()[-1])["auc"]
+        print(
+            f"  pass {repeat} plain-keras {walls['plain-keras'][-1]:6.1f} s  AUC {auc:.4f}",
+            flush=True,
+        )
+        run = run_gridtrain(f"floor-{repeat}", dataset, train, work / f"floor-{repeat}", 1)
+        walls["gridtrain"].append(run.wall)
+        print(f"  pass {repeat} gridtrain   {run.wall:6.1f} s  AUC {run.final_auc:.4f}", flush=True)
+    for name, seconds in walls.items():
+        print(
+            f"{name:<12} best {min(seconds):6.1f} s, mean {statistics.mean(seconds):6.1f} s "
+            f"(launch to exit, {len(seconds)} runs)"
+        )
+    print(f"load average (1 min) at the end: {os.getloadavg()[0]:.2f}")
+    ratio = min(walls["gridtrain"]) / min(walls["plain-keras"])
+    print(
+        f"ratio gridtrain train/plain Keras script wall time, 1 worker, 1 epoch (best of "
+        f"{args.repeat}): {ratio:.2f} (goal <= {FLOOR_GOAL})"
     )
 
 
@@ -430,9 +692,11 @@ def warm_up() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=200_000, help="toy events (both classes)")
+    parser.add_argument(
+        "--events", type=int, help="toy events, both classes (default 200,000; floor 20,000)"
+    )
     parser.add_argument("--shard-events", type=int, default=32_768)
-    parser.add_argument("--model", default="deepsets", help="mlp or deepsets")
+    parser.add_argument("--model", help="mlp or deepsets (default deepsets; floor mlp)")
     parser.add_argument("--params", default="{}", help="model parameters as JSON")
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--batch-size", type=int, default=512)
@@ -445,11 +709,17 @@ def main() -> None:
     parser.add_argument("--workdir", default=".bench/train")
     parser.add_argument(
         "--mode",
-        choices=("keras", "steps", "overlap", "latency"),
+        choices=("keras", "steps", "overlap", "latency", "floor"),
         default="keras",
-        help="keras: against plain Keras fit (default); steps: compiled windows against "
-        "train_on_batch; overlap: train.overlap off against on; latency: sync against overlapped "
-        "exchanges a round trip away",
+        help="keras: against plain Keras fit (default); steps: compiled windows against Keras "
+        "fit; overlap: train.overlap off and on against Keras fit, the AUC; latency: sync and "
+        "overlapped exchanges a round trip away against Keras fit; floor: a 1-epoch gridtrain "
+        "train end to end against a plain Keras script",
+    )
+    parser.add_argument(
+        "--steps-per-execution",
+        help="Keras fit's candidates, comma-separated (steps, latency; default EVERY,64: the "
+        "fastest is the limit)",
     )
     parser.add_argument("--threads", type=int, default=1, help="TensorFlow threads (steps)")
     parser.add_argument("--workers", type=int, default=2, help="workers (overlap)")
@@ -458,13 +728,19 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         spec = json.loads(Path(args.child).read_text())
-        plain_child(spec["dataset"], spec["train"])
+        plain_child(spec["dataset"], spec["train"], spec["steps_per_execution"])
         return
 
+    floor = args.mode == "floor"
+    args.events = args.events or (20_000 if floor else 200_000)
+    args.model = args.model or ("mlp" if floor else "deepsets")
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     dataset = toy_dataset(work, args.events, args.shard_events)
+    if floor:
+        floor_benchmark(args, dataset, work)
+        return
     if args.mode == "steps":
         steps_benchmark(args, dataset)
         return
@@ -493,7 +769,7 @@ def main() -> None:
     singles: list[TimedRun] = []
     for repeat in range(1, args.repeat + 1):  # interleaved, so a busy spell hits both sides
         suffix = f"#{repeat}" if args.repeat > 1 else ""
-        plains.append(run_plain(dataset, train, work, f"plain-keras{suffix}"))
+        plains.append(run_plain(dataset, train, work, f"plain-keras{suffix}", args.every))
         print(f"  {plains[-1].name} done in {plains[-1].wall:.0f} s", flush=True)
         name = f"gridtrain-1{suffix}"
         singles.append(run_gridtrain(name, dataset, train, work / name.replace("#", "-"), 1))
