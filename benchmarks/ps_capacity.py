@@ -9,15 +9,18 @@ knee the round trips queue, the sustained rate falls below the offered N / inter
 latency climbs past the interval.
 
 For each model size (1M and 10M float32 parameters by default) and worker count it prints the
-offered and sustained exchanges/s, the GB/s both directions together, the p50/p99 round-trip
-latency and whether the server kept up (sustained >= 90% of offered and p99 < interval). The
-baseline, measured in the same run: a raw loopback echo of the same bytes (send the model, receive
-the model, no framing, no authentication, no update) from the same 4 client processes holding
-``--raw-connections`` connections in all (16), as fast as they can: what the machine moves
-between processes at all. Per size it reports the knee (the most workers the server kept up
-with) and the peak sustained GB/s of any point (where the sustained rate flattens: the server's
-capacity). The last line is that peak for the largest size against the raw loopback figure of
-the same size.
+offered and sustained exchanges/s, the GB/s both directions together and the MB per exchange,
+the p50/p99 round-trip latency and whether the server kept up (sustained >= 90% of offered and
+p99 < interval). Bytes are counted, not modelled: every worker's ``PSClient`` channel counts the
+bytes of each frame it sends and receives (headers, tables and MAC tags included; TCP/IP headers
+not), and the benchmark adds up what moved during the timed exchanges. The baseline, measured in
+the same run: a raw loopback echo of the same bytes (send the model, receive the model, no
+framing, no authentication, no update) from the same 4 client processes holding
+``--raw-connections`` connections in all (16), as fast as they can, its bytes counted by its
+clients as they send and get them back: what the machine moves between processes at all. Per
+size it reports the knee (the most workers the server kept up with) and the peak sustained GB/s
+of any point (where the sustained rate flattens: the server's capacity). The last line is that
+peak for the largest size against the raw loopback figure of the same size.
 
 Every point is measured for each wire encoding ``PSClient`` offers (``wire``: float32, bf16,
 topk, topk-bf16), and the peak exchanges/s of each is compared with float32's:
@@ -63,18 +66,6 @@ from gridtrain.ps.server import ParameterServer
 CTX = mp.get_context("fork")  # the parent holds no threads when it forks
 PROCESSES = 4
 KEPT_UP = 0.9  # sustained / offered at or above which the server keeps up
-TOPK = 0.01  # PSClient's default share of entries a top-k push carries
-
-
-def exchange_bytes(wire: str, parameters: int) -> float:
-    """Bytes one push-and-pull puts on the wire, both directions (frame headers left out)."""
-    if wire == "bf16":
-        return 2 * parameters * 2.0
-    if wire == "topk":  # a value and an index per kept entry up, the float32 center down
-        return TOPK * parameters * 8 + parameters * 4
-    if wire == "topk-bf16":  # the same up, the center down in bf16
-        return TOPK * parameters * 8 + parameters * 2
-    return 2 * parameters * 4.0
 
 
 @dataclass
@@ -86,6 +77,7 @@ class Point:
     exchanges: int
     seconds: float
     latencies: list[float]
+    moved: int  # bytes the workers' channels sent and received in the timed exchanges
 
     @property
     def offered(self) -> float:
@@ -97,7 +89,11 @@ class Point:
 
     @property
     def gb_per_s(self) -> float:
-        return self.sustained * exchange_bytes(self.wire, self.parameters) / 1e9
+        return self.moved / self.seconds / 1e9
+
+    @property
+    def mb_per_exchange(self) -> float:
+        return self.moved / self.exchanges / 1e6 if self.exchanges else float("nan")
 
     def percentile(self, q: float) -> float:
         return float(np.percentile(self.latencies, q)) if self.latencies else float("nan")
@@ -139,10 +135,15 @@ def simulated_workers(
     rng = random.Random(seed)
     phases = [rng.uniform(0, interval) for _ in range(threads)]
     counts = [0] * threads
+    moved = [0] * threads  # bytes each worker's channel sent and received, timed exchanges only
     latencies: list[list[float]] = [[] for _ in range(threads)]
     connected = threading.Barrier(threads + 1)
 
     options = {"wire": wire} if wire != "float32" else {}
+
+    def channel_bytes(client: PSClient) -> tuple[Any, int]:
+        channel = client.channel  # the client's framing layer counts every byte of its frames
+        return channel, channel.bytes_sent + channel.bytes_received
 
     def worker(index: int) -> None:
         out = [np.empty(parameters, np.float32)]
@@ -160,20 +161,24 @@ def simulated_workers(
                     time.sleep(pause)
                 if time.monotonic() >= deadline:
                     break
+                channel, before = channel_bytes(client)
                 sent = time.perf_counter()
                 version = client.push_pull(update, version, out).version
                 latencies[index].append(time.perf_counter() - sent)
                 counts[index] += 1
+                after_channel, after = channel_bytes(client)
+                # a reconnect inside the exchange starts a new channel counting from zero
+                moved[index] += after - (before if after_channel is channel else 0)
                 due += interval  # behind schedule: exchange again at once, never two per slot
 
     pool = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(threads)]
     for thread in pool:
         thread.start()
     connected.wait()
-    results.put(("ready", 0, []))
+    results.put(("ready", 0, [], 0))
     for thread in pool:
         thread.join()
-    results.put(("done", sum(counts), [x for per in latencies for x in per]))
+    results.put(("done", sum(counts), [x for per in latencies for x in per], sum(moved)))
 
 
 def relay(upstream: int, link: float, ready: Any) -> None:
@@ -218,6 +223,7 @@ def echo_client(
     """``connections`` threads, each sending the model and receiving it back, flat out."""
     data = np.ones(parameters, np.float32).data.cast("B")
     counts = [0] * connections
+    moved = [0] * connections  # bytes sent and received back, timed round trips only
     connected = threading.Barrier(connections + 1)
 
     def loop(index: int) -> None:
@@ -231,18 +237,20 @@ def echo_client(
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             sock.sendall(data)
-            receive_into(sock, out)
+            if not receive_into(sock, out):
+                break
             counts[index] += 1
+            moved[index] += data.nbytes + out.nbytes
         sock.close()
 
     pool = [threading.Thread(target=loop, args=(i,), daemon=True) for i in range(connections)]
     for thread in pool:
         thread.start()
     connected.wait()
-    results.put(("ready", 0, []))
+    results.put(("ready", 0, [], 0))
     for thread in pool:
         thread.join()
-    results.put(("done", sum(counts), []))
+    results.put(("done", sum(counts), [], sum(moved)))
 
 
 # -- measurements ------------------------------------------------------------------------------
@@ -253,9 +261,9 @@ def _run(
     server_args: tuple[Any, ...],
     clients: list[tuple[Any, tuple[Any, ...]]],
     link: float | None,
-) -> tuple[int, list[float]]:
+) -> tuple[int, list[float], int]:
     """Start the server (behind a ``link`` relay when given), then the clients; release them
-    together; (exchanges, latencies)."""
+    together; (exchanges, latencies, bytes the clients moved)."""
     ready, results, start = CTX.Queue(), CTX.Queue(), CTX.Event()
     server_process = CTX.Process(target=server, args=(*server_args, ready), daemon=True)
     server_process.start()
@@ -273,15 +281,16 @@ def _run(
         for process in processes:
             process.start()
         for _ in processes:
-            kind, _, _ = results.get(timeout=600)
+            kind, _, _, _ = results.get(timeout=600)
             assert kind == "ready"
         start.set()
-        exchanges, latencies = 0, []
+        exchanges, latencies, moved = 0, [], 0
         for _ in processes:
-            kind, count, times = results.get(timeout=600)
+            kind, count, times, nbytes = results.get(timeout=600)
             exchanges += count
             latencies += times
-        return exchanges, latencies
+            moved += nbytes
+        return exchanges, latencies, moved
     finally:
         for process in processes:
             process.join(30)
@@ -302,8 +311,10 @@ def measure_ps(
         for seed, share in enumerate(shares)
         if share
     ]
-    exchanges, latencies = _run(serve_center, (parameters, secret, workers + 16), clients, link)
-    return Point(wire, parameters, workers, interval, exchanges, seconds, latencies)
+    exchanges, latencies, moved = _run(
+        serve_center, (parameters, secret, workers + 16), clients, link
+    )
+    return Point(wire, parameters, workers, interval, exchanges, seconds, latencies, moved)
 
 
 def measure_raw(parameters: int, connections: int, seconds: float, link: float | None) -> float:
@@ -311,8 +322,8 @@ def measure_raw(parameters: int, connections: int, seconds: float, link: float |
     ``connections`` connections in all, as fast as they go (through the ``link`` relay)."""
     share = max(1, connections // PROCESSES)
     clients = [(echo_client, (parameters, share, seconds)) for _ in range(PROCESSES)]
-    exchanges, _ = _run(echo_server, (parameters,), clients, link)
-    return exchanges * 2 * parameters * 4 / seconds / 1e9
+    _, _, moved = _run(echo_server, (parameters,), clients, link)
+    return moved / seconds / 1e9
 
 
 def parse_plan(text: str) -> list[tuple[int, list[int]]]:
@@ -364,7 +375,7 @@ def main() -> None:
         )
         print(
             f"{'wire':>8}{'workers':>8}{'offered/s':>11}{'sustained/s':>13}{'GB/s':>7}"
-            f"{'p50 ms':>9}{'p99 ms':>9}  kept up"
+            f"{'MB/exch':>9}{'p50 ms':>9}{'p99 ms':>9}  kept up"
         )
         for wire in wires:
             key = (wire, parameters)
@@ -375,7 +386,8 @@ def main() -> None:
                 )
                 print(
                     f"{wire:>8}{workers:>8}{point.offered:>11.1f}{point.sustained:>13.1f}"
-                    f"{point.gb_per_s:>7.2f}{point.percentile(50) * 1e3:>9.1f}"
+                    f"{point.gb_per_s:>7.2f}{point.mb_per_exchange:>9.2f}"
+                    f"{point.percentile(50) * 1e3:>9.1f}"
                     f"{point.percentile(99) * 1e3:>9.1f}  {'yes' if point.kept_up else 'no'}",
                     flush=True,
                 )
