@@ -525,9 +525,10 @@ def train(
     """``gridtrain train``: prepare a new run directory and execute it."""
     if executor is not None:
         config["train"]["executor"] = executor
-    local = _prewarmed_local(config["train"], workers)
+    run_dir = run_dir or Path(config["train"]["run_dir"])
+    local = _prewarmed_local(config["train"], workers, run_dir.absolute().name)
     try:
-        files = prepare(config, run_dir or Path(config["train"]["run_dir"]), workers)
+        files = prepare(config, run_dir, workers)
     except BaseException:
         if local is not None:
             local.discard_prewarmed()
@@ -535,7 +536,9 @@ def train(
     return TrainingRun(files, local, plots=plots).execute()
 
 
-def _prewarmed_local(section: dict[str, Any], workers: int | None) -> Executor | None:
+def _prewarmed_local(
+    section: dict[str, Any], workers: int | None, run_name: str
+) -> Executor | None:
     """For the local executor: the executor, its workers already importing TensorFlow while
     ``prepare`` builds the model (a training's start costs one import, not two in a row)."""
     try:
@@ -545,7 +548,7 @@ def _prewarmed_local(section: dict[str, Any], workers: int | None) -> Executor |
     if settings.executor != "local":
         return None
     local = make_executor("local", Path())
-    local.prewarm(workers if workers is not None else settings.workers)
+    local.prewarm(workers if workers is not None else settings.workers, run_name)
     return local
 
 
@@ -559,7 +562,7 @@ def resume(run_dir: Path, *, plots: bool = True) -> int:
         )
     run = TrainingRun(files, plots=plots)
     if resumable(run_dir):
-        run.executor.prewarm(run.settings.workers)
+        run.executor.prewarm(run.settings.workers, files.path.name)
     return run.execute()
 
 

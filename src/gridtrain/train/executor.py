@@ -66,10 +66,10 @@ class Executor(ABC):
     def stop(self, grace: float) -> None:
         """Ask every worker to stop (SIGTERM), wait ``grace`` seconds, then kill."""
 
-    def prewarm(self, count: int) -> None:
-        """Start what ``count`` workers need before the run exists (the local executor starts
-        their processes, which import TensorFlow meanwhile); by default nothing."""
-        del count
+    def prewarm(self, count: int, run_name: str) -> None:
+        """Start what ``count`` workers of run ``run_name`` need before the run exists (the local
+        executor starts their processes, which import TensorFlow meanwhile); by default nothing."""
+        del count, run_name
 
     def discard_prewarmed(self) -> None:  # noqa: B027 (an optional hook, not abstract)
         """End whatever ``prewarm`` started and ``start`` did not use."""

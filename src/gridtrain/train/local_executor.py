@@ -54,7 +54,8 @@ class LocalExecutor(Executor):
         self.slots: list[Slot] = []
         self._launch: Launch | None = None
         self.gpus = visible_gpus()
-        self._waiting: list[tuple[int, subprocess.Popen[bytes]]] = []  # (threads, process)
+        # prewarmed processes by worker name: (threads, process)
+        self._waiting: dict[str, tuple[int, subprocess.Popen[bytes]]] = {}
 
     def threads_per_worker(self, count: int) -> int:
         return max(1, self.cores // count)
@@ -70,24 +71,25 @@ class LocalExecutor(Executor):
             env["CUDA_VISIBLE_DEVICES"] = self.gpus[index % len(self.gpus)]
         return env
 
-    def prewarm(self, count: int) -> None:
+    def prewarm(self, count: int, run_name: str) -> None:
         """Start ``count`` workers that import TensorFlow now and wait for ``start``."""
         threads = self.threads_per_worker(count)
         for index in range(count):
+            name = f"{run_name}-w{index}"
             command = [sys.executable, "-m", "gridtrain", "worker", "--await-launch"]
             process = subprocess.Popen(
-                [*command, "--threads", str(threads)],
+                [*command, "--name", name, "--threads", str(threads)],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL,  # until the launch line names the worker's log
                 stderr=subprocess.DEVNULL,
                 env={**os.environ, **self._environment(index, threads)},
                 start_new_session=True,
             )
-            self._waiting.append((threads, process))
+            self._waiting[name] = (threads, process)
 
     def discard_prewarmed(self) -> None:
         """End the prewarmed workers that were not handed a run (end of stdin: they exit)."""
-        waiting, self._waiting = self._waiting, []
+        waiting, self._waiting = list(self._waiting.values()), {}
         for _, process in waiting:
             if process.stdin is not None:
                 process.stdin.close()
@@ -99,28 +101,28 @@ class LocalExecutor(Executor):
                 process.wait()
 
     def _hand_over(self, slot: Slot, threads: int, launch: Launch) -> bool:
-        """Give ``slot``'s run to a waiting prewarmed process; False when none can take it."""
-        while self._waiting:
-            ready, process = self._waiting.pop(0)
-            if ready != threads or process.poll() is not None or process.stdin is None:
-                if process.stdin is not None:
-                    process.stdin.close()
-                continue
-            line = {
-                "spec": str(launch.spec),
-                "address": launch.address,
-                "secret_file": str(launch.secret_file),
-                "name": slot.name,
-                "log": str(launch.log_dir / f"{slot.name}.log"),
-            }
-            try:
-                process.stdin.write(json.dumps(line).encode() + b"\n")
-                process.stdin.close()
-            except OSError:  # it died between the check and the write
-                continue
-            slot.process = process
-            return True
-        return False
+        """Give ``slot``'s run to its waiting prewarmed process; False when there is none, or it
+        died, or it was made for another number of threads."""
+        ready, process = self._waiting.pop(slot.name, (0, None))
+        if process is None or process.stdin is None:
+            return False
+        line = {
+            "spec": str(launch.spec),
+            "address": launch.address,
+            "secret_file": str(launch.secret_file),
+            "name": slot.name,
+            "log": str(launch.log_dir / f"{slot.name}.log"),
+        }
+        try:
+            if ready != threads or process.poll() is not None:
+                raise BrokenPipeError
+            process.stdin.write(json.dumps(line).encode() + b"\n")
+            process.stdin.close()
+        except OSError:  # died before or while it was told: it ends, a plain start replaces it
+            self._waiting[f"{slot.name} (unused)"] = (ready, process)
+            return False
+        slot.process = process
+        return True
 
     def start(self, launch: Launch, count: int) -> None:
         if count < 1:
