@@ -101,11 +101,13 @@ def run_gridtrain(
     workers: int,
     launcher: tuple[str, ...] = ("gridtrain", "train"),
     extra: tuple[str, ...] = (),
+    program: list[str] | None = None,
 ) -> TimedRun:
     """``gridtrain train`` in a fresh process; the curve comes from its history.jsonl.
 
     ``launcher`` is the module and subcommand run with ``python -m`` (``tests.wan_relay train``
-    trains through a shaping relay), ``extra`` its arguments after the common ones.
+    trains through a shaping relay), ``program`` a whole command line to run instead (a
+    benchmark's own launcher), ``extra`` the arguments after the common ones.
     """
     run_dir = run_dir.resolve()
     if run_dir.exists():
@@ -115,7 +117,7 @@ def run_gridtrain(
     run_dir.mkdir(parents=True)
     config = run_dir.parent / f"{run_dir.name}.yaml"
     config.write_text(yaml.safe_dump({"dataset": dataset, "train": train}, sort_keys=False))
-    command = [sys.executable, "-m", *launcher, "-c", str(config)]
+    command = [*(program or [sys.executable, "-m", *launcher]), "-c", str(config)]
     command += ["--run-dir", str(run_dir), "--workers", str(workers), *extra]
     log_path = run_dir.parent / f"{run_dir.name}.log"
     with open(log_path, "wb") as log:
