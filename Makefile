@@ -81,6 +81,13 @@ bench: $(STAMP) system-deps
 	$(BIN)/python benchmarks/submit.py
 	$(BIN)/python benchmarks/pack.py
 	$(BIN)/python benchmarks/export.py
+	$(BIN)/python benchmarks/train.py --mode floor
+	$(BIN)/python benchmarks/ps_capacity.py --quick
+	$(BIN)/python benchmarks/ps_strangers.py
+	$(BIN)/python benchmarks/wire_codec.py
+	$(BIN)/python benchmarks/wan.py --quick
+	$(BIN)/python benchmarks/tune.py --quick
+	$(BIN)/python benchmarks/gpu.py
 
 # Debian's XRootD server and client: the staging tests start a real server, the benchmark
 # compares with xrdcp. Installed with apt as root (or through sudo); a no-op once present.

@@ -21,8 +21,12 @@ between asynchronous workers reaches the target sooner).
     python benchmarks/gpu.py                         # installs, then about 3-5 min on an H200
     python benchmarks/gpu.py --no-install --events 50000 --epochs 2 --workers 1 2   # smoke test
 
-Without a GPU it still runs (utilisation columns are '-') so the script itself can be checked on
-any machine; its figures then describe the CPU.
+On a machine without an NVIDIA GPU (no ``nvidia-smi``, or one that lists no GPU) it installs
+nothing, prints a line saying it skipped and why, and exits 0 (``make bench`` runs it
+everywhere). ``--allow-cpu`` runs it anyway so that the script itself can be checked on any
+machine (utilisation columns are '-'; its figures then describe the CPU):
+
+    python benchmarks/gpu.py --no-install --allow-cpu --events 20000 --epochs 2 --workers 1 2
 """
 
 from __future__ import annotations
@@ -84,6 +88,23 @@ class GpuSampler:
         return sum(utils) / len(utils), max(utils), max(m for _, m in self.samples)
 
 
+def gpus_listed() -> tuple[list[str], str]:
+    """The GPUs ``nvidia-smi -L`` lists, and why there are none when there are none."""
+    if shutil.which("nvidia-smi") is None:
+        return [], "no nvidia-smi on this machine"
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "-L"], check=False, capture_output=True, text=True, timeout=30
+        )
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return [], f"nvidia-smi -L failed: {error}"
+    listed = [line for line in out.stdout.splitlines() if line.startswith("GPU ")]
+    if not listed:
+        why = (out.stderr or out.stdout).strip().splitlines()
+        return [], f"nvidia-smi -L lists no GPU ({why[0] if why else f'exit {out.returncode}'})"
+    return listed, ""
+
+
 def install(venv: Path) -> Path:
     """The locked GPU environment in ``venv``; returns its python."""
     uv = shutil.which("uv") or str(REPO / ".venv" / "bin" / "uv")
@@ -104,8 +125,15 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--margin", type=float, default=0.005)
+    parser.add_argument(
+        "--allow-cpu", action="store_true", help="run without a GPU (a check of the script)"
+    )
     args = parser.parse_args()
 
+    listed, why = gpus_listed()
+    if not listed and not args.allow_cpu:
+        print(f"gpu.py: skipped, no GPU: {why} (--allow-cpu runs it on the CPU as a check)")
+        return 0
     if not args.no_install:
         python = install(args.venv)
         rest = [*sys.argv[1:], "--no-install"]
@@ -115,6 +143,9 @@ def main() -> int:
 
     gpus = tf.config.list_physical_devices("GPU")
     print(f"TensorFlow {tf.__version__}; GPUs: {[g.name for g in gpus] or 'none (CPU figures)'}")
+    if listed and not gpus and not args.allow_cpu:
+        print(f"nvidia-smi lists {listed} but TensorFlow sees no GPU: its CUDA build is missing")
+        return 1
     dataset = toy_dataset(args.work, args.events, shard_events=16_384)
     train = train_section(
         "deepsets",

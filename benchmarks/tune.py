@@ -16,6 +16,7 @@ the speed-up says how well the machine's cores take P trainings at once. The las
 parallel speed-up.
 
     python benchmarks/tune.py                 # N=4, P=2: 8-15 min on 2 (shared) cores
+    python benchmarks/tune.py --quick         # N=2, P=2, no table and search: the speed-up only
 """
 
 from __future__ import annotations
@@ -143,7 +144,12 @@ def main() -> None:
     parser.add_argument("--budget", type=int, default=4, help="trials for TPE and random")
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--workdir", default=".bench/tune")
+    parser.add_argument(
+        "--quick", action="store_true", help="2 trials each way; skip the table and the search"
+    )
     args = parser.parse_args()
+    if args.quick:
+        args.trials = 2
     work = Path(args.workdir).absolute()
     work.mkdir(parents=True, exist_ok=True)
     data = dataset(work)
@@ -152,6 +158,10 @@ def main() -> None:
     parallel, _ = study(work, "parallel", data, trials=args.trials, parallel=args.parallel)
     print(f"serial    {args.trials} trials, 1 at a time: {serial:7.1f} s")
     print(f"parallel  {args.trials} trials, {args.parallel} at a time: {parallel:7.1f} s")
+    if args.quick:
+        print("table and search skipped (--quick)")
+        print(f"parallel speed-up ({args.parallel} at a time): {serial / parallel:.2f}x")
+        return
 
     points = len(LEARNING_RATES) * len(HIDDEN)
     _, grid_dir = study(work, "table", data, trials=points, parallel=args.parallel)
