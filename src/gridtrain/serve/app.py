@@ -20,7 +20,7 @@ from fastapi.templating import Jinja2Templates
 from gridtrain import __version__
 from gridtrain.errors import ConfigError, GridtrainError
 from gridtrain.serve.launch import InvalidConfig, RunExists, StartFailed
-from gridtrain.serve.routers import configs, pages, runs, session
+from gridtrain.serve.routers import configs, events, pages, runs, session
 from gridtrain.serve.security import BodyLimit, require_token
 from gridtrain.serve.settings import ServeSettings
 from gridtrain.serve.store import RunStore, UnknownRun
@@ -45,7 +45,7 @@ def create_app(settings: ServeSettings) -> Any:
     app.state.store = RunStore(settings.root)
     folder = Path(str(resources.files("gridtrain.serve").joinpath("templates")))
     app.state.templates = Jinja2Templates(directory=folder)
-    for router in (runs.router, configs.router, session.router, pages.router):
+    for router in (runs.router, events.router, configs.router, session.router, pages.router):
         app.include_router(router)
 
     @app.get("/api/openapi.json", include_in_schema=False)

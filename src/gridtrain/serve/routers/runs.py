@@ -1,4 +1,4 @@
-"""``/api/runs``: submit, list, follow, cancel, resume and download trainings.
+"""``/api/runs``: submit, list, cancel, resume and download trainings (``events`` streams them).
 
 Handlers only translate HTTP to ``store`` (reading run directories) and ``launch`` (the CLI's
 own detached driver); there is no training logic here.
@@ -6,17 +6,14 @@ own detached driver); there is no training logic here.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import tempfile
 import zipfile
-from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
-from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.responses import FileResponse
 from starlette.background import BackgroundTask
 
 from gridtrain.serve import launch
@@ -32,10 +29,6 @@ from gridtrain.serve.schemas import (
 from gridtrain.serve.store import RunStore, read_history
 
 router = APIRouter(prefix="/api", tags=["runs"])
-
-POLL_S = 1.0
-HEARTBEAT_S = 15.0
-ENDED = frozenset({"finished", "stopped", "lost"})
 
 
 def _store(request: Request) -> RunStore:
@@ -150,79 +143,3 @@ def export_file(name: str, path: str, request: Request) -> FileResponse:
     if path not in found:
         raise HTTPException(404, f"run {name!r} has no export file {path!r}")
     return FileResponse(found[path], filename=path.rsplit("/", 1)[-1])
-
-
-def _sse(event: str, data: Any) -> str:
-    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
-
-
-Step = Callable[[], Awaitable[tuple[list[str], bool]]]
-
-
-def _event_stream(request: Request, step: Step) -> StreamingResponse:
-    """Server-sent events: ``step`` polled every POLL_S returns the events to send and whether the
-    stream is over; a keep-alive comment goes out after HEARTBEAT_S without events."""
-
-    async def stream() -> AsyncIterator[str]:
-        quiet = 0.0
-        while not await request.is_disconnected():
-            events, ended = await step()
-            for event in events:
-                yield event
-            if ended:
-                return
-            quiet = 0.0 if events else quiet + POLL_S
-            if quiet >= HEARTBEAT_S:
-                yield ": keep-alive\n\n"
-                quiet = 0.0
-            await asyncio.sleep(POLL_S)
-
-    return StreamingResponse(stream(), media_type="text/event-stream", headers=_NO_BUFFER)
-
-
-@router.get("/runs/{name}/events", response_class=StreamingResponse)
-async def run_events(name: str, request: Request) -> StreamingResponse:
-    """Server-sent events: ``progress`` (a RunSummary) on every change, ``history`` (new records
-    of history.jsonl), and ``end`` once the run is finished, stopped or lost."""
-    store = _store(request)
-    files = store.files(name)
-    last, sent = "", 0
-
-    async def step() -> tuple[list[str], bool]:
-        nonlocal last, sent
-        run = await run_in_threadpool(store.summary, name)
-        records = await run_in_threadpool(read_history, files)
-        events = []
-        if len(records) > sent:
-            events.append(_sse("history", records[sent:]))
-            sent = len(records)
-        current = run.model_dump_json()
-        if current != last:
-            events.append(f"event: progress\ndata: {current}\n\n")
-            last = current
-        ended = run.phase in ENDED
-        if ended:
-            events.append(_sse("end", {"name": name, "phase": run.phase}))
-        return events, ended
-
-    return _event_stream(request, step)
-
-
-@router.get("/events", response_class=StreamingResponse)
-async def runs_events(request: Request) -> StreamingResponse:
-    """Server-sent events: ``runs`` (a RunList) whenever any run changes."""
-    store = _store(request)
-    last = ""
-
-    async def step() -> tuple[list[str], bool]:
-        nonlocal last
-        current = RunList(runs=await run_in_threadpool(store.summaries)).model_dump_json()
-        if current == last:
-            return [], False
-        last = current
-        return [f"event: runs\ndata: {current}\n\n"], False
-
-    return _event_stream(request, step)
-
-
-_NO_BUFFER = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
