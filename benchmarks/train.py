@@ -74,7 +74,7 @@ process doing the same: import Keras, load the same standardised events (an unco
 ``--repeat`` times, best of each; last line the ratio of wall times (goal <= 1.3): gridtrain's
 fixed cost around a training.
 
-    python benchmarks/train.py --mode floor               # 1-2 minutes here
+    python benchmarks/train.py --mode floor               # under a minute here
 """
 
 from __future__ import annotations
