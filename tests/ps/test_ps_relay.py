@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.waiting import wait_until
 from tests.wan_relay import ShapingRelay, TokenBucket
 
 
@@ -84,7 +85,12 @@ def test_bandwidth_cap_and_byte_order_with_jitter(echo_server: tuple[str, int]) 
             echoed = _receive(sock, len(payload))
             elapsed = time.perf_counter() - started
             sender.join(10)
-        assert relay.bytes_up == relay.bytes_down == len(payload)
+        # the relay counts a chunk after forwarding it: the echo can arrive before the count
+        wait_until(
+            lambda: relay.bytes_up == relay.bytes_down == len(payload),
+            10,
+            f"the relay to count {len(payload)} bytes each way",
+        )
     assert echoed == payload  # every byte, in order, through two jittered shapers
     throughput = len(payload) * 8 / elapsed
     assert 0.3 * cap <= throughput <= 1.15 * cap, f"{throughput / 1e6:.1f} Mb/s through {cap}"

@@ -219,3 +219,24 @@ def test_a_topk_index_outside_the_tensor_is_a_protocol_error() -> None:
     raw[:] = np.concatenate([np.uint32([3, 7]).view(np.uint8), np.float32([1, 2]).view(np.uint8)])
     protocol.topk_expand(buffer, [count])
     assert buffer[0].tolist() == [0, 0, 0, 1, 0, 0, 0, 2, 0, 0]
+
+
+@pytest.mark.parametrize("wire", [WIRE_TOPK, "fp8"])
+def test_a_stranger_learns_nothing_of_the_algorithm_from_the_wire_negotiation(wire: str) -> None:
+    """Wire is negotiated after the proof: a wrong secret asking top-k of an EASGD server (or an
+    unknown wire) hears "authentication failed", as in every other case; the right secret hears
+    the rule."""
+    easgd = AlgorithmConfig(algorithm="easgd", optimizer="add")
+    with running_server(algorithm=easgd) as (ps, secret):
+        stranger = PSClient(ps.address, bytes(32), small_model())
+        stranger.wire, stranger.topk = wire, 0.05  # as a client might ask, unchecked
+        with pytest.raises(ConnectionError) as refused:
+            stranger.connect()
+        assert "authentication failed" in str(refused.value)
+        assert "EASGD" not in str(refused.value)
+        assert "wire" not in str(refused.value)
+        worker = PSClient(ps.address, secret, small_model())
+        worker.wire, worker.topk = wire, 0.05
+        rule = "EASGD workers push their variable" if wire == WIRE_TOPK else "unknown wire"
+        with pytest.raises(ConnectionError, match=rule):
+            worker.connect()

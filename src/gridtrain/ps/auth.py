@@ -10,23 +10,24 @@ Handshake (each row one frame; ``cn``, ``sn`` are fresh 32-byte random nonces)::
     HELLO  version, cn, role, name,   ->
            wire (and top-k fraction)
                                               version mismatch: ERROR naming both, close
-                                              wire unknown, top-k fraction out of range, or
-                                              top-k asked of an EASGD server: ERROR naming
-                                              the rule, close (before any proof)
                                       <-      CHALLENGE sn
     AUTH   proof, signature table     ->
                                               proof != HMAC(secret, "client"|cn|sn|table):
                                               ERROR "authentication failed", close
            session key K = HKDF-SHA256(secret, salt=cn|sn)    (both sides)
                                               from here every frame carries a tag under K
+                                              HELLO's wire unknown, top-k fraction out of
+                                              range, or top-k asked of an EASGD server:
+                                              ERROR naming the rule, close
                                               a worker's signature mismatch: ERROR naming the
                                               tensor, close
                                               authenticated connections full: ERROR "busy", close
                                       <-      WELCOME worker id, version, algorithm, wire
     client checks WELCOME's tag: only a server that knows the secret can produce it.
 
-The signature is checked after the proof so that a peer without the secret does not learn the
-model's shapes (what it does learn: docs/explanation/security.md). Replays fail: the session key
+The wire and the signature are checked after the proof, so that a peer without the secret
+learns neither the model's shapes nor the algorithm (what it does learn, the protocol version:
+docs/explanation/security.md). Replays fail: the session key
 is fresh per connection, and each frame's nonce is (direction, sequence number), with the
 receiver counting sequence numbers itself.
 

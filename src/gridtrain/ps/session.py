@@ -318,12 +318,12 @@ class Conversation:
             return max(deadline - time.monotonic(), 0.001)
 
         hello = self._receive_hello(session, remaining())
-        wire = self._negotiate_wire(session, hello.meta)
         server_nonce = self._send_challenge(session)
         answer = self._receive_auth(session, remaining())
         self._verify_proof(session, hello, server_nonce, answer)
         self._start_session(session, hello, server_nonce)
-        if hello.role == ROLE_WORKER:
+        wire = self._negotiate_wire(session, hello.meta)  # after the proof: a stranger learns
+        if hello.role == ROLE_WORKER:  # nothing of the algorithm or the model
             self._check_signature(session, answer)
             self._agree_wire(session, wire)
         else:
