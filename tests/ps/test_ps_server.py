@@ -24,6 +24,7 @@ from gridtrain.ps.client import PSClient, parse_address
 from gridtrain.ps.config import ServerConfig
 from gridtrain.ps.rules import AlgorithmConfig
 from gridtrain.ps.server import ParameterServer, bind_first_free
+from tests.waiting import wait_until
 
 
 def test_pull_push_and_push_pull(server: tuple[ParameterServer, bytes]) -> None:
@@ -340,3 +341,22 @@ def _catch(errors: list[BaseException], action: object) -> None:
         action()  # type: ignore[operator]
     except BaseException as err:
         errors.append(err)
+
+
+def test_status_polls_are_not_logged_as_worker_connections(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A monitor (gridtrain status, the service's polls every few seconds) leaves nothing at INFO;
+    a worker's arrival and departure are still logged on both sides."""
+    with running_server() as (ps, secret), caplog.at_level("INFO", logger="gridtrain.ps"):
+        for _ in range(3):
+            monitor = PSClient(ps.address, secret).connect()
+            monitor.status()
+            monitor.close()
+        wait_until(lambda: ps.status()["connections"] == 0, 10, "the monitors to leave")
+        assert [r.getMessage() for r in caplog.records if r.levelname == "INFO"] == []
+        with connected(ps, secret):
+            pass
+        messages = " | ".join(r.getMessage() for r in caplog.records)
+        assert "as worker" in messages
+        assert "joined" in messages

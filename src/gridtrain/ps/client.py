@@ -260,6 +260,9 @@ class PSClient:
         self.worker_id = header.worker_id
         self.version = header.base_version
         self.algorithm = AlgorithmConfig.from_dict(meta["algorithm"])
+        if self.signature is None:  # a monitor (gridtrain status, the service's polls)
+            log.debug("connected to %s:%d as a monitor", *self.address)
+            return
         log.info(
             "connected to %s:%d as worker %d at center version %d",
             *self.address,

@@ -275,7 +275,13 @@ class Conversation:
                 self._leases.release_connection(self.connection, f"connection {reason}")
             if session.worker_id:
                 self.metrics.leave(session.worker_id, reason)
-            log.info("connection %s (%s) ended: %s", session.address, session.name or "?", reason)
+            log.log(
+                logging.INFO if session.role == ROLE_WORKER else logging.DEBUG,  # not every poll
+                "connection %s (%s) ended: %s",
+                session.address,
+                session.name or "?",
+                reason,
+            )
 
     def _send_error(
         self, session: Session, code: str, message: str, version: int = 0, staleness: int = 0
@@ -439,7 +445,8 @@ class Conversation:
                 "wire": session.wire,
             },
         )
-        log.info(
+        log.log(
+            logging.INFO if session.role == ROLE_WORKER else logging.DEBUG,
             "%s %s joined from %s as %d",
             session.role,
             session.name or "?",
