@@ -4,12 +4,20 @@ Layer: serve. Every route depends on ``require_token``; errors of the layers bel
 (422 naming the config key, 404 for an unknown run, 409 for a run that exists or is running);
 a request without a valid token gets 401, and a browser asking for a page gets the login page
 with it (which holds no data: it only turns the token in the link's fragment into a cookie).
+The lifespan ends the event streams when the service is told to stop; the server then waits at
+most SHUTDOWN_GRACE_S for the other responses (a model being downloaded).
 """
 
 from __future__ import annotations
 
+import asyncio
+import signal
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from importlib import resources
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request
@@ -24,6 +32,55 @@ from gridtrain.serve.routers import configs, events, pages, runs, session
 from gridtrain.serve.security import BodyLimit, require_token
 from gridtrain.serve.settings import ServeSettings
 from gridtrain.serve.store import RunStore, UnknownRun
+
+SHUTDOWN_GRACE_S = 3  # uvicorn's timeout_graceful_shutdown: responses still open then are cut
+EXIT_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+@contextmanager
+def _on_exit_signals(callback: Callable[[], None]) -> Iterator[None]:
+    """Call ``callback`` on SIGTERM and SIGINT, then the handler installed before (uvicorn's).
+
+    The server's own handler only stops accepting and waits for open responses, which an event
+    stream never ends by itself. ``callback`` runs inside a signal handler: it must only set flags
+    or schedule work thread-safely.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signals reach the main thread only; the lifespan's exit still stops the streams
+        return
+    previous: dict[int, Any] = {sig: signal.getsignal(sig) for sig in EXIT_SIGNALS}
+
+    def handler(sig: int, frame: FrameType | None) -> None:
+        callback()
+        chained = previous[sig]
+        if callable(chained):
+            chained(sig, frame)
+        elif chained == signal.SIG_DFL:
+            signal.signal(sig, signal.SIG_DFL)
+            signal.raise_signal(sig)
+
+    for sig in EXIT_SIGNALS:
+        signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for number, chained in previous.items():
+            if signal.getsignal(number) is handler:
+                signal.signal(number, chained)
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    streams: events.Streams = app.state.streams
+    loop = asyncio.get_running_loop()
+
+    def stopping() -> None:
+        streams.stopping = True  # seen by every stream within POLL_S, even if the loop is busy
+        loop.call_soon_threadsafe(streams.stop)
+
+    with _on_exit_signals(stopping):
+        yield
+    streams.stop()
 
 
 def _problems(status: int, problems: list[dict[str, Any]]) -> JSONResponse:
@@ -40,8 +97,10 @@ def create_app(settings: ServeSettings) -> Any:
         docs_url=None,  # Swagger UI and ReDoc load their code from a CDN
         redoc_url=None,
         openapi_url=None,  # served below, behind the token
+        lifespan=_lifespan,
     )
     app.state.settings = settings
+    app.state.streams = events.Streams()
     app.state.store = RunStore(settings.root)
     folder = Path(str(resources.files("gridtrain.serve").joinpath("templates")))
     app.state.templates = Jinja2Templates(directory=folder)

@@ -59,7 +59,7 @@ def _serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    from gridtrain.serve.app import create_app
+    from gridtrain.serve.app import SHUTDOWN_GRACE_S, create_app
     from gridtrain.serve.settings import ServeSettings, read_or_create_token
 
     root = args.root.resolve()
@@ -81,7 +81,12 @@ def _serve(args: argparse.Namespace) -> int:
         flush=True,
     )
     server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), log_level="warning", access_log=False)
+        uvicorn.Config(
+            create_app(settings),
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
+        )
     )
     server.run(sockets=[sock])
     return 0

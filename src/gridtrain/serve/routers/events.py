@@ -1,11 +1,15 @@
 """``/api/runs/{name}/events`` and ``/api/events``: server-sent events that follow the runs.
 
-Handlers only read run directories through ``store``; there is no training logic here.
+Handlers only read run directories through ``store``; there is no training logic here. A stream
+never ends by itself while its run trains, and the server waits for open responses before it
+exits, so every stream also ends when ``Streams.stop`` is called (the app's lifespan calls it on
+SIGTERM and SIGINT): within POLL_S.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -24,6 +28,24 @@ HEARTBEAT_S = 15.0
 ENDED = frozenset({"finished", "stopped", "lost"})
 
 
+class Streams:
+    """The open event streams of one service, and whether it is stopping."""
+
+    def __init__(self) -> None:
+        self.stopping = False  # a plain flag: set from a signal handler, read every POLL_S
+        self._stopped = asyncio.Event()
+
+    def stop(self) -> None:
+        """End every stream (in the event loop's thread); new ones end at once."""
+        self.stopping = True
+        self._stopped.set()
+
+    async def pause(self, seconds: float) -> None:
+        """Sleep ``seconds``, or less when the service stops."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopped.wait(), seconds)
+
+
 def _store(request: Request) -> RunStore:
     store: RunStore = request.app.state.store
     return store
@@ -40,9 +62,11 @@ def _event_stream(request: Request, step: Step) -> StreamingResponse:
     """Server-sent events: ``step`` polled every POLL_S returns the events to send and whether the
     stream is over; a keep-alive comment goes out after HEARTBEAT_S without events."""
 
+    streams: Streams = request.app.state.streams
+
     async def stream() -> AsyncIterator[str]:
         quiet = 0.0
-        while not await request.is_disconnected():
+        while not streams.stopping and not await request.is_disconnected():
             events, ended = await step()
             for event in events:
                 yield event
@@ -52,7 +76,7 @@ def _event_stream(request: Request, step: Step) -> StreamingResponse:
             if quiet >= HEARTBEAT_S:
                 yield ": keep-alive\n\n"
                 quiet = 0.0
-            await asyncio.sleep(POLL_S)
+            await streams.pause(POLL_S)
 
     return StreamingResponse(stream(), media_type="text/event-stream", headers=_NO_BUFFER)
 
