@@ -27,7 +27,7 @@ def check_run_name(name: str) -> str:
     """``name`` if it is a valid run name; ``ConfigError`` otherwise."""
     if not RUN_NAME.fullmatch(name):
         raise ConfigError(
-            f"run name {name!r}: use 1-64 letters, digits, '_' or '-', starting with a letter "
+            f"run name {name[:80]!r}: use 1-64 letters, digits, '_' or '-', starting with a letter "
             "or digit (for example 'mlp-2024-06')"
         )
     return name
