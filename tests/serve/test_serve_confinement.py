@@ -151,3 +151,86 @@ def test_deeply_nested_yaml_is_refused_not_a_crash(plain: Service) -> None:
     status, body = call_json(plain, "POST", "/api/configs/validate", {"config": deep})
     assert status == 422, body
     assert "levels deep" in body["detail"][0]["message"]
+
+
+# -- 2. Downloads never follow a link out ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def linked(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """A root with a real finished run, a run whose files are links out, and a run folder that
+    is itself a link to a folder outside the root."""
+    base = tmp_path_factory.mktemp("linked")
+    outside = base / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text(OUTSIDE_SECRET)
+    (outside / "secret.json").write_text(json.dumps(OUTSIDE_JSON))
+    (outside / "secret.jsonl").write_text(json.dumps(OUTSIDE_JSON) + "\n")
+    (outside / "export").mkdir()
+    (outside / "export" / "leak.onnx").write_text(OUTSIDE_SECRET)
+    root = base / "runs"
+    fake_run(root / "real")
+    run = fake_run(root / "links", finished=False)
+    (run / "model.keras").symlink_to(outside / "secret.txt")
+    (run / "metrics.json").symlink_to(outside / "secret.json")
+    (run / "history.jsonl").unlink()
+    (run / "history.jsonl").symlink_to(outside / "secret.jsonl")
+    (run / "plots" / "roc.png").symlink_to(outside / "secret.txt")
+    (run / "export").symlink_to(outside / "export")
+    inner = fake_run(root / "inner")  # links below a real export/ and plots/
+    (inner / "export" / "model" / "leak.onnx").symlink_to(outside / "secret.txt")
+    (inner / "export" / "out").symlink_to(outside / "export")
+    (inner / "plots" / "leak.png").symlink_to(outside / "secret.txt")
+    fake_run(outside / "elsewhere")
+    (outside / "elsewhere" / "model.keras").write_text(OUTSIDE_SECRET)
+    (root / "escaped").symlink_to(outside / "elsewhere")
+    service = Service(root).start()
+    try:
+        yield service
+    finally:
+        service.stop()
+
+
+def test_links_out_of_a_run_are_neither_listed_nor_served(linked: Service) -> None:
+    status, body = call_json(linked, "GET", "/api/runs")
+    assert status == 200
+    runs = {run["name"]: run for run in body["runs"]}
+    assert set(runs) == {"real", "links", "inner"}  # the linked run folder is no run
+    assert set(runs["real"]["files"]) == {"model", "export", "plots"}
+    assert runs["links"]["files"] == ["plots"]  # model.keras and export/ are links out
+    assert runs["links"]["auc"] is None  # metrics.json is a link out
+    assert runs["links"]["progress"]["epoch"] == 0  # and so is history.jsonl
+    refused = [
+        "/api/runs/links/model",
+        "/api/runs/links/metrics",
+        "/api/runs/links/plots/roc.png",
+        "/api/runs/links/export.zip",
+        "/api/runs/links/export/leak.onnx",
+        "/api/runs/inner/export/model/leak.onnx",
+        "/api/runs/inner/export/out/leak.onnx",
+        "/api/runs/inner/plots/leak.png",
+        "/api/runs/escaped",
+        "/api/runs/escaped/model",
+        "/api/runs/escaped/metrics",
+        "/api/runs/escaped/history",
+        "/api/runs/escaped/status",
+        "/runs/escaped",
+    ]
+    for path in refused:
+        status, raw = call(linked, "GET", path)
+        assert status == 404, (path, raw[:200])
+        assert OUTSIDE_SECRET.encode() not in raw, path
+    listed = {
+        "/api/runs/links/plots": {"plots": []},
+        "/api/runs/links/export": {"files": []},
+        "/api/runs/links/history": [],
+        "/api/runs/inner/plots": {"plots": ["roc.png"]},
+        "/api/runs/inner/export": {"files": ["model/model.onnx"]},
+    }
+    for path, expected in listed.items():
+        assert call_json(linked, "GET", path) == (200, expected), path
+    status, raw = call(linked, "GET", "/api/runs/inner/export.zip")
+    assert status == 200
+    assert OUTSIDE_SECRET.encode() not in raw
+    for path in ("/api/runs/real/model", "/api/runs/real/plots/roc.png", "/api/runs/real/metrics"):
+        assert call(linked, "GET", path)[0] == 200, path  # real files are still served

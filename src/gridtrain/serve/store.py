@@ -3,7 +3,10 @@
 Layer: serve. Reads files named by ``gridtrain.rundir`` and asks ``gridtrain.train`` whether a
 driver holds a run; never writes into a run directory. A name is checked against ``RUN_NAME``
 before it becomes a path, and a download is a file this module lists, so no request can reach
-a file outside a known run.
+a file outside a known run. No link is followed: a run folder that is a symbolic link is no run,
+and a file is read or served only when its real path (``os.path.realpath``, every link followed)
+is the path itself under the real ``--root``, so a link planted in a run (plots/x.png to
+~/.ssh/id_rsa, model.keras to ps.secret, export/ to another folder) is neither listed nor served.
 """
 
 from __future__ import annotations
@@ -26,7 +29,19 @@ class UnknownRun(ConfigError, LookupError):
     """No run of that name under --root."""
 
 
+def own_file(path: Path) -> bool:
+    """Whether ``path`` is a regular file reached through no symbolic link at all."""
+    return os.path.realpath(path) == os.path.abspath(path) and os.path.isfile(path)
+
+
+def own_dir(path: Path) -> bool:
+    """Whether ``path`` is a folder reached through no symbolic link at all."""
+    return os.path.realpath(path) == os.path.abspath(path) and os.path.isdir(path)
+
+
 def _read_json(path: Path) -> Any:
+    if not own_file(path):
+        return None
     try:
         return json.loads(path.read_text())
     except (FileNotFoundError, json.JSONDecodeError):
@@ -35,6 +50,8 @@ def _read_json(path: Path) -> Any:
 
 def read_history(files: RunDir) -> list[dict[str, Any]]:
     """history.jsonl's complete lines (a line being written is left for the next read)."""
+    if not own_file(files.history):
+        return []
     try:
         text = files.history.read_text()
     except FileNotFoundError:
@@ -60,7 +77,7 @@ class RunStore:
     """The run directories directly under ``root``."""
 
     def __init__(self, root: Path) -> None:
-        self.root = root.resolve()
+        self.root = Path(os.path.realpath(root))
         self._shards: dict[str, tuple[int, int, str, int]] = {}  # name -> the spec's counts
 
     def files(self, name: str) -> RunDir:
@@ -68,9 +85,14 @@ class RunStore:
         if not RUN_NAME.fullmatch(name):
             raise UnknownRun(f"no run {name!r}: not a run name")
         files = RunDir(self.root / name)
-        if not files.spec.is_file():
+        if not self.is_run(files):
             raise UnknownRun(f"no run {name!r} under {self.root}")
         return files
+
+    @staticmethod
+    def is_run(files: RunDir) -> bool:
+        """A real folder (no link) with a real worker.json: what the driver prepared."""
+        return own_dir(files.path) and own_file(files.spec)
 
     def names(self) -> list[str]:
         try:
@@ -80,7 +102,7 @@ class RunStore:
         return sorted(
             entry.name
             for entry in entries
-            if RUN_NAME.fullmatch(entry.name) and RunDir(Path(entry.path)).spec.is_file()
+            if RUN_NAME.fullmatch(entry.name) and self.is_run(RunDir(self.root / entry.name))
         )
 
     def _spec_counts(self, name: str, files: RunDir) -> tuple[int, int, str, int]:
@@ -139,28 +161,31 @@ class RunStore:
     @staticmethod
     def downloads(files: RunDir) -> list[str]:
         present = []
-        if files.model.is_file():
+        if own_file(files.model):
             present.append("model")
-        if (files.path / EXPORT).is_dir():
+        if own_dir(files.path / EXPORT):
             present.append("export")
-        if files.plots.is_dir():
+        if own_dir(files.plots):
             present.append("plots")
         return present
 
     @staticmethod
     def plots(files: RunDir) -> list[str]:
-        if not files.plots.is_dir():
+        if not own_dir(files.plots):
             return []
-        return sorted(p.name for p in files.plots.iterdir() if p.suffix == ".png" and p.is_file())
+        return sorted(p.name for p in files.plots.iterdir() if p.suffix == ".png" and own_file(p))
 
     @staticmethod
     def export_files(files: RunDir) -> dict[str, Path]:
-        """Every regular file under RUN_DIR/export, by its path relative to that folder."""
+        """Every regular file under RUN_DIR/export, by its path relative to that folder; links,
+        and what lies below a linked folder, are left out."""
         folder = files.path / EXPORT
-        if not folder.is_dir():
+        if not own_dir(folder):
             return {}
         found = {}
-        for path in sorted(folder.rglob("*")):
-            if path.is_file() and not path.is_symlink():
-                found[path.relative_to(folder).as_posix()] = path
-        return found
+        for top, _, names in os.walk(folder):  # does not descend into linked folders
+            for name in names:
+                path = Path(top) / name
+                if own_file(path):
+                    found[path.relative_to(folder).as_posix()] = path
+        return dict(sorted(found.items()))

@@ -26,7 +26,7 @@ from gridtrain.serve.schemas import (
     RunSummary,
     SubmitRequest,
 )
-from gridtrain.serve.store import RunStore, read_history
+from gridtrain.serve.store import RunStore, own_file, read_history
 
 router = APIRouter(prefix="/api", tags=["runs"])
 
@@ -86,7 +86,7 @@ def history(name: str, request: Request) -> list[dict[str, Any]]:
 def metrics(name: str, request: Request) -> dict[str, Any]:
     """metrics.json of a finished run."""
     files = _store(request).files(name)
-    if not files.metrics.is_file():
+    if not own_file(files.metrics):
         raise HTTPException(404, f"run {name!r} has no metrics yet (phase: not finished)")
     data: dict[str, Any] = json.loads(files.metrics.read_text())
     return data
@@ -96,7 +96,7 @@ def metrics(name: str, request: Request) -> dict[str, Any]:
 def model(name: str, request: Request) -> FileResponse:
     """model.keras (load it with keras.models.load_model or gridtrain.models.load_model)."""
     files = _store(request).files(name)
-    if not files.model.is_file():
+    if not own_file(files.model):
         raise HTTPException(404, f"run {name!r} has no model.keras yet")
     return FileResponse(files.model, filename=f"{name}.keras")
 
