@@ -29,12 +29,20 @@ def serve_dataset(toy_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
 
 
 @pytest.fixture
-def start_service(tmp_path: Path) -> Iterator[Any]:
-    """Start services on demand (``start_service(root, *args)``); all stopped at the end."""
+def start_service(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """Start services on demand (``start_service(root, *args)``); all stopped at the end.
+
+    A test that trains on ``serve_dataset`` gets services that may read it and the toy files
+    (``--allow-data``): a service reads data only from its root and those folders.
+    """
     started: list[Service] = []
+    data: list[str] = []
+    if "serve_dataset" in request.fixturenames:
+        for name in ("toy_dir", "serve_dataset"):
+            data += ["--allow-data", str(request.getfixturevalue(name))]
 
     def start(root: Path | None = None, *args: str) -> Service:
-        service = Service(root or tmp_path / "runs", *args).start()
+        service = Service(root or tmp_path / "runs", *data, *args).start()
         started.append(service)
         return service
 

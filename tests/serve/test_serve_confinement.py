@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from serve_helpers import Service
+from serve_helpers import Service, toy_config
 
 OUTSIDE_SECRET = "5e0c1f4b-a file outside the root"
 OUTSIDE_JSON = {"auc": 0.99, "leaked": OUTSIDE_SECRET}
@@ -234,3 +234,145 @@ def test_links_out_of_a_run_are_neither_listed_nor_served(linked: Service) -> No
     assert OUTSIDE_SECRET.encode() not in raw
     for path in ("/api/runs/real/model", "/api/runs/real/plots/roc.png", "/api/runs/real/metrics"):
         assert call(linked, "GET", path)[0] == 200, path  # real files are still served
+
+
+# -- 3. Data confined like code --------------------------------------------------------------------
+
+STAGE_PREFIX = "root://eos.example.org//store/user/me/"
+
+
+@pytest.fixture(scope="module")
+def confined(
+    tmp_path_factory: pytest.TempPathFactory, toy_dir: Path
+) -> Iterator[tuple[Service, Path]]:
+    """A service that may read its root, the toy files and one more folder (--allow-data), and
+    stage only below STAGE_PREFIX; the folder ``outside`` is none of them."""
+    base = tmp_path_factory.mktemp("confined")
+    allowed = base / "allowed"
+    (allowed / "dataset").mkdir(parents=True)
+    (allowed / "condor.yaml").write_text("request_gpus: 0\n")
+    outside = base / "outside"
+    (outside / "dataset").mkdir(parents=True)
+    (outside / "secrets.yaml").write_text("api_key: x\nsecond_secret_name: y\n")
+    (allowed / "out").symlink_to(outside)
+    root = base / "runs"
+    root.mkdir()
+    (root / "out").symlink_to(outside)
+    args = ["--allow-data", str(allowed), "--allow-data", str(toy_dir)]
+    service = Service(root, *args, "--allow-stage", STAGE_PREFIX).start()
+    try:
+        yield service, base
+    finally:
+        service.stop()
+
+
+def with_key(config: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
+    """``config`` with the dotted ``key`` (list indices as numbers) set to ``value``."""
+    config = json.loads(json.dumps(config))
+    *parents, last = key.split(".")
+    node: Any = config
+    for part in parents:
+        node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
+    if isinstance(node, list):
+        node[int(last)] = value
+    else:
+        node[last] = value
+    return config
+
+
+PATH_KEYS = [
+    "dataset.outdir",
+    "dataset.samples.0.files.0",
+    "toy.outdir",
+    "train.run_dir",
+    "train.condor.profile",
+]
+
+
+def test_a_path_outside_the_root_and_the_allowed_folders_is_refused_alike(
+    confined: tuple[Service, Path], toy_dir: Path
+) -> None:
+    service, base = confined
+    good = toy_config(toy_dir, base / "allowed" / "dataset")
+    assert call_json(service, "POST", "/api/configs/validate", {"config": good})[0] == 200
+    outside = base / "outside"
+    candidates = {  # each exists, or not, or is a link out from an allowed folder
+        "exists": str(outside / "dataset"),
+        "missing": str(outside / "nothing-here"),
+        "file": str(outside / "secrets.yaml"),
+        "etc": "/etc/passwd",
+        "link in root": str(service.root / "out" / "dataset"),
+        "link in allowed": str(base / "allowed" / "out" / "secrets.yaml"),
+        "dot-dot": str(base / "allowed" / ".." / "outside" / "dataset"),
+        "relative": "../../outside/dataset",
+    }
+    for key in PATH_KEYS:
+        messages = set()
+        for label, value in candidates.items():
+            config = with_key(good, key, value)
+            for path in ("/api/configs/validate", "/api/runs"):
+                status, body = call_json(service, "POST", path, {"name": "x", "config": config})
+                assert status == 422, (key, label, path, body)
+                assert [p["key"] for p in body["detail"]] == [key], body
+                messages.add(body["detail"][0]["message"].replace(repr(value), "VALUE"))
+        assert len(messages) == 1, (key, messages)  # says nothing of what is there
+        assert "--allow-data" in messages.pop()
+    assert [p.name for p in service.root.iterdir() if not p.name.startswith(".")] == ["out"]
+
+
+def test_the_site_profile_probe_learns_nothing_of_the_file(
+    confined: tuple[Service, Path], toy_dir: Path
+) -> None:
+    service, base = confined
+    good = toy_config(toy_dir, base / "allowed" / "dataset", executor="condor")
+    probe = with_key(good, "train.condor.profile", str(base / "outside" / "secrets.yaml"))
+    for path in ("/api/configs/validate", "/api/runs"):
+        status, raw = call(service, "POST", path, {"name": "probe", "config": probe})
+        assert status == 422, raw[:300]
+        assert b"api_key" not in raw
+        assert b"second_secret_name" not in raw
+    for name in ("local-pool", "lxplus", str(base / "allowed"), str(base / "allowed/condor.yaml")):
+        config = with_key(good, "train.condor.profile", name)
+        status, body = call_json(service, "POST", "/api/configs/validate", {"config": config})
+        assert status == 200, (name, body)  # a built-in name, or a file in an allowed folder
+    assert not (service.root / "probe").exists()
+
+
+def test_a_storage_url_needs_an_allowed_prefix(
+    confined: tuple[Service, Path], toy_dir: Path
+) -> None:
+    service, base = confined
+    good = toy_config(toy_dir, base / "allowed" / "dataset")
+    allowed = [STAGE_PREFIX + "ds", STAGE_PREFIX.rstrip("/"), STAGE_PREFIX + "a/b?x=1"]
+    for url in allowed:
+        config = with_key(good, "stage.url", url)
+        status, body = call_json(service, "POST", "/api/configs/validate", {"config": config})
+        assert status == 200, (url, body)
+    refused = [
+        "root://eos.example.org//store/user/meX/ds",
+        "root://eos.example.org//store/user/me/../other",
+        "root://evil.example.org//store/user/me/ds",
+        "root://eos.example.org.evil.example//store/user/me/ds",
+        str(base / "outside"),
+        "https://example.org/x",
+    ]
+    for url in refused:
+        config = with_key(good, "stage.url", url)
+        status, body = call_json(service, "POST", "/api/configs/validate", {"config": config})
+        assert status == 422, (url, body)
+        assert [p["key"] for p in body["detail"]] == ["stage.url"]
+        assert "--allow-stage" in body["detail"][0]["message"]
+    remote = with_key(good, "dataset.samples.0.files.0", "root://evil.example.org//x.root")
+    status, body = call_json(service, "POST", "/api/configs/validate", {"config": remote})
+    assert status == 422
+    assert body["detail"][0]["key"] == "dataset.samples.0.files.0"
+
+
+def test_without_allow_stage_no_storage_url_is_accepted(plain: Service, toy_dir: Path) -> None:
+    config = with_key(toy_config(toy_dir, plain.root), "stage.url", STAGE_PREFIX + "ds")
+    config["dataset"]["samples"] = [
+        {"name": "s", "files": [str(plain.root / "s.root")], "label": 1}
+    ]
+    status, body = call_json(plain, "POST", "/api/configs/validate", {"config": config})
+    assert status == 422
+    assert [p["key"] for p in body["detail"]] == ["stage.url"]

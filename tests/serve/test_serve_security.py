@@ -70,8 +70,9 @@ WORKER_SPEC_MARKER = "a90e6c27-the worker spec"
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    """A service over a root with one run directory (no training: only its files matter here)."""
+def service(tmp_path_factory: pytest.TempPathFactory, toy_dir: Path) -> Iterator[Service]:
+    """A service over a root with one run directory (no training: only its files matter here);
+    it may read the toy files (--allow-data), and datasets under its root."""
     base = tmp_path_factory.mktemp("security")
     root = base / "runs"
     known = root / "known"
@@ -85,7 +86,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     allowed = base / "models"
     allowed.mkdir()
     (allowed / "net.py").write_text("def build(**kw):\n    raise SystemExit\n")
-    service = Service(root, "--allow-models", str(allowed)).start()
+    service = Service(root, "--allow-models", str(allowed), "--allow-data", str(toy_dir)).start()
     try:
         yield service
     finally:
@@ -218,15 +219,16 @@ def test_a_user_model_outside_the_allowed_folder_is_refused(
     before = tree(service.root)
     evil = tmp_path / "evil.py"
     evil.write_text("import os\nos.system('touch /tmp/pwned')\n")
+    dataset = service.root / "dataset"  # inside the root: only the model is wrong
     for model in (str(evil) + ":build", "../evil.py:build", "os:system", "gridtrain.cli:main"):
-        config = toy_config(toy_dir, tmp_path, model={"name": model})
+        config = toy_config(toy_dir, dataset, model={"name": model})
         for path in ("/api/configs/validate", "/api/runs"):
             status, body = request(
                 service.url, "POST", path, {"name": "evil", "config": config}, headers=auth
             )
             assert status == 422, (model, path)
             assert body["detail"][0]["key"] == "train.model.name", body
-    config = toy_config(toy_dir, tmp_path, model={"name": "net.py:build"})
+    config = toy_config(toy_dir, dataset, model={"name": "net.py:build"})
     status, body = request(service.url, "POST", "/api/configs/validate", {"config": config}, auth)
     assert status == 200
     assert body["config"]["train"]["model"]["name"].endswith("/models/net.py:build")

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from gridtrain.errors import ConfigError, StageError
 from gridtrain.serve.settings import DEFAULT_HOST, DEFAULT_PORT, MAX_BODY, TOKEN_FILE
 
 
@@ -38,6 +39,23 @@ def register(subparsers: Any) -> None:
         "('file.py:function'); without it, only built-in models",
     )
     serve.add_argument(
+        "--allow-data",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a folder whose files a config may read (dataset.outdir, dataset.samples' files, "
+        "a site profile), besides --root; repeatable. Without it, only --root",
+    )
+    serve.add_argument(
+        "--allow-stage",
+        action="append",
+        default=[],
+        metavar="PREFIX",
+        help="a storage URL prefix a config may name (stage.url, root:// inputs), e.g. "
+        "root://eos.example.org//store/user/me/; repeatable. Without it, none",
+    )
+    serve.add_argument(
         "--token-file", type=Path, help=f"where the token is kept (ROOT/{TOKEN_FILE})"
     )
     serve.add_argument(
@@ -66,7 +84,14 @@ def _serve(args: argparse.Namespace) -> int:
     root.mkdir(parents=True, exist_ok=True)
     token = read_or_create_token(args.token_file or root / TOKEN_FILE, new=args.new_token)
     allow = args.allow_models.resolve() if args.allow_models else None
-    settings = ServeSettings(root, token, allow, args.max_body)
+    settings = ServeSettings(
+        root,
+        token,
+        allow,
+        args.max_body,
+        allow_data=tuple(_folder("--allow-data", path) for path in args.allow_data),
+        allow_stage=tuple(_prefix(prefix) for prefix in args.allow_stage),
+    )
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -90,3 +115,19 @@ def _serve(args: argparse.Namespace) -> int:
     )
     server.run(sockets=[sock])
     return 0
+
+
+def _folder(option: str, path: Path) -> Path:
+    if not path.is_dir():
+        raise ConfigError(f"{option} {path}: not a folder; give an existing folder")
+    return path.resolve()
+
+
+def _prefix(prefix: str) -> str:
+    from gridtrain.stage.location import parse_location
+
+    try:
+        parse_location(prefix)
+    except StageError as err:
+        raise ConfigError(f"--allow-stage {prefix}: {err}") from None
+    return prefix

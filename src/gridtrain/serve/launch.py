@@ -5,7 +5,9 @@ handed to ``gridtrain train -c CONFIG --run-dir RUN_DIR --detach`` in a new proc
 checks, the same prepared run directory and the same detached driver as on the command line,
 and no TensorFlow in the service. Cancel is ``gridtrain cancel``'s own function.
 
-A submitted config cannot grow in the service: YAML anchors and aliases are refused (an alias
+What a config may read is checked first (``confine``: data inside --root and --allow-data, site
+profiles built in or from there, storage below --allow-stage). A submitted config cannot grow in
+the service: YAML anchors and aliases are refused (an alias
 bomb of a few hundred bytes expands to gigabytes), nesting is bounded, and a 422 carries at most
 ``MAX_PROBLEMS`` problems of at most ``MAX_MESSAGE`` characters each.
 """
@@ -25,6 +27,7 @@ import yaml
 from gridtrain.config import load_schema, validate_config
 from gridtrain.errors import ConfigError, GridtrainError
 from gridtrain.rundir import RunDir
+from gridtrain.serve.confine import confine, given_paths
 from gridtrain.serve.schemas import ConfigProblem
 from gridtrain.serve.security import check_model
 from gridtrain.serve.settings import ServeSettings, check_run_name
@@ -133,14 +136,18 @@ def check_config(config: dict[str, Any], settings: ServeSettings) -> dict[str, A
     ]
     if problems:
         raise InvalidConfig(problems)
+    given = given_paths(config)
     try:
         config = validate_config(config, "config")
     except ConfigError as err:
         raise InvalidConfig([ConfigProblem(key=None, message=str(err))]) from None
+    problems = confine(config, settings, given)
     try:
         check_model(config, settings.allow_models)
     except ConfigError as err:
-        raise InvalidConfig([ConfigProblem(key="train.model.name", message=str(err))]) from None
+        problems.append(ConfigProblem(key="train.model.name", message=str(err)))
+    if problems:
+        raise InvalidConfig(problems)
     return config
 
 

@@ -41,6 +41,10 @@ class ServeSettings:
     token: str
     allow_models: Path | None = None
     max_body: int = MAX_BODY
+    # Besides root, the folders whose files a config may read (--allow-data), and the storage
+    # URL prefixes it may name (--allow-stage); see gridtrain.serve.confine.
+    allow_data: tuple[Path, ...] = ()
+    allow_stage: tuple[str, ...] = ()
     # The working directory of the drivers it starts: relative paths in a config (the dataset's
     # outdir) mean what they mean to `gridtrain train` run from here.
     workdir: Path = field(default_factory=Path.cwd)
