@@ -376,3 +376,16 @@ def test_without_allow_stage_no_storage_url_is_accepted(plain: Service, toy_dir:
     status, body = call_json(plain, "POST", "/api/configs/validate", {"config": config})
     assert status == 422
     assert [p["key"] for p in body["detail"]] == ["stage.url"]
+
+
+# -- 4. A finished run is not resumed --------------------------------------------------------------
+
+
+def test_resuming_a_finished_run_is_refused_with_409(linked: Service) -> None:
+    run = linked.root / "real"
+    before = {name: (run / name).read_bytes() for name in ("model.keras", "metrics.json")}
+    status, body = call_json(linked, "POST", "/api/runs/real/resume")
+    assert status == 409, body
+    assert "finished" in body["detail"][0]["message"]
+    assert {name: (run / name).read_bytes() for name in before} == before
+    assert not (run / "driver.log").exists()  # no driver was started

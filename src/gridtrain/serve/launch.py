@@ -31,6 +31,7 @@ from gridtrain.serve.confine import confine, given_paths
 from gridtrain.serve.schemas import ConfigProblem
 from gridtrain.serve.security import check_model
 from gridtrain.serve.settings import ServeSettings, check_run_name
+from gridtrain.serve.store import phase
 
 START_TIMEOUT = 300.0  # the CLI builds the model once before it detaches
 MAX_PROBLEMS = 50  # a 422 names at most this many problems, then says how many more there are
@@ -98,6 +99,10 @@ class RunExists(ConfigError, FileExistsError):
 
 class StartFailed(GridtrainError, RuntimeError):
     """``gridtrain train --detach`` refused the run; the message is its own."""
+
+
+class RunFinished(GridtrainError, FileExistsError):
+    """A finished run is not resumed: that would rewrite its model.keras and metrics.json."""
 
 
 def parse_config(config: dict[str, Any] | None, text: str | None) -> dict[str, Any]:
@@ -196,7 +201,13 @@ def submit(name: str, config: dict[str, Any], settings: ServeSettings) -> RunDir
 
 
 def resume(files: RunDir, settings: ServeSettings) -> str:
-    """``gridtrain train --resume RUN_DIR --detach``; its message."""
+    """``gridtrain train --resume RUN_DIR --detach``; its message. ``RunFinished`` (409) for a
+    finished run, whose model and metrics a resume would write again."""
+    if phase(files) == "finished":
+        raise RunFinished(
+            f"run {files.path.name!r} has finished: resuming it would rewrite its model.keras "
+            "and metrics.json; submit its config as a new run instead"
+        )
     result = _gridtrain("train", "--resume", str(files.path), "--detach", workdir=settings.workdir)
     if result.returncode != 0:
         raise StartFailed(_failure(result))
