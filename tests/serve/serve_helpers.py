@@ -34,6 +34,9 @@ def toy_yaml(toy_dir: Path, dataset: Path, **train: Any) -> str:
 
 
 SERVE = [sys.executable, "-m", "gridtrain", "serve"]
+# What the service prints once it listens: the login link on a terminal, otherwise its address
+# (the link, which holds the token, is then in ROOT/.serve-login).
+STARTED = re.compile(r"(?:open|listening on) (https?://[^/\s]+)/")
 
 
 class Service:
@@ -44,6 +47,7 @@ class Service:
         self.args = args
         self.process: subprocess.Popen[str] | None = None
         self.url = ""
+        self.log = root.parent / f"serve-{root.name}.log"
 
     @property
     def token(self) -> str:
@@ -51,7 +55,7 @@ class Service:
 
     def start(self) -> Service:
         self.root.mkdir(parents=True, exist_ok=True)
-        log = self.root.parent / f"serve-{self.root.name}.log"
+        log = self.log
         with open(log, "w") as out:  # a file, not a pipe: a full pipe would block the service
             self.process = subprocess.Popen(
                 [*SERVE, "--root", str(self.root), "--port", "0", *self.args],
@@ -61,7 +65,7 @@ class Service:
             )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and self.process.poll() is None:
-            found = re.search(r"open (http://127\.0\.0\.1:\d+)/#token=", log.read_text())
+            found = STARTED.search(log.read_text())
             if found:
                 self.url = found.group(1)
                 return self

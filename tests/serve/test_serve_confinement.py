@@ -9,9 +9,12 @@ goes over HTTP to a real ``gridtrain serve`` on 127.0.0.1 (https for the TLS tes
 
 from __future__ import annotations
 
+import datetime
 import http.client
+import ipaddress
 import json
 import ssl
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +22,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from serve_helpers import Service, toy_config
+from serve_helpers import SERVE, Service, toy_config
 
 OUTSIDE_SECRET = "5e0c1f4b-a file outside the root"
 OUTSIDE_JSON = {"auc": 0.99, "leaked": OUTSIDE_SECRET}
@@ -389,3 +392,83 @@ def test_resuming_a_finished_run_is_refused_with_409(linked: Service) -> None:
     assert "finished" in body["detail"][0]["message"]
     assert {name: (run / name).read_bytes() for name in before} == before
     assert not (run / "driver.log").exists()  # no driver was started
+
+
+# -- 5. Beyond loopback only on purpose ------------------------------------------------------------
+
+
+def test_a_non_loopback_host_is_refused_without_insecure_bind_or_tls(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    try:
+        result = subprocess.run(
+            [*SERVE, "--root", str(root), "--host", "0.0.0.0", "--port", "0"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("gridtrain serve --host 0.0.0.0 started without --insecure-bind or TLS")
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert "0.0.0.0" in line
+    assert "--insecure-bind" in line
+    assert "--certfile" in line
+    assert result.stdout == ""
+
+
+def test_insecure_bind_starts_beyond_loopback(start_service: Any, tmp_path: Path) -> None:
+    service = start_service(tmp_path / "runs", "--host", "0.0.0.0", "--insecure-bind")
+    assert call_json(service, "GET", "/api/runs") == (200, {"runs": []})
+
+
+def self_signed(folder: Path) -> tuple[Path, Path]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert, private = folder / "cert.pem", folder / "key.pem"
+    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    private.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    private.chmod(0o600)
+    return cert, private
+
+
+def test_tls_serves_https(start_service: Any, tmp_path: Path) -> None:
+    cert, key = self_signed(tmp_path)
+    service = start_service(tmp_path / "runs", "--certfile", str(cert), "--keyfile", str(key))
+    assert service.url.startswith("https://")
+    assert call_json(service, "GET", "/api/runs") == (200, {"runs": []})
+    parts = urlsplit(service.url)  # plain HTTP on the TLS port gets no answer with data
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    try:
+        connection.request("GET", "/api/runs", headers={"Authorization": f"Bearer {service.token}"})
+        assert b'"runs"' not in connection.getresponse().read()
+    except (http.client.HTTPException, OSError):
+        pass  # the TLS server drops it
+    finally:
+        connection.close()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import socket
+import ssl
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,16 +19,26 @@ def register(subparsers: Any) -> None:
         "serve",
         help="a web page and REST API to submit, follow and collect trainings (head node)",
         description="Serve the runs under --root: submit configs (each runs as gridtrain train "
-        "--detach), follow them live, cancel, resume and download. Binds 127.0.0.1 by default "
-        "(--host binds any address, over plain HTTP: the token then travels unencrypted); "
-        "reach it from a laptop with ssh -L PORT:localhost:PORT. Every request needs the access "
-        "token (ROOT/.serve-token, mode 0600), printed once as a login link.",
+        "--detach), follow them live, cancel, resume and download. Binds 127.0.0.1 by default; "
+        "another address needs TLS (--certfile, --keyfile) or --insecure-bind. Reach it from a "
+        "laptop with ssh -L PORT:localhost:PORT. Every request needs the access token "
+        f"(ROOT/{TOKEN_FILE}, mode 0600), printed once as a login link.",
     )
     serve.add_argument("--root", type=Path, required=True, help="the folder of the runs")
     serve.add_argument(
         "--host",
         default=DEFAULT_HOST,
-        help=f"address to bind ({DEFAULT_HOST}; plain HTTP on any address)",
+        help=f"address to bind ({DEFAULT_HOST}); any other needs TLS or --insecure-bind",
+    )
+    serve.add_argument(
+        "--certfile", type=Path, help="serve HTTPS with this certificate (PEM), with --keyfile"
+    )
+    serve.add_argument("--keyfile", type=Path, help="the certificate's private key (PEM)")
+    serve.add_argument(
+        "--insecure-bind",
+        action="store_true",
+        help="allow a --host other than loopback over plain HTTP, where anyone on the path can "
+        "read the token",
     )
     serve.add_argument(
         "--port", type=int, default=DEFAULT_PORT, help=f"port ({DEFAULT_PORT}; 0: any free one)"
@@ -68,6 +80,7 @@ def register(subparsers: Any) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    tls = _check_bind(args)
     try:
         import uvicorn
     except ImportError:
@@ -99,9 +112,10 @@ def _serve(args: argparse.Namespace) -> int:
     sock.listen(128)  # connections queue from here on: the link works once printed
     port = sock.getsockname()[1]
     host = f"[{args.host}]" if family == socket.AF_INET6 else args.host
+    url = f"{'https' if tls else 'http'}://{host}:{port}"
     print(
         f"gridtrain serve: runs under {root}\n"
-        f"  open http://{host}:{port}/#token={token}\n"
+        f"  open {url}/#token={token}\n"
         f"  (from a laptop: ssh -L {port}:localhost:{port} THIS_HOST, then the same link)",
         flush=True,
     )
@@ -111,6 +125,8 @@ def _serve(args: argparse.Namespace) -> int:
             log_level="warning",
             access_log=False,
             timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
+            ssl_certfile=str(args.certfile) if tls else None,
+            ssl_keyfile=str(args.keyfile) if tls else None,
         )
     )
     server.run(sockets=[sock])
@@ -131,3 +147,36 @@ def _prefix(prefix: str) -> str:
     except StageError as err:
         raise ConfigError(f"--allow-stage {prefix}: {err}") from None
     return prefix
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
+
+
+def _check_bind(args: argparse.Namespace) -> bool:
+    """Whether to serve TLS; refuses plain HTTP beyond loopback unless --insecure-bind."""
+    if (args.certfile is None) != (args.keyfile is None):
+        raise ConfigError("--certfile and --keyfile go together: give both, or neither")
+    tls = args.certfile is not None
+    if tls:  # a bad certificate or key: one line now, not a traceback from uvicorn later
+        try:
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+                args.certfile, args.keyfile
+            )
+        except (OSError, ssl.SSLError) as err:
+            raise ConfigError(
+                f"--certfile {args.certfile} --keyfile {args.keyfile}: not a PEM certificate "
+                f"and its private key ({err.strerror or err}); give both as PEM files"
+            ) from None
+    elif not _loopback(args.host) and not args.insecure_bind:
+        raise ConfigError(
+            f"--host {args.host} is not loopback, and over plain HTTP the token would cross the "
+            "network readable by anyone on the path; serve TLS with --certfile CERT --keyfile "
+            f"KEY, or accept that with --insecure-bind (or keep {DEFAULT_HOST} and use ssh -L)"
+        )
+    return tls

@@ -11,9 +11,15 @@ router = APIRouter(prefix="/api/session", tags=["session"])
 
 @router.post("", status_code=204)
 def login(request: Request, response: Response) -> None:
-    """Set the session cookie (HttpOnly, SameSite=Strict) for the token in the header."""
+    """Set the session cookie (HttpOnly, SameSite=Strict; Secure under TLS) for the token in the
+    header."""
     response.set_cookie(
-        COOKIE, request.app.state.settings.token, httponly=True, samesite="strict", path="/"
+        COOKIE,
+        request.app.state.settings.token,
+        httponly=True,
+        samesite="strict",
+        path="/",
+        secure=request.url.scheme == "https",
     )
 
 
