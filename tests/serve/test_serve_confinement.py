@@ -13,7 +13,11 @@ import datetime
 import http.client
 import ipaddress
 import json
+import os
+import pty
+import select
 import ssl
+import stat
 import subprocess
 import time
 from collections.abc import Iterator
@@ -22,6 +26,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+import yaml
 from serve_helpers import SERVE, Service, toy_config
 
 OUTSIDE_SECRET = "5e0c1f4b-a file outside the root"
@@ -472,3 +477,56 @@ def test_tls_serves_https(start_service: Any, tmp_path: Path) -> None:
         pass  # the TLS server drops it
     finally:
         connection.close()
+
+
+# -- 6. The login link stays out of logs -----------------------------------------------------------
+
+
+def test_the_login_link_goes_to_a_private_file_when_stdout_is_not_a_terminal(
+    plain: Service,
+) -> None:
+    log = plain.log.read_text()
+    assert plain.token not in log
+    login = plain.root / ".serve-login"
+    assert str(login) in log
+    assert stat.S_IMODE(login.stat().st_mode) == 0o600
+    assert f"{plain.url}/#token={plain.token}" in login.read_text()
+
+
+def test_on_a_terminal_the_login_link_is_printed(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(
+        [*SERVE, "--root", str(root), "--port", "0"],
+        stdin=subprocess.DEVNULL,
+        stdout=follower,
+        stderr=follower,
+    )
+    os.close(follower)
+    seen = b""
+    try:
+        deadline = time.monotonic() + 60
+        while b"#token=" not in seen and time.monotonic() < deadline:
+            ready, _, _ = select.select([leader], [], [], 0.5)
+            if ready:
+                try:
+                    seen += os.read(leader, 4096)
+                except OSError:
+                    break
+        token = (root / ".serve-token").read_text().strip()
+        assert f"#token={token}".encode() in seen, seen
+        assert not (root / ".serve-login").exists()
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        os.close(leader)
+
+
+def test_a_yaml_config_over_allowed_data_validates(
+    confined: tuple[Service, Path], toy_dir: Path
+) -> None:
+    service, base = confined
+    text = yaml.safe_dump(toy_config(toy_dir, base / "allowed" / "dataset"), sort_keys=False)
+    status, body = call_json(service, "POST", "/api/configs/validate", {"yaml": text})
+    assert status == 200, body
+    assert body["config"]["dataset"]["outdir"] == str(base / "allowed" / "dataset")

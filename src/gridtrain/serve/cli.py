@@ -13,6 +13,8 @@ from typing import Any
 from gridtrain.errors import ConfigError, StageError
 from gridtrain.serve.settings import DEFAULT_HOST, DEFAULT_PORT, MAX_BODY, TOKEN_FILE
 
+LOGIN_FILE = ".serve-login"  # the login link, where stdout is not a terminal
+
 
 def register(subparsers: Any) -> None:
     serve = subparsers.add_parser(
@@ -22,7 +24,8 @@ def register(subparsers: Any) -> None:
         "--detach), follow them live, cancel, resume and download. Binds 127.0.0.1 by default; "
         "another address needs TLS (--certfile, --keyfile) or --insecure-bind. Reach it from a "
         "laptop with ssh -L PORT:localhost:PORT. Every request needs the access token "
-        f"(ROOT/{TOKEN_FILE}, mode 0600), printed once as a login link.",
+        f"(ROOT/{TOKEN_FILE}, mode 0600); the login link is printed on a terminal, and written "
+        f"to ROOT/{LOGIN_FILE} (mode 0600) otherwise, so that no log captures it.",
     )
     serve.add_argument("--root", type=Path, required=True, help="the folder of the runs")
     serve.add_argument(
@@ -113,10 +116,10 @@ def _serve(args: argparse.Namespace) -> int:
     port = sock.getsockname()[1]
     host = f"[{args.host}]" if family == socket.AF_INET6 else args.host
     url = f"{'https' if tls else 'http'}://{host}:{port}"
+    print(f"gridtrain serve: runs under {root}", flush=True)
+    _announce(url, token, root / LOGIN_FILE)
     print(
-        f"gridtrain serve: runs under {root}\n"
-        f"  open {url}/#token={token}\n"
-        f"  (from a laptop: ssh -L {port}:localhost:{port} THIS_HOST, then the same link)",
+        f"  (from a laptop: ssh -L {port}:localhost:{port} THIS_HOST, then the login link)",
         flush=True,
     )
     server = uvicorn.Server(
@@ -180,3 +183,21 @@ def _check_bind(args: argparse.Namespace) -> bool:
             f"KEY, or accept that with --insecure-bind (or keep {DEFAULT_HOST} and use ssh -L)"
         )
     return tls
+
+
+def _announce(url: str, token: str, login: Path) -> None:
+    """The login link on a terminal; otherwise only where it is, so that no log holds the token
+    (the link goes to ``login``, mode 0600, written under a temporary name and renamed)."""
+    link = f"{url}/#token={token}"
+    if sys.stdout.isatty():
+        login.unlink(missing_ok=True)  # no stale link lying around
+        print(f"  open {link}", flush=True)
+        return
+    from gridtrain.files import write_text
+
+    write_text(login, link + "\n", mode=0o600)
+    print(
+        f"  listening on {url}/ ; the login link is in {login} (mode 0600), not printed, since "
+        "stdout is not a terminal",
+        flush=True,
+    )
