@@ -71,16 +71,16 @@ def _on_exit_signals(callback: Callable[[], None]) -> Iterator[None]:
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    streams: events.Streams = app.state.streams
+    feed: events.Feed = app.state.feed
     loop = asyncio.get_running_loop()
 
     def stopping() -> None:
-        streams.stopping = True  # seen by every stream within POLL_S, even if the loop is busy
-        loop.call_soon_threadsafe(streams.stop)
+        feed.stopping = True  # seen by every stream within POLL_S, even if the loop is busy
+        loop.call_soon_threadsafe(feed.stop)
 
     with _on_exit_signals(stopping):
         yield
-    streams.stop()
+    feed.stop()
 
 
 def _problems(status: int, problems: list[dict[str, Any]]) -> JSONResponse:
@@ -100,8 +100,10 @@ def create_app(settings: ServeSettings) -> Any:
         lifespan=_lifespan,
     )
     app.state.settings = settings
-    app.state.streams = events.Streams()
     app.state.store = RunStore(settings.root)
+    app.state.feed = events.Feed(
+        app.state.store, settings.max_streams, settings.max_streams_per_client
+    )
     folder = Path(str(resources.files("gridtrain.serve").joinpath("templates")))
     app.state.templates = Jinja2Templates(directory=folder)
     for router in (runs.router, events.router, configs.router, session.router, pages.router):

@@ -18,6 +18,8 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
 TOKEN_FILE = ".serve-token"
 MAX_BODY = 1 << 20  # 1 MiB: far more than any config; larger bodies are refused with 413
+MAX_STREAMS = 64  # open event streams in all; a page holds one or two
+MAX_STREAMS_PER_CLIENT = 8  # ... and from one client: a few tabs and a notebook
 # A run's name is one path component under --root: letters, digits, "_" and "-" (no dot, so no
 # "..", no hidden file, no extension games), at most 64 characters.
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
@@ -48,6 +50,10 @@ class ServeSettings:
     # The working directory of the drivers it starts: relative paths in a config (the dataset's
     # outdir) mean what they mean to `gridtrain train` run from here.
     workdir: Path = field(default_factory=Path.cwd)
+    # Open event streams (each a page or a notebook following runs), in all and from one client
+    # (address and credential): each holds a connection; more are refused with 429.
+    max_streams: int = MAX_STREAMS
+    max_streams_per_client: int = MAX_STREAMS_PER_CLIENT
 
     def __post_init__(self) -> None:
         if len(self.token) < 16:
