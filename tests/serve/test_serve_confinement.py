@@ -68,12 +68,18 @@ def call_json(service: Service, method: str, path: str, body: Any = None) -> tup
 
 def fake_run(folder: Path, *, finished: bool = True) -> Path:
     """A run directory as the driver leaves it, without a training: what the service reads."""
+    from gridtrain.config import validate_config
+    from gridtrain.train.settings import TrainConfig, WorkerSpec
+
     (folder / "plots").mkdir(parents=True)
-    spec = {
-        "manifest": {"shards": {"train": [{"path": "a.h5"}]}},
-        "settings": {"epochs": 1, "executor": "local", "workers": 1},
-    }
-    (folder / "worker.json").write_text(json.dumps(spec))
+    sample = {"name": "s", "files": ["s.root"], "label": 1}
+    config = validate_config({"dataset": {"tree": "t", "samples": [sample]}, "train": {}})
+    WorkerSpec(
+        manifest={"shards": {"train": [{"path": "a.h5"}]}},
+        source="manifest.json",
+        settings=TrainConfig.from_dict({**config["train"], "epochs": 1, "workers": 1}),
+        features=("x",),
+    ).write(folder / "worker.json")
     (folder / "config.yaml").write_text("dataset: {}\n")
     (folder / "history.jsonl").write_text('{"type": "epoch", "epoch": 1, "val_loss": 0.5}\n')
     if finished:
@@ -174,6 +180,8 @@ def linked(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     (outside / "secret.txt").write_text(OUTSIDE_SECRET)
     (outside / "secret.json").write_text(json.dumps(OUTSIDE_JSON))
     (outside / "secret.jsonl").write_text(json.dumps(OUTSIDE_JSON) + "\n")
+    (outside / "driver.json").write_text(json.dumps({"pid": 1, "host": "far", **OUTSIDE_JSON}))
+    (outside / "state.json").write_text(json.dumps({"leases": {"stopped": OUTSIDE_SECRET}}))
     (outside / "export").mkdir()
     (outside / "export" / "leak.onnx").write_text(OUTSIDE_SECRET)
     root = base / "runs"
@@ -185,6 +193,9 @@ def linked(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     (run / "history.jsonl").symlink_to(outside / "secret.jsonl")
     (run / "plots" / "roc.png").symlink_to(outside / "secret.txt")
     (run / "export").symlink_to(outside / "export")
+    control = fake_run(root / "control")  # the files status, cancel and resume read
+    (control / "driver.json").symlink_to(outside / "driver.json")
+    (control / "state.json").symlink_to(outside / "state.json")
     inner = fake_run(root / "inner")  # links below a real export/ and plots/
     (inner / "export" / "model" / "leak.onnx").symlink_to(outside / "secret.txt")
     (inner / "export" / "out").symlink_to(outside / "export")
@@ -203,11 +214,12 @@ def test_links_out_of_a_run_are_neither_listed_nor_served(linked: Service) -> No
     status, body = call_json(linked, "GET", "/api/runs")
     assert status == 200
     runs = {run["name"]: run for run in body["runs"]}
-    assert set(runs) == {"real", "links", "inner"}  # the linked run folder is no run
+    assert set(runs) == {"real", "links", "inner"}  # no run: a linked folder or driver.json
     assert set(runs["real"]["files"]) == {"model", "export", "plots"}
     assert runs["links"]["files"] == ["plots"]  # model.keras and export/ are links out
     assert runs["links"]["auc"] is None  # metrics.json is a link out
     assert runs["links"]["progress"]["epoch"] == 0  # and so is history.jsonl
+    assert runs["links"]["phase"] != "finished"  # metrics.json is a link out
     refused = [
         "/api/runs/links/model",
         "/api/runs/links/metrics",
@@ -223,6 +235,8 @@ def test_links_out_of_a_run_are_neither_listed_nor_served(linked: Service) -> No
         "/api/runs/escaped/history",
         "/api/runs/escaped/status",
         "/runs/escaped",
+        "/api/runs/control",
+        "/api/runs/control/status",  # it served driver.json's target
     ]
     for path in refused:
         status, raw = call(linked, "GET", path)
@@ -237,11 +251,14 @@ def test_links_out_of_a_run_are_neither_listed_nor_served(linked: Service) -> No
     }
     for path, expected in listed.items():
         assert call_json(linked, "GET", path) == (200, expected), path
+    for action in ("cancel", "resume"):
+        assert call(linked, "POST", f"/api/runs/control/{action}")[0] == 404
     status, raw = call(linked, "GET", "/api/runs/inner/export.zip")
     assert status == 200
     assert OUTSIDE_SECRET.encode() not in raw
-    for path in ("/api/runs/real/model", "/api/runs/real/plots/roc.png", "/api/runs/real/metrics"):
-        assert call(linked, "GET", path)[0] == 200, path  # real files are still served
+    for tail in ("model", "plots/roc.png", "metrics", "status"):
+        status, raw = call(linked, "GET", f"/api/runs/real/{tail}")
+        assert status == 200, (tail, raw[:200])  # a run's own files are still served
 
 
 # -- 3. Data confined like code --------------------------------------------------------------------

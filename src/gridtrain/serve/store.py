@@ -2,11 +2,13 @@
 
 Layer: serve. Reads files named by ``gridtrain.rundir`` and asks ``gridtrain.train`` whether a
 driver holds a run; never writes into a run directory. A name is checked against ``RUN_NAME``
-before it becomes a path, and a download is a file this module lists, so no request can reach
-a file outside a known run. No link is followed: a run folder that is a symbolic link is no run,
-and a file is read or served only when its real path (``os.path.realpath``, every link followed)
-is the path itself under the real ``--root``, so a link planted in a run (plots/x.png to
-~/.ssh/id_rsa, model.keras to ps.secret, export/ to another folder) is neither listed nor served.
+before it becomes a path, and a download is a file this module lists, so no request can reach a
+file outside a known run. No link is followed: a run folder that is a symbolic link is no run, nor
+is one whose worker.json, driver.json, state.json, ps.address, ps.secret or condor/ is a link
+(status, cancel and resume read them), and a file is read or served only when its real path
+(``os.path.realpath``, every link followed) is the path itself under the real ``--root``, so a link
+planted in a run (plots/x.png to ~/.ssh/id_rsa, model.keras to ps.secret, export/ to another
+folder) is neither listed nor served.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from gridtrain.errors import ConfigError
 from gridtrain.rundir import RunDir
 from gridtrain.serve.schemas import Progress, RunSummary
 from gridtrain.serve.settings import RUN_NAME
-from gridtrain.train.driver import running_driver
+from gridtrain.train.driver import DRIVER_LOCK, running_driver
 
 EXPORT = "export"
 
@@ -60,15 +62,16 @@ def read_history(files: RunDir) -> list[dict[str, Any]]:
 
 
 def phase(files: RunDir) -> str:
-    """The phase ``gridtrain status`` reports, without asking the parameter server."""
-    if running_driver(files) is not None:
+    """The phase ``gridtrain status`` reports, without asking the parameter server (from the
+    run's own files: a driver.json or metrics.json that is a link counts as absent)."""
+    if own_file(files.driver) and running_driver(files) is not None:
         return "training"
-    if files.metrics.exists():
+    if own_file(files.metrics):
         return "finished"
     stopped = str(((_read_json(files.state) or {}).get("leases") or {}).get("stopped", ""))
     if stopped.startswith("interrupted"):
         return "stopped"
-    if files.driver.exists():
+    if own_file(files.driver):
         return "lost"  # driver.json left by a driver that did not end cleanly
     return "stopped" if files.state.exists() else "prepared"
 
@@ -91,8 +94,18 @@ class RunStore:
 
     @staticmethod
     def is_run(files: RunDir) -> bool:
-        """A real folder (no link) with a real worker.json: what the driver prepared."""
-        return own_dir(files.path) and own_file(files.spec)
+        """A real folder (no link) with a real worker.json, and none of the files that status,
+        cancel and resume read is a link: what the driver prepared (it writes each of them under
+        a temporary name and renames it, so none is ever a link)."""
+        if not (own_dir(files.path) and own_file(files.spec)):
+            return False
+        control = (files.driver, files.state, files.address, files.secret, files.condor_jobs)
+        if any(os.path.lexists(path) and not own_file(path) for path in control):
+            return False
+        lock = files.path / DRIVER_LOCK
+        return not (os.path.lexists(lock) and not own_file(lock)) and not (
+            os.path.lexists(files.condor) and not own_dir(files.condor)
+        )
 
     def names(self) -> list[str]:
         try:
