@@ -7,12 +7,17 @@ browser must be there (``make system-deps`` installs it): the test fails rather 
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+import socket
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from fake_runs import append_history, shard, write_run
 from serve_helpers import toy_yaml
 
 from tests.conftest import in_ci
@@ -81,3 +86,98 @@ def test_a_config_submitted_through_the_page_trains_and_shows_its_roc(
     shot = tmp_path / "serve.png"
     assert browser.save_screenshot(str(shot))
     assert shot.read_bytes()[:4] == b"\x89PNG"
+
+    check_a_reconnected_page_draws_no_point_twice(browser, service)
+
+
+def loss_points(browser: Any) -> int:
+    """The points of the training-loss curve on the run page."""
+    points: str = browser.execute_script(
+        "const line = document.querySelector('#loss-curve polyline.train');"
+        "return line ? line.getAttribute('points') : '';"
+    )
+    return len(points.split())
+
+
+def check_a_reconnected_page_draws_no_point_twice(browser: Any, service: Any) -> None:
+    """A run page behind a tunnel that drops: its event stream reconnects (with Last-Event-ID)
+    and the curve gets the new points, each once."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    run = write_run(service.root, "followed")
+    append_history(run, *(shard(step) for step in range(3)))
+    port = int(service.url.rsplit(":", 1)[1])
+    with Tunnel(port) as tunnel:
+        browser.get(f"http://127.0.0.1:{tunnel.port}/runs/followed")  # the cookie is per host
+        wait = WebDriverWait(browser, 30, poll_frequency=0.2)
+        wait.until(lambda b: loss_points(b) == 3)
+        tunnel.cut()
+        append_history(run, shard(3), shard(4))
+        wait.until(lambda b: loss_points(b) >= 5)
+        time.sleep(1.5)  # a poll or more later: still each point once
+        assert loss_points(browser) == 5
+        assert b"last-event-id:" in tunnel.sent.lower()  # it reconnected, resuming
+
+
+class Tunnel:
+    """A TCP relay to 127.0.0.1:``port``, as an ssh tunnel is, that can drop every connection."""
+
+    def __init__(self, port: int) -> None:
+        self.target = ("127.0.0.1", port)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(0.2)
+        self.port = self.listener.getsockname()[1]
+        self.sent = bytearray()  # everything the browser sent through it
+        self._open: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._closing = False
+        self._threads = [threading.Thread(target=self._accept, daemon=True)]
+        self._threads[0].start()
+
+    def __enter__(self) -> Tunnel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._closing = True
+        self.cut()
+        for thread in self._threads:
+            thread.join(timeout=10)
+        self.listener.close()
+
+    def _accept(self) -> None:
+        while not self._closing:
+            try:
+                client, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            upstream = socket.create_connection(self.target)
+            with self._lock:
+                self._open += [client, upstream]
+            for source, target in ((client, upstream), (upstream, client)):
+                pump = (source, target, source is client)
+                thread = threading.Thread(target=self._pump, args=pump, daemon=True)
+                thread.start()
+                self._threads.append(thread)
+
+    def _pump(self, source: socket.socket, target: socket.socket, from_browser: bool) -> None:
+        try:
+            while data := source.recv(65536):
+                if from_browser:
+                    self.sent += data
+                target.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, target):
+                with contextlib.suppress(OSError):
+                    end.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        """Drop every open connection, as a tunnel that breaks."""
+        with self._lock:
+            ends, self._open = self._open, []
+        for end in ends:
+            with contextlib.suppress(OSError):
+                end.shutdown(socket.SHUT_RDWR)
+        for end in ends:
+            end.close()

@@ -7,10 +7,14 @@ A real ``gridtrain serve`` on 127.0.0.1 over a root with one run directory that 
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
+import queue
 import signal
+import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,34 +22,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from fake_runs import append_history, shard, write_run
 from serve_helpers import Service
 
-
-def write_run(root: Path, name: str, shards: int = 4, epochs: int = 3) -> Path:
-    """A run directory as ``gridtrain train`` prepares it, as far as the service reads it."""
-    run = root / name
-    run.mkdir(parents=True)
-    spec = {
-        "settings": {"epochs": epochs, "executor": "local", "workers": 1},
-        "manifest": {"shards": {"train": [f"train-{i}.npz" for i in range(shards)]}},
-    }
-    (run / "worker.json").write_text(json.dumps(spec))
-    (run / "history.jsonl").write_text("")
-    return run
-
-
-def append_history(run: Path, *records: dict[str, Any]) -> None:
-    with open(run / "history.jsonl", "a") as handle:
-        for record in records:
-            handle.write(json.dumps(record) + "\n")
-
-
-def shard(step: int) -> dict[str, Any]:
-    return {"type": "shard", "epoch": 0, "shard": step, "loss": 1.0 / (step + 1)}
+Event = tuple[str | None, str, Any]  # (its id, None without one; its name; its data)
 
 
 class EventStream:
-    """A server-sent event stream read with ``http.client``; ``next()`` gives (id, event, data)."""
+    """A server-sent event stream read with ``http.client`` in a thread of its own."""
 
     def __init__(
         self,
@@ -65,32 +49,61 @@ class EventStream:
         self.connection.request(
             "GET", path, headers={"Authorization": f"Bearer {service.token}", **(headers or {})}
         )
+        self.socket = self.connection.sock
         self.response = self.connection.getresponse()
         self.status = self.response.status
-        self.last_id: str | None = None
+        self.timeout = timeout
+        self._events: queue.Queue[Event | BaseException] = queue.Queue()
+        self._reader: threading.Thread | None = None
 
-    def next(self) -> tuple[str | None, str, Any]:
-        event, data = "message", list[str]()
-        while True:
-            raw = self.response.readline()
-            if not raw:
-                raise EOFError("the stream ended")
-            line = raw.decode().rstrip("\r\n")
-            if not line:
-                if data:
-                    return self.last_id, event, json.loads("\n".join(data))
-                event = "message"
-                continue
-            field, _, value = line.partition(":")
-            value = value.removeprefix(" ")
-            if field == "event":
-                event = value
-            elif field == "data":
-                data.append(value)
-            elif field == "id":
-                self.last_id = value
+    def _read(self) -> None:
+        assert self.socket is not None
+        self.socket.settimeout(None)  # waiting is next()'s business
+        ident, event, data = None, "message", list[str]()
+        try:
+            while raw := self.response.readline():
+                line = raw.decode().rstrip("\r\n")
+                if not line:
+                    if data:
+                        self._events.put((ident, event, json.loads("\n".join(data))))
+                    ident, event, data = None, "message", []
+                    continue
+                field, _, value = line.partition(":")
+                value = value.removeprefix(" ")
+                if field == "event":
+                    event = value
+                elif field == "data":
+                    data.append(value)
+                elif field == "id":
+                    ident = value
+            self._events.put(EOFError("the service ended the stream"))
+        except Exception as err:  # cut by the service, or closed here (http.client then fails)
+            self._events.put(err)
 
-    def rest(self) -> list[tuple[str | None, str, Any]]:
+    def next(self, timeout: float | None = None) -> Event:
+        """The next event; EOFError once the service ended the stream, TimeoutError if none
+        comes within ``timeout``."""
+        if self._reader is None:
+            self._reader = threading.Thread(target=self._read, daemon=True)
+            self._reader.start()
+        try:
+            got = self._events.get(timeout=self.timeout if timeout is None else timeout)
+        except queue.Empty:
+            raise TimeoutError(f"no event within {timeout} s") from None
+        if isinstance(got, BaseException):
+            self._events.put(got)  # it stays ended
+            raise got
+        return got
+
+    def nothing_within(self, seconds: float) -> bool:
+        """Whether no event comes within ``seconds`` (a keep-alive comment is not one)."""
+        try:
+            self.next(seconds)
+        except TimeoutError:
+            return True
+        return False
+
+    def rest(self) -> list[Event]:
         """Every event until the service ends the stream (a cut connection raises instead)."""
         events = []
         while True:
@@ -100,7 +113,13 @@ class EventStream:
                 return events
 
     def close(self) -> None:
+        if self.socket is not None:
+            with contextlib.suppress(OSError):
+                self.socket.shutdown(socket.SHUT_RDWR)
         self.connection.close()
+        self.response.close()
+        if self._reader is not None:
+            self._reader.join(timeout=10)
 
 
 @pytest.fixture
@@ -216,3 +235,50 @@ def test_200_streams_are_bounded_and_cheap_and_a_list_still_answers_within_1_s(
             break
         time.sleep(0.2)
     assert again.status == 200
+
+
+def test_a_resumed_stream_sends_no_event_twice(service: Service) -> None:
+    run = service.root / "live"
+    first = EventStream(service, "/api/runs/live/events")
+    try:
+        history, progress = first.next(), first.next()
+    finally:
+        first.close()
+    assert (history[1], progress[1]) == ("history", "progress")
+    assert history[2] == [shard(0), shard(1)]
+    assert history[0]
+    assert progress[0]
+
+    again = EventStream(service, "/api/runs/live/events", {"Last-Event-ID": str(progress[0])})
+    try:  # nothing new: nothing is sent
+        assert again.nothing_within(2.5)
+    finally:
+        again.close()
+
+    append_history(run, shard(2), shard(3))
+    resumed = EventStream(service, "/api/runs/live/events", {"Last-Event-ID": str(progress[0])})
+    try:
+        _, event, records = resumed.next()
+        assert (event, records) == ("history", [shard(2), shard(3)])  # only the new records
+        _, event, summary = resumed.next()
+        assert (event, summary["progress"]["shards_done"]) == ("progress", 4)
+        assert resumed.nothing_within(1.5)
+    finally:
+        resumed.close()
+
+    runs = EventStream(service, "/api/events")
+    try:
+        ident, event, _ = runs.next()
+        assert event == "runs"
+        assert ident
+    finally:
+        runs.close()
+    resumed = EventStream(service, "/api/events", {"Last-Event-ID": ident})
+    try:  # the list did not change: not sent again; once it changes, it is
+        assert resumed.nothing_within(2.5)
+        append_history(run, shard(4))
+        _, event, listed = resumed.next()
+        assert event == "runs"
+        assert listed["runs"][0]["progress"]["shards_done"] == 5
+    finally:
+        resumed.close()

@@ -6,9 +6,16 @@ Every stream of a service reads one shared ``Feed``: a single poller reads each 
 the runs list, when a page follows it) once per POLL_S and wakes the streams, which only compare
 what they sent with what it read. So a hundred open tabs cost one read per second, not a hundred.
 Streams are admitted up to ``max_streams`` in all and ``max_streams_per_client`` from one client
-(its address and credential); more get 429. A stream never ends by itself while its run trains,
-and the server waits for open responses before it exits, so every stream also ends when
-``Feed.stop`` is called (the app's lifespan calls it on SIGTERM and SIGINT): within POLL_S.
+(its address and credential); more get 429.
+
+Every event carries an ``id``: for a run, how many history records the stream has sent and a
+digest of the progress it sent last ("12-3fa0c1d2e4b5"); for the runs list, a digest of the list.
+A browser that reconnects sends the last one back (``Last-Event-ID``) and gets only what is new:
+the history records after it, the progress and the list if they changed.
+
+A stream never ends by itself while its run trains, and the server waits for open responses
+before it exits, so every stream also ends when ``Feed.stop`` is called (the app's lifespan calls
+it on SIGTERM and SIGINT): within POLL_S.
 """
 
 from __future__ import annotations
@@ -48,6 +55,7 @@ class RunFeed:
     """One followed run as the poller last read it."""
 
     summary: str = ""  # its RunSummary as JSON
+    version: str = ""  # a digest of summary
     phase: str = ""
     history: list[dict[str, Any]] = field(default_factory=list)  # history.jsonl's records
     offset: int = 0  # bytes of history.jsonl read so far
@@ -86,6 +94,7 @@ class Feed:
         self.max_per_client = max_per_client
         self.stopping = False
         self.runs = ""  # the RunList as JSON, while /api/events is followed
+        self.runs_version = ""  # a digest of runs
         self.feeds: dict[str, RunFeed] = {}
         self._clients: Counter[str] = Counter()
         self._followers: Counter[str] = Counter()
@@ -211,8 +220,8 @@ class Feed:
         found: dict[str, tuple[str, str, list[dict[str, Any]], int, bool] | None],
         offsets: dict[str, int],
     ) -> None:
-        if runs is not None and RUNS in self._followers:
-            self.runs = runs
+        if runs is not None and RUNS in self._followers and runs != self.runs:
+            self.runs, self.runs_version = runs, _digest(runs)
         for name, read in found.items():
             current = self.feeds.get(name)
             if name not in self._followers or offsets.get(name) != (current and current.offset):
@@ -221,14 +230,37 @@ class Feed:
             if read is None:
                 feed.gone = True
                 continue
-            feed.summary, feed.phase, records, feed.offset, replaced = read
+            summary, feed.phase, records, feed.offset, replaced = read
+            if summary != feed.summary:
+                feed.summary, feed.version = summary, _digest(summary)
             if replaced:
                 feed.history = []
             feed.history.extend(records)
 
 
-def _sse(event: str, data: Any) -> str:
-    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+def _digest(text: str) -> str:
+    return hashlib.blake2b(text.encode(), digest_size=6).hexdigest()
+
+
+def _sse(event: str, data: str, ident: str) -> str:
+    """One event; ``data`` is JSON (one line)."""
+    return f"id: {ident}\nevent: {event}\ndata: {data}\n\n"
+
+
+def _json(data: Any) -> str:
+    return json.dumps(data, separators=(",", ":"))
+
+
+def _last_event_id(request: Request) -> str:
+    """What the client received last (browsers send it when they reconnect); "" without."""
+    value = request.headers.get("last-event-id", "")
+    return value if len(value) <= 64 and value.isascii() else ""
+
+
+def _run_cursor(last_event_id: str) -> tuple[int, str]:
+    """A run stream's id: the history records sent, and the version of the progress sent."""
+    count, _, version = last_event_id.partition("-")
+    return (int(count), version) if count.isdigit() else (0, "")
 
 
 def _client(request: Request) -> str:
@@ -289,10 +321,10 @@ async def run_events(name: str, request: Request) -> StreamingResponse:
     of history.jsonl), and ``end`` once the run is finished, stopped or lost."""
     feed: Feed = request.app.state.feed
     feed.store.files(name)  # 404 for an unknown run
-    last, sent = "", 0
+    sent, version = _run_cursor(_last_event_id(request))
 
     def step() -> tuple[list[str], bool]:
-        nonlocal last, sent
+        nonlocal sent, version
         run = feed.feeds.get(name)
         if run is None:
             return [], False
@@ -300,14 +332,16 @@ async def run_events(name: str, request: Request) -> StreamingResponse:
             return [], True
         events = []
         if len(run.history) > sent:
-            events.append(_sse("history", run.history[sent:]))
+            records = run.history[sent:]
             sent = len(run.history)
-        if run.summary != last:
-            events.append(f"event: progress\ndata: {run.summary}\n\n")
-            last = run.summary
+            events.append(_sse("history", _json(records), f"{sent}-{version}"))
+        if run.version != version:
+            version = run.version
+            events.append(_sse("progress", run.summary, f"{sent}-{version}"))
         ended = run.phase in ENDED
-        if ended:
-            events.append(_sse("end", {"name": name, "phase": run.phase}))
+        if ended:  # every stream of an ended run closes with it, a resumed one too
+            end = _json({"name": name, "phase": run.phase})
+            events.append(_sse("end", end, f"{sent}-{version}"))
         return events, ended
 
     return _event_stream(request, name, step)
@@ -317,14 +351,14 @@ async def run_events(name: str, request: Request) -> StreamingResponse:
 async def runs_events(request: Request) -> StreamingResponse:
     """Server-sent events: ``runs`` (a RunList) whenever any run changes."""
     feed: Feed = request.app.state.feed
-    last = ""
+    version = _last_event_id(request)
 
     def step() -> tuple[list[str], bool]:
-        nonlocal last
-        if feed.runs == last or not feed.runs:
+        nonlocal version
+        if not feed.runs or feed.runs_version == version:
             return [], False
-        last = feed.runs
-        return [f"event: runs\ndata: {last}\n\n"], False
+        version = feed.runs_version
+        return [_sse("runs", feed.runs, version)], False
 
     return _event_stream(request, RUNS, step)
 

@@ -181,7 +181,14 @@ function setupRunPage() {
     history.length = 0;
     source = new EventSource(`/api/runs/${name}/events`);
     source.addEventListener("progress", (e) => onProgress(JSON.parse(e.data)));
-    source.addEventListener("history", (e) => { history.push(...JSON.parse(e.data)); redraw(); });
+    source.addEventListener("history", (e) => {
+      // The event's id starts with how many records the stream has sent, these included: each
+      // record goes to its own place, so one sent again after a reconnect is not drawn twice.
+      const records = JSON.parse(e.data), sent = parseInt(e.lastEventId, 10);
+      const start = Number.isInteger(sent) ? Math.max(0, sent - records.length) : history.length;
+      history.splice(Math.min(start, history.length), records.length, ...records);
+      redraw();
+    });
     source.addEventListener("end", () => {
       source.close();
       clearInterval(statusTimer);
