@@ -13,8 +13,10 @@ import os
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 POOL_SH = Path(__file__).resolve().with_name("pool.sh")
 _counter = itertools.count()
@@ -137,3 +139,55 @@ def write_pool_training(work: Path, toy_dir: Path, profile: str, shard_events: i
     }
     (work / "config.yaml").write_text(yaml.safe_dump({"dataset": section, "train": train}))
     subprocess.run(["chmod", "-R", "a+rX", str(work)], check=True)
+
+
+# -- holding a run at a known point: the worker processes, stopped and continued by the test ----
+
+SIGTERM_BIT = 1 << (15 - 1)  # SIGTERM in /proc/PID/status's pending-signal masks
+
+
+def worker_process(name: str) -> Any:
+    """The running ``gridtrain worker --name NAME`` process (a job's, inside the pool's chroot,
+    seen from the host), or None."""
+    import psutil
+
+    for process in psutil.process_iter(["cmdline"]):
+        command = process.info["cmdline"] or []
+        if "worker" in command and "--name" in command:
+            at = command.index("--name")
+            if at + 1 < len(command) and command[at + 1] == name:
+                return process
+    return None
+
+
+def sigterm_pending(process: Any) -> bool:
+    """Whether a stopped process has been sent SIGTERM (delivered when it continues), or it has
+    gone: what a test waits for before continuing a worker it stopped and then evicted."""
+    try:
+        status = Path(f"/proc/{process.pid}/status").read_text()
+    except OSError:
+        return True
+    masks = [
+        int(line.split()[1], 16)
+        for line in status.splitlines()
+        if line.startswith(("SigPnd:", "ShdPnd:"))
+    ]
+    return any(mask & SIGTERM_BIT for mask in masks)
+
+
+def hold_workers(names: list[str], ready: Callable[[], bool], timeout: float = 300) -> list[Any]:
+    """Stop (SIGSTOP) the named workers as soon as all run and ``ready()`` holds; returns their
+    processes. The run then cannot end, however fast the machine, until the test continues them
+    (``process.resume()``): a test that acts on a running training holds it first."""
+    from tests.waiting import wait_until
+
+    def found() -> list[Any] | None:
+        processes = [worker_process(name) for name in names]
+        if any(p is None for p in processes) or not ready():
+            return None
+        return processes
+
+    processes: list[Any] = wait_until(found, timeout, f"workers {names} running and ready", 0.05)
+    for process in processes:
+        process.suspend()
+    return processes

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 import yaml
-from pool_helpers import Pool
+from pool_helpers import Pool, hold_workers, sigterm_pending
 
 from gridtrain.condor.record import JobsRecord, WorkerRecord
 from gridtrain.condor.site import load_profile
@@ -29,6 +29,7 @@ from gridtrain.train.condor_executor import CondorExecutor
 from gridtrain.train.executor import Launch
 from tests.conftest import toy_section
 from tests.train.train_helpers import lost_lease_updates
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.htcondor, pytest.mark.slow]
 
@@ -118,16 +119,18 @@ def test_evicted_workers_come_back_and_no_shard_is_lost_or_trained_twice(
     # finish without them, so their second attempts (a new interpreter importing TensorFlow) must
     # rejoin, whatever the speed of the machine. Evicting one worker raced the other: with
     # compiled windows it trained the remaining epochs alone before the evicted one was back.
+    # Both are stopped first (SIGSTOP), once both run and one has trained a shard: the run is
+    # held at that point while the test checks the status and vacates, so it cannot finish
+    # around the eviction on a fast machine or fail to get there on a slow one.
     run_dir = start_detached(work, "evict", epochs=EVICT_EPOCHS)
     names = [f"{run_dir.name}-w0", f"{run_dir.name}-w1"]
+    held: list[Any] = []
     try:
+        held = hold_workers(names, lambda: shards_done_by(run_dir, names[0]) >= 1)
         seen = wait_status(
             work,
             run_dir,
-            lambda s: (
-                all(workers(s).get(name, {}).get("state") == "running" for name in names)
-                and shards_done_by(run_dir, names[0]) >= 1
-            ),
+            lambda s: all(workers(s).get(name, {}).get("state") == "running" for name in names),
         )
         assert seen["phase"] == "training"
         assert seen["executor"] == "condor"
@@ -135,8 +138,14 @@ def test_evicted_workers_come_back_and_no_shard_is_lost_or_trained_twice(
         cluster = jobs[names[0]].split(".")[0]
         assert {job.split(".")[0] for job in jobs.values()} == {cluster}  # one cluster
         pool.in_root("condor_vacate_job", cluster)
+        wait_until(lambda: all(sigterm_pending(p) for p in held), 120, "the eviction's SIGTERM")
+        for process in held:
+            process.resume()  # each takes its SIGTERM: the eviction path
+        held = []
         finished = wait_status(work, run_dir, lambda s: s["phase"] == "finished", timeout=420)
     finally:
+        for process in held:
+            process.resume()
         gridtrain(work, "cancel", str(run_dir))
     log = (run_dir / "driver.log").read_text()
     for name in names:
@@ -170,15 +179,14 @@ def test_a_held_worker_is_shown_with_its_reason_and_cancel_stops_the_run(
     pool: Pool, work: Path
 ) -> None:
     run_dir = start_detached(work, "hold", epochs=60)
-    w1 = f"{run_dir.name}-w1"
+    w0, w1 = f"{run_dir.name}-w0", f"{run_dir.name}-w1"
+    held: list[Any] = []
     try:
+        # held at a known point (both stopped) so the run is still training when it is checked,
+        # held by hand and cancelled, whatever the machine's speed
+        held = hold_workers([w0, w1], lambda: shards_done_by(run_dir, w1) >= 1)
         seen = wait_status(
-            work,
-            run_dir,
-            lambda s: (
-                {w["state"] for w in workers(s).values()} == {"running"}
-                and shards_done_by(run_dir, w1) >= 1
-            ),
+            work, run_dir, lambda s: {w["state"] for w in workers(s).values()} == {"running"}
         )
         cluster = workers(seen)[w1]["job"].split(".")[0]
         secret = (run_dir / "ps.secret").read_text().strip()
@@ -188,16 +196,33 @@ def test_a_held_worker_is_shown_with_its_reason_and_cancel_stops_the_run(
 
         job = workers(seen)[w1]["job"]
         pool.in_root("condor_hold", "-reason", "gridtrain test: held by hand", job)
-        held = wait_status(work, run_dir, lambda s: workers(s)[w1]["state"] == "held")
-        assert held["phase"] == "training"  # the policy: a hold by a person waits for release
-        assert workers(held)[w1]["hold_reason_code"] == 1
-        assert "held by hand" in workers(held)[w1]["hold_reason"]
+        wait_until(lambda: sigterm_pending(held[1]), 120, "the hold's SIGTERM to the worker")
+        held[1].resume()
+        held = held[:1]
+        held_status = wait_status(work, run_dir, lambda s: workers(s)[w1]["state"] == "held")
+        assert held_status["phase"] == "training"  # the policy: a hold by a person waits
+        assert workers(held_status)[w1]["hold_reason_code"] == 1
+        assert "held by hand" in workers(held_status)[w1]["hold_reason"]
         text = gridtrain(work, "status", str(run_dir)).stdout
         assert "held" in text
         assert "hold code 1: gridtrain test: held by hand" in text
-        assert workers(held)[f"{run_dir.name}-w0"]["state"] == "running"  # the other goes on
+        assert workers(held_status)[w0]["state"] == "running"  # the other goes on
     finally:
-        cancelled = gridtrain(work, "cancel", str(run_dir), timeout=180)
+        # cancel while w0 is still stopped (it cannot finish the run meanwhile); continue it once
+        # the cancel's SIGTERM is there for it to take
+        cancelling = subprocess.Popen(
+            [sys.executable, "-m", "gridtrain", "cancel", str(run_dir), "--timeout", "180"],
+            cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        )  # fmt: skip
+        try:
+            for process in held:
+                wait_until(lambda p=process: sigterm_pending(p), 120, "the cancel's SIGTERM")
+        finally:
+            for process in held:
+                process.resume()
+        out, err = cancelling.communicate(timeout=240)
+        cancelled = subprocess.CompletedProcess(cancelling.args, cancelling.returncode, out, err)
     assert cancelled.returncode == 0, cancelled.stderr[-3000:]
     assert "stopped the driver" in cancelled.stdout
     assert f"gridtrain train --resume {run_dir}" in cancelled.stdout
@@ -262,6 +287,18 @@ def wait_ended(executor: CondorExecutor, timeout: float = 300) -> list[Any]:
     raise AssertionError(f"no job ended within {timeout:g} s: {executor.slots}")
 
 
+def refused_by_the_negotiator(constraint: str, timeout: float = 120) -> dict[str, Any]:
+    """The job's ad once the negotiator has considered the job and found no slot for it
+    (``LastRejMatchTime``, set by the schedd as the negotiator refuses): a negative check that
+    waits on the pool's own event, not on a sleep long enough for "several cycles"."""
+
+    def refused() -> dict[str, Any] | None:
+        [job] = query_jobs(constraint, [])
+        return dict(job) if job.get("LastRejMatchTime") else None
+
+    return wait_until(refused, timeout, f"the negotiator to consider {constraint}", 0.5)
+
+
 def test_a_site_where_jobs_fail_is_excluded_from_the_runs_jobs(pool: Pool) -> None:
     """With the pool's one machine as the "site": after a failed attempt there, the resubmitted
     job is told to avoid it, so it stays idle instead of failing again at the same place."""
@@ -285,11 +322,16 @@ def test_a_site_where_jobs_fail_is_excluded_from_the_runs_jobs(pool: Pool) -> No
         assert "sites excluded: " + machine in executor.summary()
         executor.restart(slot)
         cluster, proc = slot.job.split(".")
-        time.sleep(8)  # several negotiation cycles: the job would have run (and failed) by now
-        [job] = query_jobs(f"ClusterId == {cluster} && ProcId == {proc}", [])
+        job = refused_by_the_negotiator(f"ClusterId == {cluster} && ProcId == {proc}")
         assert job["JobStatus"] == 1  # idle: no slot outside the excluded site
         assert job["GridtrainExcludedSites"] == machine
-        [startd] = htcondor().Collector().query(htcondor().AdType.Startd, "true", [])
+        [startd] = (
+            htcondor()
+            .Collector()
+            .query(  # the machine's slot, not a job's part of it
+                htcondor().AdType.Startd, "PartitionableSlot =?= true", []
+            )
+        )
         requirements = classad2.ExprTree(str(job["Requirements"]))
         assert requirements.eval(scope=classad2.ClassAd(job), target=startd) is False
     finally:
