@@ -51,9 +51,10 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/snakemake --lint --profile profiles/local
 
-# The documentation site; --strict turns a broken link or a page missing from the nav into an error.
+# The documentation site; --strict turns a broken link or a page missing from the nav into an error
+# (not with --quiet, which drops the warnings before --strict can count them).
 docs: $(STAMP)
-	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir .docs-site
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir .docs-site
 
 # The suite in parallel (pytest-xdist): most slow tests wait on processes, servers and the pool
 # rather than use the CPU. The pool's tests stay in one worker (tests/conftest.py).
