@@ -114,9 +114,19 @@ def run_command(command: Sequence[str], *, timeout: float = 120) -> str:
     return done.stdout
 
 
+LOCATE_RETRIES = (0.5, 1.0, 2.0, 4.0)  # seconds between tries to find the local schedd
+
+
 def _schedd(schedd: str | None, collector: str | None) -> object:
     htcondor2 = htcondor()
     if schedd is None and collector is None:
+        # The local schedd is found through its address file, which is missing while the schedd
+        # restarts (a reconfiguration, condor_master restarting it): ask again for a few seconds.
+        for pause in LOCATE_RETRIES:
+            try:
+                return htcondor2.Schedd()
+            except Exception:
+                time.sleep(pause)
         try:
             return htcondor2.Schedd()
         except Exception as err:
