@@ -9,9 +9,7 @@ goes over HTTP to a real ``gridtrain serve`` on 127.0.0.1 (https for the TLS tes
 
 from __future__ import annotations
 
-import datetime
 import http.client
-import ipaddress
 import json
 import os
 import pty
@@ -28,6 +26,8 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 from serve_helpers import SERVE, Service, toy_config
+
+from tests.certificates import self_signed
 
 OUTSIDE_SECRET = "5e0c1f4b-a file outside the root"
 OUTSIDE_JSON = {"auc": 0.99, "leaked": OUTSIDE_SECRET}
@@ -442,42 +442,6 @@ def test_a_non_loopback_host_is_refused_without_insecure_bind_or_tls(tmp_path: P
 def test_insecure_bind_starts_beyond_loopback(start_service: Any, tmp_path: Path) -> None:
     service = start_service(tmp_path / "runs", "--host", "0.0.0.0", "--insecure-bind")
     assert call_json(service, "GET", "/api/runs") == (200, {"runs": []})
-
-
-def self_signed(folder: Path) -> tuple[Path, Path]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    cert, private = folder / "cert.pem", folder / "key.pem"
-    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    private.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    private.chmod(0o600)
-    return cert, private
 
 
 def test_tls_serves_https(start_service: Any, tmp_path: Path) -> None:
