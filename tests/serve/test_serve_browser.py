@@ -1,14 +1,19 @@
 """The web page in a real browser: Debian's headless Chromium, driven by Selenium.
 
-Opens the page with the token link, submits the toy config through the form, watches the progress
-advance and the report's ROC plot appear, and saves a screenshot of the run view. In CI the
+Signs in with a wrong token link and then the right one, loads the example config, submits the
+toy config through the form, watches the progress advance and the report's ROC plot and metrics
+appear, saves a screenshot of the run view, checks the pages in a 400 px window, drops the
+connection under a run page's event stream, and stops the service with a page open. In CI the
 browser must be there (``make system-deps`` installs it): the test fails rather than skips.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import json
 import shutil
+import signal
 import socket
 import threading
 import time
@@ -57,13 +62,21 @@ def test_a_config_submitted_through_the_page_trains_and_shows_its_roc(
     from selenium.webdriver.support.ui import WebDriverWait
 
     service = start_service()
-    browser.get(f"{service.url}/#token={service.token}")
     wait = WebDriverWait(browser, 60)
-    wait.until(seen.presence_of_element_located((By.ID, "submit-form")))
+    browser.get(f"{service.url}/#token=not-the-token")
+    wait.until(lambda b: "wrong token" in b.find_element(By.ID, "error").text)
+    browser.get(f"{service.url}/#token={service.token}")  # pasted into the same tab
+    WebDriverWait(browser, 15).until(seen.presence_of_element_located((By.ID, "submit-form")))
     assert service.token not in browser.current_url  # swapped for a cookie, out of the address
 
-    browser.find_element(By.ID, "run-name").send_keys("browser-1")
     config = browser.find_element(By.ID, "config-yaml")
+    assert config.get_attribute("value") == ""
+    browser.find_element(By.ID, "example-button").click()
+    wait.until(lambda b: config.get_attribute("value"))
+    assert config.get_attribute("value") == EXAMPLE.read_text()
+
+    browser.find_element(By.ID, "run-name").send_keys("browser-1")
+    config.clear()
     config.send_keys("train: [not, a, mapping]")
     browser.find_element(By.ID, "check-button").click()
     wait.until(lambda b: b.find_element(By.ID, "config-errors").text.strip())
@@ -82,12 +95,81 @@ def test_a_config_submitted_through_the_page_trains_and_shows_its_roc(
     slow.until(lambda b: b.execute_script("return arguments[0].naturalWidth", roc) > 0)
     assert browser.find_element(By.ID, "phase").text == "finished"
     assert browser.find_element(By.ID, "model-link").is_displayed()
+    plots = browser.find_element(By.ID, "plots")
+    assert roc.size["width"] > 0.9 * plots.size["width"]  # the ROC on a row of its own
 
-    shot = tmp_path / "serve.png"
-    assert browser.save_screenshot(str(shot))
+    metrics = json.loads((service.root / "browser-1" / "metrics.json").read_text())
+    table = wait.until(metric_table)
+    assert table["AUC"] == f"{metrics['auc']:.4f}"
+    assert table["accuracy"] == f"{metrics['accuracy']:.4f}"
+    assert table["loss"] == f"{metrics['loss']:.4f}"
+    best, last = metrics["best_epoch"], metrics["epochs"] - 1
+    assert table["best epoch"].startswith(f"{best} (of epochs 0\u2013{last})")
+
+    shot = tmp_path / "serve.png"  # the whole page, as docs/img/serve.png shows it
+    wait.until(lambda b: b.execute_script(
+        "return [...document.images].every((image) => image.complete && image.naturalWidth)"
+    ))  # fmt: skip
+    page = browser.execute_cdp_cmd(
+        "Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True}
+    )
+    shot.write_bytes(base64.b64decode(page["data"]))
     assert shot.read_bytes()[:4] == b"\x89PNG"
 
+    browser.set_window_size(400, 900)
+    for page in (f"{service.url}/runs/browser-1", f"{service.url}/"):
+        browser.get(page)
+        wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#metrics tbody tr, #runs a"))
+        assert overflow(browser) == 0, f"{page} is wider than a 400 px window"
+        assert browser.save_screenshot(str(tmp_path / f"narrow-{len(page)}.png"))
+    browser.set_window_size(1280, 1400)
+
     check_a_reconnected_page_draws_no_point_twice(browser, service)
+
+    stopped = write_run(service.root, "stopped-1")  # cancelled: the leases say interrupted
+    (stopped / "state.json").write_text(json.dumps({"leases": {"stopped": "interrupted"}}))
+    lost = write_run(service.root, "lost-1")  # a driver.json whose driver is gone
+    driver = {"pid": 1, "host": socket.gethostname(), "command": []}
+    (lost / "driver.json").write_text(json.dumps(driver))
+    browser.get(f"{service.url}/")  # a tab open on the runs page, its event stream open
+    wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#runs tr[data-run]")) == 4)
+    badge = {phase: badge_colour(browser, phase) for phase in ("stopped", "lost", "prepared")}
+    assert badge["stopped"] == badge["prepared"]  # neutral: stopped on purpose
+    red, green, blue = badge["lost"]
+    assert min(red - green, red - blue) > 10  # red: something went wrong
+    assert service.process is not None
+    started = time.monotonic()
+    service.process.send_signal(signal.SIGTERM)
+    service.process.wait(timeout=10)
+    assert time.monotonic() - started < 5, "the service took over 5 s to stop beside a page"
+
+
+EXAMPLE = Path(__file__).parents[2] / "config" / "config.yaml"
+
+
+def metric_table(browser: Any) -> dict[str, str]:
+    """The run page's metrics table, label to value (empty until it is filled)."""
+    rows: list[list[str]] = browser.execute_script(
+        "return [...document.querySelectorAll('#metrics tbody tr')]"
+        ".map((row) => [...row.cells].map((cell) => cell.textContent));"
+    )
+    return dict(rows)
+
+
+def badge_colour(browser: Any, phase: str) -> tuple[int, ...]:
+    """The background of the runs table's badge for ``phase``, as (red, green, blue)."""
+    colour: str = browser.execute_script(
+        f"return getComputedStyle(document.querySelector('#runs .phase.{phase}')).backgroundColor"
+    )
+    return tuple(int(part) for part in colour[colour.index("(") + 1 : -1].split(",")[:3])
+
+
+def overflow(browser: Any) -> int:
+    """By how many pixels the page is wider than the window (0: no horizontal scrolling)."""
+    width: int = browser.execute_script(
+        "const root = document.documentElement; return root.scrollWidth - root.clientWidth;"
+    )
+    return width
 
 
 def loss_points(browser: Any) -> int:

@@ -1,7 +1,8 @@
 """The web page: the runs table and submit form, one run's view, and their static assets.
 
 Pages are rendered from ``templates/`` and carry the session's CSRF token; assets are files of
-``static/`` served by name (plain JavaScript and CSS, no build step, nothing fetched elsewhere).
+``static/`` served by name (plain JavaScript and CSS, no build step, nothing fetched elsewhere;
+and the example config the submit form offers).
 """
 
 from __future__ import annotations
@@ -16,7 +17,13 @@ from gridtrain.serve.security import csrf_token
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
 
-STATIC_TYPES = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}
+# example.yaml: the project's config/config.yaml, which the form offers to start from
+STATIC_TYPES = {
+    ".js": "text/javascript",
+    ".css": "text/css",
+    ".svg": "image/svg+xml",
+    ".yaml": "application/yaml",
+}
 
 
 def _render(request: Request, template: str, **context: Any) -> HTMLResponse:

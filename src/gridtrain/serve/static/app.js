@@ -61,6 +61,17 @@ function showErrors(list) {
   box.replaceChildren(...list.map(([key, message]) => el("p", {class: "error"}, el("b", {}, key), ": ", message)));
 }
 
+async function loadExample() {
+  // the example config/config.yaml, packaged with the page (static/example.yaml)
+  const box = document.getElementById("config-yaml");
+  if (box.value.trim() && !confirm("Replace the config in the form with the example?")) return;
+  const response = await fetch("/static/example.yaml", {credentials: "same-origin"});
+  if (!response.ok) return;
+  box.value = await response.text();
+  document.getElementById("config-errors").replaceChildren(el("p", {class: "muted"},
+    "the example trains on the toy dataset (gridtrain toy); point dataset at your own files"));
+}
+
 async function check() {
   const yaml = document.getElementById("config-yaml").value;
   const result = await api("POST", "/api/configs/validate", {yaml});
@@ -75,6 +86,7 @@ async function check() {
 function setupRunsPage() {
   const source = new EventSource("/api/events");
   source.addEventListener("runs", (e) => renderRuns(JSON.parse(e.data).runs));
+  document.getElementById("example-button").addEventListener("click", loadExample);
   document.getElementById("check-button").addEventListener("click", check);
   document.getElementById("submit-form").addEventListener("submit", async (e) => {
     e.preventDefault();
@@ -140,13 +152,55 @@ async function refreshStatus(name) {
     el("td", {}, w.state === "held" ? `code ${w.hold_reason_code}: ${w.hold_reason}` : ""))));
 }
 
+// The report's plots, the most telling first; the first of MAIN_PLOTS gets a row of its own.
+const PLOT_ORDER = ["roc.png", "response.png", "confusion.png", "rejection.png", "residuals.png",
+  "training_vs_updates.png", "training_vs_time.png", "staleness.png", "throughput.png"];
+const MAIN_PLOTS = ["roc.png", "response.png"];
+
 async function showPlots(name) {
   const result = await api("GET", `/api/runs/${name}/plots`);
   if (!result.ok || !result.data.plots.length) return;
+  const rank = (plot) => (PLOT_ORDER.includes(plot) ? PLOT_ORDER.indexOf(plot) : PLOT_ORDER.length);
+  const plots = [...result.data.plots].sort((a, b) => rank(a) - rank(b) || a.localeCompare(b));
   const box = document.getElementById("plots");
-  box.replaceChildren(...result.data.plots.map((plot) => el("figure", {},
+  box.replaceChildren(...plots.map((plot) => el("figure", MAIN_PLOTS.includes(plot) && plot === plots[0] ? {class: "main"} : {},
     el("img", {src: `/api/runs/${name}/plots/${plot}`, alt: plot, id: `plot-${plot.replace(".png", "")}`}),
     el("figcaption", {}, plot))));
+}
+
+// metrics.json as a table: the figures a physicist compares runs by, for the run's task.
+function metricRows(m) {
+  const rows = [];
+  const add = (label, value, digits = 4) => {
+    if (typeof value === "number") rows.push([label, fmt(value, digits)]);
+    else if (typeof value === "string" && value) rows.push([label, value]);
+  };
+  add("AUC", m.auc);
+  for (const [cls, auc] of Object.entries(m.class_auc || {})) add(`AUC, ${cls} vs rest`, auc);
+  add("accuracy", m.accuracy);
+  add("loss", m.loss);
+  if (m.log_loss !== m.loss) add("log loss", m.log_loss);
+  for (const [target, t] of Object.entries(m.targets || {})) {
+    add(`RMSE, ${target}`, t.rmse);
+    add(`resolution, ${target}`, t.resolution);
+    add(`bias, ${target}`, t.bias);
+  }
+  if (typeof m.best_epoch === "number") {  // counted from 0, as the report and status count
+    const of = typeof m.epochs === "number" ? ` (of epochs 0–${m.epochs - 1})` : "";
+    rows.push(["best epoch", `${m.best_epoch}${of}${m.stopped_early ? ", stopped early" : ""}`]);
+  }
+  if (typeof m.validation_events === "number") add("validation events", m.validation_events.toLocaleString("en"));
+  if (typeof m.wall_time_s === "number") add("wall time", `${m.wall_time_s.toFixed(1)} s`);
+  return rows;
+}
+
+async function showMetrics(name) {
+  const result = await api("GET", `/api/runs/${name}/metrics`);
+  if (!result.ok || !result.data) return;
+  const rows = metricRows(result.data);
+  document.querySelector("#metrics tbody").replaceChildren(...rows.map(([label, value]) =>
+    el("tr", {}, el("td", {}, label), el("td", {}, value))));
+  document.getElementById("metrics-section").classList.toggle("hidden", !rows.length);
 }
 
 function setupRunPage() {
@@ -193,6 +247,7 @@ function setupRunPage() {
       source.close();
       clearInterval(statusTimer);
       refreshStatus(name);
+      showMetrics(name);
       showPlots(name);
     });
     refreshStatus(name);
