@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from fake_runs import append_history, shard, write_run
-from serve_helpers import Service
+from serve_helpers import SERVE, Service
 
 Event = tuple[str | None, str, Any]  # (its id, None without one; its name; its data)
 
@@ -282,3 +282,28 @@ def test_a_resumed_stream_sends_no_event_twice(service: Service) -> None:
         assert listed["runs"][0]["progress"]["shards_done"] == 5
     finally:
         resumed.close()
+
+
+def test_the_stream_limits_are_the_operators_to_set(tmp_path: Path) -> None:
+    """--max-streams-per-client 1 --max-streams 2: a second stream from one client, and a third
+    in all, are refused with 429; 0 is refused at start in one line."""
+    root = tmp_path / "runs"
+    append_history(write_run(root, "live"), shard(0))
+    service = Service(root, "--max-streams", "2", "--max-streams-per-client", "1").start()
+    streams: list[EventStream] = []
+    try:
+        for source, expected in (("127.0.0.1", 200), ("127.0.0.1", 429), ("127.0.0.2", 200)):
+            streams.append(EventStream(service, "/api/events", source=source))
+            assert streams[-1].status == expected, source
+        streams.append(EventStream(service, "/api/events", source="127.0.0.3"))
+        assert streams[-1].status == 429  # two in all
+    finally:
+        for stream in streams:
+            stream.close()
+        service.stop()
+    refused = subprocess.run(
+        [*SERVE, "--root", str(root), "--port", "0", "--max-streams", "0"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert refused.returncode == 2
+    assert "--max-streams 0: give at least 1" in refused.stderr

@@ -11,7 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from gridtrain.errors import ConfigError, StageError
-from gridtrain.serve.settings import DEFAULT_HOST, DEFAULT_PORT, MAX_BODY, TOKEN_FILE
+from gridtrain.serve.settings import (
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    MAX_BODY,
+    MAX_STREAMS,
+    MAX_STREAMS_PER_CLIENT,
+    TOKEN_FILE,
+)
 
 LOGIN_FILE = ".serve-login"  # the login link, where stdout is not a terminal
 
@@ -79,6 +86,19 @@ def register(subparsers: Any) -> None:
     serve.add_argument(
         "--max-body", type=int, default=MAX_BODY, help=f"largest request body in bytes ({MAX_BODY})"
     )
+    serve.add_argument(
+        "--max-streams",
+        type=int,
+        default=MAX_STREAMS,
+        help=f"open event streams (pages, notebooks following runs) in all ({MAX_STREAMS})",
+    )
+    serve.add_argument(
+        "--max-streams-per-client",
+        type=int,
+        default=MAX_STREAMS_PER_CLIENT,
+        help="open event streams from one address and credential "
+        f"({MAX_STREAMS_PER_CLIENT}; everyone behind one ssh tunnel counts as one client)",
+    )
     serve.set_defaults(func=_serve)
 
 
@@ -107,6 +127,8 @@ def _serve(args: argparse.Namespace) -> int:
         args.max_body,
         allow_data=tuple(_folder("--allow-data", path) for path in args.allow_data),
         allow_stage=tuple(_prefix(prefix) for prefix in args.allow_stage),
+        max_streams=_positive("--max-streams", args.max_streams),
+        max_streams_per_client=_positive("--max-streams-per-client", args.max_streams_per_client),
     )
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -201,3 +223,9 @@ def _announce(url: str, token: str, login: Path) -> None:
         "stdout is not a terminal",
         flush=True,
     )
+
+
+def _positive(option: str, value: int) -> int:
+    if value < 1:
+        raise ConfigError(f"{option} {value}: give at least 1")
+    return value
