@@ -96,6 +96,17 @@ class Sample:
     files: tuple[str, ...]
     label: int | str | None
     tree: str
+    data: bool = False  # collision data: weight 1 unless ``weight`` is given
+    weight: float | str | None = None  # overrides dataset.weight: a number, branch or expression
+
+    def event_weight(self, dataset_weight: str | None) -> float | str:
+        """What each event of this sample weighs before normalisation: its own ``weight``, 1
+        for data, else ``dataset.weight`` (1 when that is null)."""
+        if self.weight is not None:
+            return self.weight
+        if self.data or dataset_weight is None:
+            return 1.0
+        return dataset_weight
 
 
 @dataclass(frozen=True)
@@ -162,10 +173,7 @@ class DatasetConfig:
         section, task_section = checked["dataset"], checked["task"]
         parsed = Task.from_dict({k: v for k, v in task_section.items() if k != "on_bad_target"})
         tree = section["tree"]
-        samples = tuple(
-            Sample(s["name"], tuple(s["files"]), _sample_label(s, parsed), s.get("tree", tree))
-            for s in section["samples"]
-        )
+        samples = tuple(_sample(s, parsed, tree) for s in section["samples"])
         jagged = tuple(
             JaggedGroup(name, tuple(g["branches"]), int(g["length"]), float(g["fill"]))
             for name, g in section["jagged"].items()
@@ -215,6 +223,10 @@ class DatasetConfig:
             content.pop("files_per_job")
         if not content["images"]:
             content.pop("images")
+        for sample in content["samples"]:
+            for key, default in _SAMPLE_DEFAULTS.items():
+                if sample[key] == default:
+                    sample.pop(key)
         # Binary datasets (every one converted before tasks existed) keep their hash too.
         content["task"] = self.task.to_dict()
         if self.task == Task():
@@ -223,6 +235,24 @@ class DatasetConfig:
             content.pop("on_bad_target")
         blob = json.dumps(content, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()
+
+
+# Sample keys that datasets converted before them lack: left out of the hash at these values.
+_SAMPLE_DEFAULTS: dict[str, Any] = {"data": False, "weight": None}
+
+
+def _sample(section: dict[str, Any], task: Task, tree: str) -> Sample:
+    """One sample of the validated ``dataset.samples``."""
+    name = section["name"]
+    weight = section.get("weight")
+    return Sample(
+        name,
+        tuple(section["files"]),
+        _sample_label(section, task),
+        section.get("tree", tree),
+        data=section["data"],
+        weight=float(weight) if isinstance(weight, int | float) else weight,
+    )
 
 
 def _sample_label(sample: dict[str, Any], task: Task) -> int | str | None:

@@ -63,9 +63,11 @@ from gridtrain.data.manifest import (
     Manifest,
     SourceEntry,
     class_factors,
+    normalisation_record,
     write_manifest,
 )
 from gridtrain.data.rootio import open_input
+from gridtrain.data.samples import SampleWeight, sample_weights
 from gridtrain.data.selection import Selection
 from gridtrain.data.writer import Arrays, ShardBuffer, Statistics, WeightTally, Writer
 from gridtrain.errors import ConversionError
@@ -142,6 +144,7 @@ class _Piece:
     label: np.ndarray
     sample_index: int
     target: np.ndarray  # N x T float32 (T = 0 for a classifier)
+    weight: np.ndarray  # N float32: the sample's weight
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -158,9 +161,10 @@ class _Piece:
         image_head = {n: a[:k] for n, a in self.images.items()}
         image_tail = {n: a[k:] for n, a in self.images.items()}
         entries, label, target, index = self.entries, self.label, self.target, self.sample_index
+        weight = self.weight
         return (
-            _Piece(entries[:k], head, heads, image_head, label[:k], index, target[:k]),
-            _Piece(entries[k:], tail, tails, image_tail, label[k:], index, target[k:]),
+            _Piece(entries[:k], head, heads, image_head, label[:k], index, target[:k], weight[:k]),
+            _Piece(entries[k:], tail, tails, image_tail, label[k:], index, target[k:], weight[k:]),
         )
 
 
@@ -182,9 +186,10 @@ def _read_piece(
     selection: Selection | None,
     pool: ThreadPoolExecutor,
     reading: _TaskReading,
+    weight: SampleWeight,
 ) -> _Piece:
     """Read one file's entry range, every branch in parallel, apply the selection, and compute
-    the labels and targets."""
+    the labels, targets and weights."""
     r = item.reader
     group_futures = {
         g: pool.submit(r.read_jagged, branches, g, start, stop)
@@ -199,7 +204,7 @@ def _read_piece(
         read = future.result()
         groups[g] = (read.counts, [read.contents[b] for b in read.contents])
     entries = np.arange(start, stop) + (item.offset - item.start)
-    piece = _Piece(entries, flat, groups, images, entries, item.sample_index, entries)
+    piece = _Piece(entries, flat, groups, images, entries, item.sample_index, entries, entries)
     if selection is not None:
         piece = _keep(piece, selection.mask({n: flat[n][:, 0] for n in selection.names}))
     item.selected += len(piece)
@@ -224,6 +229,7 @@ def _read_piece(
         if bad:
             item.non_finite += bad
             piece = _keep(piece, finite)
+    piece.weight = weight.values(piece.flat, len(piece))
     return piece
 
 
@@ -241,6 +247,7 @@ def _keep(piece: _Piece, keep: np.ndarray) -> _Piece:
         piece.label[keep],
         piece.sample_index,
         piece.target[keep],
+        piece.weight[keep],
     )
 
 
@@ -329,7 +336,6 @@ def _event_ids(pieces: list[_Piece], layout: Layout, n: int) -> np.ndarray:
 def _assemble(
     pieces: list[_Piece],
     layout: Layout,
-    weight: str | None,
     ids: np.ndarray,
     destination: np.ndarray,
     n_train: int,
@@ -373,7 +379,7 @@ def _assemble(
                 for channel, name in enumerate(image.branches):
                     step[image.name][rows, ..., channel] = piece.images[name]
         step["label"][rows] = piece.label
-        step["weight"][rows] = piece.flat[weight][:, 0] if weight else 1.0
+        step["weight"][rows] = piece.weight
         if layout.targets:
             step["target"][rows] = piece.target
         tally.add(piece.sample_index, piece.label, step["weight"][rows], train)
@@ -418,6 +424,7 @@ def convert(
         )
     out = Path(outdir)
     selection = Selection(dataset.selection) if dataset.selection else None
+    weights = sample_weights(dataset)
     reading = _TaskReading(dataset.task, target_expressions(dataset.task), dataset.on_bad_target)
     threads = threads or min(4, os.cpu_count() or 1)
     seed = file_group.shuffle_seed if file_group is not None else (dataset.seed,)
@@ -431,6 +438,8 @@ def convert(
         try:
             checked = [Input(f.sample, f.reader) for files in inputs for f in files]
             layout = check_layout(dataset, checked, selection, reading.targets)
+            for item in (f for files in inputs for f in files):
+                weights[item.sample_index].check(item.reader)
             check_memory(dataset, layout)
             out.mkdir(parents=True, exist_ok=True)
             writer = Writer(out, dataset, layout)
@@ -438,14 +447,14 @@ def convert(
             tally = WeightTally(len(dataset.samples), len(dataset.task.classes))
             try:
                 _stream(
-                    dataset, inputs, layout, (selection, reading), writer, (stats, tally), pool,
-                    progress, seed,
+                    dataset, inputs, layout, (selection, reading, weights), writer,
+                    (stats, tally), pool, progress, seed,
                 )  # fmt: skip
                 writer.finish()
                 if writer.entries["train"] or writer.entries["validation"]:
                     if file_group is None:
                         check_classes(dataset, tally.class_events())
-                    manifest = _manifest(dataset, layout, inputs, writer, stats, tally)
+                    manifest = _manifest(dataset, layout, inputs, writer, (stats, tally), weights)
             except BaseException:
                 writer.abort()
                 _remove(writer.parts)
@@ -458,7 +467,7 @@ def convert(
                 f"dataset.selection {dataset.selection!r} keeps no event of "
                 f"{sum(f.entries for files in inputs for f in files)}; loosen it"
             )
-        manifest = _manifest(dataset, layout, inputs, writer, stats, tally)
+        manifest = _manifest(dataset, layout, inputs, writer, (stats, tally), weights)
     _commit(out, writer.parts, manifest)
     warn_negative_weights(manifest)
     return manifest
@@ -506,27 +515,34 @@ def _stream(
     dataset: DatasetConfig,
     inputs: list[list[_Input]],
     layout: Layout,
-    reads: tuple[Selection | None, _TaskReading],
+    reads: tuple[Selection | None, _TaskReading, list[SampleWeight]],
     writer: Writer,
     tallies: tuple[Statistics, WeightTally],
     pool: ThreadPoolExecutor,
     progress: ProgressCallback | None,
     seed: tuple[int, ...],
 ) -> None:
-    selection, reading = reads
+    selection, reading, weights = reads
     stats, tally = tallies
     sizes = [sum(f.entries for f in files) for files in inputs]
     total = sum(sizes)
     steps = max(1, math.ceil(total / dataset.step_events))
     buffers = {s: ShardBuffer(s, layout, dataset.shard_events, writer) for s in SPLITS}
-    names = branch_names(dataset, layout, selection)  # basket boundaries common to all of them
+    common = branch_names(dataset, layout, selection)
+    # Each sample's branches: a weight may read branches that other samples' files lack.
+    names = [sorted(set(common) | set(w.names)) for w in weights]  # basket boundaries of each
     tensors = layout.jagged_names() | layout.image_names()
-    flat_names = [n for n in names if n not in tensors]
+    flat_names = [[n for n in these if n not in tensors] for these in names]
 
     def read(item: _Input, start: int, stop: int) -> _Piece:
-        return _read_piece(item, start, stop, flat_names, layout, selection, pool, reading)
+        index = item.sample_index
+        return _read_piece(
+            item, start, stop, flat_names[index], layout, selection, pool, reading, weights[index]
+        )
 
-    streams = [_SampleStream(files, names, read) for files in inputs]
+    streams = [
+        _SampleStream(files, these, read) for files, these in zip(inputs, names, strict=True)
+    ]
 
     def take(step: int) -> list[_Piece]:
         return [
@@ -554,9 +570,7 @@ def _stream(
             destination = np.empty(n, dtype=np.int64)
             destination[ordered] = np.arange(n)
             n_train = n - int(is_validation.sum())
-            arrays = _assemble(
-                pieces, layout, dataset.weight, ids, destination, n_train, stats, tally
-            )
+            arrays = _assemble(pieces, layout, ids, destination, n_train, stats, tally)
             del pieces
             buffers["train"].add(arrays, 0, n_train)
             buffers["validation"].add(arrays, n_train, n)
@@ -569,9 +583,10 @@ def _manifest(
     layout: Layout,
     inputs: list[list[_Input]],
     writer: Writer,
-    stats: Statistics,
-    tally: WeightTally,
+    tallies: tuple[Statistics, WeightTally],
+    weights: list[SampleWeight],
 ) -> Manifest:
+    stats, tally = tallies
     task = dataset.task
     if task.targets and stats.target.count:  # a group without training events keeps 0 and 1
         task = task.with_statistics(stats.target.mean.tolist(), stats.target.std.tolist())
@@ -579,7 +594,12 @@ def _manifest(
     non_finite = None
     if task.targets:
         non_finite = [sum(f.non_finite for f in files) for files in inputs]
-    weights = tally.record(dataset.weight, samples, task.classes, non_finite)
+    record = tally.record(dataset.weight, samples, task.classes, non_finite)
+    if any(_own_weight(s) for s in dataset.samples):
+        own = {w.sample.name: w.record() for w in weights}
+        counts = record["samples"]
+        assert isinstance(counts, dict)
+        record["normalisation"] = normalisation_record(own, counts)
     return Manifest(
         name=dataset.name,
         gridtrain_version=__version__,
@@ -624,9 +644,14 @@ def _manifest(
         ],
         shards={s: sorted(writer.entries[s], key=lambda e: e.path) for s in SPLITS},
         task=task.to_dict(),
-        weights=weights,
-        class_factors=_factors(weights, task, any(writer.entries["train"])),
+        weights=record,
+        class_factors=_factors(record, task, any(writer.entries["train"])),
     )
+
+
+def _own_weight(sample: Sample) -> bool:
+    """The sample says something of its weight: the manifest records it."""
+    return sample.data or sample.weight is not None
 
 
 def _factors(weights: dict[str, object], task: Task, trained: bool) -> list[float]:

@@ -145,8 +145,6 @@ def check_layout(
                     )
         for name in dataset.event_id:
             r.check_flat(name, "event id")
-        if dataset.weight:
-            r.check_flat(dataset.weight, "weight")
         if isinstance(item.sample.label, str):
             r.check_flat(item.sample.label, f"label of sample {item.sample.name!r}")
         for name in selection.names if selection else ():
@@ -231,7 +229,7 @@ def branch_names(dataset: DatasetConfig, layout: Layout, selection: Selection | 
     """Every branch conversion reads (their common basket boundaries plan the reads)."""
     names = [f.name for f in layout.features] + sorted(layout.jagged_names())
     names += sorted(layout.image_names())
-    names += list(layout.event_id) + ([dataset.weight] if dataset.weight else [])
+    names += list(layout.event_id)  # and each sample's weight branches (gridtrain.data.samples)
     names += [s.label for s in dataset.samples if isinstance(s.label, str)]
     names += [n for expression in target_expressions(dataset.task) for n in expression.names]
     return sorted(set(names) | set(selection.names if selection else ()))

@@ -20,6 +20,16 @@ their share of the sum of absolute weights. ``class_factors`` (one per class) ma
 training sums of weights equal when ``task.balance`` is true and are all 1 otherwise;
 ``class_factors()`` recomputes them for another treatment of negative weights. Manifests written
 before tasks existed have none of the three and read as binary, unbalanced.
+
+When a sample has its own weight or is data, ``weights`` also holds ``normalisation``
+(``gridtrain.data.samples``)::
+
+    "normalisation": {
+     "samples": {"ttbar": {"data": false, "weight": "genWeight * puWeight", "events": 240,
+                           "yield": 77.1}},
+     "data": {"events": 300, "yield": 300.0}, "simulation": {"events": 240, "yield": 77.1}}
+
+``events`` and ``yield`` are after the selection (the weights as the shards store them).
 """
 
 from __future__ import annotations
@@ -138,7 +148,30 @@ def merge_weights(parts: list[dict[str, Any]]) -> dict[str, Any]:
                     if key != "negative_share":
                         total[key] = total.get(key, 0) + value
         merged[kind] = {name: weight_record(values) for name, values in sums.items()}
+    if "normalisation" in parts[0]:  # the same weights in every group: the counts are summed
+        first = parts[0]["normalisation"]
+        own = {
+            name: {k: v for k, v in record.items() if k not in ("events", "yield")}
+            for name, record in first["samples"].items()
+        }
+        merged["normalisation"] = normalisation_record(own, merged["samples"])
     return merged
+
+
+def normalisation_record(own: dict[str, dict[str, Any]], samples: dict[str, Any]) -> dict[str, Any]:
+    """The ``weights.normalisation`` record: each sample's weight (``own``: ``data``,
+    ``weight``) with its selected events and weighted yield from ``samples`` (the
+    ``weights.samples`` records), and the events and yield of data and of simulation apart."""
+    records = {}
+    totals = {kind: {"events": 0, "yield": 0.0} for kind in ("data", "simulation")}
+    for name, record in own.items():
+        counts = samples.get(name, {})
+        events, weighted = int(counts.get("events", 0)), float(counts.get("sum", 0.0))
+        records[name] = {**record, "events": events, "yield": weighted}
+        total = totals["data" if record["data"] else "simulation"]
+        total["events"] += events
+        total["yield"] += weighted
+    return {"samples": records, **totals}
 
 
 def class_factors(
