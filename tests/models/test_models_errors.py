@@ -115,9 +115,8 @@ def test_built_in_config_errors(
     expect_config_error(words, name, params, spec)
 
 
-def test_deepsets_needs_a_group_choice_when_there_are_several() -> None:
+def test_models_without_flat_features_say_so() -> None:
     spec = InputSpec((), {"a": (3, ("x",)), "b": (3, ("y",))})
-    expect_config_error(["has a, b", "parameter group"], "deepsets", {}, spec)
     expect_config_error(["needs flat features"], "mlp", {}, spec)
     expect_config_error(
         ["needs flat features"], "deepsets", {"group": "a", "use_features": True}, spec

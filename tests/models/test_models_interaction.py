@@ -150,7 +150,7 @@ def test_a_saved_interaction_network_loads_back(tmp_path: Path) -> None:
             "interaction",
             {},
             InputSpec(FEATURES, {}),
-            "model 'interaction' runs over one jagged group and the dataset has none",
+            "model 'interaction' runs over jagged groups and the dataset has none",
         ),
         (
             "cnn",

@@ -1,4 +1,4 @@
-"""The interaction network over one jagged group: pairwise relations of its entries.
+"""The interaction network over a jagged group: pairwise relations of its entries.
 
 Layer: models, Keras graph pieces; ``gridtrain.models.zoo`` builds the ``interaction`` model
 from them (it imports this module only when that model is built, so the registry needs no
@@ -12,6 +12,10 @@ the interaction network for jet identification:
 4. the object function f_O (an MLP, ``object`` units) maps ``[x_r, E_r]`` to a constituent vector;
 5. these are pooled (the same ``pooling``) over the jet's real constituents and a classifier MLP
    and the task's head follow (in the zoo).
+
+With several groups (``groups: [jets, muons]``) the zoo builds steps 1-5 once per group, each with
+its own relation and object networks and masks (pairs never cross groups), and concatenates the
+groups' pooled vectors before the classifier.
 
 Padding: entry ``i`` of an event is real when ``i < <group>_count``; pairs with a padded sender
 and padded receivers are selected away (``MaskedRelationPooling``, ``MaskedPooling``), so the output
@@ -55,11 +59,14 @@ def choose_input(
     return chosen
 
 
-def interaction_body(entries: Any, count: Any, params: Mapping[str, Any], dense: Dense) -> Any:
-    """The jet vector (batch, object[-1]) of ``entries`` (batch, L, C) with ``count`` (batch,)."""
-    pairs = RelationPairs(name="pairs")(entries)
-    effects = dense(pairs, list(params["relation"]), "relation")
-    received = MaskedRelationPooling(params["pooling"], name="received")([effects, count])
-    objects = keras.layers.Concatenate(name="object_inputs")([entries, received])
-    objects = dense(objects, list(params["object"]), "object")
-    return MaskedPooling(params["pooling"], name="pool")([objects, count])
+def interaction_body(
+    entries: Any, count: Any, params: Mapping[str, Any], dense: Dense, suffix: str = ""
+) -> Any:
+    """The jet vector (batch, object[-1]) of ``entries`` (batch, L, C) with ``count`` (batch,);
+    ``suffix`` ends every layer's name (one group's network apart from another's)."""
+    pairs = RelationPairs(name=f"pairs{suffix}")(entries)
+    effects = dense(pairs, list(params["relation"]), f"relation{suffix}")
+    received = MaskedRelationPooling(params["pooling"], name=f"received{suffix}")([effects, count])
+    objects = keras.layers.Concatenate(name=f"object_inputs{suffix}")([entries, received])
+    objects = dense(objects, list(params["object"]), f"object{suffix}")
+    return MaskedPooling(params["pooling"], name=f"pool{suffix}")([objects, count])

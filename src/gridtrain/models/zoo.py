@@ -1,6 +1,6 @@
 """The built-in models: an MLP on the flat features, Deep Sets and an interaction network over
-a jagged group, and a small CNN on an image (the last two's Keras pieces in ``models.interaction``
-and ``models.cnn``).
+one or more jagged groups, and a small CNN on an image (the last two's Keras pieces in
+``models.interaction`` and ``models.cnn``).
 
 Layer: models, builders. Each builder turns an ``InputSpec`` and checked hyper-parameters into a
 compiled model for the spec's task: its body ends in ``finish_model``, which adds the task's head
@@ -56,10 +56,20 @@ def _optional_name(value: Any) -> bool:
     return value is None or isinstance(value, str)
 
 
+def _optional_names(value: Any) -> bool:
+    return value is None or (
+        isinstance(value, list | tuple) and bool(value) and all(isinstance(v, str) for v in value)
+    )
+
+
 UNITS = "a list of positive integers, e.g. [64, 64]"
 ACTIVATION = Param("relu", lambda v: v in ACTIVATIONS, f"one of {', '.join(ACTIVATIONS)}")
 DROPOUT = Param(0.0, _fraction, "a fraction in [0, 1)")
 
+GROUP = Param(None, _optional_name, "the name of a jagged group (or use groups)")
+GROUPS = Param(
+    None, _optional_names, "a list of jagged group names, e.g. [jets, muons] (null: all of them)"
+)
 MLP_PARAMS = {
     "hidden": Param([64, 64], _units, UNITS),
     "activation": ACTIVATION,
@@ -67,7 +77,8 @@ MLP_PARAMS = {
     "batch_norm": Param(False, _flag, "true or false"),
 }
 DEEPSETS_PARAMS = {
-    "group": Param(None, _optional_name, "the name of a jagged group"),
+    "groups": GROUPS,
+    "group": GROUP,
     "phi": Param([64, 64, 64], _units, UNITS),
     "rho": Param([64, 64], _units, UNITS),
     "pooling": Param("sum", lambda v: v in ("sum", "mean"), "sum or mean"),
@@ -206,6 +217,18 @@ def _features_input(model: str, inputs: InputSpec) -> Any:
     return keras.Input(shape=(len(inputs.features),), dtype="float32", name=FEATURES)
 
 
+def _group_inputs(inputs: InputSpec, group: str, model_inputs: dict[str, Any]) -> tuple[Any, Any]:
+    """``<group>`` (batch, L, C) and ``<group>_count`` (batch,), added to ``model_inputs``."""
+    import keras
+
+    length, channels = inputs.groups[group]
+    entries = keras.Input(shape=(length, len(channels)), dtype="float32", name=group)
+    count = keras.Input(shape=(), dtype="int32", name=group + COUNT_SUFFIX)
+    model_inputs[group] = entries
+    model_inputs[group + COUNT_SUFFIX] = count
+    return entries, count
+
+
 def build_mlp(
     inputs: InputSpec, params: Mapping[str, Any], *, learning_rate: float, seed: int | None
 ) -> keras.Model:
@@ -217,45 +240,72 @@ def build_mlp(
     return finish_model({FEATURES: features}, x, "mlp", inputs.task, learning_rate, seeds)
 
 
-def _choose_group(inputs: InputSpec, group: str | None) -> str:
+def choose_groups(
+    model: str, inputs: InputSpec, group: str | None, groups: list[str] | None
+) -> list[str]:
+    """The jagged groups a model runs over: ``groups``, or the one ``group`` names (the older
+    parameter), or all of the dataset's."""
     available = ", ".join(inputs.groups) or "none"
-    if group is None:
-        if len(inputs.groups) != 1:
-            raise ConfigError(
-                f"model 'deepsets' runs over one jagged group and the dataset has {available}; "
-                "choose one with the parameter group"
-            )
-        return next(iter(inputs.groups))
-    if group not in inputs.groups:
+    if group is not None and groups is not None:
         raise ConfigError(
-            f"model 'deepsets': parameter group is {group!r}, which the dataset does not have; "
-            f"its jagged groups: {available}"
+            f"model {model!r}: parameters group ({group!r}) and groups ({groups!r}) both given; "
+            "keep groups"
         )
-    return group
+    if groups is not None:
+        chosen, param = list(groups), "groups"
+    elif group is not None:
+        chosen, param = [group], "group"
+    else:
+        chosen, param = list(inputs.groups), "groups"
+    if not chosen:
+        raise ConfigError(
+            f"model {model!r} runs over jagged groups and the dataset has none; list some under "
+            "dataset.jagged, or choose 'mlp'"
+        )
+    unknown = [name for name in chosen if name not in inputs.groups]
+    if unknown:
+        raise ConfigError(
+            f"model {model!r}: parameter {param} names {', '.join(map(repr, unknown))}, which the "
+            f"dataset does not have; its jagged groups: {available}"
+        )
+    if len(set(chosen)) != len(chosen):
+        raise ConfigError(f"model {model!r}: parameter groups names a group twice: {chosen!r}")
+    return chosen
+
+
+def _pooled(parts: list[Any]) -> Any:
+    """One group's vector as it is, several concatenated (in ``groups`` order)."""
+    import keras
+
+    return parts[0] if len(parts) == 1 else keras.layers.Concatenate(name="groups")(parts)
 
 
 def build_deepsets(
     inputs: InputSpec, params: Mapping[str, Any], *, learning_rate: float, seed: int | None
 ) -> keras.Model:
-    """Deep Sets / particle flow: rho(pool over real entries of phi(entry)), padding masked.
+    """Deep Sets / particle flow: rho(pooled phi per group), padding masked.
 
-    phi is applied to each entry alone (Dense acts on the last axis), so padded slots influence
-    nothing before the masked pooling, which drops them; the output is therefore invariant to the
-    order of the real entries and to whatever the padded slots hold.
+    Each group has its own phi, applied to each entry alone (Dense acts on the last axis), and its
+    own masked pooling over its real entries; the pooled vectors of the groups are concatenated
+    before rho. Padded slots influence nothing before the pooling, which drops them, so the output
+    is invariant to the order of each group's real entries and to whatever padded slots hold. With
+    one group the layers keep their names (``phi_0``, ``pool``), as models saved before groups.
     """
     import keras
 
     from gridtrain.models.layers import MaskedPooling
 
     p = resolve_params("deepsets", params, DEEPSETS_PARAMS)
-    group = _choose_group(inputs, p["group"])
-    length, channels = inputs.groups[group]
+    groups = choose_groups("deepsets", inputs, p["group"], p["groups"])
     seeds = _Seeds(seed)
-    entries = keras.Input(shape=(length, len(channels)), dtype="float32", name=group)
-    count = keras.Input(shape=(), dtype="int32", name=group + COUNT_SUFFIX)
-    model_inputs = {group: entries, group + COUNT_SUFFIX: count}
-    per_entry = _dense_stack(entries, list(p["phi"]), "phi", {**p, "dropout": 0.0}, seeds)
-    x = MaskedPooling(p["pooling"], name="pool")([per_entry, count])
+    model_inputs: dict[str, Any] = {}
+    pooled = []
+    for group in groups:
+        entries, count = _group_inputs(inputs, group, model_inputs)
+        suffix = "" if len(groups) == 1 else f"_{group}"
+        phi = _dense_stack(entries, list(p["phi"]), f"phi{suffix}", {**p, "dropout": 0.0}, seeds)
+        pooled.append(MaskedPooling(p["pooling"], name=f"pool{suffix}")([phi, count]))
+    x = _pooled(pooled)
     if p["use_features"]:
         features = _features_input("deepsets", inputs)
         model_inputs[FEATURES] = features
@@ -269,7 +319,8 @@ def _positive_int(value: Any) -> bool:
 
 
 INTERACTION_PARAMS = {
-    "group": Param(None, _optional_name, "the name of a jagged group"),
+    "groups": GROUPS,
+    "group": GROUP,
     "relation": Param([32, 32], _units, UNITS),
     "object": Param([32, 32], _units, UNITS),
     "classifier": Param([64], _units, UNITS),
@@ -292,22 +343,32 @@ CNN_PARAMS = {
 def build_interaction(
     inputs: InputSpec, params: Mapping[str, Any], *, learning_rate: float, seed: int | None
 ) -> keras.Model:
-    """Interaction network (JEDI-net) over one jagged group; see ``models.interaction``."""
+    """Interaction network (JEDI-net) over one or more jagged groups; see
+    ``models.interaction``. Each group has its own relation and object networks and its own
+    masks; the groups' vectors are concatenated before the classifier."""
     import keras
 
-    from gridtrain.models.interaction import choose_input, interaction_body
+    from gridtrain.models.interaction import interaction_body
 
     p = resolve_params("interaction", params, INTERACTION_PARAMS)
-    group = choose_input("interaction", "jagged group", "group", list(inputs.groups), p["group"])
-    length, channels = inputs.groups[group]
+    groups = choose_groups("interaction", inputs, p["group"], p["groups"])
     seeds = _Seeds(seed)
-    entries = keras.Input(shape=(length, len(channels)), dtype="float32", name=group)
-    count = keras.Input(shape=(), dtype="int32", name=group + COUNT_SUFFIX)
-    model_inputs = {group: entries, group + COUNT_SUFFIX: count}
+    model_inputs: dict[str, Any] = {}
     no_dropout = {**p, "dropout": 0.0}
-    x = interaction_body(
-        entries, count, p, lambda t, u, n: _dense_stack(t, u, n, no_dropout, seeds)
-    )
+    pooled = []
+    for group in groups:
+        entries, count = _group_inputs(inputs, group, model_inputs)
+        suffix = "" if len(groups) == 1 else f"_{group}"
+        pooled.append(
+            interaction_body(
+                entries,
+                count,
+                p,
+                lambda t, u, n: _dense_stack(t, u, n, no_dropout, seeds),
+                suffix,
+            )
+        )
+    x = _pooled(pooled)
     if p["use_features"]:
         model_inputs[FEATURES] = _features_input("interaction", inputs)
         x = keras.layers.Concatenate(name="with_features")([x, model_inputs[FEATURES]])
@@ -350,7 +411,7 @@ class Builder:
 MODELS: dict[str, Builder] = {
     "mlp": Builder(build_mlp, MLP_PARAMS, "dense layers on the flat features"),
     "deepsets": Builder(
-        build_deepsets, DEEPSETS_PARAMS, "Deep Sets over one jagged group, padding masked"
+        build_deepsets, DEEPSETS_PARAMS, "Deep Sets over the jagged groups, padding masked"
     ),
     "interaction": Builder(
         build_interaction, INTERACTION_PARAMS, "interaction network (JEDI-net), padding masked"
