@@ -96,8 +96,9 @@ class Sample:
     files: tuple[str, ...]
     label: int | str | None
     tree: str
-    data: bool = False  # collision data: weight 1 unless ``weight`` is given
+    data: bool = False  # collision data: weight 1 unless ``weight`` is given, no ``xsec``
     weight: float | str | None = None  # overrides dataset.weight: a number, branch or expression
+    xsec: float | None = None  # cross-section in pb: normalised to dataset.lumi
 
     def event_weight(self, dataset_weight: str | None) -> float | str:
         """What each event of this sample weighs before normalisation: its own ``weight``, 1
@@ -155,6 +156,7 @@ class DatasetConfig:
     images: tuple[ImageGroup, ...] = ()
     task: Task = field(default_factory=Task)  # the top-level ``task`` section
     on_bad_target: str = "refuse"  # task.on_bad_target: refuse | drop
+    lumi: float | None = None  # pb^-1, for the samples with an xsec
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> DatasetConfig:
@@ -173,7 +175,7 @@ class DatasetConfig:
         section, task_section = checked["dataset"], checked["task"]
         parsed = Task.from_dict({k: v for k, v in task_section.items() if k != "on_bad_target"})
         tree = section["tree"]
-        samples = tuple(_sample(s, parsed, tree) for s in section["samples"])
+        samples = tuple(_sample(s, parsed, tree, section["lumi"]) for s in section["samples"])
         jagged = tuple(
             JaggedGroup(name, tuple(g["branches"]), int(g["length"]), float(g["fill"]))
             for name, g in section["jagged"].items()
@@ -203,6 +205,7 @@ class DatasetConfig:
             )
         scalars = ["name", "weight", "selection", "validation_fraction", "shard_events"]
         scalars += ["chunk_events", "step_events", "codec", "seed", "outdir", "files_per_job"]
+        scalars += ["lumi"]
         return cls(
             samples=samples,
             features=tuple(section["features"]),
@@ -223,6 +226,8 @@ class DatasetConfig:
             content.pop("files_per_job")
         if not content["images"]:
             content.pop("images")
+        if content["lumi"] is None:
+            content.pop("lumi")
         for sample in content["samples"]:
             for key, default in _SAMPLE_DEFAULTS.items():
                 if sample[key] == default:
@@ -238,12 +243,23 @@ class DatasetConfig:
 
 
 # Sample keys that datasets converted before them lack: left out of the hash at these values.
-_SAMPLE_DEFAULTS: dict[str, Any] = {"data": False, "weight": None}
+_SAMPLE_DEFAULTS: dict[str, Any] = {"data": False, "weight": None, "xsec": None}
 
 
-def _sample(section: dict[str, Any], task: Task, tree: str) -> Sample:
-    """One sample of the validated ``dataset.samples``."""
+def _sample(section: dict[str, Any], task: Task, tree: str, lumi: float | None) -> Sample:
+    """One sample of the validated ``dataset.samples``; data and cross-sections checked."""
     name = section["name"]
+    xsec = section.get("xsec")
+    if xsec is not None and section["data"]:
+        raise ConfigError(
+            f"dataset.samples: sample {name!r} is data: true and has xsec: {xsec:g}; data is "
+            "not normalised to a cross-section: remove the xsec, or data: true if it is simulation"
+        )
+    if xsec is not None and lumi is None:
+        raise ConfigError(
+            f"dataset.samples: sample {name!r} has xsec: {xsec:g} (pb) but dataset.lumi is not "
+            "set; give the integrated luminosity in pb^-1 (dataset.lumi: 59830), or remove xsec"
+        )
     weight = section.get("weight")
     return Sample(
         name,
@@ -252,6 +268,7 @@ def _sample(section: dict[str, Any], task: Task, tree: str) -> Sample:
         section.get("tree", tree),
         data=section["data"],
         weight=float(weight) if isinstance(weight, int | float) else weight,
+        xsec=None if xsec is None else float(xsec),
     )
 
 

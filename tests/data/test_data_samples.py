@@ -1,4 +1,5 @@
-"""An analysis's sample set: data beside simulation, and per-sample weights (issue 28).
+"""An analysis's sample set: data beside simulation, per-sample weights and cross-section
+normalisation to a luminosity (issue 28).
 
 The inputs are small NanoAOD-like ROOT files written here with uproot: simulated ``Events`` with
 ``genWeight`` (some negative, as NLO generators give) and a ``Runs`` tree with ``genEventSumw``
@@ -9,12 +10,16 @@ apart from gridtrain.
 
 from __future__ import annotations
 
+import logging
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import uproot
+import yaml
 
 from gridtrain.config import DatasetConfig
 from gridtrain.data.convert import convert
@@ -22,8 +27,10 @@ from gridtrain.data.gather import gather
 from gridtrain.data.groups import group_count, plan_group
 from gridtrain.data.manifest import Manifest
 from gridtrain.data.shards import ShardReader
-from gridtrain.errors import ConversionError
+from gridtrain.errors import ConfigError, ConversionError
 
+LUMI = 1000.0  # pb^-1
+XSEC = {"ttbar": 831.8, "dy": 6077.2}
 CUT = "MET_pt > 20"
 
 
@@ -90,9 +97,9 @@ def samples(nano: Path, **changes: dict[str, Any]) -> list[dict[str, Any]]:
         {"name": "data", "files": [str(nano / "data_1.root"), str(nano / "data_2.root")],
          "label": 0, "data": True},
         {"name": "ttbar", "files": [str(nano / "ttbar_1.root"), str(nano / "ttbar_2.root")],
-         "label": 1},
+         "label": 1, "xsec": XSEC["ttbar"]},
         {"name": "dy", "files": [str(nano / "dy_1.root"), str(nano / "dy_2.root")],
-         "label": 0},
+         "label": 0, "xsec": XSEC["dy"]},
     ]  # fmt: skip
     for sample in listed:
         sample.update(changes.get(sample["name"], {}))
@@ -105,6 +112,7 @@ def section(nano: Path, out: Path, **overrides: Any) -> dict[str, Any]:
         "samples": samples(nano),
         "features": ["MET_pt", "PV_npvs"],
         "weight": "genWeight",
+        "lumi": LUMI,
         "selection": CUT,
         "shard_events": 500,
         "step_events": 700,
@@ -126,6 +134,11 @@ def branch(files: list[Path], name: str) -> np.ndarray:
     return np.concatenate([uproot.open(f)["Events"][name].array(library="np") for f in files])
 
 
+def runs_sumw(files: list[Path]) -> float:
+    return float(sum(uproot.open(f)["Runs"]["genEventSumw"].array(library="np").sum()
+                     for f in files))  # fmt: skip
+
+
 def expected_weights(files: list[Path], factor: float) -> np.ndarray:
     """The selected events' weights as gridtrain must store them, from the files directly."""
     keep = branch(files, "MET_pt") > 20
@@ -140,19 +153,42 @@ def by_event(arrays: dict[str, np.ndarray], run: int | None = None) -> dict[int,
     return {int(ids[r, 2]): int(r) for r in rows}
 
 
-def test_data_and_simulation_convert_together(nano, tmp_path):
+def test_data_and_simulation_convert_together_normalised_to_the_luminosity(nano, tmp_path, caplog):
     out = tmp_path / "out"
-    manifest = convert(DatasetConfig.from_dict(section(nano, out)))
+    with caplog.at_level(logging.WARNING):
+        manifest = convert(DatasetConfig.from_dict(section(nano, out)))
     norm = manifest.weights["normalisation"]
     arrays = read_all(out, manifest)
     ttbar_files = [nano / "ttbar_1.root", nano / "ttbar_2.root"]
+    dy_files = [nano / "dy_1.root", nano / "dy_2.root"]
     data_files = [nano / "data_1.root", nano / "data_2.root"]
 
-    # simulation: each selected event's stored weight is its genWeight
+    # ttbar: sumw from Runs/genEventSumw, summed over entries and files, before the selection
+    sumw = runs_sumw(ttbar_files)
+    assert sumw == pytest.approx(5.5e6)
     ttbar = norm["samples"]["ttbar"]
-    expected = expected_weights(ttbar_files, 1.0)
-    assert (ttbar["data"], ttbar["weight"], ttbar["events"]) == (False, "genWeight", len(expected))
+    assert ttbar["sumw_source"] == "Runs.genEventSumw"
+    assert ttbar["sumw"] == pytest.approx(sumw, rel=1e-12)
+    assert ttbar["factor"] == pytest.approx(XSEC["ttbar"] * LUMI / sumw, rel=1e-12)
+    expected = expected_weights(ttbar_files, XSEC["ttbar"] * LUMI / sumw)
+    assert ttbar["events"] == len(expected)
     assert ttbar["yield"] == pytest.approx(float(expected.astype(np.float64).sum()), rel=1e-6)
+    assert (ttbar["xsec"], ttbar["lumi"], ttbar["data"]) == (XSEC["ttbar"], LUMI, False)
+
+    # dy: no Runs tree, so sumw is the sum of genWeight over every entry (before the selection)
+    dy = norm["samples"]["dy"]
+    dy_sumw = float(branch(dy_files, "genWeight").astype(np.float64).sum())
+    assert dy["sumw_source"] == "events"
+    assert dy["sumw"] == pytest.approx(dy_sumw, rel=1e-9)
+    assert dy["factor"] == pytest.approx(XSEC["dy"] * LUMI / dy_sumw, rel=1e-9)
+    dy_expected = expected_weights(dy_files, XSEC["dy"] * LUMI / dy_sumw)
+    assert dy["yield"] == pytest.approx(float(dy_expected.astype(np.float64).sum()), rel=1e-6)
+    warned = [r.getMessage() for r in caplog.records if "'dy'" in r.getMessage()]
+    assert any("no Runs tree with genEventSumw" in m for m in warned), warned
+    assert not any("'ttbar'" in r.getMessage() and "Runs" in r.getMessage()
+                   for r in caplog.records)  # fmt: skip
+
+    # each simulated event's stored weight is its genWeight x xsec x lumi / sumw
     ttbar_rows = np.flatnonzero(arrays["event_id"][:, 0] == 1)  # MC run number
     stored = {int(arrays["event_id"][r, 2]): arrays["weight"][r] for r in ttbar_rows
               if arrays["label"][r] == 1}  # fmt: skip
@@ -162,15 +198,16 @@ def test_data_and_simulation_convert_together(nano, tmp_path):
     # data: weight 1 without a genWeight branch, counted apart from simulation
     data_keep = branch(data_files, "MET_pt") > 20
     data = norm["samples"]["data"]
-    assert (data["data"], data["weight"]) == (True, 1.0)
+    assert (data["data"], data["factor"], data["sumw"]) == (True, 1.0, None)
     assert data["events"] == int(data_keep.sum()) == data["yield"]
     assert norm["data"] == {"events": int(data_keep.sum()), "yield": float(data_keep.sum())}
-    dy = norm["samples"]["dy"]
     assert norm["simulation"]["events"] == ttbar["events"] + dy["events"]
     assert norm["simulation"]["yield"] == pytest.approx(ttbar["yield"] + dy["yield"])
     data_rows = arrays["event_id"][:, 0] > 1000
     assert data_rows.sum() == data["events"]
     assert (arrays["weight"][data_rows] == 1.0).all()
+    assert norm["lumi"] == LUMI
+    # the class sums are the normalised weights'
     signal = manifest.weights["classes"]["signal"]
     assert signal["sum"] == pytest.approx(ttbar["yield"], rel=1e-9)
 
@@ -179,16 +216,18 @@ def test_a_samples_own_weight_overrides_the_datasets(nano, tmp_path):
     out = tmp_path / "out"
     changes = {
         "ttbar": {"weight": "genWeight * puWeight"},  # an expression
-        "dy": {"weight": 0.5},  # a number
+        "dy": {"weight": 0.5},  # a number (and no xsec: removed below)
         "data": {"weight": 2},
     }
     listed = samples(nano, **changes)
+    del listed[2]["xsec"]
     manifest = convert(DatasetConfig.from_dict(section(nano, out, samples=listed)))
     arrays = read_all(out, manifest)
     ttbar_files = [nano / "ttbar_1.root", nano / "ttbar_2.root"]
     keep = branch(ttbar_files, "MET_pt") > 20
     gen = branch(ttbar_files, "genWeight") * branch(ttbar_files, "puWeight")
-    expected = gen[keep].astype(np.float32)
+    factor = XSEC["ttbar"] * LUMI / runs_sumw(ttbar_files)
+    expected = (gen[keep].astype(np.float64) * factor).astype(np.float32)
     signal = arrays["label"] == 1
     order = np.argsort(arrays["event_id"][signal][:, 2])
     np.testing.assert_allclose(arrays["weight"][signal][order], expected, rtol=1e-6)
@@ -197,10 +236,11 @@ def test_a_samples_own_weight_overrides_the_datasets(nano, tmp_path):
     assert (arrays["weight"][arrays["event_id"][:, 0] > 1000] == 2.0).all()
     records = manifest.weights["normalisation"]["samples"]
     assert records["ttbar"]["weight"] == "genWeight * puWeight"
-    assert records["dy"]["weight"] == 0.5
+    assert (records["dy"]["weight"], records["dy"]["factor"]) == (0.5, 1.0)
+    assert records["dy"]["sumw_source"] is None
 
 
-def test_class_balance_works_on_the_samples_weights(nano, tmp_path):
+def test_class_balance_works_on_the_normalised_weights(nano, tmp_path):
     out = tmp_path / "out"
     manifest = convert(
         DatasetConfig.from_dict(section(nano, out), {"kind": "binary", "balance": True})
@@ -216,7 +256,7 @@ def test_class_balance_works_on_the_samples_weights(nano, tmp_path):
     assert sums[1] == pytest.approx(signal_sum, rel=1e-6)
 
 
-def test_a_grouped_conversion_records_what_one_job_does(nano, tmp_path):
+def test_a_grouped_conversion_normalises_every_group_alike(nano, tmp_path):
     one = convert(DatasetConfig.from_dict(section(nano, tmp_path / "one")))
     grouped = DatasetConfig.from_dict(section(nano, tmp_path / "grouped", files_per_job=1))
     for index in range(group_count(grouped)):
@@ -232,7 +272,7 @@ def test_a_grouped_conversion_records_what_one_job_does(nano, tmp_path):
                 assert got[key] == pytest.approx(value, rel=1e-9), (name, key)
             else:
                 assert got[key] == value, (name, key)
-    for key in ("data", "simulation"):
+    for key in ("lumi", "data", "simulation"):
         assert gathered[key] == pytest.approx(expected[key], rel=1e-9)
 
 
@@ -241,23 +281,53 @@ def assert_nothing_written(out: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("changes", "message"),
+    ("changes", "error", "message"),
     [
         (
+            {"data": {"xsec": 1.0}},
+            ConfigError,
+            r"sample 'data' is data: true and has xsec: 1; .*remove the xsec",
+        ),
+        (
+            {"lumi": None},
+            ConfigError,
+            r"sample 'ttbar' has xsec: 831.8 \(pb\) but dataset.lumi is not set; .*dataset.lumi",
+        ),
+        (
             {"ttbar": {"weight": "genWeight * L1PreFiringWeight_Nom"}},
+            ConversionError,
             r"ttbar_1\.root: tree 'Events' has no branch 'L1PreFiringWeight_Nom' \(weight of "
             r"sample 'ttbar' = genWeight \* L1PreFiringWeight_Nom\)",
         ),
         (
             {"data": {"data": False}},  # data without data: true gets dataset.weight
+            ConversionError,
             r"data_1\.root: tree 'Events' has no branch 'genWeight' \(weight of sample 'data'",
         ),
     ],
 )
-def test_bad_inputs_fail_in_one_line_and_write_nothing(nano, tmp_path, changes, message):
+def test_bad_inputs_fail_in_one_line_and_write_nothing(nano, tmp_path, changes, error, message):
     out = tmp_path / "out"
-    config = section(nano, out, samples=samples(nano, **changes))
-    with pytest.raises(ConversionError, match=message) as caught:
+    lumi = changes.pop("lumi", LUMI)
+    config = section(nano, out, samples=samples(nano, **changes), lumi=lumi)
+    with pytest.raises(error, match=message) as caught:
         convert(DatasetConfig.from_dict(config))
     assert "\n" not in str(caught.value)
+    assert_nothing_written(out)
+
+
+def test_the_cli_refuses_an_xsec_without_lumi_in_one_line(nano, tmp_path):
+    config = tmp_path / "config.yaml"
+    out = tmp_path / "out"
+    config.write_text(yaml.safe_dump({"dataset": section(nano, out, lumi=None)}))
+    result = subprocess.run(
+        [sys.executable, "-m", "gridtrain", "convert", "-c", str(config)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "dataset.lumi is not set" in lines[0]
     assert_nothing_written(out)

@@ -67,7 +67,7 @@ from gridtrain.data.manifest import (
     write_manifest,
 )
 from gridtrain.data.rootio import open_input
-from gridtrain.data.samples import SampleWeight, sample_weights
+from gridtrain.data.samples import SampleWeight, normalised, sample_weights
 from gridtrain.data.selection import Selection
 from gridtrain.data.writer import Arrays, ShardBuffer, Statistics, WeightTally, Writer
 from gridtrain.errors import ConversionError
@@ -144,7 +144,7 @@ class _Piece:
     label: np.ndarray
     sample_index: int
     target: np.ndarray  # N x T float32 (T = 0 for a classifier)
-    weight: np.ndarray  # N float32: the sample's weight
+    weight: np.ndarray  # N float32: the sample's weight, normalisation included
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -441,6 +441,7 @@ def convert(
             for item in (f for files in inputs for f in files):
                 weights[item.sample_index].check(item.reader)
             check_memory(dataset, layout)
+            weights = [normalised(w, dataset.lumi) for w in weights]
             out.mkdir(parents=True, exist_ok=True)
             writer = Writer(out, dataset, layout)
             stats = Statistics(layout)
@@ -595,11 +596,11 @@ def _manifest(
     if task.targets:
         non_finite = [sum(f.non_finite for f in files) for files in inputs]
     record = tally.record(dataset.weight, samples, task.classes, non_finite)
-    if any(_own_weight(s) for s in dataset.samples):
-        own = {w.sample.name: w.record() for w in weights}
+    if dataset.lumi is not None or any(_own_weight(s) for s in dataset.samples):
+        own = {w.sample.name: w.record(dataset.lumi) for w in weights}
         counts = record["samples"]
         assert isinstance(counts, dict)
-        record["normalisation"] = normalisation_record(own, counts)
+        record["normalisation"] = normalisation_record(dataset.lumi, own, counts)
     return Manifest(
         name=dataset.name,
         gridtrain_version=__version__,
@@ -650,8 +651,8 @@ def _manifest(
 
 
 def _own_weight(sample: Sample) -> bool:
-    """The sample says something of its weight: the manifest records it."""
-    return sample.data or sample.weight is not None
+    """The sample says something of its weight: the manifest records its normalisation."""
+    return sample.data or sample.weight is not None or sample.xsec is not None
 
 
 def _factors(weights: dict[str, object], task: Task, trained: bool) -> list[float]:

@@ -21,15 +21,17 @@ training sums of weights equal when ``task.balance`` is true and are all 1 other
 ``class_factors()`` recomputes them for another treatment of negative weights. Manifests written
 before tasks existed have none of the three and read as binary, unbalanced.
 
-When a sample has its own weight or is data, ``weights`` also holds ``normalisation``
-(``gridtrain.data.samples``)::
+When a sample has its own weight, is data or has a cross-section (or ``dataset.lumi`` is set),
+``weights`` also holds ``normalisation`` (``gridtrain.data.samples``)::
 
-    "normalisation": {
-     "samples": {"ttbar": {"data": false, "weight": "genWeight * puWeight", "events": 240,
-                           "yield": 77.1}},
+    "normalisation": {"lumi": 1000.0,
+     "samples": {"ttbar": {"data": false, "weight": "genWeight", "xsec": 831.8,
+                           "lumi": 1000.0, "sumw": 2.5e6, "sumw_source": "Runs.genEventSumw",
+                           "factor": 0.333, "events": 240, "yield": 77.1}},
      "data": {"events": 300, "yield": 300.0}, "simulation": {"events": 240, "yield": 77.1}}
 
-``events`` and ``yield`` are after the selection (the weights as the shards store them).
+``events`` and ``yield`` are after the selection (the weights as the shards store them,
+normalisation included); ``sumw`` is before it.
 """
 
 from __future__ import annotations
@@ -148,20 +150,23 @@ def merge_weights(parts: list[dict[str, Any]]) -> dict[str, Any]:
                     if key != "negative_share":
                         total[key] = total.get(key, 0) + value
         merged[kind] = {name: weight_record(values) for name, values in sums.items()}
-    if "normalisation" in parts[0]:  # the same weights in every group: the counts are summed
+    if "normalisation" in parts[0]:  # the same factors in every group: the counts are summed
         first = parts[0]["normalisation"]
         own = {
             name: {k: v for k, v in record.items() if k not in ("events", "yield")}
             for name, record in first["samples"].items()
         }
-        merged["normalisation"] = normalisation_record(own, merged["samples"])
+        merged["normalisation"] = normalisation_record(first["lumi"], own, merged["samples"])
     return merged
 
 
-def normalisation_record(own: dict[str, dict[str, Any]], samples: dict[str, Any]) -> dict[str, Any]:
-    """The ``weights.normalisation`` record: each sample's weight (``own``: ``data``,
-    ``weight``) with its selected events and weighted yield from ``samples`` (the
-    ``weights.samples`` records), and the events and yield of data and of simulation apart."""
+def normalisation_record(
+    lumi: float | None, own: dict[str, dict[str, Any]], samples: dict[str, Any]
+) -> dict[str, Any]:
+    """The ``weights.normalisation`` record: each sample's weight and normalisation (``own``:
+    ``data``, ``weight``, ``xsec``, ``lumi``, ``sumw``, ``sumw_source``, ``factor``) with its
+    selected events and weighted yield from ``samples`` (the ``weights.samples`` records), and
+    the events and yield of data and of simulation apart."""
     records = {}
     totals = {kind: {"events": 0, "yield": 0.0} for kind in ("data", "simulation")}
     for name, record in own.items():
@@ -171,7 +176,7 @@ def normalisation_record(own: dict[str, dict[str, Any]], samples: dict[str, Any]
         total = totals["data" if record["data"] else "simulation"]
         total["events"] += events
         total["yield"] += weighted
-    return {"samples": records, **totals}
+    return {"lumi": lumi, "samples": records, **totals}
 
 
 def class_factors(

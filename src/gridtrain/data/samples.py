@@ -1,14 +1,19 @@
-"""What a sample adds to its events: its own weight, and whether it is collision data.
+"""What a sample adds to its events: its weight and its cross-section normalisation.
 
 Conversion layer, between the readers and ``convert``. An analysis mixes collision data (weight
-1, and no generator-weight branch in its files) with simulation weighted by a branch or an
-expression (``genWeight``, ``genWeight * puWeight``); a sample's ``weight`` overrides
-``dataset.weight``. The weight expressions are the selection's safe evaluator
-(``gridtrain.data.selection``): a config never runs code.
+1) with simulation weighted by a generator-weight branch or expression (``genWeight``,
+``genWeight * puWeight``) and normalised to a luminosity: each simulated event of a sample with
+an ``xsec`` weighs ``weight x xsec x lumi / sumw``, where ``sumw`` is the sum of generator
+weights before any selection. NanoAOD stores it in its ``Runs`` tree (``genEventSumw``, one
+entry per run and job, summed over entries and files here); without one, ``sumw`` is the sum of
+the events' weight over every entry of the sample's files, and a warning says so. The weight
+expressions are the selection's safe
+evaluator (``gridtrain.data.selection``): a config never runs code.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -16,17 +21,31 @@ from typing import Any
 import numpy as np
 
 from gridtrain.config import DatasetConfig, Sample
-from gridtrain.data.branches import InputReader
+from gridtrain.data.branches import InputReader, read_errors, short
+from gridtrain.data.rootio import open_input
 from gridtrain.data.selection import Selection
+from gridtrain.errors import ConversionError
+
+log = logging.getLogger(__name__)
+
+RUNS_TREE = "Runs"
+RUNS_SUMW = "genEventSumw"
+SUMW_FROM_RUNS = "Runs.genEventSumw"
+SUMW_FROM_EVENTS = "events"  # the sum of the events' weight over every entry, before selection
+_SUM_STEP = 1 << 20  # entries summed at a time when sumw comes from the events
 
 
 @dataclass(frozen=True)
 class SampleWeight:
-    """One sample's event weight: a constant or an expression."""
+    """One sample's event weight: a constant or an expression, times its normalisation
+    ``factor`` (``xsec x lumi / sumw``; 1 without an ``xsec``)."""
 
     sample: Sample
     definition: float | str  # what the config says: a number, a branch or an expression
     expression: Selection | None  # None: the constant ``definition``
+    factor: float = 1.0
+    sumw: float | None = None
+    sumw_source: str | None = None  # SUMW_FROM_RUNS or SUMW_FROM_EVENTS
 
     @property
     def names(self) -> list[str]:
@@ -34,28 +53,37 @@ class SampleWeight:
         return self.expression.names if self.expression is not None else []
 
     def base(self, flat: Mapping[str, np.ndarray], events: int) -> np.ndarray:
-        """Each event's weight (float64), from N x width flat arrays."""
+        """Each event's weight before normalisation (float64), from N x width flat arrays."""
         if self.expression is None:
             return np.full(events, float(self.definition))
         arrays = {n: flat[n][:, 0] for n in self.names}
         return self.expression.values(arrays, events).astype(np.float64)
 
     def values(self, flat: Mapping[str, np.ndarray], events: int) -> np.ndarray:
-        """Each event's weight as the shard stores it (float32)."""
-        return self.base(flat, events).astype(np.float32)
+        """Each event's weight as the shard stores it (float32), normalisation included."""
+        return (self.base(flat, events) * self.factor).astype(np.float32)
 
     def check(self, reader: InputReader) -> None:
         """Every branch of the weight is a per-event number in this input."""
         for name in self.names:
             reader.check_flat(name, f"weight of sample {self.sample.name!r} = {self.definition}")
 
-    def record(self) -> dict[str, Any]:
-        """The sample's record in the manifest (events and yield are added from the counts)."""
-        return {"data": self.sample.data, "weight": self.definition}
+    def record(self, lumi: float | None) -> dict[str, Any]:
+        """The sample's normalisation record (events and yield are added from the counts)."""
+        return {
+            "data": self.sample.data,
+            "weight": self.definition,
+            "xsec": self.sample.xsec,
+            "lumi": lumi if self.sample.xsec is not None else None,
+            "sumw": self.sumw,
+            "sumw_source": self.sumw_source,
+            "factor": self.factor,
+        }
 
 
 def sample_weights(dataset: DatasetConfig) -> list[SampleWeight]:
-    """Every sample's weight, parsed (a syntax error is a ``ConfigError`` naming the sample)."""
+    """Every sample's weight, parsed (a syntax error is a ``ConfigError`` naming the sample);
+    not yet normalised."""
     weights = []
     for sample in dataset.samples:
         definition = sample.event_weight(dataset.weight)
@@ -69,3 +97,80 @@ def sample_weights(dataset: DatasetConfig) -> list[SampleWeight]:
             expression = Selection(definition, key)
         weights.append(SampleWeight(sample, definition, expression))
     return weights
+
+
+def normalised(weight: SampleWeight, lumi: float | None) -> SampleWeight:
+    """``weight`` with its factor ``xsec x lumi / sumw`` (unchanged without an ``xsec``); reads
+    every file of the sample (all of them, also in one group of a grid-parallel conversion)."""
+    sample = weight.sample
+    if sample.xsec is None or lumi is None:
+        return weight
+    sumw, source = sum_of_weights(weight)
+    if not sumw > 0:
+        raise ConversionError(
+            f"{', '.join(sample.files)}: sample {sample.name!r} has a sum of generator weights "
+            f"of {sumw:g} ({source}); it cannot be normalised to its xsec: check the files and "
+            "its weight, or remove its xsec"
+        )
+    factor = sample.xsec * lumi / sumw
+    log.info(
+        "sample %r: xsec %g pb x lumi %g pb^-1 / sumw %g (%s) = factor %g",
+        sample.name, sample.xsec, lumi, sumw, source, factor,
+    )  # fmt: skip
+    return SampleWeight(sample, weight.definition, weight.expression, factor, sumw, source)
+
+
+def sum_of_weights(weight: SampleWeight) -> tuple[float, str]:
+    """The sample's sum of generator weights before selection, and where it came from: every
+    file's ``Runs`` tree's ``genEventSumw``, else the events' weight over every entry."""
+    sample = weight.sample
+    total = 0.0
+    for path in sample.files:
+        runs = _runs_sumw(path)
+        if runs is None:
+            log.warning(
+                "sample %r: %s has no %s tree with %s; its sum of weights before selection is "
+                "summed from the events' weight (%s) over every entry instead, which is right "
+                "only when the files hold every generated event",
+                sample.name, path, RUNS_TREE, RUNS_SUMW, weight.definition,
+            )  # fmt: skip
+            return _events_sumw(weight), SUMW_FROM_EVENTS
+        total += runs
+    return total, SUMW_FROM_RUNS
+
+
+def _runs_sumw(path: str) -> float | None:
+    """The sum of ``Runs/genEventSumw`` in one file; ``None`` when it has no such branch."""
+    import uproot
+
+    try:
+        with uproot.open(path, array_cache=None) as file:
+            if RUNS_TREE not in file:
+                return None
+            runs = file[RUNS_TREE]
+            if RUNS_SUMW not in runs:
+                return None
+            values = runs[RUNS_SUMW].array(library="np")
+            return float(np.sum(np.asarray(values, dtype=np.float64)))
+    except read_errors() as err:
+        raise ConversionError(
+            f"{path}: its {RUNS_TREE} tree cannot be read ({short(err)}); the file is truncated "
+            "or corrupt, copy it again"
+        ) from None
+
+
+def _events_sumw(weight: SampleWeight) -> float:
+    """The sum of the sample's event weights over every entry of its files."""
+    sample = weight.sample
+    total = 0.0
+    for path in sample.files:
+        reader = open_input(path, sample.tree)
+        try:
+            weight.check(reader)
+            for start in range(0, reader.entries, _SUM_STEP):
+                stop = min(start + _SUM_STEP, reader.entries)
+                flat = {n: reader.read_flat(n, start, stop) for n in weight.names}
+                total += float(weight.base(flat, stop - start).sum())
+        finally:
+            reader.close()
+    return total
