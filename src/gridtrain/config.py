@@ -99,6 +99,7 @@ class Sample:
     data: bool = False  # collision data: weight 1 unless ``weight`` is given, no ``xsec``
     weight: float | str | None = None  # overrides dataset.weight: a number, branch or expression
     xsec: float | None = None  # cross-section in pb: normalised to dataset.lumi
+    aliases: tuple[tuple[str, str], ...] = ()  # (the file's branch name, the config's name)
 
     def event_weight(self, dataset_weight: str | None) -> float | str:
         """What each event of this sample weighs before normalisation: its own ``weight``, 1
@@ -243,7 +244,7 @@ class DatasetConfig:
 
 
 # Sample keys that datasets converted before them lack: left out of the hash at these values.
-_SAMPLE_DEFAULTS: dict[str, Any] = {"data": False, "weight": None, "xsec": None}
+_SAMPLE_DEFAULTS: dict[str, Any] = {"data": False, "weight": None, "xsec": None, "aliases": ()}
 
 
 def _sample(section: dict[str, Any], task: Task, tree: str, lumi: float | None) -> Sample:
@@ -261,6 +262,12 @@ def _sample(section: dict[str, Any], task: Task, tree: str, lumi: float | None) 
             "set; give the integrated luminosity in pb^-1 (dataset.lumi: 59830), or remove xsec"
         )
     weight = section.get("weight")
+    aliases = section["aliases"]
+    if len(set(aliases.values())) < len(aliases):
+        raise ConfigError(
+            f"dataset.samples: sample {name!r} aliases {aliases} give one config name to several "
+            "branches; map each of the file's branches to a name of its own"
+        )
     return Sample(
         name,
         tuple(section["files"]),
@@ -269,6 +276,7 @@ def _sample(section: dict[str, Any], task: Task, tree: str, lumi: float | None) 
         data=section["data"],
         weight=float(weight) if isinstance(weight, int | float) else weight,
         xsec=None if xsec is None else float(xsec),
+        aliases=tuple(aliases.items()),
     )
 
 

@@ -1,5 +1,5 @@
-"""An analysis's sample set: data beside simulation, per-sample weights and cross-section
-normalisation to a luminosity (issue 28).
+"""An analysis's sample set: data beside simulation, per-sample weights, cross-section
+normalisation to a luminosity, and per-sample branch aliases (issue 28).
 
 The inputs are small NanoAOD-like ROOT files written here with uproot: simulated ``Events`` with
 ``genWeight`` (some negative, as NLO generators give) and a ``Runs`` tree with ``genEventSumw``
@@ -85,7 +85,7 @@ def nano(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # dy: an older NanoAOD that names rho differently, and no Runs tree
     write_nano(out / "dy_1.root", 3, 800, mc=True, rho="Rho_fixedGridRhoFastjetAll")
     write_nano(out / "dy_2.root", 4, 600, mc=True, rho="Rho_fixedGridRhoFastjetAll",
-               first_event=800)  # fmt: skip
+               first_event=800, rntuple=True)  # fmt: skip
     # data: no genWeight at all
     write_nano(out / "data_1.root", 5, 1000, mc=False)
     write_nano(out / "data_2.root", 6, 500, mc=False, rntuple=True)
@@ -99,7 +99,8 @@ def samples(nano: Path, **changes: dict[str, Any]) -> list[dict[str, Any]]:
         {"name": "ttbar", "files": [str(nano / "ttbar_1.root"), str(nano / "ttbar_2.root")],
          "label": 1, "xsec": XSEC["ttbar"]},
         {"name": "dy", "files": [str(nano / "dy_1.root"), str(nano / "dy_2.root")],
-         "label": 0, "xsec": XSEC["dy"]},
+         "label": 0, "xsec": XSEC["dy"],
+         "aliases": {"Rho_fixedGridRhoFastjetAll": "fixedGridRhoFastjetAll"}},
     ]  # fmt: skip
     for sample in listed:
         sample.update(changes.get(sample["name"], {}))
@@ -110,7 +111,7 @@ def section(nano: Path, out: Path, **overrides: Any) -> dict[str, Any]:
     return {
         "tree": "Events",
         "samples": samples(nano),
-        "features": ["MET_pt", "PV_npvs"],
+        "features": ["MET_pt", "PV_npvs", "fixedGridRhoFastjetAll"],
         "weight": "genWeight",
         "lumi": LUMI,
         "selection": CUT,
@@ -210,6 +211,40 @@ def test_data_and_simulation_convert_together_normalised_to_the_luminosity(nano,
     # the class sums are the normalised weights'
     signal = manifest.weights["classes"]["signal"]
     assert signal["sum"] == pytest.approx(ttbar["yield"], rel=1e-9)
+
+
+def test_aliases_read_each_file_under_the_configs_name(nano, tmp_path):
+    out = tmp_path / "out"
+    manifest = convert(DatasetConfig.from_dict(section(nano, out)))
+    arrays = read_all(out, manifest)
+    column = manifest.features.index("fixedGridRhoFastjetAll")
+    # dy's files only have Rho_fixedGridRhoFastjetAll; its events (run 1, label 0) carry it
+    dy_files = [nano / "dy_1.root", nano / "dy_2.root"]
+    keep = branch(dy_files, "MET_pt") > 20
+    rho = branch(dy_files, "Rho_fixedGridRhoFastjetAll")[keep]
+    rows = {(int(i[1]), int(i[2])): r for r, i in enumerate(arrays["event_id"]) if i[0] == 1}
+    lumis = branch(dy_files, "luminosityBlock")[keep]
+    events = branch(dy_files, "event")[keep]
+    got = [
+        arrays["features"][rows[(int(lb), int(e))], column]
+        for lb, e in zip(lumis, events, strict=True)
+    ]
+    np.testing.assert_array_equal(got, rho)
+    # and without the alias, dy's files lack the branch
+    plain = section(nano, tmp_path / "plain", samples=samples(nano, dy={"aliases": {}}))
+    with pytest.raises(ConversionError, match=r"dy_1\.root: tree 'Events' has no branch "
+                       r"'fixedGridRhoFastjetAll'"):  # fmt: skip
+        convert(DatasetConfig.from_dict(plain))
+    # an alias naming a branch the file lacks says which config name it stands for
+    wrong = {"aliases": {"Rho_fixedGridRhoFastjet": "fixedGridRhoFastjetAll"}}
+    bad = section(nano, tmp_path / "bad", samples=samples(nano, dy=wrong))
+    with pytest.raises(ConversionError, match=r"no branch 'Rho_fixedGridRhoFastjet' \(feature, "
+                       r"as 'fixedGridRhoFastjetAll' through the sample's aliases\)"):  # fmt: skip
+        convert(DatasetConfig.from_dict(bad))
+    assert not (tmp_path / "bad").exists()
+    twice = {"aliases": {"Rho_fixedGridRhoFastjetAll": "rho", "fixedGridRhoFastjetAll": "rho"}}
+    with pytest.raises(ConfigError, match=r"sample 'dy' aliases .* give one config name to "):
+        DatasetConfig.from_dict(section(nano, tmp_path / "x", samples=samples(nano, dy=twice)))
 
 
 def test_a_samples_own_weight_overrides_the_datasets(nano, tmp_path):

@@ -67,7 +67,7 @@ from gridtrain.data.manifest import (
     write_manifest,
 )
 from gridtrain.data.rootio import open_input
-from gridtrain.data.samples import SampleWeight, normalised, sample_weights
+from gridtrain.data.samples import SampleWeight, aliased, normalised, sample_weights
 from gridtrain.data.selection import Selection
 from gridtrain.data.writer import Arrays, ShardBuffer, Statistics, WeightTally, Writer
 from gridtrain.errors import ConversionError
@@ -111,7 +111,7 @@ def _open_inputs(dataset: DatasetConfig, file_group: FileGroup | None) -> list[l
                 else tuple(FileSlice(path) for path in sample.files)
             )
             for piece in slices:
-                reader = open_input(piece.path, sample.tree)
+                reader = aliased(open_input(piece.path, sample.tree), sample)
                 start, stop = piece.entry_range(reader.entries)
                 files.append(_Input(sample, sample_index, reader, offset, start, stop))
                 offset += stop - start

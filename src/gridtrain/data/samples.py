@@ -1,4 +1,4 @@
-"""What a sample adds to its events: its weight and its cross-section normalisation.
+"""What a sample adds to its events: its weight, its cross-section normalisation, branch aliases.
 
 Conversion layer, between the readers and ``convert``. An analysis mixes collision data (weight
 1) with simulation weighted by a generator-weight branch or expression (``genWeight``,
@@ -6,8 +6,9 @@ Conversion layer, between the readers and ``convert``. An analysis mixes collisi
 an ``xsec`` weighs ``weight x xsec x lumi / sumw``, where ``sumw`` is the sum of generator
 weights before any selection. NanoAOD stores it in its ``Runs`` tree (``genEventSumw``, one
 entry per run and job, summed over entries and files here); without one, ``sumw`` is the sum of
-the events' weight over every entry of the sample's files, and a warning says so. The weight
-expressions are the selection's safe
+the events' weight over every entry of the sample's files, and a warning says so. Branch aliases
+let samples of different NanoAOD versions share a config: ``AliasedReader`` shows a file's
+branch under the name the config uses. The weight expressions are the selection's safe
 evaluator (``gridtrain.data.selection``): a config never runs code.
 """
 
@@ -16,12 +17,21 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
 
 from gridtrain.config import DatasetConfig, Sample
-from gridtrain.data.branches import InputReader, read_errors, short
+from gridtrain.data.branches import (
+    FlatBranch,
+    FlatRead,
+    ImageBranch,
+    InputReader,
+    Jagged,
+    read_errors,
+    short,
+)
 from gridtrain.data.rootio import open_input
 from gridtrain.data.selection import Selection
 from gridtrain.errors import ConversionError
@@ -164,7 +174,7 @@ def _events_sumw(weight: SampleWeight) -> float:
     sample = weight.sample
     total = 0.0
     for path in sample.files:
-        reader = open_input(path, sample.tree)
+        reader = aliased(open_input(path, sample.tree), sample)
         try:
             weight.check(reader)
             for start in range(0, reader.entries, _SUM_STEP):
@@ -174,3 +184,70 @@ def _events_sumw(weight: SampleWeight) -> float:
         finally:
             reader.close()
     return total
+
+
+def aliased(reader: InputReader, sample: Sample) -> InputReader:
+    """``reader`` showing the sample's aliased branches under the config's names."""
+    return AliasedReader(reader, dict(sample.aliases)) if sample.aliases else reader
+
+
+class AliasedReader:
+    """An ``InputReader`` whose branches named in ``aliases`` (the file's name -> the config's
+    name) are asked for and handed on under the config's names."""
+
+    def __init__(self, reader: InputReader, aliases: Mapping[str, str]) -> None:
+        self._reader = reader
+        self._to_file = {config: file for file, config in aliases.items()}
+        self._to_config = dict(aliases)
+        self.path = reader.path
+        self.tree_name = reader.tree_name
+        self.kind = reader.kind
+        self.entries = reader.entries
+
+    def _file(self, name: str) -> str:
+        return self._to_file.get(name, name)
+
+    def _role(self, name: str, role: str) -> str:
+        """``role``, saying which config name an aliased branch stands for (for messages)."""
+        return (
+            f"{role}, as {name!r} through the sample's aliases" if name in self._to_file else role
+        )
+
+    def _config(self, arrays: Mapping[str, Any]) -> dict[str, Any]:
+        return {self._to_config.get(n, n): a for n, a in arrays.items()}
+
+    def close(self) -> None:
+        self._reader.close()
+
+    def check_flat(self, name: str, role: str) -> FlatBranch:
+        return FlatBranch(
+            name, self._reader.check_flat(self._file(name), self._role(name, role)).width
+        )
+
+    def check_jagged(self, name: str, group: str) -> None:
+        self._reader.check_jagged(self._file(name), self._role(name, group))
+
+    def check_image(self, name: str, image: str) -> ImageBranch:
+        return ImageBranch(
+            name, self._reader.check_image(self._file(name), self._role(name, image)).shape
+        )
+
+    def boundaries(self, names: list[str]) -> list[int]:
+        return self._reader.boundaries([self._file(n) for n in names])
+
+    def read_flat(self, name: str, start: int, stop: int) -> np.ndarray:
+        return self._reader.read_flat(self._file(name), start, stop)
+
+    def flat_reads(self, names: list[str], start: int, stop: int) -> list[FlatRead]:
+        reads = self._reader.flat_reads([self._file(n) for n in names], start, stop)
+        return [partial(self._renamed, read) for read in reads]
+
+    def _renamed(self, read: FlatRead) -> dict[str, np.ndarray]:
+        return self._config(read())
+
+    def read_jagged(self, names: tuple[str, ...], group: str, start: int, stop: int) -> Jagged:
+        read = self._reader.read_jagged(tuple(self._file(n) for n in names), group, start, stop)
+        return Jagged(read.counts, self._config(read.contents))
+
+    def read_image(self, name: str, start: int, stop: int) -> np.ndarray:
+        return self._reader.read_image(self._file(name), start, stop)
