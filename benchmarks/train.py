@@ -615,7 +615,7 @@ def floor_benchmark(args: argparse.Namespace, dataset: dict[str, Any], work: Pat
     hidden = json.loads(args.params).get("hidden", [64, 64])
     train = train_section(
         "mlp",
-        {"hidden": hidden},
+        {"hidden": hidden, "flatten": 0},  # the plain script reads the flat features only
         1,
         args.batch_size,
         args.learning_rate,

@@ -38,40 +38,45 @@ def test_every_format_agrees_with_keras_on_every_validation_event(trained, model
         assert check["keras_auc"] == pytest.approx(metrics["auc"], abs=1e-9)  # the report's AUC
         assert f"{check['format']}: {check['events']} validation events" in printed
     names = [i["name"] for i in described["inputs"]]
-    if model == "mlp":
-        assert names == ["features"]
+    if model == "mlp":  # the flat features and, flattened (issue 28), the constituents
+        assert sorted(names) == ["constituents", "constituents_count", "features"]
         assert (
-            described["inputs"][0]["columns"]
+            described["inputs"][names.index("features")]["columns"]
             == json.loads((run_dir / "worker.json").read_text())["features"]
         )
     else:
         assert names == ["constituents", "constituents_count"]
-        group = described["inputs"][0]
-        assert group["shape"] == [None, 40, 5]
-        assert group["columns"] == ["part_pt", "part_deta", "part_dphi", "part_charge", "part_pid"]
-        assert described["inputs"][1] == {
-            "name": "constituents_count", "shape": [None], "dtype": "float32",
-            "counts": "constituents",
-        }  # fmt: skip
+    group = described["inputs"][names.index("constituents")]
+    assert group["shape"] == [None, 40, 5]
+    assert group["columns"] == ["part_pt", "part_deta", "part_dphi", "part_charge", "part_pid"]
+    assert described["inputs"][names.index("constituents_count")] == {
+        "name": "constituents_count", "shape": [None], "dtype": "float32",
+        "counts": "constituents",
+    }  # fmt: skip
     assert described["outputs"][0]["name"] == "score"
     assert described["files"]["onnx"]["outputs"] == {"score": "score"}
 
 
-def test_the_exported_graph_takes_raw_values_and_ignores_what_padding_holds(trained):
+@pytest.mark.parametrize("model", ["deepsets", "mlp"])
+def test_the_exported_graph_takes_raw_values_and_ignores_what_padding_holds(trained, model):
     import onnxruntime
 
-    run_dir = trained("deepsets")
+    run_dir = trained(model)
     folder = run_dir / "export"
-    if not folder.exists():
+    if not (folder / "model.onnx").exists():
         export_run(run_dir, ("onnx",))
     session = onnxruntime.InferenceSession(str(folder / "model.onnx"))
     rng = np.random.default_rng(1)
     values = rng.normal(size=(6, 40, 5)).astype(np.float32) * 50
     count = np.array([0, 1, 5, 17, 39, 40], dtype=np.float32)
-    first = session.run(["score"], {"constituents": values, "constituents_count": count})[0]
+    feed = {"constituents": values, "constituents_count": count}
+    if model == "mlp":  # its flat features too
+        width = len(json.loads((run_dir / "worker.json").read_text())["features"])
+        feed["features"] = rng.normal(size=(6, width)).astype(np.float32)
+    first = session.run(["score"], feed)[0]
     padded = np.arange(40)[None, :, None] >= count[:, None, None]
     garbage = np.where(padded, np.float32(1e30), values)
-    second = session.run(["score"], {"constituents": garbage, "constituents_count": count})[0]
+    second = session.run(["score"], {**feed, "constituents": garbage})[0]
     np.testing.assert_array_equal(first, second)
     assert first.shape == (6, 1)
     assert np.all((first >= 0) & (first <= 1))

@@ -41,8 +41,8 @@ def test_registry_lists_the_built_ins() -> None:
 @pytest.mark.parametrize(
     ("name", "params", "inputs"),
     [
-        ("mlp", {"hidden": [16, 16]}, ["features"]),
-        ("mlp", {"hidden": [16], "batch_norm": True, "dropout": 0.1}, ["features"]),
+        ("mlp", {"hidden": [16, 16]}, ["constituents", "constituents_count", "features"]),
+        ("mlp", {"hidden": [16], "batch_norm": True, "dropout": 0.1, "flatten": 0}, ["features"]),
         ("deepsets", {"phi": [16, 16], "rho": [16]}, ["constituents", "constituents_count"]),
         (
             "deepsets",

@@ -117,7 +117,9 @@ def test_built_in_config_errors(
 
 def test_models_without_flat_features_say_so() -> None:
     spec = InputSpec((), {"a": (3, ("x",)), "b": (3, ("y",))})
-    expect_config_error(["needs flat features"], "mlp", {}, spec)
+    expect_config_error(
+        ["needs flat features or jagged entries", "flatten"], "mlp", {"flatten": 0}, spec
+    )
     expect_config_error(
         ["needs flat features"], "deepsets", {"group": "a", "use_features": True}, spec
     )

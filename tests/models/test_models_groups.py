@@ -1,5 +1,5 @@
 """Built-in models over several jagged groups (issue 28): each group its own network and mask,
-pooled together."""
+pooled together; the MLP takes the leading entries of each group."""
 
 from __future__ import annotations
 
@@ -9,6 +9,11 @@ import keras
 import numpy as np
 import pytest
 from models_helpers import (
+    CHANNELS,
+    FEATURES,
+    LENGTH,
+    MUON_CHANNELS,
+    MUONS,
     two_group_batch,
     with_garbage,
 )
@@ -100,9 +105,76 @@ def test_bad_groups_are_one_line(
             assert word in str(caught.value)
 
 
+def test_the_mlp_flattens_every_group_by_default(two_groups: InputSpec) -> None:
+    model = build_model("mlp", {"hidden": [16]}, two_groups, learning_rate=0.01, seed=1)
+    assert sorted(model_input_names(model)) == sorted(["features", *BOTH_INPUTS])
+    width = len(FEATURES) + LENGTH * (len(CHANNELS) + 1) + MUONS * (len(MUON_CHANNELS) + 1)
+    assert model.get_layer("hidden_0").kernel.shape == (width, 16)
+    before, after = train_steps(model)
+    assert after < 0.8 * before
+
+
+def test_the_mlp_takes_the_leading_entries_flatten_names(two_groups: InputSpec) -> None:
+    params = {"hidden": [16], "flatten": {"constituents": 2, "muons": 1}}
+    model = build_model("mlp", params, two_groups, learning_rate=1e-3, seed=1)
+    width = len(FEATURES) + 2 * (len(CHANNELS) + 1) + 1 * (len(MUON_CHANNELS) + 1)
+    assert model.get_layer("hidden_0").kernel.shape == (width, 16)
+    batch, _ = two_group_batch(64, seed=5)
+    reference = model.predict_on_batch(arrange_inputs(model, batch))
+    garbage = with_garbage(batch, BOTH)
+    np.testing.assert_allclose(
+        model.predict_on_batch(arrange_inputs(model, garbage)), reference, atol=1e-5, rtol=0
+    )
+    # Entries after the leading ones are not read; the leading ones are.
+    later = {**batch, "constituents": batch["constituents"].copy()}
+    later["constituents"][:, 2:] += 1.0
+    np.testing.assert_allclose(
+        model.predict_on_batch(arrange_inputs(model, later)), reference, atol=1e-6, rtol=0
+    )
+    first = {**batch, "muons": batch["muons"] + 1.0}
+    changed = model.predict_on_batch(arrange_inputs(model, first))
+    has = batch["muons_count"] > 0
+    assert not np.allclose(changed[has], reference[has])
+    np.testing.assert_allclose(changed[~has], reference[~has], atol=1e-6, rtol=0)
+
+
+def test_the_mlp_leaves_out_a_group_only_when_told(two_groups: InputSpec) -> None:
+    features_only = build_model("mlp", {"flatten": 0}, two_groups, learning_rate=1e-3)
+    assert model_input_names(features_only) == ["features"]
+    no_muons = build_model(
+        "mlp", {"flatten": {"constituents": 3, "muons": 0}}, two_groups, learning_rate=1e-3
+    )
+    assert sorted(model_input_names(no_muons)) == ["constituents", "constituents_count", "features"]
+    with pytest.raises(ConfigError) as caught:
+        build_model("mlp", {"flatten": {"constituents": 3}}, two_groups, learning_rate=1e-3)
+    message = str(caught.value)
+    assert "parameter flatten does not say how many entries" in message
+    assert "group(s) muons" in message
+    assert "flatten: {constituents: 3, muons: 0}" in message
+    assert "\n" not in message
+    with pytest.raises(ConfigError, match="flatten names 'jets', which the dataset does not have"):
+        build_model("mlp", {"flatten": {"jets": 1}}, two_groups, learning_rate=1e-3)
+    with pytest.raises(ConfigError, match="parameter 'flatten' is -1"):
+        build_model("mlp", {"flatten": -1}, two_groups, learning_rate=1e-3)
+
+
+def test_the_mlp_runs_on_jagged_entries_alone() -> None:
+    spec = InputSpec((), {"muons": (MUONS, MUON_CHANNELS)})
+    model = build_model("mlp", {"hidden": [4]}, spec, learning_rate=1e-3)
+    assert sorted(model_input_names(model)) == ["muons", "muons_count"]
+    with pytest.raises(ConfigError, match="needs flat features or jagged entries"):
+        build_model("mlp", {"flatten": 0}, spec, learning_rate=1e-3)
+
+
 # Keras saving calls np.array(tf.Variable), which NumPy 2 flags; a Keras/TensorFlow matter.
 @pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
-@pytest.mark.parametrize(("name", "params"), [("deepsets", SMALL["deepsets"])])
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [
+        ("deepsets", SMALL["deepsets"]),
+        ("mlp", {"hidden": [8], "flatten": {"constituents": 2, "muons": 1}}),
+    ],
+)
 def test_a_saved_two_group_model_loads_back(
     two_groups: InputSpec, tmp_path: Path, name: str, params: dict[str, object]
 ) -> None:

@@ -146,3 +146,38 @@ class MaskedRelationPooling(_Pooling):
     def compute_output_shape(self, input_shape: list[tuple[int | None, ...]]) -> tuple[Any, ...]:
         batch, length, _, depth = input_shape[0]
         return (batch, length, depth)
+
+
+@keras.saving.register_keras_serializable(package="gridtrain")
+class LeadingEntries(keras.layers.Layer):  # type: ignore[misc]
+    """The first ``entries`` slots of a group, flat, each with a flag saying it is real.
+
+    Called on ``[values, count]`` (batch, L, C): (batch, entries * (C + 1)), slot by slot its C
+    channels then 1.0 where ``i < count`` and 0.0 otherwise. Padded slots' channels are selected
+    away (exactly 0, whatever they held), so an MLP can take a group's leading entries and never
+    see what padding holds; the flag tells a real entry at the mean (0) from an absent one.
+    """
+
+    def __init__(self, entries: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if entries < 1:
+            raise ValueError(f"entries must be at least 1; got {entries}")
+        self.entries = entries
+
+    def call(self, inputs: list[Any]) -> Any:
+        values, count = inputs
+        leading = values[:, : self.entries, :]
+        slots = ops.arange(self.entries, dtype="int32")[None, :]
+        real = ops.expand_dims(slots < ops.cast(count, "int32")[:, None], -1)
+        kept = ops.where(real, leading, ops.zeros_like(leading))
+        flagged = ops.concatenate([kept, ops.cast(real, kept.dtype)], axis=-1)
+        return ops.reshape(flagged, (-1, self.entries * (values.shape[2] + 1)))
+
+    def compute_output_shape(self, input_shape: list[tuple[int | None, ...]]) -> tuple[Any, ...]:
+        batch, _, channels = input_shape[0]
+        return (batch, None if channels is None else self.entries * (channels + 1))
+
+    def get_config(self) -> dict[str, Any]:
+        config: dict[str, Any] = super().get_config()
+        config["entries"] = self.entries
+        return config

@@ -1,6 +1,6 @@
-"""The built-in models: an MLP on the flat features, Deep Sets and an interaction network over
-one or more jagged groups, and a small CNN on an image (the last two's Keras pieces in
-``models.interaction`` and ``models.cnn``).
+"""The built-in models: an MLP on the flat features (and the leading entries of the jagged
+groups), Deep Sets and an interaction network over one or more jagged groups, and a small CNN on an
+image (the last two's Keras pieces in ``models.interaction`` and ``models.cnn``).
 
 Layer: models, builders. Each builder turns an ``InputSpec`` and checked hyper-parameters into a
 compiled model for the spec's task: its body ends in ``finish_model``, which adds the task's head
@@ -62,6 +62,16 @@ def _optional_names(value: Any) -> bool:
     )
 
 
+def _entry_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _optional_entries(value: Any) -> bool:
+    if isinstance(value, Mapping):
+        return all(isinstance(k, str) and _entry_count(v) for k, v in value.items())
+    return value is None or _entry_count(value)
+
+
 UNITS = "a list of positive integers, e.g. [64, 64]"
 ACTIVATION = Param("relu", lambda v: v in ACTIVATIONS, f"one of {', '.join(ACTIVATIONS)}")
 DROPOUT = Param(0.0, _fraction, "a fraction in [0, 1)")
@@ -70,8 +80,16 @@ GROUP = Param(None, _optional_name, "the name of a jagged group (or use groups)"
 GROUPS = Param(
     None, _optional_names, "a list of jagged group names, e.g. [jets, muons] (null: all of them)"
 )
+FLATTEN = Param(
+    None,
+    _optional_entries,
+    "entries per jagged group, e.g. {jets: 2, muons: 1} (0 leaves a group out), one number for "
+    "every group, or null for all of their entries",
+)
+
 MLP_PARAMS = {
     "hidden": Param([64, 64], _units, UNITS),
+    "flatten": FLATTEN,
     "activation": ACTIVATION,
     "dropout": DROPOUT,
     "batch_norm": Param(False, _flag, "true or false"),
@@ -229,15 +247,69 @@ def _group_inputs(inputs: InputSpec, group: str, model_inputs: dict[str, Any]) -
     return entries, count
 
 
+def flattened_entries(inputs: InputSpec, flatten: Any) -> dict[str, int]:
+    """Group -> leading entries the MLP takes (groups with none left out), from ``flatten``:
+    null (every entry of every group), one number for every group, or a mapping that names each
+    of the dataset's groups; a number beyond a group's length means all of its entries."""
+    groups = inputs.groups
+    if flatten is None:
+        return {group: length for group, (length, _) in groups.items()}
+    if not isinstance(flatten, Mapping):
+        return {group: min(flatten, length) for group, (length, _) in groups.items() if flatten}
+    available = ", ".join(groups) or "none"
+    unknown = [group for group in flatten if group not in groups]
+    if unknown:
+        raise ConfigError(
+            f"model 'mlp': parameter flatten names {', '.join(map(repr, unknown))}, which the "
+            f"dataset does not have; its jagged groups: {available}"
+        )
+    missing = [group for group in groups if group not in flatten]
+    if missing:
+        example = ", ".join(f"{group}: {flatten.get(group, 0)}" for group in groups)
+        raise ConfigError(
+            f"model 'mlp': parameter flatten does not say how many entries of the jagged "
+            f"group(s) {', '.join(missing)} to take; give every group, 0 to leave one out, "
+            f"e.g. flatten: {{{example}}}"
+        )
+    return {
+        group: min(flatten[group], length)
+        for group, (length, _) in groups.items()
+        if flatten[group]
+    }
+
+
 def build_mlp(
     inputs: InputSpec, params: Mapping[str, Any], *, learning_rate: float, seed: int | None
 ) -> keras.Model:
-    """Dense layers on the flat features."""
+    """Dense layers on the flat features and the leading entries of each jagged group.
+
+    Each group's first ``flatten`` entries go in flat, every slot with a flag saying whether it is
+    real (``LeadingEntries``), so padded slots reach the network as exact zeros whatever they hold.
+    """
+    import keras
+
+    from gridtrain.models.layers import LeadingEntries
+
     p = resolve_params("mlp", params, MLP_PARAMS)
     seeds = _Seeds(seed)
-    features = _features_input("mlp", inputs)
-    x = _dense_stack(features, list(p["hidden"]), "hidden", p, seeds)
-    return finish_model({FEATURES: features}, x, "mlp", inputs.task, learning_rate, seeds)
+    entries = flattened_entries(inputs, p["flatten"])
+    if not inputs.features and not entries:
+        raise ConfigError(
+            "model 'mlp' needs flat features or jagged entries and the dataset offers "
+            f"{inputs.describe()}; list some under dataset.features, or let the parameter "
+            "flatten take entries of the jagged groups"
+        )
+    model_inputs: dict[str, Any] = {}
+    parts = []
+    if inputs.features:
+        model_inputs[FEATURES] = _features_input("mlp", inputs)
+        parts.append(model_inputs[FEATURES])
+    for group, leading in entries.items():
+        values, count = _group_inputs(inputs, group, model_inputs)
+        parts.append(LeadingEntries(leading, name=f"leading_{group}")([values, count]))
+    x = parts[0] if len(parts) == 1 else keras.layers.Concatenate(name="mlp_inputs")(parts)
+    x = _dense_stack(x, list(p["hidden"]), "hidden", p, seeds)
+    return finish_model(model_inputs, x, "mlp", inputs.task, learning_rate, seeds)
 
 
 def choose_groups(
@@ -409,7 +481,9 @@ class Builder:
 
 
 MODELS: dict[str, Builder] = {
-    "mlp": Builder(build_mlp, MLP_PARAMS, "dense layers on the flat features"),
+    "mlp": Builder(
+        build_mlp, MLP_PARAMS, "dense layers on the flat features and leading jagged entries"
+    ),
     "deepsets": Builder(
         build_deepsets, DEEPSETS_PARAMS, "Deep Sets over the jagged groups, padding masked"
     ),
