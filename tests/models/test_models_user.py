@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from models_helpers import synthetic_batch
+from models_helpers import synthetic_batch, two_group_batch, with_garbage
 
 from gridtrain.models import InputSpec, absolute_model_name, arrange_inputs, build_model
 
@@ -72,3 +72,25 @@ def test_absolute_model_name_anchors_file_paths_only(tmp_path: Path) -> None:
     assert absolute_model_name("x/m.py:f", tmp_path) == f"{tmp_path / 'x' / 'm.py'}:f"
     assert absolute_model_name("pkg.mod:f", tmp_path) == "pkg.mod:f"
     assert absolute_model_name("mlp", tmp_path) == "mlp"
+
+
+def test_the_documented_two_group_example_builds_trains_and_masks(two_groups: InputSpec) -> None:
+    """docs/examples/two_groups.py, which docs/how-to/training.md shows."""
+    example = Path(__file__).parents[2] / "docs" / "examples" / "two_groups.py"
+    name = f"{example}:two_groups"
+    model = build_model(name, {"groups": ["constituents", "muons"]}, two_groups, learning_rate=1e-3)
+    assert sorted(t.name for t in model.inputs) == [
+        "constituents", "constituents_count", "features", "muons", "muons_count"
+    ]  # fmt: skip
+    batch, label = two_group_batch(256)
+    x = arrange_inputs(model, batch)
+    before = float(model.evaluate(x, label, verbose=0))
+    for _ in range(30):
+        model.train_on_batch(x, label)
+    assert float(model.evaluate(x, label, verbose=0)) < 0.9 * before
+    garbage = arrange_inputs(model, with_garbage(batch, ("constituents", "muons")))
+    np.testing.assert_allclose(
+        model.predict_on_batch(garbage), model.predict_on_batch(x), atol=1e-5, rtol=0
+    )
+    only_muons = build_model(name, {"groups": ["muons"]}, two_groups, learning_rate=1e-3)
+    assert sorted(t.name for t in only_muons.inputs) == ["features", "muons", "muons_count"]
