@@ -146,12 +146,14 @@ def write_pool_training(work: Path, toy_dir: Path, profile: str, shard_events: i
 SIGTERM_BIT = 1 << (15 - 1)  # SIGTERM in /proc/PID/status's pending-signal masks
 
 
-def worker_process(name: str) -> Any:
+def worker_process(name: str, exclude: set[int] | frozenset[int] = frozenset()) -> Any:
     """The running ``gridtrain worker --name NAME`` process (a job's, inside the pool's chroot,
-    seen from the host), or None."""
+    seen from the host) whose pid is not in ``exclude`` (an earlier attempt's), or None."""
     import psutil
 
     for process in psutil.process_iter(["cmdline"]):
+        if process.pid in exclude:
+            continue
         command = process.info["cmdline"] or []
         if "worker" in command and "--name" in command:
             at = command.index("--name")

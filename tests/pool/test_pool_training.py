@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 import yaml
-from pool_helpers import Pool, hold_workers, sigterm_pending
+from pool_helpers import Pool, hold_workers, sigterm_pending, worker_process
 
 from gridtrain.condor.record import JobsRecord, WorkerRecord
 from gridtrain.condor.site import load_profile
@@ -139,9 +139,29 @@ def test_evicted_workers_come_back_and_no_shard_is_lost_or_trained_twice(
         assert {job.split(".")[0] for job in jobs.values()} == {cluster}  # one cluster
         pool.in_root("condor_vacate_job", cluster)
         wait_until(lambda: all(sigterm_pending(p) for p in held), 120, "the eviction's SIGTERM")
+        evicted = {process.pid for process in held}
         for process in held:
             process.resume()  # each takes its SIGTERM: the eviction path
+        # The second attempts: each is stopped once it has joined, until both have, so the one
+        # the pool starts first cannot train the rest of the run alone before the other is back.
+        back: dict[str, Any] = {}
+
+        def both_back() -> bool:
+            log = (run_dir / "driver.log").read_text(errors="replace")
+            for name in names:
+                if name not in back and log.count(f"worker {name} joined") >= 2:
+                    process = worker_process(name, exclude=evicted)
+                    if process is not None:
+                        process.suspend()
+                        back[name] = process
+            return len(back) == len(names)
+
         held = []
+        try:
+            wait_until(both_back, 420, "both evicted workers to rejoin the parameter server")
+        finally:
+            for process in back.values():
+                process.resume()
         finished = wait_status(work, run_dir, lambda s: s["phase"] == "finished", timeout=420)
     finally:
         for process in held:
