@@ -221,10 +221,11 @@ class Tunnel:
 
     def __exit__(self, *exc: object) -> None:
         self._closing = True
-        self.cut()
-        for thread in self._threads:
-            thread.join(timeout=10)
+        self._threads[0].join(timeout=30)  # no connection is accepted after this ...
         self.listener.close()
+        self.cut()  # ... so every one is closed here, a late one included
+        for thread in self._threads[1:]:
+            thread.join(timeout=30)
 
     def _accept(self) -> None:
         while not self._closing:

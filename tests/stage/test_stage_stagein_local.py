@@ -16,6 +16,7 @@ import pytest
 from gridtrain.checksum import adler32_file
 from gridtrain.errors import ChecksumMismatchError, GridtrainError, StageError
 from gridtrain.stage import StageIn, xrd
+from tests.waiting import wait_until
 
 MB = 1_000_000
 
@@ -66,7 +67,7 @@ class CopySpy:
             started = self.started[name]
         started.set()
         release = self._held.get(name)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60
         while release is not None and not release.is_set():
             if cancel is not None and cancel.is_set():
                 break
@@ -150,11 +151,13 @@ def test_concurrent_gets_of_one_shard_make_one_copy(tmp_path, copies, monkeypatc
     monkeypatch.setattr(StageIn, "_check_same", staticmethod(counting_check_same))
     with StageIn(tmp_path / "scratch") as stagein, ThreadPoolExecutor(4) as pool:
         gets = [pool.submit(stagein.get, *shard) for _ in range(4)]
-        deadline = time.monotonic() + 10
-        while len(joined) < 3 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert len(joined) == 3  # all four are inside get, one of them copying
-        assert copies.count("train-00000.h5") == 1
+        # all four inside get: three found the shard being staged, one is copying (held)
+        wait_until(
+            lambda: len(joined) == 3 and copies.count("train-00000.h5") == 1,
+            30,
+            "three gets to join the one copying the shard",
+            0.01,
+        )
         release.set()
         paths = [get.result(timeout=10) for get in gets]
         assert len(set(paths)) == 1
