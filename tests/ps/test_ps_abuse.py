@@ -229,15 +229,15 @@ def push_refused_after_the_handshake(ps: ParameterServer, secret: bytes) -> None
 def test_half_a_header_then_silence_is_dropped_while_others_are_served() -> None:
     # Not held up: the push is served while the stalled peer is still held (not yet dropped at
     # its read timeout), whatever the machine's load; a clock bound on the push would race it.
-    with running_server(read_timeout=3.0, handshake_timeout=10.0) as (ps, secret):
+    with running_server(read_timeout=10.0, handshake_timeout=40.0) as (ps, secret):
         stalled = raw_connect(ps)
         stalled.sendall(protocol.encode_header(MessageType.HELLO)[:17])
         started = time.monotonic()
         with connected(ps, secret) as client:
             client.push(like(small_model(), 1.0), 0)
         assert ps.dropped == {}, "the push waited for the stalled peer's timeout"
-        closed_by_server(stalled, within=15.0)
-        assert time.monotonic() - started < 13.0  # dropped at its read timeout, not the handshake's
+        closed_by_server(stalled, within=35.0)
+        assert time.monotonic() - started < 35.0  # dropped at its read timeout, not the handshake's
         assert_dropped(ps, {"ReadTimeoutError": 1})
         assert_still_serving(ps, secret, 1, 1.0)
 
@@ -253,7 +253,8 @@ def test_silent_connection_is_dropped_after_the_handshake_timeout() -> None:
 
 
 def test_half_a_push_then_silence_does_not_stall_other_pushes() -> None:
-    with running_server(read_timeout=3.0) as (ps, secret):
+    # 10 s: on a loaded 2-core machine a connection and five pushes took more than 3 s
+    with running_server(read_timeout=10.0) as (ps, secret):
         staller = PSClient(ps.address, secret, small_model()).connect()
         try:
             signature = staller.signature
@@ -276,7 +277,7 @@ def test_half_a_push_then_silence_does_not_stall_other_pushes() -> None:
                     client.push(like(small_model(), 1.0), version)
             # served while the staller still held its half frame: not stalled behind it
             assert ps.dropped == {}, "the pushes waited for the staller's read timeout"
-            closed_by_server(staller.channel.sock, within=15.0)
+            closed_by_server(staller.channel.sock, within=30.0)
         finally:
             staller.close()
         assert_dropped(ps, {"ReadTimeoutError": 1})
