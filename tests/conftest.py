@@ -121,3 +121,21 @@ def split_toy(toy_dir: Path, out: Path, files: int) -> dict[str, list[str]]:
                     tree.extend({**chunk, "part": part[start:stop]})
             paths[name].append(str(path))
     return paths
+
+
+def convert_cli_line(config: Path) -> str:
+    """``gridtrain convert -c CONFIG`` as a user runs it: it must exit 2 with one line on stderr,
+    which is returned."""
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "gridtrain", "convert", "-c", str(config)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
