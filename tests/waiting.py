@@ -8,8 +8,10 @@ short, so a quiet machine does not pay for it.
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -26,3 +28,14 @@ def wait_until(condition: Callable[[], T], timeout: float, what: str, interval: 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
         time.sleep(interval)
+
+
+def remove_while_written(folder: Path, timeout: float, what: str) -> None:
+    """Remove ``folder`` as a user's ``rm -rf`` run again until it is gone: a process still
+    writing may add a file between the listing and the rmdir ("Directory not empty")."""
+    wait_until(
+        lambda: shutil.rmtree(folder, ignore_errors=True) or not folder.exists(),
+        timeout,
+        f"{what} to be removed while it is written to",
+        interval=0.2,
+    )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -20,6 +19,7 @@ from train_helpers import gridtrain, process_alive, read_jsonl, write_config
 from gridtrain.errors import CondorError
 from gridtrain.train.executor import Slot
 from gridtrain.train.local_executor import LocalExecutor
+from tests.waiting import remove_while_written
 
 pytestmark = pytest.mark.slow
 
@@ -150,8 +150,8 @@ def test_removing_the_run_directory_stops_a_detached_driver_and_its_workers(
             assert time.monotonic() < deadline, (run_dir / "driver.log").read_text()[-2000:]
             time.sleep(0.2)
         assert (run_dir / "ps.address").exists()
-        shutil.rmtree(run_dir)
         removed = time.monotonic()
+        remove_while_written(run_dir, 20, "the run directory")
         processes = {driver, *workers}
         while any(map(process_alive, processes)) and time.monotonic() < removed + 60:
             time.sleep(0.2)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -24,6 +23,7 @@ from gridtrain.tune.control import format_status, study_status
 from gridtrain.tune.study import StudyDir
 from gridtrain.tune.trial import training_alive
 from tests.train.train_helpers import process_alive
+from tests.waiting import remove_while_written
 
 
 def gridtrain(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -188,8 +188,8 @@ def test_removing_the_study_directory_stops_the_tuner_and_its_trainings(
             assert time.monotonic() < deadline, (study / "tuner.log").read_text()[-3000:]
             time.sleep(0.2)
         training = json.loads(records[0].read_text())["pid"]
-        shutil.rmtree(study)
         removed = time.monotonic()
+        remove_while_written(study, 30, "the study directory")
         while any(map(process_alive, (tuner, training))) and time.monotonic() < removed + 60:
             time.sleep(0.2)
         assert not process_alive(tuner)
