@@ -48,6 +48,7 @@ from gridtrain import __version__
 from gridtrain.config import DatasetConfig, Sample
 from gridtrain.data.arrays import clip_mask, scatter_group, validation_mask
 from gridtrain.data.branches import InputReader
+from gridtrain.data.events import feature_table, read_columns
 from gridtrain.data.groups import FileGroup, FileSlice, group_dir
 from gridtrain.data.layout import (
     Input,
@@ -190,21 +191,12 @@ def _read_piece(
 ) -> _Piece:
     """Read one file's entry range, every branch in parallel, apply the selection, and compute
     the labels, targets and weights."""
-    r = item.reader
-    group_futures = {
-        g: pool.submit(r.read_jagged, branches, g, start, stop)
-        for g, branches, _, _ in layout.groups
-    }  # the jagged groups first: they take longest
-    image_futures = {n: pool.submit(r.read_image, n, start, stop) for n in layout.image_names()}
-    flat_futures = [pool.submit(read) for read in r.flat_reads(flat_names, start, stop)]
-    flat = {n: a for f in flat_futures for n, a in f.result().items()}
-    images = {n: f.result() for n, f in image_futures.items()}
-    groups = {}
-    for g, future in group_futures.items():
-        read = future.result()
-        groups[g] = (read.counts, [read.contents[b] for b in read.contents])
+    read = read_columns(item.reader, layout, flat_names, start, stop, pool)
+    flat = read.flat
     entries = np.arange(start, stop) + (item.offset - item.start)
-    piece = _Piece(entries, flat, groups, images, entries, item.sample_index, entries, entries)
+    piece = _Piece(
+        entries, flat, read.groups, read.images, entries, item.sample_index, entries, entries
+    )
     if selection is not None:
         piece = _keep(piece, selection.mask({n: flat[n][:, 0] for n in selection.names}))
     item.selected += len(piece)
@@ -361,12 +353,7 @@ def _assemble(
         rows = destination[offset : offset + len(piece)]
         offset += len(piece)
         if layout.features:
-            table = np.empty((len(piece), len(layout.feature_columns)), dtype=np.float32)
-            column = 0
-            for feature in layout.features:
-                table[:, column : column + feature.width] = piece.flat[feature.name]
-                column += feature.width
-            step["features"][rows] = table
+            step["features"][rows] = feature_table(piece.flat, layout)
         train = rows < n_train
         for name, _, length, _ in layout.groups:
             counts, contents = piece.groups[name]
