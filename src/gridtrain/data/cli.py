@@ -131,7 +131,16 @@ def _convert(args: argparse.Namespace) -> int:
         f"converted {manifest.events('train')} training and {manifest.events('validation')} "
         f"validation events into {shards} shards in {took:.1f} s: {out}/manifest.json"
     )
+    _print_yields(manifest.weights)
     return 0
+
+
+def _print_yields(weights: dict[str, Any]) -> None:
+    """The yield table of a dataset normalised to a luminosity (``dataset.lumi``)."""
+    from gridtrain.data.yields import yield_lines
+
+    if "normalisation" in weights:
+        print("\n".join(yield_lines(weights["normalisation"])))
 
 
 def _gather(args: argparse.Namespace) -> int:
@@ -147,6 +156,7 @@ def _gather(args: argparse.Namespace) -> int:
         f"validation events in {shards} shards of {len(manifest.sources)} sources: "
         f"{out}/manifest.json"
     )
+    _print_yields(manifest.weights)
     return 0
 
 

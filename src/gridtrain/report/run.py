@@ -107,6 +107,7 @@ class Run:
     has_history: bool = False
     validation: Validation | None = None
     config: dict[str, Any] | None = None
+    normalisation: dict[str, Any] | None = None  # the dataset's, from the worker spec's manifest
 
     @property
     def task(self) -> dict[str, Any]:
@@ -331,4 +332,18 @@ def load_run(run_dir: str | Path) -> Run:
             )
     if files.config.is_file():
         run.config = read_config(files.config)
+    if files.spec.is_file():
+        run.normalisation = read_normalisation(files.spec)
     return run
+
+
+def read_normalisation(path: Path) -> dict[str, Any] | None:
+    """The dataset's ``weights.normalisation`` record (the yields) from the worker spec's
+    manifest, or None when the dataset has none."""
+    try:
+        spec = json.loads(path.read_text(encoding="utf-8"))
+        found = (spec.get("manifest") or {}).get("weights", {}).get("normalisation")
+    except (OSError, ValueError, AttributeError) as err:
+        log.warning("%s: unreadable, the report will not show the yields (%s)", path, err)
+        return None
+    return found if isinstance(found, dict) else None

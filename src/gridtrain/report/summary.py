@@ -10,6 +10,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from gridtrain.data.yields import yield_lines
 from gridtrain.evaluation import METRIC_NEGATIVE_WEIGHTS, negative_weight_summary
 from gridtrain.report import tasks
 from gridtrain.report.drawing import MissingData
@@ -19,7 +20,8 @@ from gridtrain.rundir import RunDir
 
 def summary_lines(run: Run) -> list[str]:
     """A few lines on the run's outcome for the terminal: its metrics (by task), epochs, the
-    task and the negative-weight choice where the run records them, workers."""
+    task and the negative-weight choice where the run records them, workers, and the yield
+    table of a dataset normalised to a luminosity."""
     m: dict[str, Any] = run.metrics or {}
     kind = run.kind
     lines = []
@@ -58,6 +60,8 @@ def summary_lines(run: Run) -> list[str]:
             f"{staleness.get('p50', '?')}, p90 {staleness.get('p90', '?')}, max "
             f"{staleness.get('max', '?')}"
         )
+    if run.normalisation:
+        lines.extend(yield_lines(run.normalisation))
     return lines
 
 
