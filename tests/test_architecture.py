@@ -31,12 +31,14 @@ LAYERS: list[set[str]] = [
         "task",
         "spawn",
         "liveness",
+        "eventfile",
     },
     {"data", "ps"},  # shards and manifests; the parameter server (knows no framework)
     {"stage", "models", "report"},  # XRootD staging; Keras models; plots and summaries
     {"condor"},  # the batch system: submit descriptions, submission, job states, environments
     {"train"},  # the driver, the worker, the executors: where the layers below meet
     {"export", "tune", "serve"},  # exported models; hyper-parameter search; the web service
+    {"apply"},  # scores on the analysis's own files, by the Keras model or the export
     {"cli", "__main__"},  # argument parsing only
 ]
 

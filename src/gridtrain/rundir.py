@@ -25,6 +25,7 @@ one). The driver, the worker, finalize, the report, ``gridtrain status``, the HT
       metrics.json      the final metrics            (finalize)
       roc.npz           the validation ROC curve     (finalize)
       plots/            the report's PNGs            (report)
+      tensorboard/      TensorBoard event files: curves per epoch, final figures, hparams
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ import socket
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
@@ -52,6 +53,7 @@ from gridtrain.train.settings import (
     WorkerSpec,
     select_inputs,
 )
+from gridtrain.train.tracking import Tracking
 
 log = logging.getLogger(__name__)
 
@@ -228,6 +230,7 @@ class TrainingRun:
         )
         self.interrupted = ""
         self._removed = False  # the run directory went away under the running driver
+        self._tracking: Tracking | None = None
         self._stop_requested = False
         self._last_line = 0.0
 
@@ -284,8 +287,14 @@ class TrainingRun:
         store = self._store(resumed)
         snapshots = EpochSnapshots(store, self._on_best)
         lease_log, history = JsonLines(self.files.leases), JsonLines(self.files.history)
+        self._tracking = tracking = Tracking(self.files, self.spec)
+
+        def journal(record: dict[str, Any]) -> None:  # history.jsonl, and TensorBoard's curves
+            history(record)
+            tracking(record)
+
         offset = float(self._previous.get("wall_time_s", 0.0))
-        book = self._lease_book(state, snapshots, lease_log, history, offset)
+        book = self._lease_book(state, snapshots, lease_log, journal, offset)
         server, address = self._start_server(store, book, snapshots)
         started = time.monotonic()
         home = directory_identity(self.files.path)
@@ -304,6 +313,8 @@ class TrainingRun:
             self._wind_down(book, server, failure, started, offset)
             lease_log.close()
             history.close()
+            if failure or self.interrupted:
+                tracking.close()
             for sig, handler in previous_handlers.items():
                 signal.signal(sig, handler)
             self._end_progress()
@@ -314,7 +325,7 @@ class TrainingRun:
         state: LeaseState | None,
         snapshots: EpochSnapshots,
         lease_log: JsonLines,
-        history: JsonLines,
+        history: Callable[[dict[str, Any]], None],
         offset: float,
     ) -> LeaseBook:
         """The run's leases: every shard once per epoch, early stopping, the saved state."""
@@ -499,6 +510,8 @@ class TrainingRun:
         from gridtrain.train.finalize import write_outputs
 
         metrics = write_outputs(self.files, self.spec, plots=self.plots)
+        if self._tracking is not None:  # this driver trained it: the final figures in TensorBoard
+            self._tracking.final(metrics)
         if "targets" in metrics:  # a regression: the targets' RMSE in physical units
             headline = "validation " + ", ".join(
                 f"{name} RMSE {figures['rmse']:.4g}" for name, figures in metrics["targets"].items()
