@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from importlib import resources
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -136,6 +138,22 @@ class ImageGroup:
 
 
 @dataclass(frozen=True)
+class Reweight:
+    """``dataset.reweight``: the variables and their bin edges in which every class is weighted
+    to the distribution of ``to`` (a class of the task, or ``flat``) on the training split, each
+    weight capped at ``max_weight`` (``gridtrain.data.reweight``)."""
+
+    variables: tuple[str, ...]
+    edges: tuple[tuple[float, ...], ...]
+    to: str
+    max_weight: float
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(len(e) - 1 for e in self.edges)
+
+
+@dataclass(frozen=True)
 class DatasetConfig:
     """The ``dataset`` section: everything conversion needs, and nothing about machines."""
 
@@ -158,6 +176,7 @@ class DatasetConfig:
     task: Task = field(default_factory=Task)  # the top-level ``task`` section
     on_bad_target: str = "refuse"  # task.on_bad_target: refuse | drop
     lumi: float | None = None  # pb^-1, for the samples with an xsec
+    reweight: Reweight | None = None  # kinematic reweighting (gridtrain.data.reweight)
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> DatasetConfig:
@@ -215,6 +234,7 @@ class DatasetConfig:
             event_id=tuple(section["event_id"]),
             task=parsed,
             on_bad_target=task_section["on_bad_target"],
+            reweight=_reweight(section["reweight"], parsed),
             **{key: section[key] for key in scalars},
         )
 
@@ -229,6 +249,8 @@ class DatasetConfig:
             content.pop("images")
         if content["lumi"] is None:
             content.pop("lumi")
+        if content["reweight"] is None:
+            content.pop("reweight")
         for sample in content["samples"]:
             for key, default in _SAMPLE_DEFAULTS.items():
                 if sample[key] == default:
@@ -310,6 +332,63 @@ def _sample_label(sample: dict[str, Any], task: Task) -> int | str | None:
             f"{len(task.classes) - 1}, or add the class to task.classes"
         )
     return label
+
+
+def _reweight(section: dict[str, Any] | None, task: Task) -> Reweight | None:
+    """``dataset.reweight`` with every variable's bins resolved into edges, or None."""
+    if section is None:
+        return None
+    if not task.is_classifier:
+        raise ConfigError(
+            "dataset.reweight weighs each class to one distribution, and a regression has no "
+            "classes: remove dataset.reweight, or make the task binary or multiclass"
+        )
+    variables, bins = section["variables"], section["bins"]
+    for name in variables:
+        if variables.count(name) > 1 or name not in bins:
+            raise ConfigError(
+                f"dataset.reweight: variable {name!r} "
+                + ("is named twice" if name in bins else "has no bins")
+                + "; give each variable once, with its bins: edges ([0, 30, 60, 120]) or "
+                f"{{n: 20, lo: 0, hi: 500}} under dataset.reweight.bins.{name}"
+            )
+    for name in bins:
+        if name not in variables:
+            raise ConfigError(
+                f"dataset.reweight.bins: {name!r} is not one of the variables "
+                f"({', '.join(variables)}); add it to dataset.reweight.variables, or remove it"
+            )
+    if section["to"] != "flat" and section["to"] not in task.classes:
+        raise ConfigError(
+            f"dataset.reweight.to: {section['to']!r} is not a class of the task "
+            f"({', '.join(task.classes)}); name one of them, or flat"
+        )
+    edges = tuple(_bin_edges(name, bins[name]) for name in variables)
+    return Reweight(tuple(variables), edges, section["to"], float(section["max_weight"]))
+
+
+def _bin_edges(name: str, spec: list[float] | dict[str, Any]) -> tuple[float, ...]:
+    """Bin edges from a list of edges, or from ``{n, lo, hi}`` (``log: true``: equal in log)."""
+    where = f"dataset.reweight.bins.{name}"
+    if isinstance(spec, dict):
+        n, lo, hi, log = int(spec["n"]), float(spec["lo"]), float(spec["hi"]), spec["log"]
+        if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi) or (log and lo <= 0):
+            raise ConfigError(
+                f"{where}: lo {lo:g} and hi {hi:g} do not make bins: give finite lo < hi"
+                + (", both above 0 for log: true" if log else "")
+            )
+        if log:
+            edges = [lo * (hi / lo) ** (i / n) for i in range(n)] + [hi]
+        else:
+            edges = [lo + (hi - lo) * i / n for i in range(n)] + [hi]
+        return tuple(edges)
+    edges = [float(e) for e in spec]
+    if not all(math.isfinite(e) for e in edges) or any(b <= a for a, b in pairwise(edges)):
+        raise ConfigError(
+            f"{where}: edges {spec} are not finite and increasing; give them in increasing "
+            "order, e.g. [0, 30, 60, 120], or {n: 20, lo: 0, hi: 500}"
+        )
+    return tuple(edges)
 
 
 def _check_names(jagged: list[str], images: list[str]) -> None:

@@ -67,6 +67,7 @@ from gridtrain.data.manifest import (
     normalisation_record,
     write_manifest,
 )
+from gridtrain.data.reweight import ReweightHistograms, feature_columns, reweight_record
 from gridtrain.data.rootio import open_input
 from gridtrain.data.samples import SampleWeight, aliased, normalised, sample_weights
 from gridtrain.data.selection import Selection
@@ -428,6 +429,7 @@ def convert(
             for item in (f for files in inputs for f in files):
                 weights[item.sample_index].check(item.reader)
             check_memory(dataset, layout)
+            reweighting = _reweighting(dataset, layout)
             weights = [normalised(w, dataset.lumi) for w in weights]
             out.mkdir(parents=True, exist_ok=True)
             writer = Writer(out, dataset, layout)
@@ -436,13 +438,14 @@ def convert(
             try:
                 _stream(
                     dataset, inputs, layout, (selection, reading, weights), writer,
-                    (stats, tally), pool, progress, seed,
+                    (stats, tally), pool, progress, seed, reweighting,
                 )  # fmt: skip
                 writer.finish()
                 if writer.entries["train"] or writer.entries["validation"]:
                     if file_group is None:
                         check_classes(dataset, tally.class_events())
                     manifest = _manifest(dataset, layout, inputs, writer, (stats, tally), weights)
+                    _add_reweight(manifest, reweighting, file_group is None)
             except BaseException:
                 writer.abort()
                 _remove(writer.parts)
@@ -456,6 +459,7 @@ def convert(
                 f"{sum(f.entries for files in inputs for f in files)}; loosen it"
             )
         manifest = _manifest(dataset, layout, inputs, writer, (stats, tally), weights)
+        _add_reweight(manifest, reweighting, False)
     _commit(out, writer.parts, manifest)
     warn_negative_weights(manifest)
     return manifest
@@ -509,6 +513,7 @@ def _stream(
     pool: ThreadPoolExecutor,
     progress: ProgressCallback | None,
     seed: tuple[int, ...],
+    reweighting: _Reweighting | None = None,
 ) -> None:
     selection, reading, weights = reads
     stats, tally = tallies
@@ -559,6 +564,13 @@ def _stream(
             destination[ordered] = np.arange(n)
             n_train = n - int(is_validation.sum())
             arrays = _assemble(pieces, layout, ids, destination, n_train, stats, tally)
+            if reweighting is not None:  # the training rows' variables, classes and weights
+                columns, histograms = reweighting
+                histograms.add(
+                    arrays["features"][:n_train, columns],
+                    arrays["label"][:n_train],
+                    arrays["weight"][:n_train],
+                )
             del pieces
             buffers["train"].add(arrays, 0, n_train)
             buffers["validation"].add(arrays, n_train, n)
@@ -635,6 +647,40 @@ def _manifest(
         weights=record,
         class_factors=_factors(record, task, any(writer.entries["train"])),
     )
+
+
+_Reweighting = tuple[list[int], ReweightHistograms]  # the variables' feature columns, histograms
+
+
+def _reweighting(dataset: DatasetConfig, layout: Layout) -> _Reweighting | None:
+    """The histograms ``dataset.reweight`` fills, with its variables' columns: checked to be
+    flat features before anything is written."""
+    if dataset.reweight is None:
+        return None
+    jagged = sorted(layout.jagged_names() | {g[0] for g in layout.groups})
+    columns = feature_columns(dataset.reweight, layout.feature_columns, jagged)
+    return columns, ReweightHistograms(dataset.reweight, dataset.task.classes)
+
+
+def _add_reweight(manifest: Manifest, reweighting: _Reweighting | None, whole: bool) -> None:
+    """Record the reweighting in ``manifest.weights`` and balance the reweighted classes;
+    ``whole``: the whole dataset (not a group of a grid-parallel conversion, whose weights
+    ``gather`` computes from every group's histograms)."""
+    if reweighting is None or not manifest.weights:
+        return
+    manifest.weights["reweight"] = reweight_record(reweighting[1], strict=whole)
+    task = manifest.learning_task()
+    manifest.class_factors = _factors(manifest.weights, task, any(manifest.shards["train"]))
+    record = manifest.weights["reweight"]["weights"]["keep"]
+    for name, applied in record.items():
+        if applied["capped_events"] or applied["zero_weight_events"]:
+            log.info(
+                "dataset.reweight: class %r: %d training events capped at weight %g, %d "
+                "weighted 0 (in bins the target leaves empty or the class has no weight; "
+                "negative weights kept)",
+                name, applied["capped_events"], manifest.weights["reweight"]["max_weight"],
+                applied["zero_weight_events"],
+            )  # fmt: skip
 
 
 def _own_weight(sample: Sample) -> bool:

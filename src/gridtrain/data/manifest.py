@@ -32,6 +32,10 @@ When a sample has its own weight, is data or has a cross-section (or ``dataset.l
 
 ``events`` and ``yield`` are after the selection (the weights as the shards store them,
 normalisation included); ``sumw`` is before it.
+
+With ``dataset.reweight``, ``weights`` also holds ``reweight``: the bins, the training split's
+per-class histograms and the per-class weights for each treatment of negative weights
+(``gridtrain.data.reweight``); the class factors then equalise the reweighted sums.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from gridtrain.checksum import adler32_file
+from gridtrain.data import reweight
 from gridtrain.errors import ConversionError, ShardError
 from gridtrain.files import write_text
 from gridtrain.paths import below, is_url
@@ -157,6 +162,8 @@ def merge_weights(parts: list[dict[str, Any]]) -> dict[str, Any]:
             for name, record in first["samples"].items()
         }
         merged["normalisation"] = normalisation_record(first["lumi"], own, merged["samples"])
+    if "reweight" in parts[0]:  # the histograms are summed, the weights computed from the sums
+        merged["reweight"] = reweight.merge_records([part["reweight"] for part in parts])
     return merged
 
 
@@ -196,6 +203,8 @@ def class_factors(
         sums.append(
             {"keep": total, "abs": total - 2 * negative_sum, "zero": total - negative_sum}[negative]
         )
+    if "reweight" in weights:  # the classes' sums after kinematic reweighting
+        sums = reweight.class_sums(weights["reweight"], classes, negative)
     for name, total in zip(classes, sums, strict=True):
         if not total > 0:
             raise ConversionError(

@@ -1,5 +1,6 @@
 """PNG plots of a training run: loss and validation against time and updates, ROC, staleness,
-per-worker throughput; the multiclass and regression plots (``report.tasks``) by the run's task.
+per-worker throughput; the multiclass and regression plots (``report.tasks``) by the run's task;
+with ``dataset.reweight``, each variable's distributions before and after (``report.reweight``).
 
 Layer: report, drawing. Each plot is a function of a ``Run`` returning a matplotlib ``Figure``;
 ``write_report`` saves them atomically under ``RUN_DIR/plots``. Figures are drawn with the
@@ -26,6 +27,7 @@ from gridtrain.evaluation import auc_from_curve
 from gridtrain.files import atomic_file
 from gridtrain.report import tasks
 from gridtrain.report.drawing import DPI, MissingData, drawn, figure, keep, thin
+from gridtrain.report.reweight import reweight_plots
 from gridtrain.report.run import EpochRecord, Run, ShardRecord, load_run
 from gridtrain.rundir import RunDir
 
@@ -319,8 +321,10 @@ PLOTS_BY_KIND: dict[str, dict[str, Callable[[Run], Figure]]] = {
 
 
 def plots_for(run: Run) -> dict[str, Callable[[Run], Figure]]:
-    """The plots of the run's task: file name and drawing function."""
-    return PLOTS_BY_KIND[run.kind]
+    """The plots of the run's task, and of its kinematic reweighting: file name and drawing
+    function."""
+    extra = reweight_plots(run)
+    return {**PLOTS_BY_KIND[run.kind], **extra} if extra else PLOTS_BY_KIND[run.kind]
 
 
 def save_png(fig: Figure, path: Path) -> None:

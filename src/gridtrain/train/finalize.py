@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from gridtrain.data.manifest import Manifest
+from gridtrain.data.reweight import applied_histograms
 from gridtrain.evaluation import (
     multiclass_metrics,
     negative_weight_summary,
@@ -155,6 +156,9 @@ def write_outputs(files: RunDir, spec: WorkerSpec, *, plots: bool = True) -> dic
         metrics.update(task_metrics(files, builder.task, predicted))
     metrics["task"] = builder.task.to_dict()
     metrics["train_negative_weights"] = settings.negative_weights
+    if builder.task.is_classifier and "reweight" in manifest.weights:  # for the report's plots
+        reweight = manifest.weights["reweight"]
+        metrics["reweight"] = applied_histograms(reweight, settings.negative_weights)
     if model.optimizer is not None and not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)  # saved with its state, loads quietly
     with atomic_path(files.model) as tmp_model:

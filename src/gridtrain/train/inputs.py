@@ -10,8 +10,9 @@ model's named inputs take (``gridtrain.models`` convention):
 
 plus what the model is fit to (``y``: 0/1 labels, one-hot rows or standardised regression
 targets, ``gridtrain.train.targets``), the sample weights training uses (event weight after
-``train.negative_weights``, times the class factor) and the event weights as converted (for
-metrics). A loaded shard is permuted once (a seed per epoch and
+``train.negative_weights``, times the kinematic reweighting factor of ``dataset.reweight`` looked
+up from the unstandardised feature columns, times the class factor) and the event weights as
+converted (for metrics). A loaded shard is permuted once (a seed per epoch and
 shard) and batches are views into it, so a training step copies nothing. ``Prefetcher`` loads the
 next shard in a thread while the current one trains; h5py is opened only in the process that
 reads (after any fork).
@@ -30,6 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from gridtrain.data.manifest import Manifest, class_factors
+from gridtrain.data.reweight import event_factors
 from gridtrain.data.shards import ShardReader
 from gridtrain.train.targets import (
     DEFAULT_NEGATIVE_WEIGHTS,
@@ -126,6 +128,10 @@ class InputBuilder:
                 else manifest.factors()
             )
         self._columns = [manifest.features.index(name) for name in features]
+        self._reweight = manifest.weights.get("reweight") if self.task.is_classifier else None
+        self._reweight_columns = [
+            manifest.features.index(name) for name in (self._reweight or {}).get("variables", ())
+        ]
         self._feature_scale = (
             standardisation(manifest.stats["features"], self._columns) if features else None
         )
@@ -140,7 +146,7 @@ class InputBuilder:
             if image["name"] in wanted
         }
         self._datasets = ["weight", "label" if self.task.is_classifier else "target"]
-        if "features" in wanted:
+        if "features" in wanted or self._reweight:
             self._datasets.append("features")
         for name in self._groups:
             self._datasets += [name, f"{name}_count"]
@@ -150,6 +156,7 @@ class InputBuilder:
         with ShardReader(path, self._datasets) as reader:
             raw = reader.read()
         inputs: Inputs = {}
+        reweight_values = raw["features"][:, self._reweight_columns] if self._reweight else None
         if "features" in self.wanted:
             assert self._feature_scale is not None
             table = raw["features"]
@@ -179,7 +186,14 @@ class InputBuilder:
         if self.task.is_classifier:
             labels = raw["label"]
             y = training_labels(self.task, labels, str(path))
-            weights = sample_weights(event_weights, labels, self.negative_weights, self._factors)
+            reweight = None
+            if self._reweight is not None and reweight_values is not None:
+                reweight = event_factors(
+                    self._reweight, self.negative_weights, reweight_values, labels
+                )
+            weights = sample_weights(
+                event_weights, labels, self.negative_weights, self._factors, reweight
+            )
         else:
             y = standardise_targets(self.task, raw["target"], str(path))
             weights = sample_weights(event_weights, (), self.negative_weights, ())

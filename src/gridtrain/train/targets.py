@@ -13,7 +13,9 @@ kind            y (training)                      y back (metrics)    validation
 ==============  ================================  ==================  =========================
 
 **Sample weights** are the event weight after ``train.negative_weights`` (``keep`` it, take its
-``abs``olute value, or ``zero`` it; default ``abs``) times the class's factor (``task.balance``).
+``abs``olute value, or ``zero`` it; default ``abs``) times its kinematic reweighting factor
+(``dataset.reweight``, looked up in the manifest's histograms for that treatment) times the
+class's factor (``task.balance``, which equalises the reweighted sums).
 The default is ``abs`` because with ``keep`` the loss is unbounded below: an event of weight
 -|w| adds ``|w| log p``, which a model lowers without limit by predicting its label ever more
 wrongly. ``zero`` drops those events (the closest to the positive part of the distribution), and
@@ -71,10 +73,14 @@ def sample_weights(
     labels: npt.ArrayLike,
     policy: str,
     factors: Sequence[float],
+    reweight: npt.ArrayLike | None = None,
 ) -> Float:
-    """The weights training uses: the treated event weight times ``factors[label]`` (classifiers;
-    a regression passes no factors)."""
+    """The weights training uses: the treated event weight times the event's kinematic
+    reweighting factor (``reweight``, ``dataset.reweight``) times ``factors[label]``
+    (classifiers; a regression passes no factors)."""
     w = treat_negative(event_weights, policy)
+    if reweight is not None:
+        w = w * np.asarray(reweight, dtype=np.float32)
     if factors and any(f != 1.0 for f in factors):
         w = w * np.asarray(factors, dtype=np.float32)[np.asarray(labels, dtype=np.int64)]
     return w.astype(np.float32, copy=False)
