@@ -32,6 +32,7 @@ LAYERS: list[set[str]] = [
         "spawn",
         "liveness",
         "eventfile",
+        "backend",
     },
     {"data", "ps"},  # shards and manifests; the parameter server (knows no framework)
     {"stage", "models", "report"},  # XRootD staging; Keras models; plots and summaries

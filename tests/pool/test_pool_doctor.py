@@ -33,8 +33,9 @@ def test_doctor_is_green_on_the_pool_and_names_what_fails_when_it_stops(
 
     green = doctor(path)
     assert green.returncode == 0, green.stdout + green.stderr
-    assert "6 of 6 checks passed" in green.stdout
+    assert "7 of 7 checks passed" in green.stdout
     lines = {line.split()[1]: line for line in green.stdout.splitlines()[1:-1]}
+    assert "has tensorflow and keras (train.backend: tensorflow)" in lines["backend"]
     assert "adler32 on" in lines["xrootd"]
     assert "1 of 1 slots can run a worker" in green.stdout  # the two simulated V100s
     assert "reachable as 127.0.0.1:" in lines["ps"]

@@ -153,6 +153,43 @@ def check_environment(profile: Any) -> str:
     return "; ".join(found)
 
 
+def check_backend(profile: Any, backend: str, timeout: float = 60.0) -> str:
+    """The job environment's Python can import the run's Keras backend (``train.backend``) and
+    Keras: asked of that Python itself where this host can run it (kind host, an LCG view)."""
+    import subprocess
+
+    from gridtrain.backend import BACKEND_EXTRAS, BACKEND_MODULES
+    from gridtrain.condor.render import current_venv
+
+    environment = profile.environment
+    modules = [BACKEND_MODULES[backend], "keras"]
+    probe = (
+        "import importlib.util as u; "
+        f"print(' '.join(m for m in {modules!r} if u.find_spec(m) is None))"
+    )
+    if environment.kind == "host":
+        prefix = Path(environment.path) if environment.path else current_venv()
+        command = [str(prefix / "bin" / "python3"), "-c", probe]
+        where = str(prefix)
+    elif environment.kind == "lcg":
+        setup = Path(environment.path) / "setup.sh"
+        command = ["bash", "-c", f'source "{setup}" >/dev/null 2>&1 && python3 -c "{probe}"']
+        where = f"LCG view {environment.path}"
+    else:
+        return f"{backend}: not checked from here (environment kind {environment.kind})"
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        raise _Failed(f"{where}: could not run its Python ({err})", "") from None
+    missing = done.stdout.split()
+    if done.returncode != 0 or missing:
+        raise _Failed(
+            f"{where} lacks {', '.join(missing) or 'a working Python'} (train.backend: {backend})",
+            f"install gridtrain[{BACKEND_EXTRAS[backend]}] there, or choose another train.backend",
+        )
+    return f"{where} has {BACKEND_MODULES[backend]} and keras (train.backend: {backend})"
+
+
 def _gpus(slot: Any) -> list[tuple[float, float]]:
     """(capability, memory MB) of each GPU a slot advertises, new (nested) or old style."""
     nested = slot.get("AvailableGPUs") or []
@@ -205,13 +242,16 @@ def check_gpu_match(profile: Any) -> str:
     return f"{matching} of {len(slots)} slots can run a worker ({need})"
 
 
-def run_checks(profile: Any, stage_url: str | None, timeout: float = 5.0) -> list[Check]:
+def run_checks(
+    profile: Any, stage_url: str | None, timeout: float = 5.0, backend: str = "tensorflow"
+) -> list[Check]:
     steps: list[tuple[str, Callable[[], str]]] = [
         ("schedd", lambda: check_schedd(profile)),
         ("proxy", lambda: check_proxy_lifetime(profile)),
         ("xrootd", lambda: check_xrootd(stage_url, timeout)),
         ("ps port", lambda: check_ps_port(profile)),
         ("environment", lambda: check_environment(profile)),
+        ("backend", lambda: check_backend(profile, backend)),
         ("gpu match", lambda: check_gpu_match(profile)),
     ]
     checks = []
@@ -247,7 +287,7 @@ def _doctor(args: argparse.Namespace) -> int:
     url = config["stage"]["url"]
     timeout = float(config["stage"].get("timeout") or 5.0)
     print(f"gridtrain doctor: profile {profile.name}, config {args.config}")
-    checks = run_checks(profile, url, timeout)
+    checks = run_checks(profile, url, timeout, config["train"]["backend"])
     for check in checks:
         print(f"  {check.line()}")
     failed = [check.name for check in checks if not check.ok]

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from gridtrain.backend import DEFAULT_BACKEND, backend_environment
 from gridtrain.condor.site import SiteProfile
 from gridtrain.errors import ConfigError
 from gridtrain.rundir import RunDir
@@ -42,6 +43,7 @@ class WorkerJobs:
     wrapper: Path = WRAPPER
     command: Sequence[str] = ()  # instead of `gridtrain worker ...`: worker.sh NAME INDEX -- ...
     first_index: int = 0
+    backend: str = DEFAULT_BACKEND  # train.backend: the jobs' KERAS_BACKEND
 
     @property
     def name(self) -> str:
@@ -77,6 +79,7 @@ def _environment(jobs: WorkerJobs, profile: SiteProfile) -> str:
     # HTCondor's quoted environment syntax: NAME=value separated by spaces, 'single' quotes
     # around values with spaces. Never the secret: this string is in the job ClassAd.
     values = {"GRIDTRAIN_PS_ADDRESS": jobs.address, "GRIDTRAIN_THREADS": str(profile.request_cpus)}
+    values.update(backend_environment(jobs.backend))
     values.update(profile.environment.variables(jobs.venv, jobs.wheel))
     for key, value in values.items():
         if any(c in value for c in "\"'\n"):

@@ -164,7 +164,8 @@ def _dense_stack(
 def head(x: Any, task: Task, seeds: _Seeds) -> Any:
     """The output layer ``task`` asks for: 1 sigmoid (binary), K softmax (multiclass) or T linear
     units on standardised targets (regression). Named ``probability`` for classifiers (as models
-    saved before tasks existed) and ``prediction`` for a regression."""
+    saved before tasks existed) and ``prediction`` for a regression. In float32 under any
+    ``train.precision``: a sigmoid in 16 bits rounds nearby scores to the same value."""
     import keras
 
     return keras.layers.Dense(
@@ -172,6 +173,7 @@ def head(x: Any, task: Task, seeds: _Seeds) -> Any:
         activation=task.output_activation,
         kernel_initializer=seeds.kernel(),
         name="probability" if task.is_classifier else "prediction",
+        dtype="float32",
     )(x)
 
 

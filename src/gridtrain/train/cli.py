@@ -81,7 +81,8 @@ def register(subparsers: Any) -> None:
     worker.add_argument(
         "--await-launch",
         action="store_true",
-        help="the local executor's prewarmed worker: set up TensorFlow first, then read the "
+        help="the local executor's prewarmed worker: set up its Keras backend (KERAS_BACKEND) "
+        "first, then read the "
         "run's spec, address, secret file, name and log file as one JSON line on stdin",
     )
     worker.set_defaults(func=_worker)
@@ -137,6 +138,8 @@ def _cancel(args: argparse.Namespace) -> int:
 
 def _worker(args: argparse.Namespace) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from gridtrain.backend import use_backend
+    from gridtrain.train.settings import WorkerSpec
     from gridtrain.train.worker import await_launch, configure_devices, main
 
     if args.await_launch:
@@ -160,6 +163,7 @@ def _worker(args: argparse.Namespace) -> int:
                 f"gridtrain worker needs {', '.join(missing)}: the run's worker.json, the "
                 "parameter server's HOST:PORT (the run's ps.address) and its ps.secret"
             )
+        use_backend(WorkerSpec.read(args.spec).settings.backend)  # before Keras is imported
         devices = configure_devices(args.threads)
     code = main(args.spec, args.address, args.secret_file, args.name, devices)
     # The worker's results are with the parameter server and in its log: leave without

@@ -136,6 +136,7 @@ class CondorExecutor(Executor):
             wheel=self.wheel,
             command=self.command,
             first_index=first_index,
+            backend=launch.backend,
         )
 
     def _grant_owner(self, jobs: WorkerJobs) -> None:

@@ -302,7 +302,12 @@ class TrainingRun:
         failure = ""
         try:
             launch = Launch(
-                self.files.spec, address, self.files.secret, self.files.logs, self.files.path.name
+                self.files.spec,
+                address,
+                self.files.secret,
+                self.files.logs,
+                self.files.path.name,
+                self.settings.backend,
             )
             self.executor.start(launch, self.settings.workers)
             failure = self._watch(book, server, history, started, offset, home)
@@ -561,7 +566,7 @@ def _prewarmed_local(
     if settings.executor != "local":
         return None
     local = make_executor("local", Path())
-    local.prewarm(workers if workers is not None else settings.workers, run_name)
+    local.prewarm(workers if workers is not None else settings.workers, run_name, settings.backend)
     return local
 
 
@@ -575,7 +580,7 @@ def resume(run_dir: Path, *, plots: bool = True) -> int:
         )
     run = TrainingRun(files, plots=plots)
     if resumable(run_dir):
-        run.executor.prewarm(run.settings.workers, files.path.name)
+        run.executor.prewarm(run.settings.workers, files.path.name, run.settings.backend)
     return run.execute()
 
 

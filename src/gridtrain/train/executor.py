@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from gridtrain.backend import DEFAULT_BACKEND
 from gridtrain.jobstate import JobState
 
 
@@ -26,6 +27,7 @@ class Launch:
     secret_file: Path
     log_dir: Path
     run_name: str
+    backend: str = DEFAULT_BACKEND  # train.backend: every worker's KERAS_BACKEND
 
 
 @dataclass
@@ -66,10 +68,11 @@ class Executor(ABC):
     def stop(self, grace: float) -> None:
         """Ask every worker to stop (SIGTERM), wait ``grace`` seconds, then kill."""
 
-    def prewarm(self, count: int, run_name: str) -> None:
+    def prewarm(self, count: int, run_name: str, backend: str = DEFAULT_BACKEND) -> None:
         """Start what ``count`` workers of run ``run_name`` need before the run exists (the local
-        executor starts their processes, which import TensorFlow meanwhile); by default nothing."""
-        del count, run_name
+        executor starts their processes, which import Keras on ``backend`` meanwhile); by
+        default nothing."""
+        del count, run_name, backend
 
     def discard_prewarmed(self) -> None:  # noqa: B027 (an optional hook, not abstract)
         """End whatever ``prewarm`` started and ``start`` did not use."""

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 
+from gridtrain.backend import DEFAULT_BACKEND, backend_environment
 from gridtrain.errors import ConfigError
 from gridtrain.jobstate import JobState
 from gridtrain.train.executor import Executor, Launch, Slot
@@ -41,10 +42,11 @@ def visible_gpus() -> list[str]:
 class LocalExecutor(Executor):
     """Workers as child processes of the driver, dividing this machine's cores or GPUs.
 
-    ``prewarm(count)`` starts the worker processes before the run exists: each imports TensorFlow
-    (seconds) while the driver checks the config and builds the model, then waits for its launch
-    line on stdin (``gridtrain worker --await-launch``). ``start`` hands the run to them; a
-    prewarmed process that died, or was never made, is replaced by a plain start.
+    ``prewarm(count, run, backend)`` starts the worker processes before the run exists: each
+    imports its Keras backend (seconds) while the driver checks the config and builds the model,
+    then waits for its launch line on stdin (``gridtrain worker --await-launch``). ``start`` hands
+    the run to them; a prewarmed process that died, was never made, or imported another backend
+    than the run's (a backend is chosen before Keras is imported) is replaced by a plain start.
     """
 
     name = "local"
@@ -56,12 +58,14 @@ class LocalExecutor(Executor):
         self.gpus = visible_gpus()
         # prewarmed processes by worker name: (threads, process)
         self._waiting: dict[str, tuple[int, subprocess.Popen[bytes]]] = {}
+        self._prewarmed_backend = DEFAULT_BACKEND
 
     def threads_per_worker(self, count: int) -> int:
         return max(1, self.cores // count)
 
-    def _environment(self, index: int, threads: int) -> dict[str, str]:
+    def _environment(self, index: int, threads: int, backend: str) -> dict[str, str]:
         env = {
+            **backend_environment(backend),
             "OMP_NUM_THREADS": str(threads),
             "TF_NUM_INTRAOP_THREADS": str(threads),
             "TF_NUM_INTEROP_THREADS": str(min(threads, 2)),
@@ -71,9 +75,10 @@ class LocalExecutor(Executor):
             env["CUDA_VISIBLE_DEVICES"] = self.gpus[index % len(self.gpus)]
         return env
 
-    def prewarm(self, count: int, run_name: str) -> None:
-        """Start ``count`` workers that import TensorFlow now and wait for ``start``."""
+    def prewarm(self, count: int, run_name: str, backend: str = DEFAULT_BACKEND) -> None:
+        """Start ``count`` workers that import Keras on ``backend`` now and wait for ``start``."""
         threads = self.threads_per_worker(count)
+        self._prewarmed_backend = backend
         for index in range(count):
             name = f"{run_name}-w{index}"
             command = [sys.executable, "-m", "gridtrain", "worker", "--await-launch"]
@@ -82,7 +87,7 @@ class LocalExecutor(Executor):
                 stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL,  # until the launch line names the worker's log
                 stderr=subprocess.DEVNULL,
-                env={**os.environ, **self._environment(index, threads)},
+                env={**os.environ, **self._environment(index, threads, backend)},
                 start_new_session=True,
             )
             self._waiting[name] = (threads, process)
@@ -114,7 +119,11 @@ class LocalExecutor(Executor):
             "log": str(launch.log_dir / f"{slot.name}.log"),
         }
         try:
-            if ready != threads or process.poll() is not None:
+            if (
+                ready != threads
+                or self._prewarmed_backend != launch.backend
+                or process.poll() is not None
+            ):
                 raise BrokenPipeError
             process.stdin.write(json.dumps(line).encode() + b"\n")
             process.stdin.close()
@@ -132,7 +141,7 @@ class LocalExecutor(Executor):
         launch.log_dir.mkdir(parents=True, exist_ok=True)
         threads = self.threads_per_worker(count)
         for index in range(count):
-            env = self._environment(index, threads)
+            env = self._environment(index, threads, launch.backend)
             slot = Slot(index, f"{launch.run_name}-w{index}", env=env)
             self.slots.append(slot)
             if self._hand_over(slot, threads, launch):

@@ -27,16 +27,27 @@ def build_replica(
     task: Task | None = None,
 ) -> keras.Model:
     """The run's compiled model over the given inputs for ``task`` (binary when None), its output
-    checked against the task (TensorFlow is imported here, lazily)."""
+    checked against the task (Keras is imported here, lazily, on the run's backend), its layers
+    under the run's dtype policy (``train.precision``)."""
+    from gridtrain.backend import use_backend
+
+    use_backend(settings.backend)  # before Keras is imported, or the one it was imported with
+    import keras
+
     from gridtrain.models import InputSpec, build_model
 
-    return build_model(
-        settings.model,
-        settings.model_params,
-        InputSpec(features, groups, images or {}, task or Task()),
-        learning_rate=settings.learning_rate,
-        seed=settings.seed,
-    )
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(settings.precision)
+    try:  # layers keep the policy they were made under: the process's own is put back
+        return build_model(
+            settings.model,
+            settings.model_params,
+            InputSpec(features, groups, images or {}, task or Task()),
+            learning_rate=settings.learning_rate,
+            seed=settings.seed,
+        )
+    finally:
+        keras.config.set_dtype_policy(previous)
 
 
 def replica(spec: WorkerSpec) -> keras.Model:

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gridtrain.backend import DEFAULT_BACKEND, PRECISIONS, check_backend
 from gridtrain.data.manifest import Manifest
 from gridtrain.errors import ConfigError
 from gridtrain.files import write_text
@@ -45,6 +46,8 @@ class TrainConfig:
     negative_weights: str = DEFAULT_NEGATIVE_WEIGHTS  # keep | abs | zero (train/targets.py)
     wire: str = WIRE_FLOAT32  # float32 | bf16 | topk | topk-bf16: how tensors travel
     topk: float = 0.01  # with wire topk: the share of each tensor's entries a push carries
+    backend: str = DEFAULT_BACKEND  # the Keras backend of the driver and workers (backend.py)
+    precision: str = "float32"  # Keras' dtype policy: float32, mixed_bfloat16, mixed_float16
 
     @classmethod
     def from_dict(cls, section: dict[str, Any]) -> TrainConfig:
@@ -75,9 +78,16 @@ class TrainConfig:
             negative_weights=section.get("negative_weights", DEFAULT_NEGATIVE_WEIGHTS),
             wire=section.get("wire", WIRE_FLOAT32),
             topk=float(section.get("topk", 0.01)),
+            backend=section.get("backend", DEFAULT_BACKEND),
+            precision=section.get("precision", "float32"),
         )
 
     def __post_init__(self) -> None:
+        check_backend(self.backend)
+        if self.precision not in PRECISIONS:
+            raise ConfigError(
+                f"train.precision: {self.precision!r} is not one of {', '.join(PRECISIONS)}"
+            )
         if pushes_topk(self.wire) and self.algorithm.get("algorithm") == "easgd":
             raise ConfigError(
                 f"train.wire: {self.wire} sends updates, but EASGD workers push their weights; "

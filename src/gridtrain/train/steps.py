@@ -1,17 +1,26 @@
 """Training steps run a window at a time: one compiled call for the steps between exchanges.
 
-Layer: train, framework edge (imports TensorFlow lazily). ``train_on_batch`` costs a Python round
-trip per step (argument conversion, metric reset, a function call, results back to numpy); with a
-jet-tagging-sized model that overhead, not the device, sets the pace. ``WindowSteps`` runs the
-steps of a window inside one ``tf.function`` (a graph loop over the window's batches, as Keras'
-``steps_per_execution`` does) and returns every step's loss.
+Layer: train, framework edge (imports the backend's framework lazily). ``train_on_batch`` costs a
+Python round trip per step (argument conversion, metric reset, a function call, results back to
+numpy); with a jet-tagging-sized model that overhead, not the device, sets the pace. ``WindowSteps``
+runs the steps of a window in one call and returns every step's loss, a function per Keras
+backend (as Keras' own ``backend/*/trainer.py`` split ``fit``):
 
-Each step is the model's own ``train_step`` (a user model's override included), compiled the way
-Keras compiles it (``jit_compile`` as the model has it), after the metrics are reset as
-``train_on_batch`` resets them: the same operations in the same order, so the weights and losses
-are those of a ``train_on_batch`` loop (bit for bit on the CPU; tested). The first step of a
-model runs through ``train_on_batch`` to build the optimizer and metric variables, which a graph
-loop may not create; a window of one step, or one with a short last batch, runs per batch.
+- TensorFlow: a ``tf.function`` graph loop over the window's batches, as Keras'
+  ``steps_per_execution`` does; each step the model's own ``train_step`` (a user model's override
+  included), compiled as Keras compiles it (``jit_compile`` as the model has it).
+- JAX: the model's stateless ``train_step`` under one ``jax.jit`` with a ``lax.scan`` over the
+  window, the state (trainable, non-trainable, optimizer and metric variables) carried through
+  and written back to the model's variables once, at the end.
+- PyTorch: the eager loop of Keras' own train function (``torch.compile`` when the model asks
+  for it), the window's arrays moved to the device once, the losses read back once.
+
+Every step starts from freshly reset metrics as ``train_on_batch`` does, so "loss" is that step's
+loss: the same operations in the same order, and the weights and losses are those of a
+``train_on_batch`` loop (bit for bit on the CPU, on each backend; tested). The first step of a
+model runs through ``train_on_batch`` to build the optimizer and metric variables, which a
+compiled loop may not create; a window of one step, or one with a short last batch, runs per
+batch.
 """
 
 from __future__ import annotations
@@ -106,25 +115,88 @@ class WindowSteps:
         return float(result[0] if isinstance(result, list) else result)
 
     def _compile(self) -> Any:
-        import tensorflow as tf
+        import keras
 
-        model = self.model
+        backend = keras.backend.backend()
+        compile_window = {
+            "tensorflow": _tensorflow_window,
+            "jax": _jax_window,
+            "torch": _torch_window,
+        }
+        return compile_window[backend](self.model)
 
-        @tf.autograph.experimental.do_not_convert  # type: ignore[untyped-decorator]
-        def one_step(data: Any) -> Any:
+
+def _tensorflow_window(model: Any) -> Any:
+    import tensorflow as tf
+
+    @tf.autograph.experimental.do_not_convert  # type: ignore[untyped-decorator]
+    def one_step(data: Any) -> Any:
+        model.reset_metrics()  # as train_on_batch does: "loss" is this step's loss
+        return model.train_step(data)["loss"]
+
+    step = tf.function(one_step, reduce_retracing=True, jit_compile=model.jit_compile)
+
+    @tf.function(reduce_retracing=True)  # type: ignore[untyped-decorator]
+    def window(inputs: Any, labels: Any, weights: Any) -> Any:
+        steps = tf.shape(labels)[0]
+        losses = tf.TensorArray(tf.float32, size=steps)
+        for i in tf.range(steps):
+            x = tf.nest.map_structure(lambda t: t[i], inputs)  # noqa: B023 - used at once
+            loss = step((x, labels[i], weights[i]))
+            losses = losses.write(i, tf.cast(loss, tf.float32))
+        return losses.stack()
+
+    return window
+
+
+def _jax_window(model: Any) -> Any:
+    import jax
+
+    def scan(state: Any, reset: Any, inputs: Any, labels: Any, weights: Any) -> Any:
+        def one_step(state: Any, batch: Any) -> Any:
+            trainable, non_trainable, optimizer, _ = state
+            logs, state = model.train_step((trainable, non_trainable, optimizer, reset), batch)
+            return state, logs["loss"].astype("float32")
+
+        return jax.lax.scan(one_step, (*state, reset), (inputs, labels, weights))
+
+    # the old state's buffers hold the new one; ``reset`` (the metric variables as
+    # reset_metrics leaves them: each step starts from them) is not given up
+    compiled = jax.jit(scan, donate_argnums=0)
+    groups = (
+        model.trainable_variables,
+        model.non_trainable_variables,
+        model.optimizer.variables,
+        model.metrics_variables,
+    )
+
+    def window(inputs: Any, labels: Any, weights: Any) -> Any:
+        model.reset_metrics()
+        reset = [variable.value for variable in model.metrics_variables]
+        state = tuple([variable.value for variable in group] for group in groups[:3])
+        state, losses = compiled(state, reset, inputs, labels, weights)
+        for group, values in zip(groups, state, strict=True):
+            for variable, value in zip(group, values, strict=True):
+                variable.assign(value)
+        return np.asarray(losses)
+
+    return window
+
+
+def _torch_window(model: Any) -> Any:
+    import keras
+
+    model.make_train_function()  # Keras' own step: train_step, or torch.compile of it
+
+    def window(inputs: Any, labels: Any, weights: Any) -> Any:
+        on_device = keras.tree.map_structure(keras.ops.convert_to_tensor, (inputs, labels, weights))
+        inputs, labels, weights = on_device
+        losses = []
+        for i in range(int(labels.shape[0])):
+            x = keras.tree.map_structure(lambda t: t[i], inputs)  # noqa: B023 - used at once
             model.reset_metrics()  # as train_on_batch does: "loss" is this step's loss
-            return model.train_step(data)["loss"]
+            logs = model.train_function([(x, labels[i], weights[i])])
+            losses.append(keras.ops.cast(logs["loss"], "float32"))
+        return keras.ops.convert_to_numpy(keras.ops.stack(losses))
 
-        step = tf.function(one_step, reduce_retracing=True, jit_compile=model.jit_compile)
-
-        @tf.function(reduce_retracing=True)  # type: ignore[untyped-decorator]
-        def window(inputs: Any, labels: Any, weights: Any) -> Any:
-            steps = tf.shape(labels)[0]
-            losses = tf.TensorArray(tf.float32, size=steps)
-            for i in tf.range(steps):
-                x = tf.nest.map_structure(lambda t: t[i], inputs)  # noqa: B023 - used at once
-                loss = step((x, labels[i], weights[i]))
-                losses = losses.write(i, tf.cast(loss, tf.float32))
-            return losses.stack()
-
-        return window
+    return window

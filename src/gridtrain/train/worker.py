@@ -37,6 +37,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from gridtrain.backend import use_backend
 from gridtrain.data.manifest import Manifest, ShardEntry
 from gridtrain.errors import GridtrainError, ProtocolError
 from gridtrain.ps import auth
@@ -57,19 +58,11 @@ RECONNECT_WINDOW = 120.0  # seconds a worker keeps trying to reach a parameter s
 
 
 def configure_devices(threads: int | None) -> str:
-    """Set up TensorFlow's devices before first use; returns a description for the log."""
-    import tensorflow as tf
+    """Set up the devices of this process's Keras backend (KERAS_BACKEND, set from the run's
+    train.backend before this) before first use; returns a description for the log."""
+    from gridtrain.train.backends import configure_devices as configure
 
-    gpus = tf.config.list_physical_devices("GPU")
-    for gpu in gpus:
-        tf.config.experimental.set_memory_growth(gpu, True)
-    if threads:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(min(threads, 2))
-    if gpus:
-        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "all")
-        return f"{len(gpus)} GPU(s) (CUDA_VISIBLE_DEVICES={visible}), memory growth on"
-    return f"CPU, {threads or os.cpu_count()} threads"
+    return configure(threads)
 
 
 @dataclass
@@ -400,7 +393,8 @@ def predict_shards(
     for shard in shards:
         data = load(shard)
         for inputs, batch_y, _ in data.batches(PREDICT_BATCH):
-            out = np.asarray(model.predict_on_batch(arrange_inputs(model, inputs)))
+            # float32 whatever the model computes in (a user model's 16-bit head)
+            out = np.asarray(model.predict_on_batch(arrange_inputs(model, inputs)), np.float32)
             outputs.append(out.reshape(out.shape[0], -1))
             ys.append(batch_y)
         weights.append(data.weights)
@@ -457,6 +451,7 @@ def await_launch(stream: IO[str]) -> tuple[Path, str, Path, str] | None:
 def main(spec_path: Path, address: str, secret_file: Path, name: str, devices: str) -> int:
     """Entry point of ``gridtrain worker``, once ``configure_devices`` has set up ``devices``."""
     spec = WorkerSpec.read(spec_path)
+    use_backend(spec.settings.backend)  # refuses a prewarmed process of another backend
     secret = auth.read_secret_file(secret_file)
     log.info("%s: training on %s", name, devices)
     scratch = scratch_dir(name)
