@@ -188,6 +188,10 @@ def load_model(path: str | Path, *, compile: bool = True) -> keras.Model:
     """
     import keras
 
-    import gridtrain.models.layers  # noqa: F401  (registers MaskedPooling for deserialisation)
+    # registers the built-in layers (MaskedPooling, the taggers') and optimizers for loading
+    import gridtrain.models.layers
+    import gridtrain.models.optimizers
+    import gridtrain.models.part
+    import gridtrain.models.particlenet  # noqa: F401
 
     return keras.saving.load_model(path, compile=compile)

@@ -11,6 +11,11 @@ The worker feeds a dict keyed by Keras input name:
 - ``"<image>"``: float32 (batch, *shape) per image (``dataset.images``), standardised with the
   manifest's global (per channel) or per-pixel statistics.
 
+``InputSpec.statistics`` holds, per jagged group, the per-channel mean and standard deviation the
+worker standardised it with, so a model that needs physical values (the taggers' four-momenta and
+(delta eta, delta phi) distances) can undo the standardisation in its graph; empty, the model
+takes the values it is fed as physical ones.
+
 ``InputSpec.task`` is what the model must predict (``gridtrain.task.Task``): its output has
 ``task.output_units`` units with ``task.output_activation`` (1 sigmoid, K softmax, or T linear on
 standardised targets), which ``gridtrain.models.build`` checks before any process starts.
@@ -47,12 +52,14 @@ class InputTensor:
 @dataclass(frozen=True)
 class InputSpec:
     """The flat feature names, the jagged groups (name -> (length L, channel names)), the
-    images (name -> shape per event) and the task the model's head must fit."""
+    images (name -> shape per event), the task the model's head must fit and the groups'
+    standardisation (name -> (means, standard deviations) per channel)."""
 
     features: tuple[str, ...]
     groups: dict[str, tuple[int, tuple[str, ...]]]
     images: dict[str, tuple[int, ...]] = field(default_factory=dict)
     task: Task = field(default_factory=Task)
+    statistics: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for group, (length, channels) in self.groups.items():
@@ -72,7 +79,10 @@ class InputSpec:
         """The inputs a converted dataset offers and its task, from its manifest."""
         groups = {g["name"]: (int(g["length"]), tuple(g["branches"])) for g in manifest.jagged}
         task = Task.from_dict(getattr(manifest, "task", None))  # older manifests: binary
-        return cls(tuple(manifest.features), groups, image_shapes(manifest.images), task)
+        statistics = group_statistics(manifest.stats, groups)
+        return cls(
+            tuple(manifest.features), groups, image_shapes(manifest.images), task, statistics
+        )
 
     def tensors(self) -> dict[str, InputTensor]:
         """Every input this dataset can feed, by Keras input name."""
@@ -96,3 +106,18 @@ class InputSpec:
 def image_shapes(images: list[dict[str, Any]]) -> dict[str, tuple[int, ...]]:
     """Image name -> shape per event, from a manifest's ``images`` entries."""
     return {image["name"]: tuple(int(n) for n in image["shape"]) for image in images}
+
+
+def group_statistics(
+    stats: dict[str, Any], groups: dict[str, Any]
+) -> dict[str, tuple[tuple[float, ...], tuple[float, ...]]]:
+    """Per jagged group its channels' (means, standard deviations) from a manifest's ``stats``
+    (a group without statistics is left out: its values are taken as they come)."""
+    return {
+        name: (
+            tuple(float(v) for v in stats[name]["mean"]),
+            tuple(float(v) for v in stats[name]["std"]),
+        )
+        for name in groups
+        if name in stats
+    }

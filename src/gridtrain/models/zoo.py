@@ -473,6 +473,24 @@ def build_cnn(
     return finish_model(model_inputs, x, "cnn", inputs.task, learning_rate, seeds)
 
 
+def build_particlenet(
+    inputs: InputSpec, params: Mapping[str, Any], *, learning_rate: float, seed: int | None
+) -> keras.Model:
+    """ParticleNet (EdgeConv over the particles); see ``models.particlenet``."""
+    from gridtrain.models.particlenet import build_particlenet as build
+
+    return build(inputs, params, learning_rate=learning_rate, seed=seed)
+
+
+def build_part(
+    inputs: InputSpec, params: Mapping[str, Any], *, learning_rate: float, seed: int | None
+) -> keras.Model:
+    """The Particle Transformer; see ``models.part``."""
+    from gridtrain.models.part import build_part as build
+
+    return build(inputs, params, learning_rate=learning_rate, seed=seed)
+
+
 @dataclass(frozen=True)
 class Builder:
     """A built-in model: its builder and its parameters (checkable without building)."""
@@ -494,3 +512,13 @@ MODELS: dict[str, Builder] = {
     ),
     "cnn": Builder(build_cnn, CNN_PARAMS, "a small CNN on one image (dataset.images)"),
 }
+
+# The taggers' parameters use Param and the checks above, so they are read in last.
+from gridtrain.models.taggers import PART_PARAMS, PARTICLENET_PARAMS  # noqa: E402
+
+MODELS["particlenet"] = Builder(
+    build_particlenet, PARTICLENET_PARAMS, "ParticleNet (EdgeConv; presets lite, full)"
+)
+MODELS["part"] = Builder(
+    build_part, PART_PARAMS, "Particle Transformer (pairwise attention bias; presets small, paper)"
+)
