@@ -10,6 +10,7 @@ include: "workflow/rules/stage.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/export.smk"
 include: "workflow/rules/tune.smk"
+include: "workflow/rules/apply.smk"
 
 
 rule all:

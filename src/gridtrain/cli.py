@@ -29,6 +29,7 @@ _COMMAND_MODULES = (
     "gridtrain.condor.doctor",
     "gridtrain.condor.pack",
     "gridtrain.export.cli",
+    "gridtrain.apply.cli",
     "gridtrain.serve.cli",
     "gridtrain.tune.cli",
 )

@@ -111,3 +111,8 @@ class CheckpointError(GridtrainError, OSError):
 
 class ExportError(GridtrainError, ValueError):
     """A trained model cannot be exported, or its export does not score as the model does."""
+
+
+class ApplyError(GridtrainError, ValueError):
+    """A file cannot be scored with a run's model (no such tree or branch, no export), or a
+    scores file exists and differs from what scoring would write."""

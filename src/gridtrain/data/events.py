@@ -12,13 +12,16 @@ Nothing here selects events, computes labels, weights or targets (``convert`` do
 from __future__ import annotations
 
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
+from gridtrain.config import DatasetConfig, Sample
 from gridtrain.data.arrays import pad_group
 from gridtrain.data.branches import InputReader
-from gridtrain.data.layout import FLOAT32, Layout
+from gridtrain.data.layout import FLOAT32, Input, Layout, check_layout
+from gridtrain.data.selection import Selection
+from gridtrain.task import Task
 
 
 @dataclass
@@ -28,6 +31,17 @@ class Columns:
     flat: dict[str, np.ndarray]  # branch -> N x width
     groups: dict[str, tuple[np.ndarray, list[np.ndarray]]]  # group -> (counts, channel contents)
     images: dict[str, np.ndarray]  # branch -> N x shape
+
+
+def input_layout(
+    dataset: DatasetConfig, reader: InputReader, selection: Selection | None = None
+) -> Layout:
+    """The layout of a file to score: conversion's checks of its features, groups, images,
+    event id (and selection) branches, without the labels, weights and targets a file being
+    scored need not have (collision data has no generator weight or truth)."""
+    sample = Sample("scored", (reader.path,), 0, reader.tree_name)
+    scored = replace(dataset, samples=(sample,), task=Task())
+    return check_layout(scored, [Input(sample, reader)], selection, [])
 
 
 def read_columns(

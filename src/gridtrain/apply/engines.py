@@ -1,0 +1,166 @@
+"""The model that scores: the run's Keras model or its ONNX export, behind one interface.
+
+Layer: apply, the runtimes' edge. Both engines take the *raw* inputs ``export.json`` describes
+(``features`` as the chosen columns, each jagged group padded with its entry count, all float32)
+and return the scores in the units the user sees (probabilities; a regression's targets in
+physical units): the standardisation is inside the model, exactly as ``gridtrain export`` folds
+it in (``gridtrain.export.graph.raw_input_model``). The ONNX engine reads ``export.json`` and
+``model.onnx`` and imports neither TensorFlow nor Keras (nor the export and training layers that
+would load them): the path for a grid job or an analysis environment without TensorFlow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gridtrain.errors import ApplyError
+from gridtrain.rundir import RunDir
+
+ENGINES = ("keras", "onnx")
+EXPORT_JSON = "export.json"
+OUTPUT = "score"  # the exported graph's one output (gridtrain.export.graph.OUTPUT)
+
+Scores = Callable[[dict[str, np.ndarray]], np.ndarray]
+
+
+@dataclass(frozen=True)
+class ModelInput:
+    """One raw input of the model, as ``export.json`` describes it."""
+
+    name: str
+    columns: tuple[str, ...] = ()  # features: the feature columns; a group: its channels
+    length: int | None = None  # a group: entries kept per event
+    counts: str | None = None  # a count input: the group whose entries it counts
+
+    @classmethod
+    def from_json(cls, record: dict[str, Any]) -> ModelInput:
+        length = record.get("length")
+        return cls(
+            record["name"],
+            tuple(record.get("columns", ())),
+            None if length is None else int(length),
+            record.get("counts"),
+        )
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """Which model scores, found and fingerprinted without loading it (cheap, any process)."""
+
+    engine: str
+    run_dir: Path
+    path: Path  # model.keras, or the export's model.onnx
+    sha256: str
+
+    @property
+    def export_dir(self) -> Path:
+        return self.path.parent
+
+
+@dataclass
+class Engine:
+    """A loaded model: its raw inputs and ``score(feed) -> (N, outputs)``."""
+
+    kind: str
+    inputs: tuple[ModelInput, ...]
+    score: Scores
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def find_model(run_dir: Path, engine: str, export_dir: Path | None = None) -> ModelRef:
+    """The model file of ``engine`` for the run in ``run_dir``; ``ApplyError`` if it has none."""
+    files = RunDir(run_dir)
+    if not files.config.exists():
+        raise ApplyError(f"{run_dir}: no {files.config.name}; not a gridtrain run directory")
+    if engine == "keras":
+        if not files.model.exists():
+            raise ApplyError(
+                f"{run_dir}: no {files.model.name}; score with a finished run (gridtrain "
+                "train), or with its export (--engine onnx)"
+            )
+        return ModelRef(engine, run_dir, files.model, _sha256(files.model))
+    if engine != "onnx":
+        raise ApplyError(f"--engine {engine}: choose one of {', '.join(ENGINES)}")
+    folder = export_dir or run_dir / "export"
+    described = folder / EXPORT_JSON
+    if not described.exists():
+        raise ApplyError(
+            f"{folder}: no {EXPORT_JSON}; export the run first (gridtrain export {run_dir} "
+            "--format onnx), or score with --engine keras"
+        )
+    onnx = json.loads(described.read_text()).get("files", {}).get("onnx")
+    if onnx is None or not (folder / onnx["path"]).exists():
+        raise ApplyError(f"{folder}: the export has no ONNX model; export again with --format onnx")
+    return ModelRef(engine, run_dir, folder / onnx["path"], _sha256(folder / onnx["path"]))
+
+
+def load_engine(model: ModelRef, threads: int) -> Engine:
+    """Load ``model`` to score on ``threads`` threads."""
+    if model.engine == "onnx":
+        return _onnx(model, threads)
+    return _keras(model, threads)
+
+
+def _onnx(model: ModelRef, threads: int) -> Engine:
+    try:
+        import onnxruntime
+    except ImportError:
+        raise ApplyError(
+            "--engine onnx needs ONNX Runtime: pip install onnxruntime (or gridtrain[export])"
+        ) from None
+    described = json.loads((model.export_dir / EXPORT_JSON).read_text())
+    names = described["files"]["onnx"]
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    session = onnxruntime.InferenceSession(
+        str(model.path), options, providers=["CPUExecutionProvider"]
+    )
+    tensors = names.get("inputs", {})
+    output = names.get("outputs", {}).get(OUTPUT, OUTPUT)
+
+    def score(feed: dict[str, np.ndarray]) -> np.ndarray:
+        return np.asarray(session.run([output], {tensors.get(k, k): v for k, v in feed.items()})[0])
+
+    inputs = tuple(ModelInput.from_json(record) for record in described["inputs"])
+    return Engine("onnx", inputs, score)
+
+
+def _keras(model: ModelRef, threads: int) -> Engine:
+    """The run's Keras model behind the export's raw-input wrapper (the same graph, run by
+    Keras): the standardisation and a regression's un-standardisation as the export has them."""
+    # gridtrain.train loads the XRootD client (root:// inputs) before TensorFlow can be loaded.
+    from gridtrain.export.graph import describe_inputs, raw_input_model
+    from gridtrain.models import load_model, model_input_names
+    from gridtrain.train.settings import WorkerSpec
+
+    import tensorflow as tf  # isort: skip
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+
+    spec = WorkerSpec.read(RunDir(model.run_dir).spec)
+    trained = load_model(model.path, compile=False)
+    described = describe_inputs(spec, model_input_names(trained))
+    wrapped = raw_input_model(trained, spec, described)
+
+    def score(feed: dict[str, np.ndarray]) -> np.ndarray:
+        return np.asarray(wrapped.predict_on_batch(feed))
+
+    inputs = tuple(ModelInput.from_json(i.to_json()) for i in described)
+    return Engine("keras", inputs, score)
