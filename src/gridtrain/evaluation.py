@@ -34,7 +34,11 @@ rejection 1 / eps_b at a fixed signal efficiency, is given per pair of classes (
 class j as the background), interpolated linearly along the ROC curve.
 
 Regression metrics are in physical units. The **response** is prediction / truth when every true
-value has one sign (the calibration view: 1 is unbiased) and prediction - truth otherwise; its
+value has one sign and stays away from zero (the calibration view: 1 is unbiased), and
+prediction - truth otherwise (``response_kind``, with the reason in ``response_reason``). Away
+from zero means every |truth| is at least ``RATIO_FLOOR`` of the median |truth|: a ratio over a
+truth near zero is a number like 1.7e7 that says nothing, and a choice made on the sign alone flips
+with the rounding of a value near zero (1.49e-10 stored, -4.48e-8 after a round trip). Its
 centre is the weighted **median** and the **resolution** its weighted interquartile range / 1.349
 (the standard deviation for a Gaussian core, robust against the tails a mis-measured jet gives),
 each in bins of the true value that hold equal shares of the weight.
@@ -56,6 +60,9 @@ METRIC_NEGATIVE_WEIGHTS = "zero"
 
 FIXED_EFFICIENCIES = (0.5, 0.9)
 """The signal efficiencies at which multiclass metrics give each background's rejection."""
+
+RATIO_FLOOR = 0.01
+"""A regression's response is a ratio only where every |truth| >= RATIO_FLOOR x median |truth|."""
 
 IQR_TO_SIGMA = 1.349
 """The interquartile range of a unit Gaussian: IQR / 1.349 estimates a Gaussian core's sigma."""
@@ -85,7 +92,8 @@ def negative_weight_summary(weights: ArrayLike) -> dict[str, Any]:
         "metrics": METRIC_NEGATIVE_WEIGHTS,
         "events": int(w.shape[0]),
         "negative_events": int(np.count_nonzero(negative)),
-        "negative_share": float(-np.sum(w[negative]) / total) if total > 0 else 0.0,
+        # + 0.0: no negative weight gives 0.0, not -0.0 (printed "-0.0 %")
+        "negative_share": float(-np.sum(w[negative]) / total) + 0.0 if total > 0 else 0.0,
     }
 
 
@@ -470,6 +478,24 @@ def weighted_quantile(values: ArrayLike, weights: ArrayLike, q: ArrayLike) -> Fl
     return np.asarray(np.interp(np.asarray(q, dtype=np.float64), cdf, v), dtype=np.float64)
 
 
+def response_kind(truth: ArrayLike, weights: ArrayLike) -> tuple[str, str]:
+    """``("ratio", why)`` when every true value of positive weight has one sign and is at least
+    ``RATIO_FLOOR`` of the median |truth| away from zero, else ``("difference", why)``."""
+    t = np.asarray(truth, dtype=np.float64).reshape(-1)
+    t = t[np.asarray(weights, dtype=np.float64).reshape(-1) > 0]
+    if t.size == 0:
+        return "difference", "no event of positive weight"
+    if not (np.all(t > 0) or np.all(t < 0)):
+        return "difference", "the truth takes both signs or zero"
+    smallest, median = float(np.min(np.abs(t))), float(np.median(np.abs(t)))
+    if smallest < RATIO_FLOOR * median:
+        return "difference", (
+            f"the truth comes near zero (smallest |truth| {smallest:.3g} < {RATIO_FLOOR:g} x "
+            f"median {median:.3g}): a ratio there would be meaningless"
+        )
+    return "ratio", "the truth has one sign and stays away from zero"
+
+
 def _centre_and_spread(values: FloatArray, weights: FloatArray) -> tuple[float, float]:
     q25, q50, q75 = weighted_quantile(values, weights, [0.25, 0.5, 0.75])
     return float(q50), float((q75 - q25) / IQR_TO_SIGMA)
@@ -485,9 +511,9 @@ def regression_metrics(
     """The weighted metrics of a regression in physical units, as a JSON-ready record.
 
     Per target (``targets[name]``): ``rmse``, ``mae``, ``bias`` (weighted mean of prediction -
-    truth), ``response_kind`` (``ratio`` prediction / truth when every true value has one sign,
-    else ``difference``), ``response`` (weighted median) and ``resolution`` (weighted IQR / 1.349)
-    of all events, and ``binned``: the true value cut into ``bins`` bins of equal weight
+    truth), ``response_kind`` (``ratio`` prediction / truth when every true value has one sign
+    and stays away from zero, else ``difference``; ``response_reason`` says which),
+    ``response`` (weighted median) and ``resolution`` (weighted IQR / 1.349) of all events, and ``binned``: the true value cut into ``bins`` bins of equal weight
     (``edges``; bins that coincide on a discrete truth merge) with each bin's ``truth`` (weighted
     mean), ``events``, ``response`` and ``resolution``.
     """
@@ -502,8 +528,8 @@ def regression_metrics(
     for index, name in enumerate(labels):
         true, pred = t[:, index], p[:, index]
         residual = pred - true
-        one_sign = bool(np.all(true > 0) or np.all(true < 0))
-        response = pred / true if one_sign else residual
+        kind, reason = response_kind(true, w)
+        response = pred / true if kind == "ratio" else residual
         centre, spread = _centre_and_spread(response, w)
         edges = np.unique(weighted_quantile(true, w, np.linspace(0.0, 1.0, bins + 1)))
         # Every event in a bin, the extreme ones included.
@@ -532,7 +558,8 @@ def regression_metrics(
             "rmse": float(np.sqrt(np.dot(w, residual * residual) / total)),
             "mae": float(np.dot(w, np.abs(residual)) / total),
             "bias": float(np.dot(w, residual) / total),
-            "response_kind": "ratio" if one_sign else "difference",
+            "response_kind": kind,
+            "response_reason": reason,
             "response": centre,
             "resolution": spread,
             "binned": binned,

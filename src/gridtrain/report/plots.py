@@ -320,11 +320,23 @@ PLOTS_BY_KIND: dict[str, dict[str, Callable[[Run], Figure]]] = {
 }
 
 
+TRAINING_PLOTS = (
+    "training_vs_time.png",
+    "training_vs_updates.png",
+    "staleness.png",
+    "throughput.png",
+)
+"""How the training went: a k-fold run's folds have them, its parent directory does not."""
+
+
 def plots_for(run: Run) -> dict[str, Callable[[Run], Figure]]:
     """The plots of the run's task, and of its kinematic reweighting: file name and drawing
-    function."""
-    extra = reweight_plots(run)
-    return {**PLOTS_BY_KIND[run.kind], **extra} if extra else PLOTS_BY_KIND[run.kind]
+    function. A k-fold run's parent (its metrics list the ``folds``) draws the validation plots
+    of the combined scores only; each fold's folder has its training plots."""
+    chosen = {**PLOTS_BY_KIND[run.kind], **reweight_plots(run)}
+    if "folds" in (run.metrics or {}):
+        chosen = {name: draw for name, draw in chosen.items() if name not in TRAINING_PLOTS}
+    return chosen
 
 
 def save_png(fig: Figure, path: Path) -> None:

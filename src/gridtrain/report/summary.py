@@ -60,9 +60,26 @@ def summary_lines(run: Run) -> list[str]:
             f"{staleness.get('p50', '?')}, p90 {staleness.get('p90', '?')}, max "
             f"{staleness.get('max', '?')}"
         )
+    folds = m.get("folds")
+    if isinstance(folds, dict):
+        lines.append(_folds_line(folds))
     if run.normalisation:
         lines.extend(yield_lines(run.normalisation))
     return lines
+
+
+def _folds_line(folds: dict[str, Any]) -> str:
+    """A k-fold run: how many folds, and each headline figure's mean and spread over them."""
+    mean, std = folds.get("mean") or {}, folds.get("std") or {}
+    figures = ", ".join(
+        f"{key} {mean[key]:.4f} ± {std.get(key, float('nan')):.4f}"
+        for key in ("auc", "macro_auc", "accuracy", "loss")
+        if isinstance(mean.get(key), int | float)
+    )
+    return (
+        f"folds: {folds.get('folds', '?')} (each event scored by the fold model that did not "
+        f"train on it); per fold {figures or 'no figures'}"
+    )
 
 
 def _outcome(run: Run, m: dict[str, Any], kind: str) -> list[str]:
@@ -97,6 +114,11 @@ def _outcome(run: Run, m: dict[str, Any], kind: str) -> list[str]:
             f"{name}: RMSE {_fmt(t.get('rmse'), '.4g')}, MAE {_fmt(t.get('mae'), '.4g')}, "
             f"response {_fmt(t.get('response'), '.4g')} and resolution "
             f"{_fmt(t.get('resolution'), '.4g')} of {kind_of}"
+            + (
+                f" ({t['response_reason']})"
+                if t.get("response_kind") == "difference" and t.get("response_reason")
+                else ""
+            )
         )
     return lines
 

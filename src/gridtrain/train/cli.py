@@ -91,20 +91,31 @@ def register(subparsers: Any) -> None:
 def _train(args: argparse.Namespace) -> int:
     from gridtrain.config import load_config
     from gridtrain.train.driver import detach, prepare, resume, train
+    from gridtrain.train.kfold import execute_folds, is_kfold, prepare_folds, train_folds
 
     if args.resume is not None:
         if args.detach:
             return _detached(args.resume, detach(args.resume))
+        if is_kfold(args.resume):
+            return execute_folds(args.resume)
         return resume(args.resume)
     config = load_config(args.config)
     if args.epochs is not None:
         config["train"]["epochs"] = args.epochs
     if args.profile is not None:
         config["train"]["condor"]["profile"] = args.profile
+    run_dir = args.run_dir or Path(config["train"]["run_dir"])
+    if config["train"].get("folds"):  # k-fold: one run per fold below run_dir
+        if args.executor is not None:
+            config["train"]["executor"] = args.executor
+        if args.detach:
+            files = prepare_folds(config, run_dir, args.workers)
+            return _detached(files.path, detach(files.path))
+        return train_folds(config, run_dir, args.workers)
     if args.detach:
         if args.executor is not None:
             config["train"]["executor"] = args.executor
-        files = prepare(config, args.run_dir or Path(config["train"]["run_dir"]), args.workers)
+        files = prepare(config, run_dir, args.workers)
         return _detached(files.path, detach(files.path))
     return train(config, args.run_dir, args.workers, args.executor)
 

@@ -33,6 +33,7 @@ from typing import Any, TextIO
 import numpy as np
 import yaml
 
+from gridtrain.data.folds import fold_manifest
 from gridtrain.data.manifest import Manifest, load_manifest
 from gridtrain.errors import ConfigError, GridtrainError
 from gridtrain.files import atomic_file, write_text
@@ -119,9 +120,16 @@ def _shard_locations(
     }
 
 
-def prepare(config: dict[str, Any], run_dir: Path, workers: int | None) -> RunDir:
-    """Check the config, build the model once, and write config, worker spec and initial state."""
-    from gridtrain.models.spec import image_shapes
+def prepare(
+    config: dict[str, Any], run_dir: Path, workers: int | None, fold: int | None = None
+) -> RunDir:
+    """Check the config, build the model once, and write config, worker spec and initial state.
+
+    ``fold``: the fold this run trains in a k-fold training (``train.folds``; train/kfold.py):
+    its manifest lists every shard for training and for validation, and its readers keep the
+    fold's rows for each role."""
+    from gridtrain.models.spec import group_statistics, image_shapes
+    from gridtrain.train.finetune import initialise_from
     from gridtrain.train.replica import build_replica
 
     settings = TrainConfig.from_dict(config["train"]).with_model_path_resolved(Path.cwd())
@@ -129,6 +137,8 @@ def prepare(config: dict[str, Any], run_dir: Path, workers: int | None) -> RunDi
         if workers < 1:
             raise ConfigError(f"--workers {workers}: start at least one worker")
         settings = TrainConfig(**{**settings.__dict__, "workers": workers})
+    if fold is not None:
+        settings = TrainConfig(**{**settings.__dict__, "fold": fold})
     settings.algorithm_config()  # raises ConfigError for bad algorithm settings
     if settings.executor == "condor":  # a bad profile or a dying grid proxy: refuse now
         from gridtrain.condor.proxy import check_proxy
@@ -141,9 +151,21 @@ def prepare(config: dict[str, Any], run_dir: Path, workers: int | None) -> RunDi
     if not manifest.shards.get("train"):
         raise ConfigError(f"{manifest_path}: the dataset has no training shards; convert again")
     check_weights(manifest, settings.negative_weights, manifest_path)
+    if settings.init_from is not None:  # recorded absolute: a resumed run reads initial.npz
+        settings = TrainConfig(
+            **{**settings.__dict__, "init_from": str(Path(settings.init_from).resolve())}
+        )
+    statistics = group_statistics(manifest.stats, groups)
     model = build_replica(
-        settings, features, groups, image_shapes(manifest.images), manifest.learning_task()
+        settings,
+        features,
+        groups,
+        image_shapes(manifest.images),
+        manifest.learning_task(),
+        statistics,
     )
+    if settings.init_from is not None:
+        initialise_from(model, settings.init_from, settings.head)
     files = RunDir(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if files.spec.exists():
@@ -155,8 +177,9 @@ def prepare(config: dict[str, Any], run_dir: Path, workers: int | None) -> RunDi
     used["train"]["workers"] = settings.workers
     used["train"]["model"]["name"] = settings.model
     write_text(files.config, yaml.safe_dump(used, sort_keys=False))
+    recorded = json.loads(manifest.to_json())
     spec = WorkerSpec(
-        json.loads(manifest.to_json()),
+        recorded if fold is None else fold_manifest(recorded),
         manifest_path,
         settings,
         features,

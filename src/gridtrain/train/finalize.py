@@ -7,9 +7,13 @@ atomically. ``gridtrain report`` redraws the plots from these files without Tens
 
 The task's metrics (``gridtrain.evaluation``; negative event weights counted as zero) go into
 metrics.json with the ``task`` record and ``train_negative_weights``; ``validation.npz`` holds the
-validation events: ``weights`` (the event weights as converted), ``names`` (classes or targets)
-and ``labels`` (N,) with ``scores`` (N, K) (binary: (N, 1)), or ``truth`` and ``prediction``
-(N, T) in physical units. A binary run also writes ``roc.npz``.
+validation events in shard order: ``event_id`` (N, K) uint64 (the dataset's event-id branches,
+``event_id_names``), ``weights`` (the event weights as converted), ``names`` (classes or
+targets) and ``labels`` (N,) with ``scores`` (N, K) (binary: (N, 1)), or ``truth`` and
+``prediction`` (N, T) in physical units. ``truth`` is the target exactly as the shard stores it
+(float32), read beside the model's inputs, not the standardised training target turned back,
+which moves a value near zero by the rounding of (y - mean) / std (1.49e-10 came back as
+-4.48e-8). A binary run also writes ``roc.npz``.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import numpy as np
 
 from gridtrain.data.manifest import Manifest
 from gridtrain.data.reweight import applied_histograms
+from gridtrain.data.shards import ShardReader
 from gridtrain.evaluation import (
     multiclass_metrics,
     negative_weight_summary,
@@ -36,7 +41,7 @@ from gridtrain.files import atomic_file, atomic_path, write_text
 from gridtrain.ps.checkpoint import read_checkpoint, read_initial_weights
 from gridtrain.ps.metrics import staleness_summary
 from gridtrain.report.run import VALIDATION_FILE, ShardRecord, read_history
-from gridtrain.train.inputs import InputBuilder, ShardData
+from gridtrain.train.inputs import InputBuilder, ShardData, fold_rows
 from gridtrain.train.replica import replica, stage_in
 from gridtrain.train.settings import WorkerSpec
 from gridtrain.train.targets import class_indices, unstandardise
@@ -88,11 +93,21 @@ def run_figures(shards: list[ShardRecord], epochs: int) -> dict[str, Any]:
     }
 
 
-def task_metrics(files: RunDir, task: Task, predicted: Predictions) -> dict[str, Any]:
-    """The task's validation metrics; writes validation.npz (and roc.npz for a binary task)."""
+def task_metrics(
+    files: RunDir, task: Task, predicted: Predictions, stored: dict[str, Any]
+) -> dict[str, Any]:
+    """The task's validation metrics; writes validation.npz (and roc.npz for a binary task).
+
+    ``stored``: what the validation shards hold, in the order ``predicted`` scored them:
+    ``event_id`` (N, K), ``event_id_names`` and, for a regression, ``target`` (N, T).
+    """
     metrics: dict[str, Any] = dict(predicted.validation_record(task))  # loss as in training
     event_weights = predicted.event_weights
-    arrays: dict[str, Any] = {"weights": event_weights}
+    arrays: dict[str, Any] = {
+        "weights": event_weights,
+        "event_id": stored["event_id"],
+        "event_id_names": np.asarray(stored["event_id_names"]),
+    }
     if task.is_classifier:
         labels = class_indices(task, predicted.y)
         scores = predicted.outputs
@@ -108,7 +123,7 @@ def task_metrics(files: RunDir, task: Task, predicted: Predictions) -> dict[str,
             metrics.update({k: v for k, v in full.items() if k != "accuracy"})
     else:
         names = [t.name for t in task.targets]
-        truth = unstandardise(task, predicted.y)
+        truth = np.asarray(stored["target"], dtype=np.float64).reshape(predicted.y.shape)
         prediction = unstandardise(task, predicted.outputs)
         arrays.update(truth=truth, prediction=prediction, names=np.asarray(names))
         metrics.update(regression_metrics(truth, prediction, event_weights, names))
@@ -133,19 +148,35 @@ def write_outputs(files: RunDir, spec: WorkerSpec, *, plots: bool = True) -> dic
         weights = checkpoint.center
     model.set_weights(weights)
     manifest = Manifest.from_dict(spec.manifest)
-    builder = InputBuilder(
-        manifest, spec.features, spec.groups, model_input_names(model), settings.negative_weights
+    builder = InputBuilder(  # k-fold: the fold's own events only
+        manifest,
+        spec.features,
+        spec.groups,
+        model_input_names(model),
+        settings.negative_weights,
+        fold_rows(manifest, settings.fold, settings.folds, validation=True),
     )
     entries = {entry.path: entry for entry in manifest.shards.get("validation", [])}
     metrics: dict[str, Any] = {}
+    validation_events = 0  # a k-fold run's fold: its own events of every shard
     if entries:
+        exact = ["event_id"] + ([] if builder.task.is_classifier else ["target"])
+        stored: dict[str, list[np.ndarray]] = {name: [] for name in exact}
         with tempfile.TemporaryDirectory(prefix="gridtrain-final-") as scratch:
             stagein = stage_in(spec, Path(scratch))
 
             def load(shard: str) -> ShardData:
                 entry = entries[shard]
                 location = spec.locations[shard]
-                data = builder.load(stagein.get(location, entry.bytes, entry.adler32))
+                local = stagein.get(location, entry.bytes, entry.adler32)
+                data = builder.load(local)
+                with ShardReader(local, exact) as reader:  # as stored, beside what was scored
+                    raw = reader.read()
+                if builder.rows is not None:
+                    keep = builder.rows(raw["event_id"])
+                    raw = {name: array[keep] for name, array in raw.items()}
+                for name, array in raw.items():
+                    stored[name].append(array)
                 stagein.release(location)
                 return data
 
@@ -153,7 +184,10 @@ def write_outputs(files: RunDir, spec: WorkerSpec, *, plots: bool = True) -> dic
                 predicted = predict_shards(model, list(entries), load)
             finally:
                 stagein.close()
-        metrics.update(task_metrics(files, builder.task, predicted))
+        found: dict[str, Any] = {name: np.concatenate(parts) for name, parts in stored.items()}
+        found["event_id_names"] = manifest.event_id
+        validation_events = len(found["event_id"])
+        metrics.update(task_metrics(files, builder.task, predicted, found))
     metrics["task"] = builder.task.to_dict()
     metrics["train_negative_weights"] = settings.negative_weights
     if builder.task.is_classifier and "reweight" in manifest.weights:  # for the report's plots
@@ -177,7 +211,7 @@ def write_outputs(files: RunDir, spec: WorkerSpec, *, plots: bool = True) -> dic
             "every": settings.every,
             "model": settings.model,
             "staleness": staleness_summary(state.get("staleness", {})),
-            "validation_events": int(sum(entry.events for entry in entries.values())),
+            "validation_events": validation_events,
         }
     )
     write_text(files.metrics, json.dumps(metrics, indent=1) + "\n")

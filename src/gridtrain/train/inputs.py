@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from gridtrain.data.folds import FoldRows
 from gridtrain.data.manifest import Manifest, class_factors
 from gridtrain.data.reweight import event_factors
 from gridtrain.data.shards import ShardReader
@@ -114,8 +115,10 @@ class InputBuilder:
         groups: dict[str, tuple[int, tuple[str, ...]]],
         wanted: list[str],
         negative_weights: str = DEFAULT_NEGATIVE_WEIGHTS,
+        rows: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> None:
         self.wanted = wanted
+        self.rows = rows  # k-fold: the events of a shard this role keeps, from their event ids
         self.task = manifest.learning_task()
         self.negative_weights = negative_weights
         self._factors: list[float] = []
@@ -151,10 +154,15 @@ class InputBuilder:
         for name in self._groups:
             self._datasets += [name, f"{name}_count"]
         self._datasets += list(self._images)
+        if rows is not None:
+            self._datasets.append("event_id")
 
     def load(self, path: str | Path) -> ShardData:
         with ShardReader(path, self._datasets) as reader:
             raw = reader.read()
+        if self.rows is not None:
+            keep = self.rows(raw.pop("event_id"))
+            raw = {name: array[keep] for name, array in raw.items()}
         inputs: Inputs = {}
         reweight_values = raw["features"][:, self._reweight_columns] if self._reweight else None
         if "features" in self.wanted:
@@ -200,6 +208,14 @@ class InputBuilder:
         return ShardData(inputs, y, weights, event_weights)
 
 
+def fold_rows(manifest: Manifest, fold: int | None, folds: int | None, validation: bool) -> Any:
+    """The rows a k-fold run's role keeps (``gridtrain.data.folds.FoldRows``), or None for a
+    run of one model, which reads every row of its shards."""
+    if fold is None or folds is None:
+        return None
+    return FoldRows(fold, folds, int(manifest.split["seed"]), validation)
+
+
 class Prefetcher:
     """Loads shards in one background thread: ``submit`` early, ``get`` when needed.
 
@@ -211,16 +227,21 @@ class Prefetcher:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-load")
         self._pending: dict[str, Future[ShardData]] = {}
 
-    def submit(self, key: str, path: Locate, seed: int | None = None) -> None:
+    def submit(
+        self, key: str, path: Locate, seed: int | None = None, builder: InputBuilder | None = None
+    ) -> None:
+        """Start loading ``path`` under ``key`` (with ``builder``, else the prefetcher's)."""
         if key not in self._pending:
-            self._pending[key] = self._pool.submit(self._load, path, seed)
+            self._pending[key] = self._pool.submit(self._load, path, seed, builder)
 
-    def get(self, key: str, path: Locate, seed: int | None = None) -> ShardData:
-        self.submit(key, path, seed)
+    def get(
+        self, key: str, path: Locate, seed: int | None = None, builder: InputBuilder | None = None
+    ) -> ShardData:
+        self.submit(key, path, seed, builder)
         return self._pending.pop(key).result()
 
-    def _load(self, path: Locate, seed: int | None) -> ShardData:
-        data = self._builder.load(path())
+    def _load(self, path: Locate, seed: int | None, builder: InputBuilder | None) -> ShardData:
+        data = (builder or self._builder).load(path())
         return data if seed is None else data.shuffled(seed)
 
     def close(self) -> None:

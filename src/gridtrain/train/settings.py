@@ -48,6 +48,13 @@ class TrainConfig:
     topk: float = 0.01  # with wire topk: the share of each tensor's entries a push carries
     backend: str = DEFAULT_BACKEND  # the Keras backend of the driver and workers (backend.py)
     precision: str = "float32"  # Keras' dtype policy: float32, mixed_bfloat16, mixed_float16
+    folds: int | None = None  # k-fold training: K models (train/kfold.py); None: one model
+    fold: int | None = None  # the fold this run trains (0 .. folds-1), set by train/kfold.py
+    # fine-tuning (train/finetune.py): initial weights from another model, frozen layers, a head
+    init_from: str | None = None
+    freeze: tuple[str, ...] = ()
+    head: tuple[str, ...] = ("probability", "prediction")
+    head_learning_rate: float | None = None
 
     @classmethod
     def from_dict(cls, section: dict[str, Any]) -> TrainConfig:
@@ -80,6 +87,15 @@ class TrainConfig:
             topk=float(section.get("topk", 0.01)),
             backend=section.get("backend", DEFAULT_BACKEND),
             precision=section.get("precision", "float32"),
+            folds=section.get("folds"),
+            init_from=section.get("init_from"),
+            freeze=tuple(section.get("freeze") or ()),
+            head=tuple(section.get("head", ("probability", "prediction"))),
+            head_learning_rate=(
+                None
+                if section.get("head_learning_rate") is None
+                else float(section["head_learning_rate"])
+            ),
         )
 
     def __post_init__(self) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 from gridtrain.errors import ConfigError, GridtrainError
 from gridtrain.rundir import RunDir
 from gridtrain.train.driver import TrainingFailed, attach_executor, running_driver
+from gridtrain.train.kfold import fold_dirs, is_kfold
 from gridtrain.train.settings import WorkerSpec
 
 
@@ -59,7 +60,16 @@ def _ps_status(files: RunDir) -> dict[str, Any] | str:
 
 
 def run_status(run_dir: Path) -> dict[str, Any]:
-    """Everything ``gridtrain status`` prints, as a dictionary."""
+    """Everything ``gridtrain status`` prints, as a dictionary (a k-fold run: its own phase and
+    driver, and each fold's status under ``folds``)."""
+    if is_kfold(run_dir):
+        files = RunDir(run_dir.absolute())
+        driver = running_driver(files)
+        folds = [run_status(fold) for fold in fold_dirs(run_dir)]
+        phase = "training" if driver is not None else "finished" if files.metrics.exists() else ""
+        if not phase:
+            phase = "stopped" if any(f["phase"] != "prepared" for f in folds) else "prepared"
+        return {"run_dir": str(files.path), "phase": phase, "driver": driver, "folds": folds}
     files = RunDir(run_dir.absolute())
     if not files.spec.exists():
         raise ConfigError(
@@ -88,6 +98,8 @@ def run_status(run_dir: Path) -> dict[str, Any]:
 
 
 def format_status(status: dict[str, Any]) -> str:
+    if "folds" in status:
+        return _format_folds(status)
     run_dir, phase = status["run_dir"], status["phase"]
     driver = status.get("driver") or {}
     head = f"run {run_dir}: {phase}"
@@ -159,34 +171,71 @@ def format_status(status: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _format_folds(status: dict[str, Any]) -> str:
+    folds = status["folds"]
+    head = f"k-fold run {status['run_dir']}: {status['phase']}, {len(folds)} folds"
+    driver = status.get("driver")
+    if driver:
+        head += f" (driver pid {driver['pid']} on {driver['host']})"
+    lines = [head]
+    for fold in folds:
+        lines.extend("  " + line for line in format_status(fold).splitlines())
+    if status["phase"] == "stopped":
+        lines.append(f"  continue every fold with gridtrain train --resume {status['run_dir']}")
+    return "\n".join(lines)
+
+
 def cancel(run_dir: Path, *, timeout: float = 120.0) -> str:
-    """Stop the run's driver (checkpoint, PS stopped, jobs removed) and remove any queued job."""
+    """Stop the run's driver (checkpoint, PS stopped, jobs removed) and remove any queued job.
+    For a k-fold run: its driver, then every fold's."""
+    if is_kfold(run_dir):
+        return _cancel_folds(run_dir, timeout)
     files = RunDir(run_dir.absolute())
     if not files.spec.exists():
         raise ConfigError(f"{run_dir}: no run here (no {files.spec.name}); nothing to cancel")
-    done = []
-    driver = running_driver(files)
-    if driver is not None:
-        pid = int(driver["pid"])
-        if driver["host"] != socket.gethostname():
-            raise GridtrainError(
-                f"{run_dir}: its driver runs on {driver['host']} (pid {pid}); run gridtrain "
-                "cancel there"
-            )
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while running_driver(files) is not None:
-            if time.monotonic() > deadline:
-                raise TrainingFailed(
-                    f"the driver (pid {pid}) did not stop within {timeout:g} s; see "
-                    f"{files.driver_log}, or kill -9 {pid} and run gridtrain cancel again"
-                )
-            time.sleep(0.2)
-        done.append(f"stopped the driver (pid {pid}), which checkpointed the run")
+    done = _stop_driver(files, run_dir, timeout)
     settings = WorkerSpec.read(files.spec).settings
     removed = attach_executor(settings.executor, files.path).cancel()
     if removed:
         done.append(f"removed {removed} queued worker job(s)")
+    if not done:
+        return f"gridtrain cancel: {run_dir}: nothing to cancel (no driver running, no job queued)"
+    return f"gridtrain cancel: {'; '.join(done)}; continue with gridtrain train --resume {run_dir}"
+
+
+def _stop_driver(files: RunDir, run_dir: Path, timeout: float) -> list[str]:
+    """SIGTERM the running driver of ``files`` and wait until it has checkpointed and gone."""
+    driver = running_driver(files)
+    if driver is None:
+        return []
+    pid = int(driver["pid"])
+    if driver["host"] != socket.gethostname():
+        raise GridtrainError(
+            f"{run_dir}: its driver runs on {driver['host']} (pid {pid}); run gridtrain "
+            "cancel there"
+        )
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while running_driver(files) is not None:
+        if time.monotonic() > deadline:
+            raise TrainingFailed(
+                f"the driver (pid {pid}) did not stop within {timeout:g} s; see "
+                f"{files.driver_log}, or kill -9 {pid} and run gridtrain cancel again"
+            )
+        time.sleep(0.2)
+    return [f"stopped the driver (pid {pid}), which checkpointed the run"]
+
+
+def _cancel_folds(run_dir: Path, timeout: float) -> str:
+    done = [
+        f"k-fold: {line}" for line in _stop_driver(RunDir(run_dir.absolute()), run_dir, timeout)
+    ]
+    for fold in fold_dirs(run_dir):
+        said = cancel(fold, timeout=timeout)
+        if "nothing to cancel" not in said:
+            done.append(
+                f"{fold.name}: {said.removeprefix('gridtrain cancel: ').split('; continue')[0]}"
+            )
     if not done:
         return f"gridtrain cancel: {run_dir}: nothing to cancel (no driver running, no job queued)"
     return f"gridtrain cancel: {'; '.join(done)}; continue with gridtrain train --resume {run_dir}"

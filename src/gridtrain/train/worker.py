@@ -44,7 +44,7 @@ from gridtrain.ps import auth
 from gridtrain.ps.client import PSClient
 from gridtrain.ps.exchange import Exchange
 from gridtrain.task import Task
-from gridtrain.train.inputs import InputBuilder, Prefetcher, ShardData
+from gridtrain.train.inputs import InputBuilder, Prefetcher, ShardData, fold_rows
 from gridtrain.train.overlap import OverlappedExchange
 from gridtrain.train.replica import replica, stage_in
 from gridtrain.train.settings import WorkerSpec
@@ -101,8 +101,16 @@ class Worker:
         self.locations = spec.locations
         self.model = replica(spec)
         self.inputs = model_input_names(self.model)
-        self.builder = InputBuilder(
-            self.manifest, spec.features, spec.groups, self.inputs, settings.negative_weights
+        self.builder, self.validation_builder = (
+            InputBuilder(
+                self.manifest,
+                spec.features,
+                spec.groups,
+                self.inputs,
+                settings.negative_weights,
+                fold_rows(self.manifest, settings.fold, settings.folds, validation),
+            )
+            for validation in (False, True)
         )
         budget = settings.scratch_budget_mb
         self.stagein = stage_in(spec, scratch, budget << 20 if budget else None)
@@ -284,7 +292,7 @@ class Worker:
         answer = self.client.complete(
             int(task["lease"]),
             {
-                "loss": loss,
+                **({"loss": loss} if losses else {}),  # none: no event of the shard (k-fold)
                 "events": data.events,
                 "seconds": round(seconds, 4),
                 "exchange_seconds": round(exchange_seconds, 4),
@@ -339,7 +347,9 @@ class Worker:
         """The model's outputs on ``shards`` under its current weights."""
 
         def load(shard: str) -> ShardData:
-            data = self.prefetcher.get(shard, lambda: self._stage(shard))
+            data = self.prefetcher.get(  # k-fold: a shard trains and validates other rows
+                f"validation:{shard}", lambda: self._stage(shard), builder=self.validation_builder
+            )
             self.stagein.release(self.locations[shard])
             return data
 
