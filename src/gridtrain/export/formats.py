@@ -1,10 +1,10 @@
 """The export formats, each written and then loaded back the way its users load it.
 
-Layer: export, files and runtimes. ``onnx``: Keras' exporter (through tf2onnx), scored with ONNX
-Runtime, what CMSSW's ``PhysicsTools/ONNXRuntime`` and Athena load. ``saved_model``: TensorFlow's
-SavedModel (SONIC/Triton, Python). ``frozen``: a frozen GraphDef (``model.pb``), variables folded
-into constants, run in a TensorFlow 1 session as ``tensorflow::loadGraphDef`` and
-``tensorflow::run`` do in CMSSW's ``PhysicsTools/TensorFlow``.
+Layer: export, files and runtimes. ``onnx``: the frozen graph below converted by tf2onnx, scored
+with ONNX Runtime, what CMSSW's ``PhysicsTools/ONNXRuntime`` and Athena load. ``saved_model``:
+TensorFlow's SavedModel (SONIC/Triton, Python). ``frozen``: a frozen GraphDef (``model.pb``),
+variables folded into constants, run in a TensorFlow 1 session as ``tensorflow::loadGraphDef``
+and ``tensorflow::run`` do in CMSSW's ``PhysicsTools/TensorFlow``.
 
 Every writer takes the raw-input Keras model of ``graph.raw_input_model`` and a path; every loader
 returns ``score(inputs: dict[str, ndarray]) -> ndarray`` plus the names C++ code needs.
@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from gridtrain.errors import ExportError
 from gridtrain.export.graph import OUTPUT, ExportInput
 
 log = logging.getLogger(__name__)
@@ -43,10 +44,19 @@ class Written:
 
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
-    """tf2onnx and TensorFlow print and warn while they trace; none of it concerns the user."""
+    """tf2onnx and TensorFlow print, warn and log while they trace; none of it concerns the
+    user (an error still raises)."""
+    loggers = [logging.getLogger(name) for name in ("tensorflow", "tf2onnx")]
+    levels = [logger.level for logger in loggers]
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
-        yield
+        for logger in loggers:
+            logger.setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            for logger, level in zip(loggers, levels, strict=True):
+                logger.setLevel(level)
 
 
 def _signature(inputs: list[ExportInput]) -> list[Any]:
@@ -69,23 +79,15 @@ def write(kind: str, model: Any, inputs: list[ExportInput], folder: Path) -> Wri
     return _write_frozen(model, inputs, path)
 
 
-def _write_onnx(model: Any, inputs: list[ExportInput], path: Path) -> Written:
-    import onnx
+def _frozen(model: Any, inputs: list[ExportInput]) -> Any:
+    """The model as one TensorFlow graph with every variable and captured tensor a constant.
 
-    with _quiet():
-        model.export(str(path), format="onnx", input_signature=_signature(inputs), verbose=False)
-    proto = onnx.load(str(path))
-    [output] = proto.graph.output  # tf2onnx names it after TensorFlow's tensor; C++ wants OUTPUT
-    old = output.name
-    for node in proto.graph.node:
-        node.output[:] = [OUTPUT if name == old else name for name in node.output]
-    output.name = OUTPUT
-    onnx.checker.check_model(proto)
-    onnx.save(proto, str(path))
-    return Written("onnx", path, {i.name: i.name for i in inputs}, {OUTPUT: OUTPUT})
-
-
-def _write_frozen(model: Any, inputs: list[ExportInput], path: Path) -> Written:
+    Both the frozen GraphDef and the ONNX file are written from this graph. A functional model
+    can hold tensors made when it was built (a mask from ``keras.ops.arange(length)``); traced,
+    they are captured inputs of the function, which tf2onnx's ``from_function`` turns into
+    inputs of the ONNX graph that no user feeds ("Required inputs ([...Less/x:0]) are missing
+    from input feed"). Folded here, only the model's own inputs remain.
+    """
     import tensorflow as tf
     from tensorflow.python.framework.convert_to_constants import (
         convert_variables_to_constants_v2,
@@ -97,10 +99,51 @@ def _write_frozen(model: Any, inputs: list[ExportInput], path: Path) -> Written:
 
     with _quiet():
         frozen = convert_variables_to_constants_v2(serve.get_concrete_function())
+    names = {tensor.name.split(":")[0]: tensor.name for tensor in frozen.inputs}
+    extra = sorted(set(names) - {i.name for i in inputs})
+    if extra:  # a tensor the graph reads and cannot fold: name its op, the way out
+        raise ExportError(
+            f"the traced graph reads tensor(s) {', '.join(extra)} besides the model's inputs "
+            "(a value computed outside the layers when the model was built); compute it inside "
+            "a layer's call() with keras.ops, or leave this format out (--format)"
+        )
+    return frozen
+
+
+def _write_onnx(model: Any, inputs: list[ExportInput], path: Path) -> Written:
+    import onnx
+
+    frozen = _frozen(model, inputs)
+    feeds = [tensor.name for tensor in frozen.inputs]
+    output = frozen.outputs[0].name
+    rename = {name: name.split(":")[0] for name in feeds} | {output: OUTPUT}
+    with _quiet():
+        import tf2onnx
+        from keras.src.export.tf2onnx_lib import patch_tf2onnx  # what model.export() runs first
+
+        patch_tf2onnx()  # tf2onnx 1.17 still reads np.object, gone in numpy 2
+        proto, _ = tf2onnx.convert.from_graph_def(
+            frozen.graph.as_graph_def(),
+            name="gridtrain_export",
+            input_names=feeds,
+            output_names=[output],
+            tensors_to_rename=rename,
+        )
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(path))
+    names = {i.name: i.name for i in inputs}
+    if {i.name for i in proto.graph.input} != set(names):
+        raise ExportError(
+            f"the ONNX graph's inputs are {sorted(i.name for i in proto.graph.input)}, not the "
+            f"model's {sorted(names)}"
+        )
+    return Written("onnx", path, names, {OUTPUT: OUTPUT})
+
+
+def _write_frozen(model: Any, inputs: list[ExportInput], path: Path) -> Written:
+    frozen = _frozen(model, inputs)
     path.write_bytes(frozen.graph.as_graph_def().SerializeToString())
     names = {tensor.name.split(":")[0]: tensor.name for tensor in frozen.inputs}
-    if set(names) != {i.name for i in inputs}:
-        raise ValueError(f"the frozen graph's inputs are {sorted(names)}, not the model's")
     return Written("frozen", path, names, {OUTPUT: frozen.outputs[0].name})
 
 

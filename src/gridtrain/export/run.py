@@ -184,7 +184,15 @@ def verify(
                 feed = {n: raw[n][start : start + BATCH] for n in wanted}
                 for kind, score in scorers.items():
                     began = time.perf_counter()
-                    scores[kind].append(np.asarray(score(feed)).reshape(-1))
+                    try:
+                        scored = np.asarray(score(feed))
+                    except Exception as err:  # the runtime's own error, often pages long
+                        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+                        raise ExportError(
+                            f"{kind} cannot score the validation events: {first[:300]}; nothing "
+                            "was written"
+                        ) from err
+                    scores[kind].append(scored.reshape(-1))
                     seconds[kind] += time.perf_counter() - began
             labels.append(label)
             weights.append(weight)
