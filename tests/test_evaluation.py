@@ -363,3 +363,27 @@ def test_regression_difference_response_losses_and_bad_input() -> None:
         regression_metrics(truth, np.where(truth == 0, np.inf, 0.0), np.ones(4), ["a", "b"])
     with pytest.raises(ValueError, match="loss is 'l2'"):
         weighted_regression_loss(truth, prediction, np.ones(4), "l2")
+
+
+def test_a_truth_near_zero_gives_the_difference_response_however_it_was_rounded() -> None:
+    """A ratio target with one value of 1.49e-10 (stored) or -4.48e-8 (after a round trip through
+    standardisation): the ratio would put that event at 1e7, and the sign alone would flip the
+    choice between the two; both give the difference, and say why."""
+    rng = np.random.default_rng(3)
+    truth = rng.uniform(0.5, 1.5, 200)
+    prediction = truth + rng.normal(0, 0.05, 200)
+    weights = np.ones(200)
+    assert regression_metrics(truth, prediction, weights, ["r"])["targets"]["r"][
+        "response_kind"
+    ] == "ratio"  # fmt: skip
+    for tiny in (1.49e-10, -4.48e-8):
+        truth[0] = tiny
+        t = regression_metrics(truth, prediction, weights, ["r"])["targets"]["r"]
+        assert t["response_kind"] == "difference"
+        assert "comes near zero" in t["response_reason"] or "both signs" in t["response_reason"]
+        assert abs(t["response"]) < 0.05
+        assert all(abs(r) < 1 for r in t["binned"]["response"] if r is not None)
+    truth[0] = 1.49e-10
+    assert "smallest |truth| 1.49e-10" in regression_metrics(truth, prediction, weights, ["r"])[
+        "targets"
+    ]["r"]["response_reason"]  # fmt: skip

@@ -1,5 +1,6 @@
 """Read a training run directory: ``metrics.json``, ``history.jsonl``, ``roc.npz`` and
-``validation.npz`` (the validation events' weights, labels and scores, or truth and prediction).
+``validation.npz`` (the validation events' ids and weights, labels and scores, or truth and
+prediction).
 
 Layer: report, reading. It turns the files the training engine writes into records and never
 writes anything; a run killed mid-write is expected, so a truncated last line of the history and
@@ -78,7 +79,9 @@ class Validation:
     """The validation events as finalize saved them (``validation.npz``), physical units.
 
     Classifiers: ``labels`` (N,) class indices and ``scores`` (N, K) (binary: (N, 1)); a
-    regression: ``truth`` and ``prediction`` (N, T). ``names`` are the classes or the targets.
+    regression: ``truth`` (the targets as stored) and ``prediction`` (N, T). ``names`` are the
+    classes or the targets; ``event_id`` (N, K) the events' ids, branches ``event_id_names``
+    (None for a run written before they were kept).
     """
 
     weights: npt.NDArray[np.float64]
@@ -87,6 +90,8 @@ class Validation:
     scores: npt.NDArray[np.float64] | None = None
     truth: npt.NDArray[np.float64] | None = None
     prediction: npt.NDArray[np.float64] | None = None
+    event_id: npt.NDArray[np.uint64] | None = None
+    event_id_names: tuple[str, ...] = ()
 
     @property
     def kind(self) -> str:
@@ -265,12 +270,19 @@ def read_validation(path: Path) -> Validation:
             raise ValueError(f"{name} has shape {a.shape}; expected ({n}, K) like weights")
         return a
 
+    ids: dict[str, Any] = {}
+    if "event_id" in arrays:
+        event_id = np.asarray(arrays["event_id"], dtype=np.uint64)
+        if event_id.ndim != 2 or event_id.shape[0] != n:
+            raise ValueError(f"event_id has shape {event_id.shape}; expected ({n}, K)")
+        id_names = tuple(str(x) for x in np.asarray(arrays.get("event_id_names", ())).reshape(-1))
+        ids = {"event_id": event_id, "event_id_names": id_names}
     if "truth" in arrays or "prediction" in arrays:
         truth, prediction = table("truth"), table("prediction")
         if truth.shape != prediction.shape:
             raise ValueError(f"truth {truth.shape} and prediction {prediction.shape} differ")
         names = names or tuple(f"target {i}" for i in range(truth.shape[1]))
-        return Validation(weights, names, truth=truth, prediction=prediction)
+        return Validation(weights, names, truth=truth, prediction=prediction, **ids)
     scores = table("scores")
     if "labels" not in arrays:
         raise KeyError("no array labels")
@@ -283,7 +295,7 @@ def read_validation(path: Path) -> Validation:
             if scores.shape[1] == 1
             else tuple(f"class {i}" for i in range(scores.shape[1]))
         )
-    return Validation(weights, names, labels=labels, scores=scores)
+    return Validation(weights, names, labels=labels, scores=scores, **ids)
 
 
 def read_config(path: Path) -> dict[str, Any] | None:

@@ -220,6 +220,7 @@ def response(run: Run) -> Figure:
         fig,
         targets=np.array(list(targets), dtype=np.str_),
         response_kind=np.array([str(t.get("response_kind")) for t in targets.values()]),
+        response_reason=np.array([str(t.get("response_reason", "")) for t in targets.values()]),
         response=[float(t["response"]) for t in targets.values()],
         resolution=[float(t["resolution"]) for t in targets.values()],
     )
@@ -261,7 +262,11 @@ def response(run: Run) -> Figure:
             ax.grid(alpha=0.3)
         centre_ax.set_ylabel(f"response: {what}")
         spread_ax.set_ylabel(f"resolution of {what}")
-        centre_ax.set_title(f"{name}: response {t['response']:.4g}", fontsize=10)
+        why = t.get("response_reason")
+        centre_ax.set_title(
+            f"{name}: response {t['response']:.4g}" + (f"\n({what}: {why})" if why else ""),
+            fontsize=10 if not why else 8,
+        )
         spread_ax.set_title(f"{name}: resolution {t['resolution']:.4g}", fontsize=10)
     fig.suptitle("response and resolution against the true value (weighted)")
     return fig
