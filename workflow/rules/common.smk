@@ -62,3 +62,25 @@ REPORT_PLOTS = [
 
 def run_dir():
     return config["train"]["run_dir"]
+
+
+# The scores of the files in apply.files (rules apply and apply_file)
+def apply_model():
+    """What the scoring jobs read: the run's model.keras, or its export."""
+    if config["apply"]["engine"] == "onnx":
+        return f"{run_dir()}/export/export.json"
+    return f"{run_dir()}/model.keras"
+
+
+def apply_stems():
+    """Each input file by the stem of its scores file (two inputs may not share one)."""
+    from gridtrain.apply.outputs import check_names, input_stem
+
+    check_names(config["apply"]["files"])
+    return {input_stem(path): path for path in config["apply"]["files"]}
+
+
+def apply_input(wildcards):
+    """The input file of one scores file; root:// inputs are read in place."""
+    path = apply_stems()[wildcards.stem]
+    return [] if is_url(path) else [path]
