@@ -340,8 +340,10 @@ def _type(schema: Schema, renderer: _Renderer) -> str:
         if k == "array":
             items = renderer.resolve(schema.get("items"))
             inner = _type(items, renderer) if items else ""
-            if _has_keys(items):
-                names.append("list of objects")
+            if _has_keys(items):  # items that may also be plain values: "strings or objects"
+                alone = items.get("type") if isinstance(items.get("type"), list) else []
+                plain = [_list_of(k).removeprefix("list of ") for k in alone if k != "object"]
+                names.append("list of " + " or ".join([*plain, "objects"]))
             else:
                 names.append(_list_of(inner))
         elif k == "object" and isinstance(schema.get("additionalProperties"), dict):

@@ -121,6 +121,17 @@ class JaggedGroup:
     fill: float = 0.0
 
 
+@dataclass(frozen=True)
+class DerivedFeature:
+    """A feature column computed from branches: ``expr`` in the selection's syntax, with
+    elements and reductions of jagged branches (``Jet_pt[0]``, ``len(Jet_pt)``); ``fill`` is
+    its value where ``expr`` is undefined (``None``: not given)."""
+
+    name: str
+    expr: str
+    fill: float | None = None
+
+
 IMAGE_STATISTICS = ("global", "per-pixel")
 # Names the shard already uses for other datasets, which a jagged group or an image cannot take.
 _RESERVED = ("features", "label", "weight", "event_id", "target")
@@ -176,6 +187,7 @@ class DatasetConfig:
     task: Task = field(default_factory=Task)  # the top-level ``task`` section
     on_bad_target: str = "refuse"  # task.on_bad_target: refuse | drop
     lumi: float | None = None  # pb^-1, for the samples with an xsec
+    derived: tuple[DerivedFeature, ...] = ()  # the features (by name) that are expressions
     reweight: Reweight | None = None  # kinematic reweighting (gridtrain.data.reweight)
 
     @classmethod
@@ -205,6 +217,7 @@ class DatasetConfig:
             for name, g in section["images"].items()
         )
         _check_names([g.name for g in jagged], [g.name for g in images])
+        features, derived = _features(section["features"])
         if parsed.kind == "multiclass" and all(isinstance(s.label, int) for s in samples):
             for index, name in enumerate(parsed.classes):
                 if all(s.label != index for s in samples):
@@ -228,7 +241,8 @@ class DatasetConfig:
         scalars += ["lumi"]
         return cls(
             samples=samples,
-            features=tuple(section["features"]),
+            features=features,
+            derived=derived,
             jagged=jagged,
             images=images,
             event_id=tuple(section["event_id"]),
@@ -249,6 +263,8 @@ class DatasetConfig:
             content.pop("images")
         if content["lumi"] is None:
             content.pop("lumi")
+        if not content["derived"]:
+            content.pop("derived")
         if content["reweight"] is None:
             content.pop("reweight")
         for sample in content["samples"]:
@@ -389,6 +405,31 @@ def _bin_edges(name: str, spec: list[float] | dict[str, Any]) -> tuple[float, ..
             "order, e.g. [0, 30, 60, 120], or {n: 20, lo: 0, hi: 500}"
         )
     return tuple(edges)
+
+
+def _features(
+    listed: list[str | dict[str, Any]],
+) -> tuple[tuple[str, ...], tuple[DerivedFeature, ...]]:
+    """The feature columns' names in order, and those that are expressions; a derived name must
+    not repeat another feature's (a branch's is checked against the files)."""
+    names: list[str] = []
+    derived = []
+    for item in listed:
+        if isinstance(item, str):
+            names.append(item)
+            continue
+        fill = item.get("fill")
+        derived.append(
+            DerivedFeature(item["name"], item["expr"], None if fill is None else float(fill))
+        )
+        names.append(item["name"])
+    for feature in derived:
+        if names.count(feature.name) > 1:
+            raise ConfigError(
+                f"dataset.features: the derived feature {feature.name!r} ({feature.expr}) has the "
+                "name of another feature; give it a name of its own"
+            )
+    return tuple(names), tuple(derived)
 
 
 def _check_names(jagged: list[str], images: list[str]) -> None:

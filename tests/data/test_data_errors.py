@@ -112,7 +112,10 @@ def test_an_empty_tree(tmp_path):
 
 
 def test_a_selection_on_a_jagged_branch(toy_dir, tmp_path):
-    with pytest.raises(ConversionError, match=r"'part_pt' is jagged; cut on per-event"):
+    # a list per event enters a cut through an element or a reduction (part_pt[0], max(part_pt))
+    with pytest.raises(
+        ConversionError, match=r"'part_pt' is jagged \(a list per event\).*\(part_pt\[0\]\)"
+    ):
         convert(toy_config(toy_dir, tmp_path, selection="part_pt > 3"))
 
 

@@ -48,6 +48,7 @@ from gridtrain import __version__
 from gridtrain.config import DatasetConfig, Sample
 from gridtrain.data.arrays import clip_mask, scatter_group, validation_mask
 from gridtrain.data.branches import InputReader
+from gridtrain.data.derived import complete_columns
 from gridtrain.data.events import feature_table, read_columns
 from gridtrain.data.groups import FileGroup, FileSlice, group_dir
 from gridtrain.data.layout import (
@@ -56,6 +57,7 @@ from gridtrain.data.layout import (
     branch_names,
     check_layout,
     check_memory,
+    derived_features,
     target_expressions,
 )
 from gridtrain.data.manifest import (
@@ -190,22 +192,35 @@ def _read_piece(
     reading: _TaskReading,
     weight: SampleWeight,
 ) -> _Piece:
-    """Read one file's entry range, every branch in parallel, apply the selection, and compute
-    the labels, targets and weights."""
+    """Read one file's entry range, every branch in parallel, compute the derived features, the
+    targets and the weights, apply the selection, and compute the labels."""
     read = read_columns(item.reader, layout, flat_names, start, stop, pool)
-    flat = read.flat
+    flat, events = read.flat, stop - start
+    arrays = complete_columns(
+        item.reader, layout, flat, read.groups, start, stop, pool, weight.lists
+    )
+    target = np.empty((events, len(reading.targets)), dtype=np.float32)
+    for k, expression in enumerate(reading.targets):
+        target[:, k] = expression.values(arrays, events)
+    values, undefined = weight.evaluate(arrays, events)
     entries = np.arange(start, stop) + (item.offset - item.start)
     piece = _Piece(
-        entries, flat, read.groups, read.images, entries, item.sample_index, entries, entries
+        entries, flat, read.groups, read.images, entries, item.sample_index, target, values
     )
     if selection is not None:
-        piece = _keep(piece, selection.mask({n: flat[n][:, 0] for n in selection.names}))
+        keep = selection.mask(arrays)
+        piece = _keep(piece, keep)
+        undefined = undefined[keep] if undefined is not None else None
+    if undefined is not None and undefined.any():
+        raise ConversionError(
+            f"{item.reader.path}: sample {item.sample.name!r}: its weight "
+            f"{weight.definition!r} is undefined for {int(undefined.sum())} of {len(piece)} "
+            f"selected events in entries {start}-{stop} (an element past the end of a list, or "
+            "max/min of an empty one); cut those events with dataset.selection: "
+            f"{weight.guard()}"
+        )
     item.selected += len(piece)
     piece.label = _labels(item, piece, reading.task)
-    piece.target = np.empty((len(piece), len(reading.targets)), dtype=np.float32)
-    for k, expression in enumerate(reading.targets):
-        arrays = {n: piece.flat[n][:, 0] for n in expression.names}
-        piece.target[:, k] = expression.values(arrays, len(piece))
     if reading.targets:
         finite = np.isfinite(piece.target).all(axis=1)
         bad = len(piece) - int(finite.sum())
@@ -215,15 +230,21 @@ def _read_piece(
             raise ConversionError(
                 f"{item.reader.path}: sample {item.sample.name!r}: {bad} of {len(piece)} "
                 f"selected events in entries {start}-{stop} have a NaN or infinite target "
-                f"({', '.join(names)}); correct the inputs, cut those events with "
-                "dataset.selection, or set task.on_bad_target: drop to drop them (counted in "
-                "the manifest)"
+                f"({', '.join(names)}{_undefined_note(reading.targets)}); correct the inputs, "
+                "cut those events with dataset.selection, or set task.on_bad_target: drop to "
+                "drop them (counted in the manifest)"
             )
         if bad:
             item.non_finite += bad
             piece = _keep(piece, finite)
-    piece.weight = weight.values(piece.flat, len(piece))
     return piece
+
+
+def _undefined_note(targets: list[Selection]) -> str:
+    """Why a target with an element or max/min of a list may be NaN."""
+    if not any(t.undefinable for t in targets):
+        return ""
+    return "; NaN also where an element is past the end of a list or max/min has an empty one"
 
 
 def _keep(piece: _Piece, keep: np.ndarray) -> _Piece:
@@ -412,6 +433,7 @@ def convert(
         )
     out = Path(outdir)
     selection = Selection(dataset.selection) if dataset.selection else None
+    derived = derived_features(dataset)
     weights = sample_weights(dataset)
     reading = _TaskReading(dataset.task, target_expressions(dataset.task), dataset.on_bad_target)
     threads = threads or min(4, os.cpu_count() or 1)
@@ -425,7 +447,7 @@ def convert(
         inputs = _open_inputs(dataset, file_group)
         try:
             checked = [Input(f.sample, f.reader) for files in inputs for f in files]
-            layout = check_layout(dataset, checked, selection, reading.targets)
+            layout = check_layout(dataset, checked, selection, reading.targets, derived)
             for item in (f for files in inputs for f in files):
                 weights[item.sample_index].check(item.reader)
             check_memory(dataset, layout)
@@ -524,8 +546,11 @@ def _stream(
     common = branch_names(dataset, layout, selection)
     # Each sample's branches: a weight may read branches that other samples' files lack.
     names = [sorted(set(common) | set(w.names)) for w in weights]  # basket boundaries of each
-    tensors = layout.jagged_names() | layout.image_names()
-    flat_names = [[n for n in these if n not in tensors] for these in names]
+    tensors = layout.jagged_names() | layout.image_names() | set(layout.lists)
+    flat_names = [
+        [n for n in these if n not in tensors and n not in w.lists]
+        for these, w in zip(names, weights, strict=True)
+    ]
 
     def read(item: _Input, start: int, stop: int) -> _Piece:
         index = item.sample_index
@@ -607,6 +632,7 @@ def _manifest(
         codec=dataset.codec,
         chunk_events=dataset.chunk_events,
         features=list(layout.feature_columns),
+        derived={d.name: d.record() for d in layout.derived},
         jagged=[
             {"name": n, "branches": list(b), "length": length, "fill": fill, "count": f"{n}_count"}
             for n, b, length, fill in layout.groups

@@ -31,7 +31,15 @@ When a sample has its own weight, is data or has a cross-section (or ``dataset.l
      "data": {"events": 300, "yield": 300.0}, "simulation": {"events": 240, "yield": 77.1}}
 
 ``events`` and ``yield`` are after the selection (the weights as the shards store them,
-normalisation included); ``sumw`` is before it.
+normalisation included); ``sumw`` is before it, and ``sumw_source`` says where it came from: the
+``Runs`` branch read (``Runs.genEventSumw``, or older NanoAOD's ``Runs.genEventSumw_``) or
+``events`` (summed from the events' weight).
+
+Derived features. ``features`` names every column, and ``derived`` says which are computed from
+branches and how (``gridtrain.data.layout.Derived``; ``fill`` is null where none was given)::
+
+    "derived": {"lead_jet_pt": {"expr": "Jet_pt[0]", "fill": -1.0},
+                "met_ratio": {"expr": "MET_pt / MET_sumEt", "fill": null}}
 
 With ``dataset.reweight``, ``weights`` also holds ``reweight``: the bins, the training split's
 per-class histograms and the per-class weights for each treatment of negative weights
@@ -101,6 +109,8 @@ class Manifest:
     task: dict[str, Any] = field(default_factory=dict)  # Task.to_dict(); {}: binary
     weights: dict[str, Any] = field(default_factory=dict)  # see the module docstring
     class_factors: list[float] = field(default_factory=list)  # []: all 1
+    # the feature columns that are expressions: name -> {"expr": "Jet_pt[0]", "fill": -1.0}
+    derived: dict[str, dict[str, Any]] = field(default_factory=dict)
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
 

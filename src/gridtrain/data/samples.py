@@ -4,12 +4,14 @@ Conversion layer, between the readers and ``convert``. An analysis mixes collisi
 1) with simulation weighted by a generator-weight branch or expression (``genWeight``,
 ``genWeight * puWeight``) and normalised to a luminosity: each simulated event of a sample with
 an ``xsec`` weighs ``weight x xsec x lumi / sumw``, where ``sumw`` is the sum of generator
-weights before any selection. NanoAOD stores it in its ``Runs`` tree (``genEventSumw``, one
-entry per run and job, summed over entries and files here); without one, ``sumw`` is the sum of
+weights before any selection. NanoAOD stores it in its ``Runs`` tree (``genEventSumw``, in
+NanoAOD before v6 ``genEventSumw_``; one entry per run and job, summed over entries and files
+here, and the manifest names the branch read); without one, ``sumw`` is the sum of
 the events' weight over every entry of the sample's files, and a warning says so. Branch aliases
 let samples of different NanoAOD versions share a config: ``AliasedReader`` shows a file's
 branch under the name the config uses. The weight expressions are the selection's safe
-evaluator (``gridtrain.data.selection``): a config never runs code.
+evaluator (``gridtrain.data.selection``): a config never runs code, and a weight may take an
+element or a reduction of a jagged branch like any expression.
 """
 
 from __future__ import annotations
@@ -32,15 +34,17 @@ from gridtrain.data.branches import (
     read_errors,
     short,
 )
+from gridtrain.data.layout import check_expression
 from gridtrain.data.rootio import open_input
-from gridtrain.data.selection import Selection
-from gridtrain.errors import ConversionError
+from gridtrain.data.selection import Lists, Selection
+from gridtrain.errors import ConfigError, ConversionError
 
 log = logging.getLogger(__name__)
 
 RUNS_TREE = "Runs"
 RUNS_SUMW = "genEventSumw"
-SUMW_FROM_RUNS = "Runs.genEventSumw"
+RUNS_SUMW_OLD = "genEventSumw_"  # NanoAOD before v6 (2019) names it so
+SUMW_FROM_RUNS = "Runs.genEventSumw"  # or "Runs.genEventSumw_": the branch read
 SUMW_FROM_EVENTS = "events"  # the sum of the events' weight over every entry, before selection
 _SUM_STEP = 1 << 20  # entries summed at a time when sumw comes from the events
 
@@ -55,28 +59,52 @@ class SampleWeight:
     expression: Selection | None  # None: the constant ``definition``
     factor: float = 1.0
     sumw: float | None = None
-    sumw_source: str | None = None  # SUMW_FROM_RUNS or SUMW_FROM_EVENTS
+    sumw_source: str | None = None  # SUMW_FROM_RUNS (the Runs branch read) or SUMW_FROM_EVENTS
 
     @property
     def names(self) -> list[str]:
         """The branches the weight reads."""
         return self.expression.names if self.expression is not None else []
 
-    def base(self, flat: Mapping[str, np.ndarray], events: int) -> np.ndarray:
-        """Each event's weight before normalisation (float64), from N x width flat arrays."""
-        if self.expression is None:
-            return np.full(events, float(self.definition))
-        arrays = {n: flat[n][:, 0] for n in self.names}
-        return self.expression.values(arrays, events).astype(np.float64)
+    @property
+    def lists(self) -> list[str]:
+        """The jagged branches the weight reads as lists (``Jet_pt[0]``, ``len(Jet_pt)``)."""
+        return self.expression.lists if self.expression is not None else []
 
-    def values(self, flat: Mapping[str, np.ndarray], events: int) -> np.ndarray:
-        """Each event's weight as the shard stores it (float32), normalisation included."""
-        return (self.base(flat, events) * self.factor).astype(np.float32)
+    def base(
+        self, arrays: Mapping[str, np.ndarray | Lists], events: int
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Each event's weight before normalisation (float64) from the per-event branches and
+        the lists, and the events where it is undefined (``None``: none)."""
+        if self.expression is None:
+            return np.full(events, float(self.definition)), None
+        with np.errstate(all="ignore"):
+            result, undefined = self.expression.evaluate(arrays, events)
+        if result.dtype == np.bool_:
+            raise ConfigError(
+                f"{self.expression.key} {self.definition!r}: evaluates to a boolean, not a "
+                "number; write arithmetic of branches, e.g. 'genWeight * puWeight'"
+            )
+        return result.astype(np.float64), undefined
+
+    def evaluate(
+        self, arrays: Mapping[str, np.ndarray | Lists], events: int
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Each event's weight as the shard stores it (float32), normalisation included, and
+        the events where it is undefined (``None``: none)."""
+        base, undefined = self.base(arrays, events)
+        return (base * self.factor).astype(np.float32), undefined
+
+    def guard(self) -> str:
+        """A cut that keeps the events where the weight is defined ('' when it always is)."""
+        return self.expression.guard() if self.expression is not None else ""
 
     def check(self, reader: InputReader) -> None:
-        """Every branch of the weight is a per-event number in this input."""
-        for name in self.names:
-            reader.check_flat(name, f"weight of sample {self.sample.name!r} = {self.definition}")
+        """Every branch of the weight is in this input as the weight uses it: one number per
+        event, or a jagged branch where it takes an element or a reduction."""
+        if self.expression is not None:
+            role = f"weight of sample {self.sample.name!r} = {self.definition}"
+            check_expression(reader, self.expression, role)
 
     def record(self, lumi: float | None) -> dict[str, Any]:
         """The sample's normalisation record (events and yield are added from the counts)."""
@@ -132,25 +160,29 @@ def normalised(weight: SampleWeight, lumi: float | None) -> SampleWeight:
 
 def sum_of_weights(weight: SampleWeight) -> tuple[float, str]:
     """The sample's sum of generator weights before selection, and where it came from: every
-    file's ``Runs`` tree's ``genEventSumw``, else the events' weight over every entry."""
+    file's ``Runs`` tree's ``genEventSumw`` (or older NanoAOD's ``genEventSumw_``: the source
+    names the branch read), else the events' weight over every entry."""
     sample = weight.sample
     total = 0.0
+    branches = []
     for path in sample.files:
         runs = _runs_sumw(path)
         if runs is None:
             log.warning(
-                "sample %r: %s has no %s tree with %s; its sum of weights before selection is "
-                "summed from the events' weight (%s) over every entry instead, which is right "
-                "only when the files hold every generated event",
-                sample.name, path, RUNS_TREE, RUNS_SUMW, weight.definition,
+                "sample %r: %s has no %s tree with %s or %s; its sum of weights before "
+                "selection is summed from the events' weight (%s) over every entry instead, "
+                "which is right only when the files hold every generated event",
+                sample.name, path, RUNS_TREE, RUNS_SUMW, RUNS_SUMW_OLD, weight.definition,
             )  # fmt: skip
             return _events_sumw(weight), SUMW_FROM_EVENTS
-        total += runs
-    return total, SUMW_FROM_RUNS
+        total += runs[0]
+        branches.append(runs[1])
+    return total, ", ".join(f"{RUNS_TREE}.{b}" for b in sorted(set(branches)))
 
 
-def _runs_sumw(path: str) -> float | None:
-    """The sum of ``Runs/genEventSumw`` in one file; ``None`` when it has no such branch."""
+def _runs_sumw(path: str) -> tuple[float, str] | None:
+    """The sum of ``Runs/genEventSumw`` (else ``genEventSumw_``) in one file, and the branch
+    read; ``None`` when it has neither."""
     import uproot
 
     try:
@@ -158,10 +190,11 @@ def _runs_sumw(path: str) -> float | None:
             if RUNS_TREE not in file:
                 return None
             runs = file[RUNS_TREE]
-            if RUNS_SUMW not in runs:
+            branch = next((b for b in (RUNS_SUMW, RUNS_SUMW_OLD) if b in runs), None)
+            if branch is None:
                 return None
-            values = runs[RUNS_SUMW].array(library="np")
-            return float(np.sum(np.asarray(values, dtype=np.float64)))
+            values = runs[branch].array(library="np")
+            return float(np.sum(np.asarray(values, dtype=np.float64))), branch
     except read_errors() as err:
         raise ConversionError(
             f"{path}: its {RUNS_TREE} tree cannot be read ({short(err)}); the file is truncated "
@@ -179,8 +212,25 @@ def _events_sumw(weight: SampleWeight) -> float:
             weight.check(reader)
             for start in range(0, reader.entries, _SUM_STEP):
                 stop = min(start + _SUM_STEP, reader.entries)
-                flat = {n: reader.read_flat(n, start, stop) for n in weight.names}
-                total += float(weight.base(flat, stop - start).sum())
+                arrays: dict[str, np.ndarray | Lists] = {
+                    n: reader.read_flat(n, start, stop)[:, 0]
+                    for n in weight.names
+                    if n not in weight.lists
+                }
+                for n in weight.lists:
+                    read = reader.read_jagged((n,), n, start, stop)
+                    arrays[n] = Lists(read.counts, read.contents[n])
+                base, undefined = weight.base(arrays, stop - start)
+                if undefined is not None and undefined.any():
+                    raise ConversionError(
+                        f"{path}: sample {sample.name!r}: its weight {weight.definition!r} is "
+                        f"undefined for {int(undefined.sum())} events in entries {start}-{stop} "
+                        "(an element past the end of a list, or max/min of an empty one), so "
+                        "its sum over every entry, the sum of weights the xsec needs, cannot be "
+                        "taken: give the files a Runs tree with genEventSumw, or a weight "
+                        "defined for every event"
+                    )
+                total += float(base.sum())
         finally:
             reader.close()
     return total

@@ -7,12 +7,14 @@ mean and 1/std folded in as constants, padded entries set to exactly 0 as traini
 returns the trained model's score (a regression's outputs un-standardised: physical units, the
 manifest's target statistics folded in as constants). Every input is float32 (the entry counts
 too), as C++ frameworks feed them. ``describe_inputs`` says what each input holds, branch by
-branch, for ``export.json``.
+branch, for ``export.json``; a feature column that is a derived feature (``dataset.features``'
+``{name, expr, fill}``) is no branch, so its entry's ``derived`` gives the expression to compute
+and the value where it is undefined: ``{"lead_jet_pt": {"expr": "Jet_pt[0]", "fill": -1.0}}``.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -40,6 +42,8 @@ class ExportInput:
     length: int | None = None  # a group: entries kept per event (longer lists are cut)
     fill: float | None = None  # a group: the value of padded entries (any value works)
     counts: str | None = None  # a count input: the group whose entries it counts (<= length)
+    # the features: the derived columns, name -> {"expr": ..., "fill": ...} (None: no column is)
+    derived: dict[str, dict[str, Any]] | None = field(default=None, hash=False, compare=False)
 
     def to_json(self) -> dict[str, Any]:
         return {key: value for key, value in asdict(self).items() if value not in (None, ())}
@@ -57,8 +61,12 @@ def describe_inputs(spec: WorkerSpec, wanted: list[str]) -> list[ExportInput]:
                 "not supported yet: use the trained model.keras as it is"
             )
         if name == FEATURES:
+            derived = spec.manifest.get("derived", {})
+            these = {c: dict(derived[c]) for c in spec.features if c in derived} or None
             described.append(
-                ExportInput(name, (None, len(spec.features)), "float32", spec.features)
+                ExportInput(
+                    name, (None, len(spec.features)), "float32", spec.features, derived=these
+                )
             )
         elif name in spec.groups:
             length, channels = spec.groups[name]
