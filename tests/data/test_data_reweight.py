@@ -404,6 +404,35 @@ def test_a_grouped_conversion_records_what_one_job_does(inputs, tmp_path):
     np.testing.assert_allclose(grouped.class_factors, one.class_factors, rtol=1e-9)
 
 
+def test_a_derived_feature_can_be_reweighted_in(inputs, tmp_path):
+    out = tmp_path / "out"
+    reweight = {
+        "variables": ["lead_jet_pt"],
+        "bins": {"lead_jet_pt": {"n": 5, "lo": 1, "hi": 200, "log": True}},
+        "to": "flat",
+    }
+    dataset = section(inputs, out, reweight)
+    dataset["features"] = ["jet_pt", {"name": "lead_jet_pt", "expr": "Jet_pt[0]", "fill": -1}]
+    manifest = convert(
+        DatasetConfig.from_dict(dataset, {"kind": "multiclass", "classes": CLASSES})
+    )  # fmt: skip
+    record = manifest.weights["reweight"]
+    edges = edges_of(manifest)
+    np.testing.assert_allclose(edges[0], np.geomspace(1, 200, 6))
+    train, weights = training_weights(out, manifest, "train")
+    column = manifest.features.index("lead_jet_pt")
+    for k, name in enumerate(CLASSES):
+        lead = train["features"][train["label"] == k, column]
+        events, _ = np.histogram(folded(lead, edges[0]), bins=edges[0])
+        np.testing.assert_array_equal(record["histograms"][name]["events"], events)
+        assert record["histograms"][name]["outside_events"] == int(
+            ((lead < 1) | (lead > 200)).sum()
+        )
+        one = {**train, "features": train["features"][:, [column]]}
+        after, _ = histogram(one, weights, k, edges)
+        np.testing.assert_allclose(after / after.sum(), np.full(5, 0.2), rtol=1e-5)
+
+
 @pytest.mark.parametrize(
     ("reweight", "message"),
     [
