@@ -21,12 +21,13 @@ from tests.conftest import toy_section
 NANOAOD = Path(__file__).parents[1] / "data" / "nanoaod"
 DY, TTBAR, DATA = (str(NANOAOD / f"nano_{name}.root") for name in ("dy", "tree", "dimuon"))
 TOY_EVENTS = 1200
-SELECTION = "nJet >= 2"
+SELECTION = "len(Jet_pt) >= 2"
 
 
 def nanoaod_config(out: Path) -> dict[str, Any]:
-    """A binary DY-against-ttbar dataset over the real files, with a selection; the jets and
-    muons as two jagged groups (the mlp flattens both), MET and the pile-up as features."""
+    """A binary DY-against-ttbar dataset over the real files, with a selection on a list; the
+    jets and muons as two jagged groups (the mlp flattens both), MET, the pile-up and two derived
+    features (an element of a list with its fill, an expression of per-event branches)."""
     return {
         "dataset": {
             "name": "nanoaod-apply",
@@ -36,7 +37,14 @@ def nanoaod_config(out: Path) -> dict[str, Any]:
                 {"name": "dy", "files": [DY], "label": 1},
                 {"name": "ttbar", "files": [TTBAR], "label": 0},
             ],
-            "features": ["MET_pt", "MET_phi", "MET_sumEt", "PV_npvs", "fixedGridRhoFastjetAll"],
+            "features": [
+                "MET_pt",
+                "MET_phi",
+                "PV_npvs",
+                "fixedGridRhoFastjetAll",
+                {"name": "lead_muon_pt", "expr": "Muon_pt[0]", "fill": -1},
+                {"name": "met_significance", "expr": "MET_pt / sqrt(MET_sumEt)"},
+            ],
             "jagged": {
                 "jets": {"branches": ["Jet_pt", "Jet_eta", "Jet_phi", "Jet_mass"], "length": 6},
                 "muons": {"branches": ["Muon_pt", "Muon_eta", "Muon_phi"], "length": 3},

@@ -32,7 +32,7 @@ def test_a_missing_branch(runs: Runs, tmp_path: Path) -> None:
     with uproot.recreate(partial) as file:
         file["Events"] = arrays
     line = _one_line(str(runs.run("binary")), str(partial), "--out", str(tmp_path / "out"))
-    assert f"{partial}: RNTuple 'Events' has no field 'MET_sumEt' (feature)" in line
+    assert f"{partial}: RNTuple 'Events' has no field 'Muon_pt' (feature 'lead_muon_pt' = " in line
     missing = _one_line(str(runs.run("binary")), DY, "--out", str(tmp_path), "--keep", "Nope")
     assert "has no branch 'Nope' (--keep)" in missing
 

@@ -5,8 +5,9 @@ a reader (TTree or RNTuple, ``gridtrain.data.branches``) for a range of entries 
 branches, and that turns what was read into the model's arrays. Conversion writes those arrays
 into shuffled shard rows; ``apply`` scores them in entry order. So an event scored by ``apply``
 has exactly the inputs it would have in a shard: the same branches, fixed-size arrays spread into
-columns, the same padding and clipping of jagged groups, the same image channels.
-Nothing here selects events, computes labels, weights or targets (``convert`` does), or writes.
+columns, the same padding and clipping of jagged groups (``arrays.scatter_group``), the same image
+channels. Nothing here selects events, computes labels, weights or targets (``convert`` does),
+or writes.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from gridtrain.config import DatasetConfig, Sample
-from gridtrain.data.arrays import pad_group
+from gridtrain.data.arrays import scatter_group
 from gridtrain.data.branches import InputReader
-from gridtrain.data.layout import FLOAT32, Input, Layout, check_layout
+from gridtrain.data.layout import FLOAT32, Input, Layout, check_layout, derived_features
 from gridtrain.data.selection import Selection
 from gridtrain.task import Task
 
@@ -36,12 +37,14 @@ class Columns:
 def input_layout(
     dataset: DatasetConfig, reader: InputReader, selection: Selection | None = None
 ) -> Layout:
-    """The layout of a file to score: conversion's checks of its features, groups, images,
-    event id (and selection) branches, without the labels, weights and targets a file being
-    scored need not have (collision data has no generator weight or truth)."""
+    """The layout of a file to score: conversion's checks of its features (derived ones
+    included), groups, images, event id (and selection) branches, without the labels, weights
+    and targets a file being scored need not have (collision data has no generator weight or
+    truth)."""
     sample = Sample("scored", (reader.path,), 0, reader.tree_name)
     scored = replace(dataset, samples=(sample,), task=Task())
-    return check_layout(scored, [Input(sample, reader)], selection, [])
+    derived = derived_features(dataset)
+    return check_layout(scored, [Input(sample, reader)], selection, [], derived)
 
 
 def read_columns(
@@ -95,10 +98,13 @@ def shard_arrays(columns: Columns, layout: Layout, events: int) -> dict[str, np.
     arrays: dict[str, np.ndarray] = {}
     if layout.features:
         arrays["features"] = feature_table(columns.flat, layout)
+    rows = np.arange(events)
     for name, branches, length, fill in layout.groups:
         counts, contents = columns.groups[name]
-        padded = np.empty((events, length, len(branches)), dtype=FLOAT32)
-        arrays[f"{name}_count"] = pad_group(counts, contents, length, fill, padded).astype(np.int32)
+        padded = np.full((events, length, len(branches)), fill, dtype=FLOAT32)
+        # conversion's own padding (into rows in entry order here, shuffled rows there)
+        clipped = scatter_group(counts, contents, length, rows, padded)
+        arrays[f"{name}_count"] = clipped.astype(np.int32)
         arrays[name] = padded
     for image in layout.images:
         arrays[image.name] = image_tensor(columns.images, image.branches)
