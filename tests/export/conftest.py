@@ -48,3 +48,69 @@ def trained(toy_dir: Path, export_dataset: Path, tmp_path_factory: pytest.TempPa
         return runs[model]
 
     return run
+
+
+REPO = Path(__file__).resolve().parents[2]
+TASK_CONFIGS = {
+    "binary": "config.yaml",
+    "multiclass": "multiclass.yaml",
+    "regression": "regression.yaml",
+}
+NEGATIVE_WEIGHT_FRACTION = 0.15  # genWeight negative in this share: metrics must zero them
+
+
+def task_config(kind: str, work: Path) -> Path:
+    """The shipped config of ``kind`` made small (2400 toy events, one short epoch), with NLO-like
+    negative weights (genWeight)."""
+    import yaml
+
+    config = yaml.safe_load((REPO / "config" / TASK_CONFIGS[kind]).read_text())
+    config["toy"].update({"events": 2400, "outdir": str(work / "toy")})
+    for sample in config["dataset"]["samples"]:
+        sample["files"] = [str(work / "toy" / Path(sample["files"][0]).name)]
+    config["dataset"].update(
+        {"weight": "genWeight", "shard_events": 400, "outdir": str(work / "dataset")}
+    )
+    config["dataset"]["jagged"]["constituents"]["length"] = 8
+    config["train"] = {
+        "model": {"name": "mlp", "params": {"hidden": [16]}},
+        "epochs": 1,
+        "workers": 1,
+        "batch_size": 128,
+        "learning_rate": 0.003,
+        "early_stopping": {"patience": None},
+        "run_dir": str(work / "run"),
+    }
+    path = work / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture(scope="session")
+def task_run(tmp_path_factory: pytest.TempPathFactory):
+    """A function: ``(config file, run directory)`` of a trained and exported toy run of a task
+    (binary, multiclass or regression) with negative weights, made once per session."""
+    runs: dict[str, tuple[Path, Path]] = {}
+
+    def run(kind: str) -> tuple[Path, Path]:
+        if kind not in runs:
+            import yaml
+
+            from gridtrain.export.run import export_run
+
+            work = tmp_path_factory.mktemp(f"task-{kind}")
+            config = task_config(kind, work)
+            toy = yaml.safe_load(config.read_text())["toy"]
+            for args in (
+                ("toy", f"--task={kind}", f"--events={toy['events']}", f"--out={toy['outdir']}",
+                 f"--negative-weight-fraction={NEGATIVE_WEIGHT_FRACTION}"),
+                ("convert", "-c", str(config)),
+                ("train", "-c", str(config)),
+            ):  # fmt: skip
+                done = gridtrain(*args)
+                assert done.returncode == 0, (args, done.stderr[-3000:])
+            export_run(work / "run", ("onnx",))
+            runs[kind] = (config, work / "run")
+        return runs[kind]
+
+    return run

@@ -172,11 +172,11 @@ def test_the_recipe_outside_gridtrain_scores_the_root_files_to_the_reports_auc(
     done = subprocess.run(
         [sys.executable, "-c", blocked, str(script), str(run_dir / "export"),
          f"signal={toy_dir / 'signal.root'}", f"background={toy_dir / 'background.root'}",
-         "--validation"],
+         "--validation", "--metrics", str(tmp_path / "metrics.json")],
         capture_output=True, text=True, timeout=300, check=False, cwd=tmp_path,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
-    auc = float(done.stdout.split("validation AUC ")[1])
+    auc = json.loads((tmp_path / "metrics.json").read_text())["auc"]
     assert auc == pytest.approx(json.loads(RunDir(run_dir).metrics.read_text())["auc"], abs=1e-6)
     validation = json.loads((run_dir / "export" / "export.json").read_text())["verification"]
     assert (

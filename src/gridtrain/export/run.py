@@ -31,7 +31,7 @@ from gridtrain import __version__
 from gridtrain.data.manifest import Manifest
 from gridtrain.data.shards import ShardReader
 from gridtrain.errors import ExportError, GridtrainError
-from gridtrain.evaluation import weighted_auc
+from gridtrain.evaluation import METRIC_NEGATIVE_WEIGHTS, weighted_auc
 from gridtrain.export import FORMATS, formats
 from gridtrain.export.graph import OUTPUT, ExportInput, describe_inputs, raw_input_model
 from gridtrain.files import write_text
@@ -210,7 +210,7 @@ def verify(
         difference = np.abs(exported.astype(np.float64) - reference)
         check = Check(
             kind,
-            int(reference.size),
+            int(label.shape[0]),  # events, not outputs (a multiclass event has one per class)
             float(difference.max()),
             _auc(label, exported, weight),
             keras_auc,
@@ -218,13 +218,65 @@ def verify(
         )
         worst = int(np.argmax(difference / np.maximum(np.abs(reference), 1.0)))
         if difference[worst] > tolerance * max(abs(float(reference[worst])), 1.0):
+            event, output = divmod(worst, task.output_units)
             raise ExportError(
-                f"{kind} scores validation event {worst} {exported[worst]:.8g}, the Keras model "
-                f"{reference[worst]:.8g} (|difference| {difference[worst]:.2e} > tolerance "
-                f"{tolerance:g}); nothing was written"
+                f"{kind} scores validation event {event} {exported[worst]:.8g} (output "
+                f"{output}), the Keras model {reference[worst]:.8g} (|difference| "
+                f"{difference[worst]:.2e} > tolerance {tolerance:g}); nothing was written"
             )
         checks.append(check)
     return checks
+
+
+def _outputs(task: Task) -> dict[str, Any]:
+    """``export.json``'s one output: its shape, what each column is and in which units."""
+    if task.kind == "regression":
+        columns = [t.name for t in task.targets]
+        meaning = "the targets in physical units (as the shards store them): " + ", ".join(
+            f"{t.name} = {t.expression}" for t in task.targets
+        )
+        units = "the target expression's own units"
+    elif task.kind == "multiclass":
+        columns = list(task.classes)
+        meaning = f"probability of each class (softmax, rows sum to 1): {', '.join(columns)}"
+        units = "probability"
+    else:
+        columns = [task.classes[1]]
+        meaning = f"probability of label 1, {task.classes[1]} (sigmoid)"
+        units = "probability"
+    return {
+        "name": OUTPUT,
+        "shape": [None, task.output_units],
+        "dtype": "float32",
+        "columns": columns,
+        "units": units,
+        "meaning": meaning,
+    }
+
+
+def _samples(manifest: dict[str, Any], task: Task) -> dict[str, dict[str, Any]]:
+    """Per sample: its label (class index; None for a regression) and its event weight as the
+    shards store it, ``float32(weight * factor)`` (``weight``: a branch, an expression or a
+    number; ``factor``: xsec x lumi / sumw, 1 without a cross-section)."""
+    normalisation = (manifest.get("weights") or {}).get("normalisation") or {}
+    own = normalisation.get("samples") or {}
+    samples: dict[str, dict[str, Any]] = {}
+    for source in manifest["sources"]:
+        name = source["sample"]
+        if name in samples:
+            continue
+        label = source["label"] if task.is_classifier else None
+        if isinstance(label, str):  # a class name
+            label = task.classes.index(label)
+        record = own.get(name) or {}
+        weight = record.get("weight", manifest["weight"])
+        samples[name] = {
+            "label": label,
+            "class": task.classes[label] if label is not None else None,
+            "weight": 1.0 if weight is None else weight,
+            "factor": float(record.get("factor", 1.0)),
+        }
+    return samples
 
 
 def _describe(
@@ -236,18 +288,12 @@ def _describe(
 ) -> dict[str, Any]:
     manifest = spec.manifest
     task = Task.from_dict(manifest.get("task"))
-    meaning = {
-        "binary": "probability of label 1 (sigmoid)",
-        "multiclass": f"probability of each class (softmax): {', '.join(task.classes)}",
-        "regression": "the targets in physical units: "
-        + ", ".join(f"{t.name} = {t.expression}" for t in task.targets),
-    }[task.kind]
     config = yaml.safe_load(files.config.read_text()) if files.config.exists() else {}
-    classes: dict[str, list[str]] = {}
-    for source in manifest["sources"]:
-        samples = classes.setdefault(str(source["label"]), [])
-        if source["sample"] not in samples:
-            samples.append(source["sample"])
+    samples = _samples(manifest, task)
+    classes: dict[str, list[str]] = {}  # label -> its samples; a regression has none
+    for name, sample in samples.items():
+        if sample["label"] is not None:
+            classes.setdefault(str(sample["label"]), []).append(name)
     canonical = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
     split = manifest["split"]
     return {
@@ -258,16 +304,12 @@ def _describe(
         "dataset": manifest["name"],
         "weights": weights,
         "task": task.kind,
+        "class_names": list(task.classes),
         "classes": classes,
+        "targets": [t.to_dict() for t in task.targets],
+        "samples": samples,
         "inputs": [i.to_json() for i in inputs],
-        "outputs": [
-            {
-                "name": OUTPUT,
-                "shape": [None, task.output_units],
-                "dtype": "float32",
-                "meaning": meaning,
-            }
-        ],
+        "outputs": [_outputs(task)],
         "files": {
             w.format: {
                 "path": w.path.name,
@@ -275,6 +317,12 @@ def _describe(
                 "outputs": w.outputs,
             }
             for w in written
+        },
+        "metrics": {
+            "negative_weights": METRIC_NEGATIVE_WEIGHTS,
+            "rule": "every metric counts an event of negative weight as weight 0 (the report's "
+            "rule, whatever train.negative_weights did in training)",
+            "training_negative_weights": spec.settings.negative_weights,
         },
         "event_selection": {
             "tree": manifest["sources"][0]["tree"] if manifest["sources"] else None,
