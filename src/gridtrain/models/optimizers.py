@@ -26,8 +26,15 @@ class HeadAdam(keras.optimizers.Adam):  # type: ignore[misc]
         self.head_layers = list(head_layers)
         self.head_scale = float(head_scale)
 
+    def build(self, variables: list[Any]) -> None:
+        super().build(variables)
+        # by position: a backend may hand update_step its own variable type, without the path
+        self._head_indices = {
+            i for i, v in enumerate(variables) if v.path.split("/", 1)[0] in self.head_layers
+        }
+
     def update_step(self, gradient: Any, variable: Any, learning_rate: Any) -> None:
-        if variable.path.split("/", 1)[0] in self.head_layers:
+        if self._get_variable_index(variable) in self._head_indices:
             learning_rate = learning_rate * self.head_scale
         super().update_step(gradient, variable, learning_rate)
 
