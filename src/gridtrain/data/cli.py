@@ -32,10 +32,11 @@ def register(subparsers: Any) -> None:
     )
     toy.add_argument(
         "--task",
-        choices=("binary", "multiclass", "regression"),
+        choices=("binary", "multiclass", "regression", "substructure"),
         default="binary",
         help="binary: signal (W) and background (QCD) jets; multiclass: qcd, w and top jets; "
-        "regression: measured jets with their generator-level jet_pt_true etc.",
+        "regression: measured jets with their generator-level jet_pt_true etc.; substructure: "
+        "particle-level qcd, wz and top jets from a parton shower, for the taggers",
     )
     toy.add_argument(
         "--negative-weight-fraction",

@@ -18,13 +18,18 @@ photons with a response of 0.98 and 5% resolution, neutral hadrons with 0.7 and 
 calorimeter's non-compensation). The generator-level jet (``jet_pt_true`` ...) is kept beside the
 detector-level branches, so the jet's true pt, or the correction ``jet_pt_true / jet_pt``, can be
 learned from the measured constituents (whose neutral-hadron share sets the correction).
+
+The substructure toy (``task="substructure"``: ``qcd.root``, ``wz.root``, ``top.root``) is
+particle-level: jets from a simple parton shower with hadronisation and detector smearing
+(``gridtrain.data.shower``), up to 128 particles with pt, eta, phi, energy, charge and type and the
+secondary vertices ``sv_*``, for the taggers that read pairs of particles.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -61,9 +66,11 @@ TOYS = {
     "binary": {"signal": "w", "background": "qcd"},
     "multiclass": {"qcd": "qcd", "w": "w", "top": "top"},
     "regression": {"jets": "mixed"},
+    "substructure": {"qcd": "shower-qcd", "wz": "shower-wz", "top": "shower-top"},
 }
 # Seeds of each kind of jet; W and QCD keep the binary toy's (signal 1, background 0).
-_JET_SEEDS = {"qcd": 0, "w": 1, "top": 2, "mixed": 3}
+_JET_SEEDS = {"qcd": 0, "w": 1, "top": 2, "mixed": 3, "shower-qcd": 4, "shower-wz": 5,
+              "shower-top": 6}  # fmt: skip
 TRUE_FEATURES = ("jet_pt_true", "jet_eta_true", "jet_phi_true", "jet_mass_true", "jet_energy_true")
 _TOP_MASS = 172.7
 TOP_MULT, TOP_MT, TOP_MW, TOP_SPREAD = 30.0, 18.0, 12.0, 0.023
@@ -82,6 +89,8 @@ class ToyEvents:
     flat: dict[str, np.ndarray]
     counts: np.ndarray
     constituents: dict[str, np.ndarray]
+    # further collections: name -> (counts, fields), written as <name>_<field> with n<name>
+    collections: dict[str, tuple[np.ndarray, dict[str, np.ndarray]]] = field(default_factory=dict)
 
 
 def generate_events(n: int, signal: bool, rng: np.random.Generator, first_event: int) -> ToyEvents:
@@ -326,7 +335,9 @@ def _blocks(
     for index, (child, extra) in enumerate(zip(children, extras, strict=True)):
         size = min(_CHUNK, n - index * _CHUNK)
         rng, other = np.random.default_rng(child), np.random.default_rng(extra)
-        if jet == "top":
+        if jet.startswith("shower-"):
+            block = shower_block(jet.removeprefix("shower-"), size, rng, index * _CHUNK)
+        elif jet == "top":
             block = generate_top(size, rng, index * _CHUNK)
         elif jet == "mixed":  # the regression toy: W and QCD jets, measured
             w = np.arange(size) % 3 == 0
@@ -339,6 +350,29 @@ def _blocks(
             sign = np.where(other.random(size) < negative_fraction, -1.0, 1.0)
             block.flat["genWeight"] = (sign * block.flat["weight"]).astype(np.float32)
         yield block
+
+
+def shower_block(kind: str, n: int, rng: np.random.Generator, first_event: int) -> ToyEvents:
+    """``n`` particle-level jets of ``kind`` (qcd, wz, top) from ``data.shower``: the particles
+    as constituents, the secondary vertices as the collection ``sv``, the 16 jet features from
+    the particles, and event ids and weights as the other toys have them."""
+    from gridtrain.data.shower import generate_jets
+
+    jets = generate_jets(kind, n, rng)
+    p = jets.particles
+    owner = np.repeat(np.arange(n), jets.particle_counts)
+    flat = _jet_features(
+        jets.particle_counts, owner, p["pt"].astype(np.float64), p["eta"].astype(np.float64),
+        p["phi"].astype(np.float64), p["deta"].astype(np.float64), p["dphi"].astype(np.float64),
+        p["charge"],
+    )  # fmt: skip
+    flat["jet_nsv"] = jets.sv_counts.astype(np.float32)
+    event = np.arange(first_event + 1, first_event + n + 1, dtype=np.uint64)
+    flat["run"] = np.ones(n, dtype=np.uint32)
+    flat["luminosityBlock"] = (event // 500 + 1).astype(np.uint32)
+    flat["event"] = event
+    flat["weight"] = rng.lognormal(0.0, 0.25, n).astype(np.float32)
+    return ToyEvents(flat, jets.particle_counts, p, {"sv": (jets.sv_counts, jets.svs)})
 
 
 def _merge(qcd: ToyEvents, w: ToyEvents, take_w: np.ndarray) -> ToyEvents:
@@ -397,7 +431,10 @@ def write_toy_dataset(
     """Write the toy of ``task`` with ``events`` events in all, shared equally by its files.
 
     ``binary``: ``signal.root`` (W jets) and ``background.root`` (QCD jets). ``multiclass``:
-    ``qcd.root``, ``w.root`` and ``top.root``. ``regression``: ``jets.root``, W and QCD jets
+    ``qcd.root``, ``w.root`` and ``top.root``. ``substructure``: ``qcd.root``, ``wz.root`` and
+    ``top.root``, particle-level jets from ``data.shower`` with their secondary vertices
+    (``sv_pt``, ``sv_deta``, ``sv_dphi``, ``sv_mass``, ``sv_ntracks``, ``sv_sip3d``, counter
+    ``nsv``) and ``jet_nsv``. ``regression``: ``jets.root``, W and QCD jets
     (one in three a W) as measured, with the generator-level ``jet_pt_true``, ``jet_eta_true``,
     ``jet_phi_true``, ``jet_mass_true`` and ``jet_energy_true`` (``smear_jets``).
 
@@ -482,14 +519,19 @@ def _basket(
 ) -> dict[str, Any]:
     import awkward as ak
 
-    counts = block.counts[start:stop]
     constituents = {k: v[offsets[start] : offsets[stop]] for k, v in block.constituents.items()}
     data: dict[str, Any] = {k: v[start:stop] for k, v in block.flat.items()}
-    if file_format == "ttree":  # a record: uproot writes the counter npart and part_* itself
-        data["part"] = ak.zip({k: ak.unflatten(v, counts) for k, v in constituents.items()})
-    else:
-        data["npart"] = counts.astype(np.int32)
-        data.update({f"part_{k}": ak.unflatten(v, counts) for k, v in constituents.items()})
+    collections = {"part": (block.counts, block.constituents), **block.collections}
+    for name, (all_counts, fields) in collections.items():
+        ends = np.concatenate([[0], np.cumsum(all_counts)])
+        counts = all_counts[start:stop]
+        values = {k: v[ends[start] : ends[stop]] for k, v in fields.items()}
+        if file_format == "ttree":  # a record: uproot writes the counter n<name> and <name>_*
+            data[name] = ak.zip({k: ak.unflatten(v, counts) for k, v in values.items()})
+        else:
+            data[f"n{name}"] = counts.astype(np.int32)
+            data.update({f"{name}_{k}": ak.unflatten(v, counts) for k, v in values.items()})
+    counts = block.counts[start:stop]
     if image_size is not None:
         images = jet_images(counts, constituents, image_size)
         data.update({b: images[:, c] for c, b in enumerate(IMAGE_BRANCHES)})
