@@ -76,9 +76,13 @@ def leaves(record: dict, prefix: str = "") -> dict:
     return found
 
 
-@pytest.mark.parametrize("kind", ["binary", "multiclass", "regression"])
-def test_the_recipe_reproduces_the_reports_figures_for_every_task(task_run, kind, tmp_path):
-    config_path, run_dir = task_run(kind)
+@pytest.mark.parametrize("run", ["binary", "multiclass", "regression", "nanoaod"])
+def test_the_recipe_reproduces_the_reports_figures_for_every_task(task_run, run, tmp_path):
+    """The toy's three tasks, and config/nanoaod.yaml's real NanoAOD (DY at NLO, ttbar, collision
+    data; weights normalised to xsec x lumi; derived features such as Jet_pt[0] and len(Jet_pt)),
+    where the recipe's AUC was 0.6495 against the report's 0.6869."""
+    config_path, run_dir = task_run(run)
+    kind = json.loads(RunDir(run_dir).metrics.read_text())["task"]["kind"]
     config = yaml.safe_load(config_path.read_text())
     samples = [f"{s['name']}={s['files'][0]}" for s in config["dataset"]["samples"]]
     done = without_gridtrain(
