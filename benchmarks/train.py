@@ -208,12 +208,12 @@ def run_plain(
 
 
 def set_threads(threads: int) -> None:
-    """TensorFlow's threads for the in-process modes (every side of them runs in this process)."""
-    import tensorflow as tf
-
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(min(threads, 2))
+    """The backend's threads for the in-process modes (every side of them runs in this process),
+    set up as a worker sets them up (``KERAS_BACKEND`` from ``--backend``)."""
     import gridtrain.train  # noqa: F401  # XRootD before TensorFlow's libraries
+    from gridtrain.train.backends import configure_devices
+
+    configure_devices(threads)
 
 
 def in_process_setup(args: argparse.Namespace, dataset: dict[str, Any]) -> tuple[Any, Any, list]:
@@ -264,13 +264,16 @@ class KerasFit:
     ) -> None:
         import keras
         import numpy as np
-        import tensorflow as tf
 
         from gridtrain.models import arrange_inputs
 
+        # tf.data is TensorFlow's; PyTorch's fit runs one step per call (steps_per_execution 1)
+        tensorflow = keras.backend.backend() == "tensorflow"
+        if keras.backend.backend() == "torch":
+            candidates = [1]
         self.models: dict[str, tuple[Any, str]] = {}
         for steps in candidates:
-            for feed in ("arrays", "tf.data"):
+            for feed in ("arrays", "tf.data") if tensorflow else ("arrays",):
                 model = build()
                 model.compile(
                     optimizer=keras.optimizers.Adam(rate),
@@ -290,9 +293,12 @@ class KerasFit:
         def batches(array: np.ndarray) -> np.ndarray:
             return array[: self.full].reshape((-1, batch_size, *array.shape[1:]))
 
-        self.dataset = tf.data.Dataset.from_tensor_slices(
-            (tf.nest.map_structure(batches, self.x), batches(self.y), batches(self.w))
-        ).prefetch(tf.data.AUTOTUNE)
+        if tensorflow:
+            import tensorflow as tf
+
+            self.dataset = tf.data.Dataset.from_tensor_slices(
+                (tf.nest.map_structure(batches, self.x), batches(self.y), batches(self.w))
+            ).prefetch(tf.data.AUTOTUNE)
 
     def rate(self, name: str) -> float:
         """Events/s of the second epoch of one two-epoch ``fit``."""
@@ -355,10 +361,14 @@ def steps_benchmark(args: argparse.Namespace, dataset: dict[str, Any]) -> None:
         return events / (time.perf_counter() - began)
 
     compiled()  # warm-up: traces the window function
+    import keras
+
+    candidates = sorted({int(name.split("=")[1].split()[0]) for name in fit.models})
     print(
-        f"{len(shards)} shards, {events:,} events per pass, batch {batch}, windows of {every} "
-        f"steps, {args.threads} TensorFlow thread(s); baseline Keras fit (second epoch of each "
-        f"call) with steps_per_execution {', '.join(str(n) for n in spe_candidates(args))}",
+        f"Keras backend {keras.backend.backend()}: {len(shards)} shards, {events:,} events per "
+        f"pass, batch {batch}, windows of {every} steps, {args.threads} thread(s); baseline Keras "
+        f"fit (second epoch of each call) with steps_per_execution "
+        f"{', '.join(str(n) for n in candidates)}",
         flush=True,
     )
     passes: dict[str, Any] = {name: (lambda n=name: fit.rate(n)) for name in fit.models}
@@ -721,11 +731,21 @@ def main() -> None:
         help="Keras fit's candidates, comma-separated (steps, latency; default EVERY,64: the "
         "fastest is the limit)",
     )
-    parser.add_argument("--threads", type=int, default=1, help="TensorFlow threads (steps)")
+    parser.add_argument("--threads", type=int, default=1, help="the backend's threads (steps)")
+    parser.add_argument(
+        "--backend",
+        choices=("tensorflow", "jax", "torch"),
+        default="tensorflow",
+        help="the Keras backend of every side (steps, latency: in this process; the others: "
+        "train.backend and the plain run's KERAS_BACKEND)",
+    )
     parser.add_argument("--workers", type=int, default=2, help="workers (overlap)")
     parser.add_argument("--rtt-ms", type=float, default=30.0, help="round trip (latency)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    from gridtrain.backend import use_backend
+
+    use_backend(args.backend)  # before Keras is imported; children inherit KERAS_BACKEND
     if args.child:
         spec = json.loads(Path(args.child).read_text())
         plain_child(spec["dataset"], spec["train"], spec["steps_per_execution"])
