@@ -57,6 +57,10 @@ def use_backend(name: str) -> None:
     loaded = loaded_backend()
     if loaded is None:
         os.environ["KERAS_BACKEND"] = name
+        if name == "jax":
+            # JAX takes 75% of a GPU's memory at its first use: the driver (which builds the
+            # model) and the workers sharing that GPU would not fit. Memory as needed instead.
+            os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
         if name == "torch":
             # XRootD's exit hook looks at every live object; one of torch's deprecated aliases
             # warns when looked at, on every exit of a process that imported both
