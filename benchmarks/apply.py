@@ -172,7 +172,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     os.environ.update(QUIET_TF)
-    from gridtrain.apply.engines import find_model
+    from gridtrain.apply.engines import find_models
     from gridtrain.apply.run import apply_files
     from gridtrain.apply.scoring import ApplySettings
 
@@ -183,7 +183,7 @@ def main() -> None:
     files = scored_files(args.work, args.events)
     setup = time.perf_counter() - began
     settings = ApplySettings(
-        model=find_model(run_dir, "onnx"),
+        model=find_models(run_dir, "onnx"),
         out=args.work / "scores",
         threads=args.threads,
         overwrite=True,

@@ -78,6 +78,38 @@ def test_binary_scores_are_friends_of_the_real_files_and_equal_the_model(
         np.testing.assert_array_equal(events["event"], friend["event"])
 
 
+def test_kfold_run_scores_each_event_by_the_fold_model_that_never_saw_it(
+    runs: Runs, tmp_path: Path
+) -> None:
+    """On a k-fold run every event is scored by the fold model that did not train on it: the
+    scores equal the run's out-of-fold validation scores (validation.npz) event by event, and the
+    fold branch says which model it was."""
+    run = runs.run("kfold")
+    scores = _scored(runs, "kfold", tmp_path)
+    with np.load(run / "validation.npz") as validation:
+        out_of_fold = {
+            tuple(int(x) for x in key): (float(score[0]), int(fold))
+            for key, score, fold in zip(
+                validation["event_id"], validation["scores"], validation["fold"], strict=True
+            )
+        }
+    other = model_predictions(run / "fold-0")  # fold 0's model, on every event
+    compared = differs = 0
+    for tree in scores.values():
+        assert list(tree) == [*IDS, "score", "fold"]
+        for row, key in enumerate(zip(*(tree[i] for i in IDS), strict=True)):
+            key = tuple(int(k) for k in key)
+            if key in out_of_fold:
+                score, fold = out_of_fold[key]
+                assert tree["fold"][row] == fold
+                np.testing.assert_allclose(tree["score"][row], score, rtol=1e-6, atol=1e-6)
+                compared += 1
+                if fold == 1:
+                    differs += abs(float(other[key][0]) - score) > 1e-4
+    assert compared == 48  # every event of the shards, each in one fold
+    assert differs > 0  # the other fold's model would have scored them otherwise
+
+
 def test_onnx_engine_scores_as_keras(runs: Runs, tmp_path: Path) -> None:
     runs.export("binary")
     keras = _scored(runs, "binary", tmp_path / "keras")

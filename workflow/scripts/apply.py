@@ -3,7 +3,7 @@
 import logging
 from pathlib import Path
 
-from gridtrain.apply.engines import find_model
+from gridtrain.apply.engines import find_models
 from gridtrain.apply.run import apply_files
 from gridtrain.apply.scoring import ApplySettings
 
@@ -16,7 +16,7 @@ logging.basicConfig(
 )
 section = snakemake.config["apply"]
 settings = ApplySettings(
-    model=find_model(Path(snakemake.config["train"]["run_dir"]), section["engine"]),
+    model=find_models(Path(snakemake.config["train"]["run_dir"]), section["engine"]),
     out=Path(snakemake.output.scores).parent,
     tree=section["tree"],
     selection=section["selection"],

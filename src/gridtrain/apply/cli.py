@@ -77,7 +77,7 @@ def register(subparsers: Any) -> None:
 
 
 def _apply(args: argparse.Namespace) -> int:
-    from gridtrain.apply.engines import find_model
+    from gridtrain.apply.engines import find_models
     from gridtrain.apply.run import apply_files, default_threads
     from gridtrain.apply.scoring import ApplySettings
     from gridtrain.errors import ApplyError
@@ -92,7 +92,7 @@ def _apply(args: argparse.Namespace) -> int:
         listed = args.files_from.read_text().splitlines()
         files += [line.strip() for line in listed if line.strip() and not line.startswith("#")]
     settings = ApplySettings(
-        model=find_model(args.run_dir, args.engine, args.export),
+        model=find_models(args.run_dir, args.engine, args.export),
         out=args.out,
         tree=args.tree,
         selection=args.selection,

@@ -64,6 +64,37 @@ class ModelRef:
         return self.path.parent
 
 
+FOLDS_FILE = "folds.json"  # a k-fold run's parent directory (gridtrain.train.kfold)
+
+
+@dataclass(frozen=True)
+class FoldRule:
+    """How a k-fold run split its events: event ``e`` is in fold ``fold_of(ids, folds, seed)``
+    (``gridtrain.data.folds``) of its ``event_id`` columns; fold k's model never trained on it."""
+
+    folds: int
+    seed: int
+    event_id: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RunModels:
+    """What scores a run's events: its one model, or one per fold of a k-fold run with the
+    rule that gives each event the model that never saw it."""
+
+    engine: str
+    run_dir: Path
+    models: tuple[ModelRef, ...]
+    folds: FoldRule | None = None
+
+    @property
+    def sha256(self) -> str:
+        """The model file's SHA-256; of a k-fold run, that of its models' in fold order."""
+        if len(self.models) == 1:
+            return self.models[0].sha256
+        return hashlib.sha256("\n".join(m.sha256 for m in self.models).encode()).hexdigest()
+
+
 @dataclass
 class Engine:
     """A loaded model: its raw inputs and ``score(feed) -> (N, outputs)``."""
@@ -106,6 +137,29 @@ def find_model(run_dir: Path, engine: str, export_dir: Path | None = None) -> Mo
     if onnx is None or not (folder / onnx["path"]).exists():
         raise ApplyError(f"{folder}: the export has no ONNX model; export again with --format onnx")
     return ModelRef(engine, run_dir, folder / onnx["path"], _sha256(folder / onnx["path"]))
+
+
+def find_models(run_dir: Path, engine: str, export_dir: Path | None = None) -> RunModels:
+    """The run's model, or each fold's for a k-fold run (``RUN_DIR/folds.json``; for the ONNX
+    engine each fold's own export, ``RUN_DIR/fold-k/export``)."""
+    folds = run_dir / FOLDS_FILE
+    if not folds.is_file():
+        return RunModels(engine, run_dir, (find_model(run_dir, engine, export_dir),))
+    if export_dir is not None:
+        raise ApplyError(
+            f"--export {export_dir}: {run_dir} is a k-fold run; each fold's model is read from "
+            "its own folder (RUN_DIR/fold-k/export): leave --export out"
+        )
+    record = json.loads(folds.read_text())
+    rule = FoldRule(int(record["folds"]), int(record["seed"]), tuple(record["event_id"]))
+    if not rule.event_id or rule.event_id == ("sample_index", "entry"):
+        raise ApplyError(
+            f"{run_dir}: a k-fold run without dataset.event_id branches split its events by "
+            "(sample, entry), which a scored file does not carry; score with one fold's run "
+            f"({run_dir}/{record['runs'][0]}) instead"
+        )
+    models = tuple(find_model(run_dir / name, engine) for name in record["runs"])
+    return RunModels(engine, run_dir, models, rule)
 
 
 def load_engine(model: ModelRef, threads: int) -> Engine:

@@ -36,6 +36,7 @@ MARKER_VERSION = 1
 FORMATS = ("ttree", "rntuple")
 SUFFIX = "_scores.root"
 SELECTED = "selected"
+FOLD = "fold"  # a k-fold run: the fold whose model scored the event (it never trained on it)
 ENTRY = "entry"  # the event id of a dataset without event_id branches: the input's entry number
 
 Block = dict[str, np.ndarray]

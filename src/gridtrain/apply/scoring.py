@@ -25,9 +25,10 @@ from typing import Any
 import numpy as np
 import yaml
 
-from gridtrain.apply.engines import Engine, ModelInput, ModelRef, load_engine
+from gridtrain.apply.engines import Engine, ModelInput, RunModels, load_engine
 from gridtrain.apply.outputs import (
     ENTRY,
+    FOLD,
     SELECTED,
     Block,
     Request,
@@ -40,6 +41,7 @@ from gridtrain.config import DatasetConfig
 from gridtrain.data.branches import InputReader
 from gridtrain.data.derived import complete_columns
 from gridtrain.data.events import Columns, input_layout, read_columns, shard_arrays
+from gridtrain.data.folds import fold_of
 from gridtrain.data.layout import Layout
 from gridtrain.data.rootio import open_input
 from gridtrain.data.selection import Selection
@@ -61,7 +63,7 @@ _CONVERSION_ADVICE = "every input file needs it: drop this file or the name from
 class ApplySettings:
     """Everything a process needs to score files (picklable: handed to ``--jobs`` processes)."""
 
-    model: ModelRef
+    model: RunModels
     out: Path
     tree: str | None = None  # None: the run's dataset.tree
     selection: bool = False
@@ -94,7 +96,8 @@ def run_dataset(run_dir: Path) -> DatasetConfig:
 
 
 class Scorer:
-    """Scores files with one model; the model is loaded on the first file that needs it."""
+    """Scores files with a run's model (or a k-fold run's, each event by the fold model that
+    never saw it); the models are loaded on the first file that needs them."""
 
     def __init__(self, settings: ApplySettings) -> None:
         self.settings = settings
@@ -109,13 +112,14 @@ class Scorer:
                 )
             self.selection = Selection(self.dataset.selection)
         self.scores = score_branches(self.dataset.task)
-        self._engine: Engine | None = None
+        self._engines: list[Engine] = []
 
     @property
-    def engine(self) -> Engine:
-        if self._engine is None:
-            self._engine = load_engine(self.settings.model, self.settings.threads)
-        return self._engine
+    def engines(self) -> list[Engine]:
+        if not self._engines:
+            threads = self.settings.threads
+            self._engines = [load_engine(m, threads) for m in self.settings.model.models]
+        return self._engines
 
     def open(self, path: str) -> tuple[InputReader, Layout]:
         """Open ``path``'s tree and check it as conversion checks an input; ``ApplyError``
@@ -141,6 +145,7 @@ class Scorer:
     def request(self, path: str, reader: InputReader, layout: Layout) -> Request:
         ids = list(layout.event_id) or [ENTRY]
         extra = [SELECTED] if self.selection is not None else []
+        extra += [FOLD] if self.settings.model.folds is not None else []
         branches = [*ids, *self.scores, *extra]
         branches += [name for name in self.settings.keep if name not in branches]
         if len(set(branches)) != len(branches) or set(self.settings.keep) & {*self.scores, *extra}:
@@ -170,7 +175,7 @@ class Scorer:
                 if progress is not None:
                     progress(reader.entries)
                 return FileResult(path, final, reader.entries, True, time.perf_counter() - began)
-            feed = _feed_plan(self.engine.inputs, layout, path)
+            feed = _feed_plan(self.engines[0].inputs, layout, path)
             blocks = self._blocks(reader, layout, request, feed, progress)
             entries = write_scores(final, request, blocks)
         finally:
@@ -232,11 +237,12 @@ class Scorer:
         start, stop = entries
         n = stop - start
         block: Block = {}
-        if n:
-            scores = self.engine.score(feed(shard_arrays(columns, layout, n)))
-        else:
-            scores = np.empty((0, len(self.scores)), dtype=np.float32)
-        scores = np.asarray(scores, dtype=np.float32).reshape(n, -1)
+        folds = self.settings.model.folds
+        fold = None
+        if folds is not None:  # as training split them: by the hash of the event id columns
+            ids = np.stack([columns.flat[i][:, 0] for i in folds.event_id], axis=1)
+            fold = fold_of(ids.astype(np.uint64), folds.folds, folds.seed)
+        scores = self._scores(feed(shard_arrays(columns, layout, n)) if n else {}, n, fold)
         if scores.shape[1] != len(self.scores):
             raise ApplyError(
                 f"the model gives {scores.shape[1]} outputs per event; the run's task "
@@ -250,9 +256,25 @@ class Scorer:
             block[name] = np.ascontiguousarray(scores[:, k])
         if self.selection is not None:
             block[SELECTED] = self.selection.mask(arrays).astype(np.bool_)
+        if fold is not None:
+            block[FOLD] = fold.astype(np.int32)
         for name in self.settings.keep:
             block.setdefault(name, _column(columns.flat[name]))
         return {name: block[name] for name in request.branches}
+
+    def _scores(self, feed: dict[str, np.ndarray], n: int, fold: np.ndarray | None) -> np.ndarray:
+        """(n, outputs) float32: every event by the one model, or each by its fold's."""
+        if n == 0:
+            return np.empty((0, len(self.scores)), dtype=np.float32)
+        if fold is None:
+            return np.asarray(self.engines[0].score(feed), dtype=np.float32).reshape(n, -1)
+        scores = np.empty((n, len(self.scores)), dtype=np.float32)
+        for k, engine in enumerate(self.engines):
+            rows = np.flatnonzero(fold == k)
+            if len(rows):
+                part = engine.score({name: value[rows] for name, value in feed.items()})
+                scores[rows] = np.asarray(part, dtype=np.float32).reshape(len(rows), -1)
+        return scores
 
 
 def _column(values: np.ndarray) -> np.ndarray:
