@@ -12,10 +12,11 @@ targets as the dataset stored them).
 
 SAMPLE is a sample name of the dataset (export.json "samples" gives each its label and weight).
 With --validation only the events of the validation split are scored (the split is a hash of
-the event id, reproduced below) and the metrics are computed as the run's report computes them
-(negative event weights counted as zero): the AUC (binary), each class's one-vs-rest AUC, their
-mean and the accuracy (multi-class), or per target the RMSE, MAE, bias, response and resolution
-(regression). They are the report's figures.
+the event id, reproduced below; a k-fold export scores every event, each with the model of its
+fold, the one that did not train on it, by the same hash) and the metrics are computed as the
+run's report computes them (negative event weights counted as zero): the AUC (binary), each
+class's one-vs-rest AUC, their mean and the accuracy (multi-class), or per target the RMSE, MAE,
+bias, response and resolution (regression). They are the report's figures.
 """
 
 from __future__ import annotations
@@ -43,12 +44,27 @@ def splitmix64(x: np.ndarray) -> np.ndarray:
         return x ^ (x >> np.uint64(31))
 
 
-def in_validation(ids: list[np.ndarray], fraction: float, seed: int) -> np.ndarray:
-    """export.json "validation_split": h = seed; h = splitmix64(h ^ id) per id branch."""
-    h = np.full(len(ids[0]), np.uint64(seed & 0xFFFFFFFFFFFFFFFF), dtype=np.uint64)
-    for column in ids:
+# --8<-- [start:split]
+def event_hash(ids: np.ndarray, seed: int) -> np.ndarray:
+    """export.json's rule: h = seed; h = splitmix64(h ^ id) for each event-id branch (column)."""
+    h = np.full(len(ids), np.uint64(seed & 0xFFFFFFFFFFFFFFFF), dtype=np.uint64)
+    for column in ids.T:
         h = splitmix64(h ^ column.astype(np.uint64))
-    return h < np.uint64(min(int(fraction * 2.0**64), 2**64 - 1))
+    return h
+
+
+def in_validation(ids: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """The validation split ("validation_split"): h < fraction * 2**64."""
+    return event_hash(ids, seed) < np.uint64(min(int(fraction * 2.0**64), 2**64 - 1))
+
+
+def fold_of(ids: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """A k-fold export's "folds": the fold whose model never trained on the event."""
+    low = event_hash(ids, seed) & np.uint64(0xFFFFFFFF)
+    return ((low * np.uint64(folds)) >> np.uint64(32)).astype(np.int64)
+
+
+# --8<-- [end:split]
 
 
 # --8<-- [start:evaluate]
@@ -240,7 +256,13 @@ def main() -> None:
     selection = described["event_selection"]
     if selection.get("selection"):
         raise SystemExit(f"apply the dataset's selection first: {selection['selection']}")
-    session = onnxruntime.InferenceSession(str(args.export / described["files"]["onnx"]["path"]))
+    folds = described.get("folds")  # a k-fold export: one model per fold, chosen per event
+    paths = (
+        {k: m["onnx"]["path"] for k, m in folds["models"].items()}
+        if folds
+        else {"": described["files"]["onnx"]["path"]}
+    )
+    sessions = {k: onnxruntime.InferenceSession(str(args.export / p)) for k, p in paths.items()}
     output = described["outputs"][0]  # "score" (events, len(columns)): see its "columns"
     targets = [t["expression"] for t in described["targets"]]  # a regression's truth
 
@@ -252,10 +274,18 @@ def main() -> None:
         feed = fill_inputs(tree, described["inputs"])
         ids = np.stack([column(tree, b) for b in selection["event_id"]], axis=1).astype(np.uint64)
         keep = np.ones(tree.num_entries, dtype=bool)
-        if args.validation:
+        model = np.full(tree.num_entries, "")  # which session scores each event
+        if folds:  # each event by the model of its fold, which did not train on it
+            model = np.array([f"fold-{k}" for k in fold_of(ids, folds["folds"], folds["seed"])])
+        elif args.validation:  # (a k-fold run validates every event, each in its fold)
             split = selection["validation_split"]
-            keep = in_validation(list(ids.T), split["validation_fraction"], split["seed"])
-        score = session.run([output["name"]], {k: v[keep] for k, v in feed.items()})[0]
+            keep = in_validation(ids, split["validation_fraction"], split["seed"])
+        score = np.full((int(keep.sum()), output["shape"][1]), np.nan, dtype=np.float32)
+        for which, session in sessions.items():
+            these = model[keep] == which
+            if these.any():
+                inputs = {k: v[keep][these] for k, v in feed.items()}
+                score[these] = session.run([output["name"]], inputs)[0]
         weight = sample["weight"]
         weight = (
             per_event(tree, weight)

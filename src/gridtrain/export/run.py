@@ -338,15 +338,78 @@ def _describe(
     }
 
 
+def _replace(folder: Path, final: Path) -> None:
+    """Rename the written ``folder`` to ``final``, replacing an earlier export whole."""
+    folder.chmod(0o755)
+    if final.exists():
+        old = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.old."))
+        final.rename(old / final.name)
+        folder.rename(final)
+        shutil.rmtree(old)
+    else:
+        folder.rename(final)
+
+
+def _export_folds(
+    run_dir: Path, kinds: tuple[str, ...], out: Path | None, tolerance: float
+) -> Exported:
+    """A k-fold run: each fold's model exported and verified into ``fold-k/``, and an
+    ``export.json`` that says which model scores which event (``folds``: K, the hash and its
+    inputs), so that C++ code dispatches each event to the model that never trained on it."""
+    from gridtrain.train.kfold import FOLDS_FILE, fold_dirs
+
+    record = json.loads((run_dir / FOLDS_FILE).read_text())
+    final = (out or run_dir / "export").absolute()
+    final.parent.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}."))
+    try:
+        checks, weights, models = [], [], {}
+        for fold in fold_dirs(run_dir):
+            exported = export_run(fold, kinds, folder / fold.name, tolerance)
+            described = json.loads((exported.folder / EXPORT_JSON).read_text())
+            models[fold.name] = {
+                kind: {**files, "path": f"{fold.name}/{files['path']}"}
+                for kind, files in described["files"].items()
+            }
+            weights.append(f"{fold.name}: {exported.weights}")
+            for check in exported.checks:
+                check.format = f"{fold.name}/{check.format}"
+                checks.append(check)
+        del described["verification"], described["files"]
+        description = {
+            **described,
+            "weights": "; ".join(weights),
+            "folds": {
+                **{key: value for key, value in record.items() if key != "runs"},
+                "models": models,
+                "dispatch": "score each event with models[f'fold-{fold}'], fold computed from "
+                "its event-id branches by the rule: every event is then scored by the one model "
+                "that did not train on it",
+            },
+            "verification": {"checks": [check.__dict__ for check in checks]},
+        }
+        write_text(folder / EXPORT_JSON, json.dumps(description, indent=1) + "\n")
+        _replace(folder, final)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    log.info("exported %d folds to %s", len(models), final)
+    return Exported(final, description["weights"], checks)
+
+
 def export_run(
     run_dir: Path,
     kinds: tuple[str, ...] = FORMATS,
     out: Path | None = None,
     tolerance: float = DEFAULT_TOLERANCE,
 ) -> Exported:
-    """Export the run in ``run_dir`` into ``out`` (default ``RUN_DIR/export``), verified."""
+    """Export the run in ``run_dir`` into ``out`` (default ``RUN_DIR/export``), verified; a
+    k-fold run's folds each into ``fold-k/``."""
     from gridtrain.models import model_input_names
+    from gridtrain.train.kfold import is_kfold
 
+    if is_kfold(run_dir):
+        return _export_folds(Path(run_dir), kinds, out, tolerance)
     files = RunDir(run_dir)
     if not files.spec.exists():
         raise ExportError(f"{run_dir}: no {files.spec.name}; not a gridtrain run directory")
@@ -379,14 +442,7 @@ def export_run(
             "checks": [check.__dict__ for check in checks],
         }
         write_text(folder / EXPORT_JSON, json.dumps(description, indent=1) + "\n")
-        folder.chmod(0o755)
-        if final.exists():
-            old = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.old."))
-            final.rename(old / final.name)
-            folder.rename(final)
-            shutil.rmtree(old)
-        else:
-            folder.rename(final)
+        _replace(folder, final)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
