@@ -356,3 +356,23 @@ def test_a_site_where_jobs_fail_is_excluded_from_the_runs_jobs(pool: Pool) -> No
         assert requirements.eval(scope=classad2.ClassAd(job), target=startd) is False
     finally:
         executor.stop(10)
+
+
+def test_a_jax_run_trains_on_the_pool_with_its_backend_in_the_jobs(pool: Pool, work: Path) -> None:
+    """train.backend reaches the pool's jobs: each worker job trains on JAX (its log says so;
+    the jobs' environment carries KERAS_BACKEND: tests/train/test_train_backends.py)."""
+    config = yaml.safe_load((work / "config.yaml").read_text())
+    config["train"]["backend"] = "jax"
+    path = work / "jax.yaml"
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o644)
+    run_dir = work / "jax"
+    done = gridtrain(
+        work, "train", "-c", str(path), "--run-dir", str(run_dir), "--epochs", "1", timeout=600
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    logs = sorted((run_dir / "condor").glob("*.err"))
+    assert [log.name for log in logs] == ["jax-w0.err", "jax-w1.err"]
+    for log in logs:
+        assert "training on JAX, CPU" in log.read_text()
+    assert json.loads((run_dir / "metrics.json").read_text())["auc"] > 0.5

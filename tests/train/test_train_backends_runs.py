@@ -101,3 +101,12 @@ def test_a_torch_module_trains_through_the_parameter_server_and_exports_to_onnx(
     ]  # fmt: skip
     assert all(not np.array_equal(a, b) for a, b in zip(initial, center, strict=True))
     assert metrics["auc"] > 0.75
+
+    # exported on PyTorch (torch.onnx), scored by ONNX Runtime, against the run's own AUC
+    checks = export_checks(run_dir)
+    assert set(checks) == {"onnx"}  # SavedModel and the frozen graph need TensorFlow
+    assert checks["onnx"] == pytest.approx(metrics["auc"], abs=1e-5)
+    exported = json.loads((run_dir / "export" / "export.json").read_text())
+    assert [i["name"] for i in exported["inputs"]] == [
+        "constituents", "constituents_count", "features"
+    ]  # fmt: skip

@@ -69,6 +69,16 @@ def _signature(inputs: list[ExportInput]) -> list[Any]:
 def write(kind: str, model: Any, inputs: list[ExportInput], folder: Path) -> Written:
     """Write ``model`` in format ``kind`` into ``folder``."""
     path = folder / FILE_NAMES[kind]
+    if _on_torch(model):  # a wrapped torch.nn.Module: ONNX through torch.onnx, nothing else
+        if kind != "onnx":
+            raise ExportError(
+                f"{kind} is written by TensorFlow, on which a model that wraps a torch.nn.Module "
+                "cannot run; export it with --format onnx"
+            )
+        from gridtrain.export.torch_onnx import write_onnx
+
+        write_onnx(model, inputs, path)
+        return Written(kind, path, {i.name: i.name for i in inputs}, {OUTPUT: OUTPUT})
     if kind == "onnx":
         return _write_onnx(model, inputs, path)
     if kind == "saved_model":
@@ -77,6 +87,12 @@ def write(kind: str, model: Any, inputs: list[ExportInput], folder: Path) -> Wri
         names = {i.name: i.name for i in inputs}
         return Written(kind, path, names, {OUTPUT: OUTPUT})
     return _write_frozen(model, inputs, path)
+
+
+def _on_torch(model: Any) -> bool:
+    from gridtrain.export.torch_onnx import holds_torch_module
+
+    return holds_torch_module(model)
 
 
 def _frozen(model: Any, inputs: list[ExportInput]) -> Any:
