@@ -101,3 +101,21 @@ def test_pool_jobs_and_local_workers_carry_the_backend(tmp_path: Path) -> None:
     )
     assert "KERAS_BACKEND=jax" in _environment(jobs, SiteProfile("test"))
     assert LocalExecutor(2)._environment(0, 1, "torch")["KERAS_BACKEND"] == "torch"
+
+
+def test_a_prewarmed_worker_is_handed_only_a_run_of_its_own_backend(tmp_path: Path) -> None:
+    from gridtrain.train.executor import Launch, Slot
+    from gridtrain.train.local_executor import LocalExecutor
+
+    executor = LocalExecutor(2)
+    executor.prewarm(1, "r", "jax")  # imports JAX before it knows the run
+    try:
+        [(threads, process)] = executor._waiting.values()
+        environ = Path(f"/proc/{process.pid}/environ").read_bytes().split(b"\0")
+        assert b"KERAS_BACKEND=jax" in environ
+        launch = Launch(tmp_path / "w.json", "127.0.0.1:9", tmp_path / "s", tmp_path, "r", "torch")
+        assert not executor._hand_over(Slot(0, "r-w0"), threads, launch)  # a plain start instead
+        assert process.poll() is None  # not told anything: it ends when discarded
+    finally:
+        executor.discard_prewarmed()
+    assert process.poll() == 0
