@@ -35,7 +35,7 @@ def train_steps(model: keras.Model, steps: int = 30) -> tuple[float, float]:
 
 
 def test_registry_lists_the_built_ins() -> None:
-    assert set(MODELS) == {"mlp", "deepsets", "interaction", "cnn"}
+    assert set(MODELS) == {"mlp", "deepsets", "interaction", "cnn", "particlenet", "part"}
 
 
 @pytest.mark.parametrize(

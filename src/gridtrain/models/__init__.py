@@ -14,9 +14,10 @@ from gridtrain.models.build import (
     load_model,
     model_input_names,
 )
+from gridtrain.models.params import Param
 from gridtrain.models.spec import COUNT_SUFFIX, FEATURES, InputSpec, InputTensor
 from gridtrain.models.user import absolute_model_name
-from gridtrain.models.zoo import MODELS, Builder, Param, resolve_params
+from gridtrain.models.zoo import MODELS, Builder, resolve_params
 
 __all__ = [
     "COUNT_SUFFIX",

@@ -1,6 +1,7 @@
 """The Particle Transformer (ParT): particle self-attention biased by pairwise features.
 
-Layer: models, Keras graph and builder (``keras.ops`` only, any backend). The network is Qu, Li and
+Layer: models, Keras graph pieces (``keras.ops`` only, any backend); ``models.zoo`` builds
+the ``part`` model from them. The network is Qu, Li and
 Qian's (arXiv:2202.03772), as jet-universe/particle_transformer and weaver-core write it (version
 1, no sequence trimming):
 
@@ -30,35 +31,21 @@ relative to the jet axis, and needs no px, py, pz.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import keras
 from keras import ops
 
-from gridtrain.models.particlenet import particle_sets
-from gridtrain.models.sets import MaskedEntries
-from gridtrain.models.spec import FEATURES, InputSpec
-from gridtrain.models.taggers import (
-    PART_PARAMS,
-    PART_PRESETS,
-    resolve_fourmomentum,
-    with_preset,
-)
-from gridtrain.models.zoo import (
-    _features_input,
-    _Seeds,
-    choose_groups,
-    finish_model,
-    resolve_params,
-)
+from gridtrain.models.particlenet import Kernel, particle_sets
+from gridtrain.models.sets import GroupInput, MaskedEntries
 
 EPS = 1e-8
 MASKED = -1e9  # the logit of a padded key: exp(MASKED - max) is exactly 0 in float32
 KINEMATIC_ORDER = ("pt", "eta", "phi", "energy", "mass")
 
 
-@keras.saving.register_keras_serializable(package="gridtrain")
+@keras.saving.register_keras_serializable(package="gridtrain")  # type: ignore[untyped-decorator]
 def gelu_erf(x: Any) -> Any:
     """The exact GELU, x Phi(x), written with erf: TensorFlow's own gelu uses erfc, which ONNX
     (tf2onnx) has no operator for."""
@@ -108,7 +95,7 @@ class PairFeatures(keras.layers.Layer):  # type: ignore[misc]
 
 
 @keras.saving.register_keras_serializable(package="gridtrain")
-class FourMomenta(keras.layers.Layer):
+class FourMomenta(keras.layers.Layer):  # type: ignore[misc]
     """Measured channels (B, L, n) -> (pt, eta, phi, m) (B, L, 4): ``kinds`` names each input
     channel (pt, eta, phi, then energy, mass or nothing); the mass from the energy is
     sqrt(max(E^2 - (pt cosh eta)^2, 0)), none is massless."""
@@ -276,79 +263,62 @@ class AttentionBlock(keras.layers.Layer):  # type: ignore[misc]
         return config
 
 
-def _embed(x: Any, dims: list[int], kind: str, name: str, seeds: _Seeds) -> Any:
+def _embed(x: Any, dims: list[int], kind: str, name: str, kernel: Kernel) -> Any:
     """Per width: LayerNorm - Dense - activation (weaver's ``Embed``, without its input BN)."""
     for i, n in enumerate(dims):
         x = keras.layers.LayerNormalization(epsilon=1e-5, name=f"{name}_{i}_norm")(x)
-        x = keras.layers.Dense(n, kernel_initializer=seeds.kernel(), name=f"{name}_{i}")(x)
+        x = keras.layers.Dense(n, kernel_initializer=kernel(), name=f"{name}_{i}")(x)
         x = keras.layers.Activation(activation(kind), name=f"{name}_{i}_act")(x)
     return x
 
 
-def _pair_bias(momenta: Any, dims: list[int], heads: int, kind: str, seeds: _Seeds) -> Any:
+def _pair_bias(momenta: Any, dims: list[int], heads: int, kind: str, kernel: Kernel) -> Any:
     """(B, L, 4) four-momenta -> (B, L, L, heads): the pairs' features, embedded."""
     pairs = PairFeatures(name="pair_features")(momenta)
     x = keras.layers.BatchNormalization(name="pair_input_norm")(pairs)
     for i, n in enumerate([*dims, heads]):
-        x = keras.layers.Dense(n, kernel_initializer=seeds.kernel(), name=f"pair_embed_{i}")(x)
+        x = keras.layers.Dense(n, kernel_initializer=kernel(), name=f"pair_embed_{i}")(x)
         x = keras.layers.BatchNormalization(name=f"pair_embed_{i}_norm")(x)
         x = keras.layers.Activation(activation(kind), name=f"pair_embed_{i}_act")(x)
     return x
 
 
-def build_part(
-    inputs: InputSpec, params: Mapping[str, Any], *, learning_rate: float, seed: int | None
-) -> keras.Model:
-    """The Particle Transformer over the jagged ``groups``; ``preset: small`` or ``paper``."""
-    p = with_preset(resolve_params("part", params, PART_PARAMS), PART_PRESETS)
-    groups = choose_groups("part", inputs, None, p["groups"])
-    channels = {group: inputs.groups[group][1] for group in groups}
-    momenta = resolve_fourmomentum("part", p["fourmomentum"], groups, channels)
+def part_body(
+    groups: Mapping[str, GroupInput],
+    momenta: Mapping[str, Mapping[str, str]],
+    p: Mapping[str, Any],
+    kernel: Kernel,
+    next_seed: Callable[[], int | None],
+) -> Any:
+    """The class token's vector (B, D) after the particle and class attention blocks over the
+    joined set of ``groups``; ``momenta``: per group the channels of pt, eta, phi and energy or
+    mass; ``p``: the model's parameters, sizes resolved from the preset."""
     order = {
         group: [kind for kind in KINEMATIC_ORDER if kind in names]
         for group, names in momenta.items()
     }
     physics = {group: [momenta[group][kind] for kind in order[group]] for group in groups}
-    seeds = _Seeds(seed)
-    model_inputs: dict[str, Any] = {}
     dims = list(p["embed_dims"])
 
     def four_momenta(group: str, values: Any) -> Any:
         suffix = "" if len(groups) == 1 else f"_{group}"
         return FourMomenta(order[group], name=f"four_momenta{suffix}")(values)
 
-    x, four, mask = particle_sets(
-        "part", inputs, groups, model_inputs, dims[0] if dims else 32, seeds, physics, four_momenta
-    )
-    x = MaskedEntries(name="embedded")([_embed(x, dims, p["activation"], "embed", seeds), mask])
-    dim = x.shape[-1]
-    heads = p["num_heads"]
-    bias = None
+    x, four, mask = particle_sets(groups, dims[0] if dims else 32, kernel, physics, four_momenta)
+    x = MaskedEntries(name="embedded")([_embed(x, dims, p["activation"], "embed", kernel), mask])
+    dim, heads = x.shape[-1], p["num_heads"]
     if p["num_layers"]:
-        bias = _pair_bias(four, list(p["pair_embed_dims"]), heads, p["activation"], seeds)
+        bias = _pair_bias(four, list(p["pair_embed_dims"]), heads, p["activation"], kernel)
     for i in range(p["num_layers"]):
         x = AttentionBlock(
-            dim, heads, p["ffn_ratio"], p["dropout"], p["activation"], seed=seeds.next(),
+            dim, heads, p["ffn_ratio"], p["dropout"], p["activation"], seed=next_seed(),
             name=f"block_{i}",
         )([x, mask, bias])  # fmt: skip
-    token = ClassToken(dim, seed=seeds.next(), name="class_token")(x)
+    token = ClassToken(dim, seed=next_seed(), name="class_token")(x)
     for i in range(p["num_cls_layers"]):
         token = AttentionBlock(
             dim, heads, p["ffn_ratio"], 0.0, p["activation"], class_attention=True,
-            seed=seeds.next(), name=f"class_block_{i}",
+            seed=next_seed(), name=f"class_block_{i}",
         )([token, x, mask])  # fmt: skip
     token = keras.layers.LayerNormalization(epsilon=1e-5, name="norm")(token)
-    x = keras.layers.Flatten(name="class_vector")(token)
-    if p["use_features"]:
-        model_inputs[FEATURES] = _features_input("part", inputs)
-        x = keras.layers.Concatenate(name="with_features")([x, model_inputs[FEATURES]])
-    for i, n in enumerate(p["fc"]):
-        x = keras.layers.Dense(
-            n,
-            activation=activation(p["activation"]),
-            kernel_initializer=seeds.kernel(),
-            name=f"fc_{i}",
-        )(x)
-        if p["dropout"]:
-            x = keras.layers.Dropout(p["dropout"], seed=seeds.next(), name=f"fc_{i}_drop")(x)
-    return finish_model(model_inputs, x, "part", inputs.task, learning_rate, seeds)
+    return keras.layers.Flatten(name="class_vector")(token)

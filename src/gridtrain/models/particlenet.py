@@ -1,6 +1,7 @@
 """ParticleNet: dynamic graph convolutions (EdgeConv) over a jet's particles.
 
-Layer: models, Keras graph and builder (``keras.ops`` only, any backend). The network is Qu and
+Layer: models, Keras graph pieces (``keras.ops`` only, any backend); ``models.zoo`` builds
+the ``particlenet`` model from them. The network is Qu and
 Gouskos's (arXiv:1902.08570), as weaver-core's ``ParticleNet`` writes it:
 
 1. each particle's features are batch-normalised (with several groups, each group is first
@@ -27,23 +28,17 @@ from typing import Any
 import keras
 from keras import ops
 
-from gridtrain.errors import ConfigError
-from gridtrain.models.sets import EntryMask, JoinSets, MaskedEntries, MaskedMean, physical
-from gridtrain.models.spec import FEATURES, InputSpec
-from gridtrain.models.taggers import (
-    PARTICLENET_PARAMS,
-    PARTICLENET_PRESETS,
-    resolve_points,
-    with_preset,
+from gridtrain.models.sets import (
+    EntryMask,
+    GroupInput,
+    JoinSets,
+    MaskedEntries,
+    MaskedMean,
+    physical,
 )
-from gridtrain.models.zoo import (
-    _features_input,
-    _group_inputs,
-    _Seeds,
-    choose_groups,
-    finish_model,
-    resolve_params,
-)
+
+Kernel = Callable[[], Any]
+"""``kernel()``: the next seeded kernel initializer (the zoo's ``_Seeds.kernel``)."""
 
 FAR = 1e9  # where padded particles sit for the neighbour search
 
@@ -98,37 +93,34 @@ class NeighbourMean(keras.layers.Layer):  # type: ignore[misc]
         return (input_shape[0], input_shape[1], input_shape[3])
 
 
-def _dense_norm(x: Any, units: int, name: str, seeds: _Seeds, relu: bool = True) -> Any:
+def _dense_norm(x: Any, units: int, name: str, kernel: Kernel, relu: bool = True) -> Any:
     """Dense (no bias: the BN's beta is the bias) - BN - ReLU, as weaver's Conv - BN - ReLU."""
-    x = keras.layers.Dense(units, use_bias=False, kernel_initializer=seeds.kernel(), name=name)(x)
+    x = keras.layers.Dense(units, use_bias=False, kernel_initializer=kernel(), name=name)(x)
     x = keras.layers.BatchNormalization(name=f"{name}_norm")(x)
     return keras.layers.Activation("relu", name=f"{name}_act")(x) if relu else x
 
 
 def edge_conv(
-    points: Any, x: Any, mask: Any, k: int, units: list[int], name: str, seeds: _Seeds
+    points: Any, x: Any, mask: Any, k: int, units: list[int], name: str, kernel: Kernel
 ) -> Any:
     """One EdgeConv block over the real particles of ``x`` (B, L, C); padding 0 after it."""
     edges = NeighbourEdges(k, name=f"{name}_edges")([points, x, mask])
     for j, n in enumerate(units):
-        edges = _dense_norm(edges, n, f"{name}_{j}", seeds)
+        edges = _dense_norm(edges, n, f"{name}_{j}", kernel)
     pooled = NeighbourMean(name=f"{name}_mean")(edges)
     if x.shape[-1] == units[-1]:
         shortcut = x
     else:
-        shortcut = _dense_norm(x, units[-1], f"{name}_shortcut", seeds, relu=False)
+        shortcut = _dense_norm(x, units[-1], f"{name}_shortcut", kernel, relu=False)
     out = keras.layers.Add(name=f"{name}_add")([pooled, shortcut])
     out = keras.layers.Activation("relu", name=f"{name}_act")(out)
     return MaskedEntries(name=f"{name}_masked")([out, mask])
 
 
 def particle_sets(
-    model: str,
-    inputs: InputSpec,
-    groups: list[str],
-    model_inputs: dict[str, Any],
+    groups: Mapping[str, GroupInput],
     embed: int,
-    seeds: _Seeds,
+    kernel: Kernel,
     physics: Mapping[str, list[str]],
     convert: Callable[[str, Any], Any] | None = None,
 ) -> tuple[Any, Any, Any]:
@@ -140,18 +132,15 @@ def particle_sets(
     values)`` when given, joined; ``mask`` (B, L, 1).
     """
     features, measured, masks = [], [], []
-    for group in groups:
-        entries, count = _group_inputs(inputs, group, model_inputs)
-        length, channels = inputs.groups[group]
+    for group, (entries, count, channels, stats) in groups.items():
         suffix = "" if len(groups) == 1 else f"_{group}"
-        mask = EntryMask(length, name=f"mask{suffix}")(count)
+        mask = EntryMask(entries.shape[1], name=f"mask{suffix}")(count)
         clean = MaskedEntries(name=f"clean{suffix}")([entries, mask])
-        stats = inputs.statistics.get(group)
         values = physical(clean, channels, physics[group], stats, name=f"physical{suffix}")
         measured.append(values if convert is None else convert(group, values))
         normed = keras.layers.BatchNormalization(name=f"input_norm{suffix}")(clean)
         if len(groups) > 1:
-            normed = _dense_norm(normed, embed, f"embed{suffix}", seeds)
+            normed = _dense_norm(normed, embed, f"embed{suffix}", kernel)
         features.append(MaskedEntries(name=f"features{suffix}")([normed, mask]))
         masks.append(mask)
     if len(groups) == 1:
@@ -163,39 +152,18 @@ def particle_sets(
     )
 
 
-def build_particlenet(
-    inputs: InputSpec, params: Mapping[str, Any], *, learning_rate: float, seed: int | None
-) -> keras.Model:
-    """ParticleNet over the jagged ``groups``; ``preset: lite`` or ``full`` sets the sizes."""
-    p = with_preset(resolve_params("particlenet", params, PARTICLENET_PARAMS), PARTICLENET_PRESETS)
-    groups = choose_groups("particlenet", inputs, None, p["groups"])
-    channels = {group: inputs.groups[group][1] for group in groups}
-    points = resolve_points("particlenet", p["points"], groups, channels)
-    total = sum(inputs.groups[group][0] for group in groups)
-    for k, _ in p["edge_convs"]:
-        if k >= total:
-            raise ConfigError(
-                f"model 'particlenet': an EdgeConv block takes k = {k} neighbours and the jets "
-                f"hold at most {total} entries ({', '.join(groups)}); choose a smaller k in "
-                "edge_convs or a longer dataset.jagged length"
-            )
-    seeds = _Seeds(seed)
-    model_inputs: dict[str, Any] = {}
-    x, coordinates, mask = particle_sets(
-        "particlenet", inputs, groups, model_inputs, p["embed"], seeds, points
-    )
-    for i, (k, units) in enumerate(p["edge_convs"]):
+def particlenet_body(
+    groups: Mapping[str, GroupInput],
+    points: Mapping[str, list[str]],
+    edge_convs: list[Any],
+    embed: int,
+    kernel: Kernel,
+) -> Any:
+    """The jet vector (B, channels of the last block): EdgeConv blocks ``[[k, [units]], ...]``
+    over the joined set of ``groups``, averaged over the real particles."""
+    x, coordinates, mask = particle_sets(groups, embed, kernel, points)
+    for i, (k, units) in enumerate(edge_convs):
         x = edge_conv(
-            coordinates if i == 0 else x, x, mask, k, list(units), f"edge_conv_{i}", seeds
+            coordinates if i == 0 else x, x, mask, k, list(units), f"edge_conv_{i}", kernel
         )
-    x = MaskedMean(name="pool")([x, mask])
-    if p["use_features"]:
-        model_inputs[FEATURES] = _features_input("particlenet", inputs)
-        x = keras.layers.Concatenate(name="with_features")([x, model_inputs[FEATURES]])
-    for i, n in enumerate(p["fc"]):
-        x = keras.layers.Dense(
-            n, activation="relu", kernel_initializer=seeds.kernel(), name=f"fc_{i}"
-        )(x)
-        if p["dropout"]:
-            x = keras.layers.Dropout(p["dropout"], seed=seeds.next(), name=f"fc_{i}_drop")(x)
-    return finish_model(model_inputs, x, "particlenet", inputs.task, learning_rate, seeds)
+    return MaskedMean(name="pool")([x, mask])

@@ -14,10 +14,20 @@ numbers whatever padding held.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import keras
 from keras import ops
+
+
+class GroupInput(NamedTuple):
+    """One jagged group as a tagger takes it: its Keras inputs ``entries`` (B, L, C) and
+    ``count`` (B,), its channel names and its standardisation ((means, stds) or None)."""
+
+    entries: Any
+    count: Any
+    channels: tuple[str, ...]
+    stats: Any
 
 
 @keras.saving.register_keras_serializable(package="gridtrain")

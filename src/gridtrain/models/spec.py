@@ -79,7 +79,7 @@ class InputSpec:
         """The inputs a converted dataset offers and its task, from its manifest."""
         groups = {g["name"]: (int(g["length"]), tuple(g["branches"])) for g in manifest.jagged}
         task = Task.from_dict(getattr(manifest, "task", None))  # older manifests: binary
-        statistics = group_statistics(manifest.stats, groups)
+        statistics = group_statistics(getattr(manifest, "stats", {}), groups)
         return cls(
             tuple(manifest.features), groups, image_shapes(manifest.images), task, statistics
         )

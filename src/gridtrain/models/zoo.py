@@ -1,6 +1,7 @@
 """The built-in models: an MLP on the flat features (and the leading entries of the jagged
-groups), Deep Sets and an interaction network over one or more jagged groups, and a small CNN on an
-image (the last two's Keras pieces in ``models.interaction`` and ``models.cnn``).
+groups), Deep Sets and an interaction network over one or more jagged groups, a small CNN on an
+image, and the jet taggers ParticleNet and the Particle Transformer (the Keras pieces in
+``models.interaction``, ``models.cnn``, ``models.particlenet`` and ``models.part``).
 
 Layer: models, builders. Each builder turns an ``InputSpec`` and checked hyper-parameters into a
 compiled model for the spec's task: its body ends in ``finish_model``, which adds the task's head
@@ -20,28 +21,24 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from gridtrain.errors import ConfigError
+from gridtrain.models.params import ACTIVATIONS, Param, units
 from gridtrain.models.spec import COUNT_SUFFIX, FEATURES, InputSpec
+from gridtrain.models.taggers import (
+    PART_PARAMS,
+    PART_PRESETS,
+    PARTICLENET_PARAMS,
+    PARTICLENET_PRESETS,
+    check_neighbours,
+    resolve_fourmomentum,
+    resolve_points,
+    with_preset,
+)
 from gridtrain.task import Task
 
 if TYPE_CHECKING:
     import keras
 
-ACTIVATIONS = ("relu", "gelu", "silu", "swish", "elu", "selu", "tanh", "sigmoid", "leaky_relu")
-
-
-@dataclass(frozen=True)
-class Param:
-    """One hyper-parameter: its default and what a valid value is."""
-
-    default: Any
-    valid: Callable[[Any], bool]
-    expected: str
-
-
-def _units(value: Any) -> bool:
-    return isinstance(value, list | tuple) and all(
-        isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value
-    )
+_units = units
 
 
 def _fraction(value: Any) -> bool:
@@ -473,22 +470,82 @@ def build_cnn(
     return finish_model(model_inputs, x, "cnn", inputs.task, learning_rate, seeds)
 
 
+def _tagger_groups(
+    inputs: InputSpec, groups: list[str], model_inputs: dict[str, Any]
+) -> dict[str, Any]:
+    """Each group's Keras inputs with its channels and standardisation (``sets.GroupInput``)."""
+    from gridtrain.models.sets import GroupInput
+
+    found = {}
+    for group in groups:
+        entries, count = _group_inputs(inputs, group, model_inputs)
+        channels = inputs.groups[group][1]
+        found[group] = GroupInput(entries, count, channels, inputs.statistics.get(group))
+    return found
+
+
+def _tagger_head(
+    model_inputs: dict[str, Any],
+    x: Any,
+    name: str,
+    p: Mapping[str, Any],
+    inputs: InputSpec,
+    activation: Any,
+    learning_rate: float,
+    seeds: _Seeds,
+) -> keras.Model:
+    """The flat features beside the jet vector (``use_features``), the ``fc`` layers and the
+    task's head."""
+    import keras
+
+    if p["use_features"]:
+        model_inputs[FEATURES] = _features_input(name, inputs)
+        x = keras.layers.Concatenate(name="with_features")([x, model_inputs[FEATURES]])
+    for i, n in enumerate(p["fc"]):
+        x = keras.layers.Dense(
+            n, activation=activation, kernel_initializer=seeds.kernel(), name=f"fc_{i}"
+        )(x)
+        if p["dropout"]:
+            x = keras.layers.Dropout(p["dropout"], seed=seeds.next(), name=f"fc_{i}_drop")(x)
+    return finish_model(model_inputs, x, name, inputs.task, learning_rate, seeds)
+
+
 def build_particlenet(
     inputs: InputSpec, params: Mapping[str, Any], *, learning_rate: float, seed: int | None
 ) -> keras.Model:
-    """ParticleNet (EdgeConv over the particles); see ``models.particlenet``."""
-    from gridtrain.models.particlenet import build_particlenet as build
+    """ParticleNet over the jagged ``groups``; ``preset: lite`` or ``full`` sets the sizes; see
+    ``models.particlenet``."""
+    from gridtrain.models.particlenet import particlenet_body
 
-    return build(inputs, params, learning_rate=learning_rate, seed=seed)
+    p = with_preset(resolve_params("particlenet", params, PARTICLENET_PARAMS), PARTICLENET_PRESETS)
+    groups = choose_groups("particlenet", inputs, None, p["groups"])
+    channels = {group: inputs.groups[group][1] for group in groups}
+    points = resolve_points("particlenet", p["points"], groups, channels)
+    check_neighbours(p["edge_convs"], {group: inputs.groups[group][0] for group in groups})
+    seeds = _Seeds(seed)
+    model_inputs: dict[str, Any] = {}
+    found = _tagger_groups(inputs, groups, model_inputs)
+    x = particlenet_body(found, points, p["edge_convs"], p["embed"], seeds.kernel)
+    return _tagger_head(model_inputs, x, "particlenet", p, inputs, "relu", learning_rate, seeds)
 
 
 def build_part(
     inputs: InputSpec, params: Mapping[str, Any], *, learning_rate: float, seed: int | None
 ) -> keras.Model:
-    """The Particle Transformer; see ``models.part``."""
-    from gridtrain.models.part import build_part as build
+    """The Particle Transformer over the jagged ``groups``; ``preset: small`` or ``paper``; see
+    ``models.part``."""
+    from gridtrain.models.part import activation, part_body
 
-    return build(inputs, params, learning_rate=learning_rate, seed=seed)
+    p = with_preset(resolve_params("part", params, PART_PARAMS), PART_PRESETS)
+    groups = choose_groups("part", inputs, None, p["groups"])
+    channels = {group: inputs.groups[group][1] for group in groups}
+    momenta = resolve_fourmomentum("part", p["fourmomentum"], groups, channels)
+    seeds = _Seeds(seed)
+    model_inputs: dict[str, Any] = {}
+    found = _tagger_groups(inputs, groups, model_inputs)
+    x = part_body(found, momenta, p, seeds.kernel, seeds.next)
+    kind = activation(p["activation"])
+    return _tagger_head(model_inputs, x, "part", p, inputs, kind, learning_rate, seeds)
 
 
 @dataclass(frozen=True)
@@ -511,14 +568,12 @@ MODELS: dict[str, Builder] = {
         build_interaction, INTERACTION_PARAMS, "interaction network (JEDI-net), padding masked"
     ),
     "cnn": Builder(build_cnn, CNN_PARAMS, "a small CNN on one image (dataset.images)"),
+    "particlenet": Builder(
+        build_particlenet, PARTICLENET_PARAMS, "ParticleNet (EdgeConv; presets lite, full)"
+    ),
+    "part": Builder(
+        build_part,
+        PART_PARAMS,
+        "Particle Transformer (pairwise attention bias; presets small, paper)",
+    ),
 }
-
-# The taggers' parameters use Param and the checks above, so they are read in last.
-from gridtrain.models.taggers import PART_PARAMS, PARTICLENET_PARAMS  # noqa: E402
-
-MODELS["particlenet"] = Builder(
-    build_particlenet, PARTICLENET_PARAMS, "ParticleNet (EdgeConv; presets lite, full)"
-)
-MODELS["part"] = Builder(
-    build_part, PART_PARAMS, "Particle Transformer (pairwise attention bias; presets small, paper)"
-)
