@@ -21,7 +21,7 @@ counts. Per side: seconds, events/s and events per CPU-second of this process (a
 which others' load changes least. The last line is the ratio apply / limit in events/s; the goal
 is 0.8 or more.
 
-    python benchmarks/apply.py               # about 1.5 minutes here, a third of it the setup
+    python benchmarks/apply.py               # about 1.5 minutes here (most of it the setup, cached)
     python benchmarks/apply.py --events 20000 --repeats 1      # a check that it runs
 """
 
@@ -169,7 +169,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=REPO / ".bench" / "apply")
     parser.add_argument("--events", type=int, default=100_000, help="events in the scored files")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     os.environ.update(QUIET_TF)
     from gridtrain.apply.engines import find_models
