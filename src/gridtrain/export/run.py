@@ -20,6 +20,7 @@ import logging
 import shutil
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,12 +29,14 @@ import numpy as np
 import yaml
 
 from gridtrain import __version__
+from gridtrain.backend import use_backend
 from gridtrain.data.manifest import Manifest
 from gridtrain.data.shards import ShardReader
 from gridtrain.errors import ExportError, GridtrainError
 from gridtrain.evaluation import METRIC_NEGATIVE_WEIGHTS, weighted_auc
 from gridtrain.export import FORMATS, formats
 from gridtrain.export.graph import OUTPUT, ExportInput, describe_inputs, raw_input_model
+from gridtrain.export.torch_onnx import export_backend
 from gridtrain.files import write_text
 from gridtrain.models.spec import FEATURES
 from gridtrain.rundir import RunDir
@@ -83,6 +86,12 @@ def _weights(files: RunDir, spec: WorkerSpec) -> tuple[Any, str]:
     from gridtrain.models import load_model
     from gridtrain.ps.checkpoint import read_checkpoint, read_initial_weights
 
+    if files.model.exists() and export_backend(files.model) == "torch":
+        model = replica(spec)  # the pickled module in model.keras names the trainer's module
+        with warnings.catch_warnings():  # the optimizer's state is not wanted for scoring
+            warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+            model.load_weights(files.model)
+        return model, files.model.name
     if files.model.exists():
         return load_model(files.model, compile=False), files.model.name
     if not files.checkpoint.exists():
@@ -419,6 +428,10 @@ def export_run(
             f"export format(s) {', '.join(unknown) or 'none'}: choose from {', '.join(FORMATS)}"
         )
     spec = WorkerSpec.read(files.spec)
+    backend = export_backend(files.model)  # TensorFlow's exporters, or torch.onnx (torch_onnx)
+    use_backend(backend)
+    if backend == "torch" and tuple(kinds) == FORMATS:  # the default: what PyTorch can write
+        kinds = ("onnx",)
     model, weights = _weights(files, spec)
     inputs = describe_inputs(spec, model_input_names(model))
     wrapped = raw_input_model(model, spec, inputs)
