@@ -10,6 +10,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from apply_helpers import Runs
 
+from tests.stage.conftest import xrootd_server  # noqa: F401 (a real server for root:// inputs)
+
 
 @pytest.fixture(scope="session")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> Runs:

@@ -233,3 +233,22 @@ def test_a_bad_input_stops_the_run_before_anything_is_written(runs: Runs, tmp_pa
     done = apply_cli(str(runs.run("binary")), DY, str(bad), "--out", str(out))
     assert done.returncode == 2
     assert not out.exists()
+
+
+@pytest.mark.xrootd
+def test_a_root_url_scores_as_the_local_file(runs: Runs, tmp_path: Path, xrootd_server) -> None:
+    """A root:// input (a real xrootd on 127.0.0.1) gives the scores file the local copy gives."""
+    run = runs.export("binary")
+    remote = xrootd_server.local("apply/nano_dy.root")
+    remote.parent.mkdir(parents=True, exist_ok=True)
+    remote.write_bytes(Path(DY).read_bytes())
+    remote.chmod(0o644)
+    url = xrootd_server.url("apply/nano_dy.root")
+    for out, source in ((tmp_path / "remote", url), (tmp_path / "local", DY)):
+        done = apply_cli(str(run), source, "--out", str(out), "--engine", "onnx", "--selection")
+        assert done.returncode == 0, done.stderr[-3000:]
+    local = read_scores(tmp_path / "local" / "nano_dy_scores.root")
+    via_url = read_scores(tmp_path / "remote" / "nano_dy_scores.root")
+    assert list(via_url) == list(local)
+    for name, values in local.items():
+        np.testing.assert_array_equal(via_url[name], values)

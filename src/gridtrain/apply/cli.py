@@ -51,7 +51,8 @@ def register(subparsers: Any) -> None:
         nargs="+",
         default=[],
         metavar="BRANCH",
-        help="copy these per-event branches of the input into the scores tree",
+        help="copy these per-event branches of the input into the scores tree (after the "
+        "files, or once per branch: it takes every name that follows)",
     )
     apply.add_argument(
         "--format",
