@@ -40,7 +40,7 @@ def export_checks(run_dir: Path) -> dict[str, float]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_the_toy_trains_reports_and_exports_on_each_backend(
+def test_the_toy_trains_and_reports_on_each_backend_and_exports_from_any(
     toy_dir: Path, toy_dataset: Path, tmp_path: Path, backend: str
 ) -> None:
     config = write_config(
