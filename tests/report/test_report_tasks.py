@@ -226,7 +226,7 @@ def test_a_binary_run_with_negative_weights_renders_as_before_and_says_so(tmp_pa
         names=np.array(["background", "signal"]),
     )
     run = load_run(run_dir)
-    assert plots_for(run) is PLOTS
+    assert plots_for(run) == PLOTS
     assert list(PLOTS) == ALL_PLOTS
     lines = summary_lines(run)
     assert lines[0].startswith("validation AUC 0.")
