@@ -10,8 +10,9 @@ backend (as Keras' own ``backend/*/trainer.py`` split ``fit``):
   ``steps_per_execution`` does; each step the model's own ``train_step`` (a user model's override
   included), compiled as Keras compiles it (``jit_compile`` as the model has it).
 - JAX: the model's stateless ``train_step`` under one ``jax.jit`` with a ``lax.scan`` over the
-  window, the state (trainable, non-trainable, optimizer and metric variables) carried through
-  and written back to the model's variables once, at the end.
+  window (a window of 7 steps as scans of 4, 2 and 1: each length is compiled once), the state
+  (trainable, non-trainable, optimizer and metric variables) carried through and written back to
+  the model's variables once, at the end.
 - PyTorch: the eager loop of Keras' own train function (``torch.compile`` when the model asks
   for it), the window's arrays moved to the device once, the losses read back once.
 
@@ -173,14 +174,31 @@ def _jax_window(model: Any) -> Any:
     def window(inputs: Any, labels: Any, weights: Any) -> Any:
         model.reset_metrics()
         reset = [variable.value for variable in model.metrics_variables]
-        state = tuple([variable.value for variable in group] for group in groups[:3])
-        state, losses = compiled(state, reset, inputs, labels, weights)
-        for group, values in zip(groups, state, strict=True):
+        state: Any = tuple([variable.value for variable in group] for group in groups[:3])
+        losses, start = [], 0
+        for size in _powers_of_two(int(labels.shape[0])):
+            chunk = _rows(jax, (inputs, labels, weights), slice(start, start + size))
+            (*state, last), chunk_losses = compiled(state, reset, *chunk)
+            state = tuple(state)
+            losses.append(np.asarray(chunk_losses))
+            start += size
+        for group, values in zip(groups, (*state, last), strict=True):
             for variable, value in zip(group, values, strict=True):
                 variable.assign(value)
-        return np.asarray(losses)
+        return np.concatenate(losses)
 
     return window
+
+
+def _rows(jax: Any, arrays: Any, part: slice) -> Any:
+    return jax.tree_util.tree_map(lambda array: array[part], arrays)
+
+
+def _powers_of_two(steps: int) -> list[int]:
+    """``steps`` as a sum of powers of two, largest first (7 -> [4, 2, 1]). A jitted scan is
+    compiled once per length, and a window's length is whatever is left to the next exchange
+    (1 to ``every``): in these pieces a worker compiles at most log2(every) + 1 of them."""
+    return [1 << bit for bit in reversed(range(steps.bit_length())) if steps >> bit & 1]
 
 
 def _torch_window(model: Any) -> Any:
