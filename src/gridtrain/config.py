@@ -350,6 +350,9 @@ def _sample_label(sample: dict[str, Any], task: Task) -> int | str | None:
     return label
 
 
+DEFAULT_MAX_WEIGHT = 10.0  # dataset.reweight.max_weight
+
+
 def _reweight(section: dict[str, Any] | None, task: Task) -> Reweight | None:
     """``dataset.reweight`` with every variable's bins resolved into edges, or None."""
     if section is None:
@@ -380,14 +383,16 @@ def _reweight(section: dict[str, Any] | None, task: Task) -> Reweight | None:
             f"({', '.join(task.classes)}); name one of them, or flat"
         )
     edges = tuple(_bin_edges(name, bins[name]) for name in variables)
-    return Reweight(tuple(variables), edges, section["to"], float(section["max_weight"]))
+    cap = float(section.get("max_weight", DEFAULT_MAX_WEIGHT))
+    return Reweight(tuple(variables), edges, section["to"], cap)
 
 
 def _bin_edges(name: str, spec: list[float] | dict[str, Any]) -> tuple[float, ...]:
     """Bin edges from a list of edges, or from ``{n, lo, hi}`` (``log: true``: equal in log)."""
     where = f"dataset.reweight.bins.{name}"
     if isinstance(spec, dict):
-        n, lo, hi, log = int(spec["n"]), float(spec["lo"]), float(spec["hi"]), spec["log"]
+        n, lo, hi = int(spec["n"]), float(spec["lo"]), float(spec["hi"])
+        log = bool(spec.get("log", False))
         if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi) or (log and lo <= 0):
             raise ConfigError(
                 f"{where}: lo {lo:g} and hi {hi:g} do not make bins: give finite lo < hi"
