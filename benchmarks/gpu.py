@@ -85,6 +85,7 @@ NEEDED = ("keras", "uproot", "awkward", "hdf5plugin", "cryptography", "jsonschem
 WHEEL_BUDGET = 64 << 20  # what one device run may carry
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")
 SITE = Path("/tmp/gridtrain-gpu-site")
+INSTALLED = "GRIDTRAIN_GPU_WHEELS_INSTALLED"  # set for the rerun: install once, never loop
 GOALS = {"one_worker": 1.15, "four_workers": 0.4, "bf16_speed": 1.5, "bf16_auc": 0.005}
 
 
@@ -125,7 +126,7 @@ def install_and_rerun(folder: Path) -> int:
     command += ["--no-compile", "--no-cache-dir", "--upgrade", "--target", str(SITE)]
     subprocess.run([*command, *map(str, sorted(folder.glob("*.whl")))], check=True)
     path = [str(SITE), str(REPO / "src"), os.environ.get("PYTHONPATH", "")]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in path if p)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in path if p), INSTALLED: "1"}
     rest = [arg for arg in sys.argv[1:] if arg != "--wheels" and arg != str(folder)]
     return subprocess.run([sys.executable, __file__, *rest], env=env, check=False).returncode
 
@@ -467,7 +468,7 @@ def main() -> int:
         return 0
     if args.prepare_wheels:
         return prepare_wheels(args.prepare_wheels)
-    if args.wheels and missing_modules():
+    if args.wheels and missing_modules() and not os.environ.get(INSTALLED):
         return install_and_rerun(args.wheels)
     if missing_modules():
         print(f"gpu.py: missing {', '.join(missing_modules())}: bring them with --wheels DIR")
