@@ -178,7 +178,8 @@ def test_a_mismatched_source_is_one_line_naming_the_layer(
     assert "'no_such_layer*' matches no layer" in done.stderr.strip().splitlines()[-1]
 
 
-def test_frozen_layers_do_not_move_and_the_head_steps_faster() -> None:
+@pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
+def test_frozen_layers_do_not_move_and_the_head_steps_faster(tmp_path: Path) -> None:
     from gridtrain.models import InputSpec, build_model
     from gridtrain.task import Task
     from gridtrain.train.finetune import prepare_model
@@ -199,5 +200,13 @@ def test_frozen_layers_do_not_move_and_the_head_steps_faster() -> None:
     # Adam's first step is about the learning rate for every weight: 0.01 for the head
     assert 0.005 < moved["probability"] <= 0.0101
     assert 0.0005 < moved["hidden_1"] <= 0.00101
+    # saved with its optimizer (as finalize saves model.keras), it loads back compiled
+    from gridtrain.models import load_model
+
+    model.save(tmp_path / "m.keras")
+    again = load_model(tmp_path / "m.keras")
+    assert type(again.optimizer).__name__ == "HeadAdam"
+    assert again.optimizer.head_layers == ["probability"]
+    assert again.get_layer("hidden_0").trainable is False
     with pytest.raises(ConfigError, match="both name probability"):
         prepare_model(model, ["prob*"], ["probability"], 0.001, None)
