@@ -13,20 +13,20 @@ How a jet is made (all angles are (delta eta, delta phi) offsets from the jet ax
    the W's two quarks, the b-W angle from the top mass and the q-q' one from the W mass. The
    partons are placed so that their pt-weighted centroid is the jet axis. Jet pt: 400 GeV plus
    an exponential of mean 150 GeV (at most 1.2 TeV).
-2. **Shower.** Six rounds in which each parton may split in two. Its chance to split grows with
-   the phase space it has, ``c ln(theta_max / 0.01) ln(pt theta_max / 1 GeV)`` (c for a quark,
-   2.25 c for a gluon: the colour factors' ratio), capped at 0.9. A split takes an angle
-   log-uniform in [0.01, theta_max] (collinear enhanced) and a momentum share z log-uniform in
-   [z_min, 0.5] (soft enhanced), with z_min such that the splitting's kT = z pt theta is above
-   1 GeV; the daughters keep the parent's pt-weighted position and their theta_max is the
-   splitting's angle (angular ordering). theta_max starts at 0.8 for a QCD jet's parton and at
-   the decay's opening angle for the decay products of a colour singlet (W, Z, and the W of the
-   top), so their radiation stays inside the pair: what a colour-singlet's two prongs look like.
-3. **Hadronisation and detector.** Every parton becomes 1 + Poisson(1) hadrons sharing its pt
-   (Dirichlet), spread by 0.015 around it; a hadron is charged (62%: pi+-, 3% of them electrons
-   or muons), a photon (25%) or a neutral hadron (13%, K_L). Measured pt: charged 1%, photons 5%,
-   neutral hadrons 10% resolution; neutral directions smeared by 0.01. Hadrons below 0.5 GeV or
-   outside dR 0.8 are dropped; at most ``max_particles`` (128) hardest are kept, pt-ordered.
+2. **Shower.** Eight rounds in which each parton may split in two. Its chance to split
+   grows with the phase space it has, ``c ln(theta_max / 0.01) ln(pt theta_max / 1 GeV)``
+   (c = 0.12 for a quark, 2.25 c for a gluon: the colour factors' ratio), capped at 0.9. A split
+   takes an angle log-uniform in [0.01, theta_max] (collinear enhanced) and a momentum share z
+   log-uniform in [z_min, 0.5] (soft enhanced), with z_min such that the splitting's
+   kT = z pt theta is above 1 GeV; the daughters keep the parent's pt-weighted position and
+   their theta_max is the splitting's angle (angular ordering). theta_max starts at 0.8 for a
+   QCD jet's parton and at the decay's opening angle for the decay products of a colour singlet
+   (W, Z, and the W of the top), so their radiation stays inside the pair.
+3. **Hadronisation and detector.** Every parton becomes 1 + Poisson(2.5) hadrons sharing its pt
+   (Dirichlet), spread by 0.015 around it; a hadron is charged (62%: pi+-, 3% of them muons), a
+   photon (25%) or a neutral hadron (13%, K_L). Measured pt: charged 1%, photons 5%, neutral
+   hadrons 10% resolution; neutral directions smeared by 0.01. Hadrons below 0.5 GeV or outside
+   dR 0.8 are dropped; at most ``max_particles`` (128) hardest are kept, pt-ordered.
 4. **Secondary vertices.** A b quark gives one in 70% of cases (mass 1-4.5 GeV, 2-6 tracks,
    3D impact significance 3 + Exp(10)), a c quark from W -> cs in 30% (0.5-2 GeV, 3 + Exp(5)), any
    light parton a fake one in 3% (0.3-1.5 GeV, 3 + Exp(1)): the b and c counted as in the SM
