@@ -32,10 +32,11 @@ How a jet is made (all angles are (delta eta, delta phi) offsets from the jet ax
    light parton a fake one in 3% (0.3-1.5 GeV, 3 + Exp(1)): the b and c counted as in the SM
    (W -> cs in a third of the hadronic W decays, Z -> bb in 15% of the Z's).
 
-So the classes differ in how particles cluster into prongs and in the prongs' pairwise masses and
-kT, which a model that sees pairs reads directly and one that only sums per-particle functions has
-to reconstruct; the jet mass alone overlaps (QCD jets reach W and top masses through hard
-wide-angle splittings).
+The classes differ in how particles cluster into prongs and in the prongs' pairwise masses and
+kT, which a model that sees pairs reads directly; but they also differ in sums: the jet mass and
+a few moments separate most jets (QCD reaches the W and top masses only through its tail), so on
+this sample a model that sums per-particle functions does well too (docs/reference/benchmarks.md,
+"Jet taggers"). A background matched to the signal in those sums is not written yet.
 """
 
 from __future__ import annotations
