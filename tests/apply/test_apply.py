@@ -110,6 +110,38 @@ def test_kfold_run_scores_each_event_by_the_fold_model_that_never_saw_it(
     assert differs > 0  # the other fold's model would have scored them otherwise
 
 
+def _out_of_fold(run: Path) -> dict[tuple[int, ...], tuple[float, int]]:
+    """The run's out-of-fold validation scores and folds (validation.npz) by event id."""
+    with np.load(run / "validation.npz") as validation:
+        return {
+            tuple(int(x) for x in key): (float(score[0]), int(fold))
+            for key, score, fold in zip(
+                validation["event_id"], validation["scores"], validation["fold"], strict=True
+            )
+        }
+
+
+def test_kfold_run_scores_with_its_onnx_export(runs: Runs, tmp_path: Path) -> None:
+    """``gridtrain export`` of a k-fold run writes every fold's model below RUN_DIR/export; apply
+    --engine onnx scores with them, by default and with --export-dir RUN_DIR/export, each event
+    by the fold model that never saw it (the out-of-fold validation scores, to 1e-6)."""
+    run = runs.export("kfold")
+    out_of_fold = _out_of_fold(run)
+    for out, args in (("default", ()), ("given", ("--export-dir", str(run / "export")))):
+        scores = _scored(runs, "kfold", tmp_path / out, "--engine", "onnx", *args)
+        compared = 0
+        for tree in scores.values():
+            assert list(tree) == [*IDS, "score", "fold"]
+            for row, key in enumerate(zip(*(tree[i] for i in IDS), strict=True)):
+                found = out_of_fold.get(tuple(int(k) for k in key))
+                if found is not None:
+                    assert tree["fold"][row] == found[1]
+                    np.testing.assert_allclose(tree["score"][row], found[0], atol=1e-6)
+                    compared += 1
+        assert compared == 48
+        assert marker(tmp_path / out / "nano_dy_scores.root")["request"]["engine"] == "onnx"
+
+
 def test_onnx_engine_scores_as_keras(runs: Runs, tmp_path: Path) -> None:
     runs.export("binary")
     keras = _scored(runs, "binary", tmp_path / "keras")

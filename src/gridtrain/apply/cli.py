@@ -37,7 +37,12 @@ def register(subparsers: Any) -> None:
         help="the run's Keras model (default), or its ONNX export (no TensorFlow needed)",
     )
     apply.add_argument(
-        "--export", type=Path, metavar="DIR", help="the export to use (default: RUN_DIR/export)"
+        "--export",
+        "--export-dir",
+        type=Path,
+        metavar="DIR",
+        help="with --engine onnx: the export to use (default: RUN_DIR/export; of a k-fold run, "
+        "its export of every fold's model)",
     )
     apply.add_argument(
         "--selection",

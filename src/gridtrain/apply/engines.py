@@ -140,16 +140,13 @@ def find_model(run_dir: Path, engine: str, export_dir: Path | None = None) -> Mo
 
 
 def find_models(run_dir: Path, engine: str, export_dir: Path | None = None) -> RunModels:
-    """The run's model, or each fold's for a k-fold run (``RUN_DIR/folds.json``; for the ONNX
-    engine each fold's own export, ``RUN_DIR/fold-k/export``)."""
+    """The run's model, or each fold's for a k-fold run (``RUN_DIR/folds.json``). A k-fold
+    run's ONNX models are those of its export (``gridtrain export RUN_DIR``: ``export.json``'s
+    ``folds`` record, each fold's model in ``fold-k/`` below it), or else each fold's own export
+    (``RUN_DIR/fold-k/export``)."""
     folds = run_dir / FOLDS_FILE
     if not folds.is_file():
         return RunModels(engine, run_dir, (find_model(run_dir, engine, export_dir),))
-    if export_dir is not None:
-        raise ApplyError(
-            f"--export {export_dir}: {run_dir} is a k-fold run; each fold's model is read from "
-            "its own folder (RUN_DIR/fold-k/export): leave --export out"
-        )
     record = json.loads(folds.read_text())
     rule = FoldRule(int(record["folds"]), int(record["seed"]), tuple(record["event_id"]))
     if not rule.event_id or rule.event_id == ("sample_index", "entry"):
@@ -158,8 +155,62 @@ def find_models(run_dir: Path, engine: str, export_dir: Path | None = None) -> R
             "(sample, entry), which a scored file does not carry; score with one fold's run "
             f"({run_dir}/{record['runs'][0]}) instead"
         )
+    if engine == "onnx":
+        exported = _fold_exports(run_dir, record["runs"], rule, export_dir)
+        if exported is not None:
+            return RunModels(engine, run_dir, exported, rule)
+    elif export_dir is not None:
+        raise ApplyError(
+            f"--export {export_dir}: the Keras engine scores with each fold's model.keras; "
+            "leave --export out, or score with the export (--engine onnx)"
+        )
     models = tuple(find_model(run_dir / name, engine) for name in record["runs"])
     return RunModels(engine, run_dir, models, rule)
+
+
+def _fold_exports(
+    run_dir: Path, runs: list[str], rule: FoldRule, export_dir: Path | None
+) -> tuple[ModelRef, ...] | None:
+    """Each fold's ONNX model from a k-fold run's export (``export.json`` with ``folds``); None
+    when the run was not exported as a whole (``--export`` not given): each fold's own then."""
+    folder = export_dir or run_dir / "export"
+    described = folder / EXPORT_JSON
+    if not described.is_file():
+        if export_dir is None:
+            return None
+        raise ApplyError(
+            f"--export {export_dir}: no {EXPORT_JSON}; export the run first (gridtrain export "
+            f"{run_dir} --format onnx)"
+        )
+    record = json.loads(described.read_text()).get("folds")
+    if not isinstance(record, dict):
+        raise ApplyError(
+            f"{folder}: the export of one model, not of the k-fold run {run_dir}; export the "
+            f"run again (gridtrain export {run_dir} --format onnx), or leave --export out"
+        )
+    if (record.get("folds"), record.get("seed"), tuple(record.get("event_id", ()))) != (
+        rule.folds,
+        rule.seed,
+        rule.event_id,
+    ):
+        raise ApplyError(
+            f"{folder}: its fold rule ({record.get('folds')} folds, seed {record.get('seed')}) "
+            f"is not that of {run_dir} ({rule.folds} folds, seed {rule.seed}); export the run "
+            "again"
+        )
+    models = []
+    for name in runs:
+        onnx = record.get("models", {}).get(name, {}).get("onnx")
+        if onnx is None or not (folder / onnx["path"]).is_file():
+            raise ApplyError(
+                f"{folder}: the export has no ONNX model of {name}; export again with "
+                f"--format onnx (gridtrain export {run_dir} --format onnx)"
+            )
+        path = folder / onnx["path"]
+        if not (path.parent / EXPORT_JSON).is_file():
+            raise ApplyError(f"{path.parent}: no {EXPORT_JSON} beside {path.name}; export again")
+        models.append(ModelRef("onnx", run_dir / name, path, _sha256(path)))
+    return tuple(models)
 
 
 def load_engine(model: ModelRef, threads: int) -> Engine:
