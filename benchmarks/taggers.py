@@ -27,6 +27,7 @@ rejection over Deep Sets' (goal >= 1.5).
 
     python benchmarks/taggers.py                    # 5 models x 80 s: about 9 min here
     python benchmarks/taggers.py --budget 300 --models deepsets,particlenet-lite
+    python benchmarks/taggers.py --toy substructure-matched   # QCD in the signals' mass range
 """
 
 from __future__ import annotations
@@ -63,16 +64,16 @@ MODELS: dict[str, tuple[str, dict[str, Any]]] = {
 PAIRWISE = ("interaction", "particlenet-lite", "part-small")
 
 
-def dataset(work: Path, per_class: int) -> dict[str, Any]:
+def dataset(work: Path, per_class: int, toy_task: str = "substructure") -> dict[str, Any]:
     """The toy written and converted once (reused while its manifest matches the config)."""
     from gridtrain.config import DatasetConfig
     from gridtrain.data.convert import convert
     from gridtrain.data.manifest import load_manifest
     from gridtrain.data.toy import write_toy_dataset
 
-    toy = work / f"toy-{per_class}"
+    toy = work / f"{toy_task}-{per_class}"
     if not (toy / "top.root").exists():
-        write_toy_dataset(toy, 3 * per_class, seed=1, task="substructure")
+        write_toy_dataset(toy, 3 * per_class, seed=1, task=toy_task)
     section: dict[str, Any] = {
         "name": "substructure",
         "tree": "events",
@@ -88,7 +89,7 @@ def dataset(work: Path, per_class: int) -> dict[str, Any]:
         "event_id": ["run", "luminosityBlock", "event"],
         "validation_fraction": 0.25,
         "shard_events": 8192,
-        "outdir": str((work / f"dataset-{per_class}").resolve()),
+        "outdir": str((work / f"dataset-{toy_task}-{per_class}").resolve()),
     }
     task = {"kind": "multiclass", "classes": list(CLASSES)}
     cfg = DatasetConfig.from_dict(section, task)
@@ -202,6 +203,12 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=80.0, help="seconds per model (launch)")
     parser.add_argument("--per-class", type=int, default=40_000, help="toy jets per class")
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated")
+    parser.add_argument(
+        "--toy",
+        choices=("substructure", "substructure-matched"),
+        default="substructure",
+        help="the toy; substructure-matched: QCD jets spread over the W/Z and top masses",
+    )
     parser.add_argument("--work", type=Path, default=Path("results/bench-taggers"))
     args = parser.parse_args()
     names = args.models.split(",")
@@ -210,7 +217,7 @@ def main() -> None:
         parser.error(f"unknown models {unknown}; choose from {', '.join(MODELS)}")
     args.work.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
-    section = dataset(args.work, args.per_class)
+    section = dataset(args.work, args.per_class, args.toy)
     print(f"toy and conversion: {time.monotonic() - start:.0f} s", flush=True)
     results = {name: score(train(args.work, section, name, args.budget)) for name in names}
     print(

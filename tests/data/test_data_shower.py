@@ -37,6 +37,19 @@ def test_the_classes_have_their_prongs_masses() -> None:
     assert np.mean(qcd_jets.sv_counts > 0) < 0.1
 
 
+def test_matched_qcd_takes_the_mass_away() -> None:
+    # In the mass window holding the middle half of the W/Z (top) jets, the default QCD jets are
+    # rare: the mass alone rejects them. qcd-matched puts several times as many there.
+    for signal in ("wz", "top"):
+        lo, hi = np.quantile(masses(signal)[0], [0.25, 0.75])
+        inside = {
+            kind: np.mean((masses(kind)[0] > lo) & (masses(kind)[0] < hi))
+            for kind in ("qcd", "qcd-matched")
+        }
+        assert inside["qcd-matched"] > 3 * inside["qcd"], (signal, inside)
+        assert inside["qcd-matched"] > 0.05
+
+
 def test_the_jets_are_particles_pt_ordered_and_bounded() -> None:
     jets = generate_jets("top", 3000, np.random.default_rng(2))
     counts = jets.particle_counts
@@ -65,6 +78,22 @@ def test_the_same_seed_gives_the_same_jets_and_it_is_fast() -> None:
     b = generate_jets("wz", 20_000, np.random.default_rng(5))
     for name in a.particles:
         np.testing.assert_array_equal(a.particles[name], b.particles[name])
+
+
+def test_the_matched_toy_writes_its_own_qcd(tmp_path: Path) -> None:
+    import uproot
+
+    plain = write_toy_dataset(tmp_path / "plain", 300, task="substructure")
+    matched = write_toy_dataset(tmp_path / "matched", 300, task="substructure-matched")
+    assert [f.name for f in matched] == ["qcd.root", "wz.root", "top.root"]
+    with uproot.open(plain[0]) as a, uproot.open(matched[0]) as b:
+        assert np.median(b["events"]["jet_mass"].array()) > 2 * np.median(
+            a["events"]["jet_mass"].array()
+        )
+    with uproot.open(plain[1]) as a, uproot.open(matched[1]) as b:  # the same W/Z jets
+        np.testing.assert_array_equal(
+            a["events"]["jet_mass"].array(), b["events"]["jet_mass"].array()
+        )
 
 
 @pytest.mark.parametrize("file_format", ["ttree", "rntuple"])

@@ -32,11 +32,12 @@ def register(subparsers: Any) -> None:
     )
     toy.add_argument(
         "--task",
-        choices=("binary", "multiclass", "regression", "substructure"),
+        choices=("binary", "multiclass", "regression", "substructure", "substructure-matched"),
         default="binary",
         help="binary: signal (W) and background (QCD) jets; multiclass: qcd, w and top jets; "
         "regression: measured jets with their generator-level jet_pt_true etc.; substructure: "
-        "particle-level qcd, wz and top jets from a parton shower, for the taggers",
+        "particle-level qcd, wz and top jets from a parton shower, for the taggers "
+        "(substructure-matched: QCD with masses spread over the W/Z and top masses)",
     )
     toy.add_argument(
         "--negative-weight-fraction",

@@ -36,7 +36,10 @@ The classes differ in how particles cluster into prongs and in the prongs' pairw
 kT, which a model that sees pairs reads directly; but they also differ in sums: the jet mass and
 a few moments separate most jets (QCD reaches the W and top masses only through its tail), so on
 this sample a model that sums per-particle functions does well too (docs/reference/benchmarks.md,
-"Jet taggers"). A background matched to the signal in those sums is not written yet.
+"Jet taggers"). ``qcd-matched`` jets take that away from the mass: their first splitting is hard
+enough for a jet mass uniform in 40-220 GeV, at a soft-enhanced share (log-uniform z), with
+radiation out to the jet radius (a colour octet's), so a W/Z or top mass window keeps QCD jets
+that differ from the signal in how the pt is shared between the prongs and radiated around them.
 """
 
 from __future__ import annotations
@@ -54,7 +57,8 @@ JET_RADIUS, MIN_PT = 0.8, 0.5
 HADRON_SPREAD, NEUTRAL_SMEAR, HADRONS = 0.015, 0.01, 2.5
 PION_MASS, KAON_MASS = 0.1396, 0.4976
 MAX_PARTICLES, MAX_SV = 128, 5
-JETS = ("qcd", "wz", "top")
+JETS = ("qcd", "qcd-matched", "wz", "top")
+MATCHED_MASS = (40.0, 220.0)  # qcd-matched: the jet mass of the hard splitting, uniform
 # flavour codes of a hard parton: light quark, gluon, b, c
 LIGHT, GLUON, BOTTOM, CHARM = 0, 1, 2, 3
 
@@ -110,6 +114,8 @@ def _hard_partons(kind: str, pt: np.ndarray, rng: np.random.Generator) -> _Parto
     if kind == "qcd":
         flavour = np.where(rng.random(n) < 0.5, GLUON, LIGHT)
         return _Partons(jets, pt, np.zeros(n), np.zeros(n), np.full(n, JET_RADIUS), flavour)
+    if kind == "qcd-matched":
+        return _matched_qcd(pt, rng)
     if kind == "wz":
         z_boson = rng.random(n) < 0.5
         mass = np.where(z_boson, rng.normal(Z_MASS, Z_WIDTH, n), rng.normal(W_MASS, W_WIDTH, n))
@@ -147,6 +153,30 @@ def _hard_partons(kind: str, pt: np.ndarray, rng: np.random.Generator) -> _Parto
         np.concatenate([(1.0 - z1) * bw * uy, w_phi - z2 * qq * vy, w_phi + (1.0 - z2) * qq * vy]),
         np.concatenate([np.full(n, JET_RADIUS), qq, qq]),
         np.concatenate([np.full(n, BOTTOM), charm, np.full(n, LIGHT)]),
+    )
+
+
+def _matched_qcd(pt: np.ndarray, rng: np.random.Generator) -> _Partons:
+    """QCD jets whose first splitting is hard enough for a jet mass uniform in MATCHED_MASS, as
+    QCD jets selected in the W/Z and top mass windows are: the parent (a gluon in half of the
+    jets) emits a gluon with a soft-enhanced share (log-uniform z, at an angle the jet holds).
+    Both keep theta_max = 0.8: a colour octet's radiation is not confined to the pair."""
+    n = len(pt)
+    jets = np.arange(n)
+    flavour = np.where(rng.random(n) < 0.5, GLUON, LIGHT)
+    mass = rng.uniform(*MATCHED_MASS, n)
+    reach = np.clip(4.0 * (mass / (JET_RADIUS * pt)) ** 2, 0.0, 1.0)  # z (1 - z) >= reach / 4
+    z_low = np.clip(0.5 * (1.0 - np.sqrt(1.0 - reach)), 0.05, 0.45)
+    z = z_low * (0.5 / z_low) ** rng.random(n)
+    angle, ux, uy = _two_body(pt, mass, z, rng)
+    offsets = (-z * angle, (1.0 - z) * angle)
+    return _Partons(
+        np.concatenate([jets, jets]),
+        np.concatenate([(1.0 - z) * pt, z * pt]),
+        np.concatenate([offsets[0] * ux, offsets[1] * ux]),
+        np.concatenate([offsets[0] * uy, offsets[1] * uy]),
+        np.full(2 * n, JET_RADIUS),
+        np.concatenate([flavour, np.full(n, GLUON)]),
     )
 
 
@@ -252,7 +282,8 @@ def _group_by_jet(
 def generate_jets(
     kind: str, n: int, rng: np.random.Generator, max_particles: int = MAX_PARTICLES
 ) -> ShowerJets:
-    """``n`` jets of ``kind`` (qcd, wz or top)."""
+    """``n`` jets of ``kind``: qcd, qcd-matched (QCD with a jet mass spread over the W/Z and
+    top masses by a hard first splitting), wz or top."""
     if kind not in JETS:
         raise ValueError(f"jet kind {kind!r}: choose one of {', '.join(JETS)}")
     pt = np.minimum(400.0 + rng.exponential(150.0, n), 1200.0)

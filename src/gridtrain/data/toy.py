@@ -67,10 +67,11 @@ TOYS = {
     "multiclass": {"qcd": "qcd", "w": "w", "top": "top"},
     "regression": {"jets": "mixed"},
     "substructure": {"qcd": "shower-qcd", "wz": "shower-wz", "top": "shower-top"},
+    "substructure-matched": {"qcd": "shower-qcd-matched", "wz": "shower-wz", "top": "shower-top"},
 }
 # Seeds of each kind of jet; W and QCD keep the binary toy's (signal 1, background 0).
 _JET_SEEDS = {"qcd": 0, "w": 1, "top": 2, "mixed": 3, "shower-qcd": 4, "shower-wz": 5,
-              "shower-top": 6}  # fmt: skip
+              "shower-top": 6, "shower-qcd-matched": 7}  # fmt: skip
 TRUE_FEATURES = ("jet_pt_true", "jet_eta_true", "jet_phi_true", "jet_mass_true", "jet_energy_true")
 _TOP_MASS = 172.7
 TOP_MULT, TOP_MT, TOP_MW, TOP_SPREAD = 30.0, 18.0, 12.0, 0.023
@@ -434,9 +435,11 @@ def write_toy_dataset(
     ``qcd.root``, ``w.root`` and ``top.root``. ``substructure``: ``qcd.root``, ``wz.root`` and
     ``top.root``, particle-level jets from ``data.shower`` with their secondary vertices
     (``sv_pt``, ``sv_deta``, ``sv_dphi``, ``sv_mass``, ``sv_ntracks``, ``sv_sip3d``, counter
-    ``nsv``) and ``jet_nsv``. ``regression``: ``jets.root``, W and QCD jets
-    (one in three a W) as measured, with the generator-level ``jet_pt_true``, ``jet_eta_true``,
-    ``jet_phi_true``, ``jet_mass_true`` and ``jet_energy_true`` (``smear_jets``).
+    ``nsv``) and ``jet_nsv``; ``substructure-matched`` the same with QCD jets whose mass spreads
+    over the W/Z and top masses (``data.shower``'s ``qcd-matched``). ``regression``:
+    ``jets.root``, W and QCD jets (one in three a W) as measured, with the generator-level
+    ``jet_pt_true``, ``jet_eta_true``, ``jet_phi_true``, ``jet_mass_true`` and
+    ``jet_energy_true`` (``smear_jets``).
 
     Each file holds one tree ``events``, a TTree (``mktree``) or, with ``file_format="rntuple"``,
     an RNTuple (``mkrntuple``, RNTuple 1.0): the 16 float32 jet features, the constituents
