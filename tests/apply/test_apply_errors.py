@@ -58,7 +58,11 @@ def test_an_output_that_exists_and_differs(runs: Runs, tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["--executor", "condor"], "--executor condor is not available yet"),
+        (["--executor", "condor"], "--executor condor needs --profile NAME"),
+        (["--executor", "condor", "--profile", "local-pool", "--jobs", "2"], "--jobs 2 is for lo"),
+        (["--executor", "condor", "--profile", "x", "--files-per-job", "0"], "give 1 or more"),
+        (["--profile", "local-pool"], "--profile is for --executor condor"),
+        (["--files-per-job", "2"], "--files-per-job is for --executor condor"),
         (["--format", "rntuple", "--jobs", "0"], "--jobs 0: give 1 or more"),
     ],
 )

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -76,9 +78,18 @@ def register(subparsers: Any) -> None:
         "--executor",
         choices=("local", "condor"),
         default="local",
-        help="local processes (default); condor is not available yet",
+        help="local processes (default), or condor: one HTCondor cluster over groups of files, "
+        "waited for here, then every output verified",
     )
-    apply.add_argument("--profile", help="with --executor condor: the site profile")
+    apply.add_argument(
+        "--profile", help="with --executor condor: the site profile (profiles/NAME/condor.yaml)"
+    )
+    apply.add_argument(
+        "--files-per-job",
+        type=int,
+        metavar="N",
+        help="with --executor condor: input files scored by each job (default 1)",
+    )
     apply.set_defaults(func=_apply)
 
 
@@ -86,13 +97,10 @@ def _apply(args: argparse.Namespace) -> int:
     from gridtrain.apply.engines import find_models
     from gridtrain.apply.run import apply_files, default_threads
     from gridtrain.apply.scoring import ApplySettings
-    from gridtrain.errors import ApplyError
 
-    if args.executor == "condor":
-        raise ApplyError(
-            "--executor condor is not available yet: score with --jobs N here, or run the "
-            "Snakemake rule apply with an HTCondor profile (profiles/htcondor)"
-        )
+    _stop_on_sigterm()
+    condor = args.executor == "condor"
+    _check_executor(args)
     files = list(args.files)
     if args.files_from is not None:
         listed = args.files_from.read_text().splitlines()
@@ -104,9 +112,12 @@ def _apply(args: argparse.Namespace) -> int:
         selection=args.selection,
         keep=tuple(args.keep),
         format=args.format,
-        threads=args.threads or default_threads(args.jobs),
+        # on the pool: the profile's request_cpus unless given
+        threads=args.threads or (0 if condor else default_threads(args.jobs)),
         overwrite=args.overwrite,
     )
+    if condor:
+        return _on_condor(args, settings, files)
     start = time.perf_counter()
     shown = [0.0]
 
@@ -127,3 +138,66 @@ def _apply(args: argparse.Namespace) -> int:
         print(file=sys.stderr)
     print(f"gridtrain apply: {summary.line()} -> {args.out}")
     return 0
+
+
+def _check_executor(args: argparse.Namespace) -> None:
+    from gridtrain.errors import ApplyError
+
+    if args.executor == "condor":
+        if args.profile is None:
+            raise ApplyError(
+                "--executor condor needs --profile NAME: the site profile of the jobs "
+                "(profiles/NAME/condor.yaml, or a built-in one: gridtrain doctor --help)"
+            )
+        if args.files_per_job is not None and args.files_per_job < 1:
+            raise ApplyError(f"--files-per-job {args.files_per_job}: give 1 or more")
+        if args.jobs != 1:
+            raise ApplyError(
+                f"--jobs {args.jobs} is for local processes; with --executor condor say how "
+                "many files each job scores (--files-per-job N)"
+            )
+    elif args.profile is not None or args.files_per_job is not None:
+        given = "--profile" if args.profile is not None else "--files-per-job"
+        raise ApplyError(f"{given} is for --executor condor; add it, or leave {given} out")
+
+
+def _on_condor(args: argparse.Namespace, settings: Any, files: list[str]) -> int:
+    """One cluster over the files; a progress line until it ends (rewritten on a terminal,
+    a line per change otherwise), then the summary."""
+    from gridtrain.apply.grid import JobsProgress, apply_on_condor
+    from gridtrain.condor.site import load_profile
+
+    tty = sys.stderr.isatty()
+    last = [""]
+
+    def progress(state: JobsProgress) -> None:
+        line = f"apply: {state.line()}"
+        if line != last[0]:
+            last[0] = line
+            print(f"\r{line}\033[K" if tty else line, end="" if tty else "\n", file=sys.stderr)
+
+    try:
+        summary = apply_on_condor(
+            settings,
+            files,
+            load_profile(args.profile),
+            files_per_job=args.files_per_job or 1,
+            export_dir=args.export,
+            progress=progress,
+        )
+    finally:
+        if tty and last[0]:
+            print(file=sys.stderr)
+    print(f"gridtrain apply: {summary.line()} -> {args.out}")
+    return 0
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM (an HTCondor eviction, through the job wrapper, or kill) ends apply as Ctrl-C
+    does: the scores file being written is removed, the finished ones stay."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminated)
+
+
+def _terminated(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)

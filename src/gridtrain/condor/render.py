@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import string
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -76,11 +76,16 @@ def job_items(jobs: WorkerJobs) -> list[dict[str, str]]:
 
 
 def _environment(jobs: WorkerJobs, profile: SiteProfile) -> str:
-    # HTCondor's quoted environment syntax: NAME=value separated by spaces, 'single' quotes
-    # around values with spaces. Never the secret: this string is in the job ClassAd.
+    # Never the secret: this string is in the job ClassAd.
     values = {"GRIDTRAIN_PS_ADDRESS": jobs.address, "GRIDTRAIN_THREADS": str(profile.request_cpus)}
     values.update(backend_environment(jobs.backend))
     values.update(profile.environment.variables(jobs.venv, jobs.wheel))
+    return environment_line(values)
+
+
+def environment_line(values: Mapping[str, str]) -> str:
+    """``values`` in HTCondor's quoted environment syntax: NAME=value separated by spaces,
+    'single' quotes around values with spaces (the ``environment`` command, in double quotes)."""
     for key, value in values.items():
         if any(c in value for c in "\"'\n"):
             raise ConfigError(
