@@ -68,7 +68,12 @@ def register(subparsers: Any) -> None:
         help="write the scores as a TTree (default) or an RNTuple",
     )
     apply.add_argument("--jobs", type=int, default=1, help="files scored at once, in processes")
-    apply.add_argument("--threads", type=int, help="threads per job (default: cores / jobs)")
+    apply.add_argument(
+        "--threads",
+        type=int,
+        help="threads per job (default: cores / jobs; with --executor condor, the profile's "
+        "request_cpus)",
+    )
     apply.add_argument(
         "--overwrite",
         action="store_true",
