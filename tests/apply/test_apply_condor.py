@@ -8,6 +8,7 @@ the diff. The cluster itself runs on the test pool (tests/pool/test_pool_apply.p
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from collections import Counter
 from pathlib import Path
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from gridtrain.apply.engines import ModelRef, RunModels
-from gridtrain.apply.grid import GridSummary, JobsProgress, job_command
+from gridtrain.apply.grid import GridSummary, JobsProgress, job_command, job_environment
 from gridtrain.apply.scoring import ApplySettings
 from gridtrain.condor.apply_jobs import (
     ApplyJobs,
@@ -82,6 +83,16 @@ def test_the_jobs_run_this_apply_on_their_group() -> None:
     assert every[every.index("--format") + 1] == "rntuple"
     with pytest.raises(ConfigError, match="a space or a quote cannot go into a job's arguments"):
         job_command(settings(out=Path("/data/my scores")), None, 1)
+
+
+def test_keras_jobs_get_the_runs_backend_and_onnx_jobs_no_keras(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "worker.json").write_text(json.dumps({"settings": {"backend": "jax"}}))
+    model = ModelRef("keras", run, run / "model.keras", "0" * 64)
+    keras = ApplySettings(model=RunModels("keras", run, (model,)), out=OUT)
+    assert job_environment(keras) == {"KERAS_BACKEND": "jax"}
+    assert job_environment(settings()) == {}  # ONNX
 
 
 @pytest.mark.parametrize("name", builtin_profiles())

@@ -203,13 +203,18 @@ def job_command(settings: ApplySettings, export_dir: Path | None, threads: int) 
     return command
 
 
-def _backend(settings: ApplySettings) -> str:
-    """The Keras backend the run trained with (its worker.json), for a Keras engine's jobs."""
+def job_environment(settings: ApplySettings) -> dict[str, str]:
+    """The jobs' environment variables besides the profile's: the Keras engine's jobs load the
+    model with the backend the run trained with (its worker.json), as its training jobs did; the
+    ONNX engine's need no Keras at all."""
+    if settings.model.engine != "keras":
+        return {}
     spec = RunDir(settings.model.models[0].run_dir).spec
     try:
-        return str(json.loads(spec.read_text()).get("backend") or DEFAULT_BACKEND)
-    except (OSError, ValueError):
-        return DEFAULT_BACKEND
+        backend = json.loads(spec.read_text())["settings"].get("backend") or DEFAULT_BACKEND
+    except (OSError, ValueError, KeyError, AttributeError):
+        backend = DEFAULT_BACKEND
+    return backend_environment(str(backend))
 
 
 def _jobs(
@@ -221,17 +226,12 @@ def _jobs(
     log_dir = settings.out / CONDOR_DIR
     log_dir.mkdir(parents=True, exist_ok=True)
     threads = settings.threads if settings.threads > 0 else profile.request_cpus
-    # The Keras engine's jobs load the model with the run's backend, as its training jobs did;
-    # the ONNX engine's need no Keras at all.
-    environment = (
-        backend_environment(_backend(settings)) if settings.model.engine == "keras" else {}
-    )
     return ApplyJobs(
         log_dir=log_dir,
         groups=groups,
         command=job_command(settings, export_dir, threads),
         label=str(settings.out),
-        environment=environment,
+        environment=job_environment(settings),
         threads=threads,
         venv=current_venv(),
         wheel=ship_environment(profile, log_dir),
