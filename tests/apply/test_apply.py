@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -224,6 +228,33 @@ def test_jobs_score_as_one_process(runs: Runs, tmp_path: Path) -> None:
     for path, tree in one.items():
         for name, values in tree.items():
             np.testing.assert_array_equal(three[path][name], values)
+
+
+@pytest.mark.skipif(
+    threading.current_thread() is not threading.main_thread(), reason="signals: main thread only"
+)
+def test_sigterm_ends_apply_and_leaves_no_partial_scores_file(tmp_path: Path) -> None:
+    """SIGTERM (an HTCondor eviction, through the job wrapper) ends apply as Ctrl-C does: the
+    scores file being written is removed, not left under its temporary name."""
+    from gridtrain.apply.cli import stop_on_sigterm
+    from gridtrain.apply.outputs import Request, write_scores
+
+    request = Request("x.root", "Events", 6, "onnx", "0" * 64, None, ("score",), "ttree")
+
+    def blocks() -> Iterator[dict[str, np.ndarray]]:
+        yield {"score": np.zeros(3, dtype=np.float32)}
+        os.kill(os.getpid(), signal.SIGTERM)  # as the wrapper forwards an eviction
+        yield {"score": np.ones(3, dtype=np.float32)}
+
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        stop_on_sigterm()
+        with pytest.raises(SystemExit) as ended:
+            write_scores(tmp_path / "x_scores.root", request, blocks())
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert ended.value.code == 128 + signal.SIGTERM
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_resume_skips_verified_files_and_redoes_corrupt_ones(runs: Runs, tmp_path: Path) -> None:

@@ -103,7 +103,7 @@ def _apply(args: argparse.Namespace) -> int:
     from gridtrain.apply.run import apply_files, default_threads
     from gridtrain.apply.scoring import ApplySettings
 
-    _stop_on_sigterm()
+    stop_on_sigterm()
     condor = args.executor == "condor"
     _check_executor(args)
     files = list(args.files)
@@ -197,7 +197,7 @@ def _on_condor(args: argparse.Namespace, settings: Any, files: list[str]) -> int
     return 0
 
 
-def _stop_on_sigterm() -> None:
+def stop_on_sigterm() -> None:
     """SIGTERM (an HTCondor eviction, through the job wrapper, or kill) ends apply as Ctrl-C
     does: the scores file being written is removed, the finished ones stay."""
     if threading.current_thread() is threading.main_thread():
