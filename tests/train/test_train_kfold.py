@@ -62,8 +62,16 @@ def kfold_run(tmp_path_factory, toy_dir, toy_dataset) -> Path:
     assert "k-fold: stopped the driver" in cancelled.stdout
     status = gridtrain("status", str(run))
     assert f"k-fold run {run}: stopped, 3 folds" in status.stdout, status.stdout
-    assert f"run {run / 'fold-0'}: stopped" in status.stdout
-    assert f"run {run / 'fold-2'}: prepared" in status.stdout
+    # the fold in training checkpointed; on a busy machine the cancel may come after fold-0
+    # finished, or between two folds: then a later fold stopped, or none had started
+    phases = {
+        k: next(line for line in status.stdout.splitlines() if f"fold-{k}:" in line)
+        .split(": ")[1]
+        .split(",")[0]
+        for k in range(3)
+    }
+    assert set(phases.values()) <= {"finished", "stopped", "prepared"}, status.stdout
+    assert phases[2] != "finished", status.stdout
     done = gridtrain("train", "--resume", str(run))
     assert done.returncode == 0, done.stderr[-3000:]
     assert "3 folds; out-of-fold auc" in done.stdout

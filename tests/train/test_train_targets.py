@@ -134,7 +134,15 @@ def test_finalize_writes_the_tasks_metrics_in_range_and_validation_npz(
     tmp_path: Path, task: Task
 ) -> None:
     files = RunDir(tmp_path)
-    metrics = json.loads(json.dumps(task_metrics(files, task, predictions(task))))  # JSON-clean
+    predicted = predictions(task)
+    n = predicted.events
+    stored = {  # what the validation shards hold beside the scores: ids, and targets as stored
+        "event_id": np.stack([np.ones(n), np.zeros(n), np.arange(n)], axis=1).astype(np.uint64),
+        "event_id_names": ["run", "luminosityBlock", "event"],
+    }
+    if task.kind == "regression":
+        stored["target"] = unstandardise(task, predicted.y).astype(np.float32)
+    metrics = json.loads(json.dumps(task_metrics(files, task, predicted, stored)))  # JSON-clean
     assert metrics["negative_weights"]["negative_events"] > 0
     with np.load(tmp_path / "validation.npz") as saved:
         arrays = dict(saved)
