@@ -513,9 +513,10 @@ def regression_metrics(
     Per target (``targets[name]``): ``rmse``, ``mae``, ``bias`` (weighted mean of prediction -
     truth), ``response_kind`` (``ratio`` prediction / truth when every true value has one sign
     and stays away from zero, else ``difference``; ``response_reason`` says which),
-    ``response`` (weighted median) and ``resolution`` (weighted IQR / 1.349) of all events, and ``binned``: the true value cut into ``bins`` bins of equal weight
-    (``edges``; bins that coincide on a discrete truth merge) with each bin's ``truth`` (weighted
-    mean), ``events``, ``response`` and ``resolution``.
+    ``response`` (weighted median) and ``resolution`` (weighted IQR / 1.349) of all events, and
+    ``binned``: the true value cut into ``bins`` bins of equal weight (``edges``; bins that
+    coincide on a discrete truth merge) with each bin's ``truth`` (weighted mean), ``events``,
+    ``response`` and ``resolution``.
     """
     t, p, w = _check_regression(truth, prediction, weights)
     labels = [str(n) for n in names]
