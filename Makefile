@@ -11,7 +11,7 @@ UV := $(BIN)/uv
 # The uv that the lock itself names: pip brings it into a new .venv, then the lock keeps it there.
 UV_VERSION := $(shell awk '/^name = "uv"$$/ { getline; gsub(/[^0-9.]/, ""); print; exit }' uv.lock)
 # What the project's own environment holds (tests/test_lock.py reads this line).
-LOCKED_ENV := --extra cpu --extra jax --extra torch --extra workflow --extra export --extra tune --extra serve --group test --group docs
+LOCKED_ENV := --extra cpu --extra jax --extra torch --extra workflow --extra export --extra tune --extra serve --extra mlflow --group test --group docs
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 export UV_PYTHON_DOWNLOADS := never
 
