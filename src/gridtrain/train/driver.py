@@ -54,7 +54,7 @@ from gridtrain.train.settings import (
     WorkerSpec,
     select_inputs,
 )
-from gridtrain.train.tracking import Tracking
+from gridtrain.train.tracking import Tracking, mlflow_uri
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +140,10 @@ def prepare(
     if fold is not None:
         settings = TrainConfig(**{**settings.__dict__, "fold": fold})
     settings.algorithm_config()  # raises ConfigError for bad algorithm settings
+    if settings.mlflow is not None:  # a bad URI refused now; recorded with file: made absolute
+        settings = TrainConfig(
+            **{**settings.__dict__, "mlflow": mlflow_uri(settings.mlflow, Path.cwd())}
+        )
     if settings.executor == "condor":  # a bad profile or a dying grid proxy: refuse now
         from gridtrain.condor.proxy import check_proxy
         from gridtrain.condor.site import load_profile
@@ -538,7 +542,7 @@ class TrainingRun:
         from gridtrain.train.finalize import write_outputs
 
         metrics = write_outputs(self.files, self.spec, plots=self.plots)
-        if self._tracking is not None:  # this driver trained it: the final figures in TensorBoard
+        if self._tracking is not None:  # this driver trained it: the final figures tracked
             self._tracking.final(metrics)
         if "targets" in metrics:  # a regression: the targets' RMSE in physical units
             headline = "validation " + ", ".join(

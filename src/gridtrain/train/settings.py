@@ -55,6 +55,7 @@ class TrainConfig:
     freeze: tuple[str, ...] = ()
     head: tuple[str, ...] = ("probability", "prediction")
     head_learning_rate: float | None = None
+    mlflow: str | None = None  # an MLflow tracking URI: the run logged there too (tracking.py)
 
     @classmethod
     def from_dict(cls, section: dict[str, Any]) -> TrainConfig:
@@ -96,6 +97,7 @@ class TrainConfig:
                 if section.get("head_learning_rate") is None
                 else float(section["head_learning_rate"])
             ),
+            mlflow=section.get("mlflow"),
         )
 
     def __post_init__(self) -> None:
