@@ -24,7 +24,7 @@ TINY = {
 
 def config(work: Path, dataset: Path, **train: Any) -> Path:
     section = {
-        "epochs": 2,
+        "epochs": 1,
         "workers": 2,
         "batch_size": 64,
         "learning_rate": 0.003,
