@@ -22,17 +22,32 @@ POOL_UNIT = "the HTCondor pool"
 
 
 def unit_of_work(nodeid: str) -> str:
-    """The unit a test is scheduled in under ``make test``: the pool's tests share one."""
-    return POOL_UNIT if nodeid.startswith(POOL_NODES) else nodeid
+    """The unit a test is scheduled in under ``make test``: the pool's tests share one; any
+    other test goes with its module, so a module's fixtures (a trained run, a converted
+    dataset) are made once, not once in each process that drew one of its tests."""
+    return POOL_UNIT if nodeid.startswith(POOL_NODES) else nodeid.partition("::")[0]
+
+
+# Folders whose modules train, score or serve in processes of their own: long units, sent out
+# before the quick unit tests, which then fill the workers' gaps at the end.
+LONG_UNITS = ("tests/train/", "tests/apply/", "tests/export/", "tests/tune/", "tests/workflow/",
+              "tests/serve/", "tests/stage/")  # fmt: skip
+
+
+def first_out(unit: str) -> int:
+    """The order units go out under ``make test``: the pool's, then the long ones, then the rest
+    (most tests first within each, as xdist sorts them)."""
+    return 2 if unit == POOL_UNIT else 1 if unit.startswith(LONG_UNITS) else 0
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """Under pytest-xdist's ``--dist loadgroup`` (``make test`` runs ``-n 3 --dist loadgroup``):
     every test under tests/pool is one unit of work, run by one worker, since they share one
-    HTCondor pool (a chroot whose daemons own fixed ports; one test stops and restarts it). The
-    units go out largest first, so the pool's starts at once. (A scheduler, not xdist_group
-    marks: xdist 3.8 renames node ids for those, which pytest 9 no longer honours, and the pool
-    tests ran side by side.) Checked by tests/test_suite.py."""
+    HTCondor pool (a chroot whose daemons own fixed ports; one test stops and restarts it), and
+    every other module is one unit. The pool's goes out first (its tests take the longest), then
+    the modules that train (``first_out``), then the rest.
+    (A scheduler, not xdist_group marks: xdist 3.8 renames node ids for those, which pytest 9 no
+    longer honours, and the pool tests ran side by side.) Checked by tests/test_suite.py."""
     if config.getvalue("dist") != "loadgroup":
         return None
     from xdist.scheduler import LoadScopeScheduling
@@ -40,6 +55,18 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     class PoolAsOneUnit(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             return unit_of_work(nodeid)
+
+        def _assign_work_unit(self, node: Any) -> None:
+            if not getattr(self, "_reordered", False):  # once, before the first unit goes out
+                self._reordered = True
+                ordered = sorted(self.workqueue.items(), key=lambda item: -first_out(item[0]))
+                self.workqueue.clear()
+                self.workqueue.update(ordered)  # stable: most tests first within a kind
+            if POOL_UNIT in self.assigned_work.get(node, {}) and len(self.workqueue) > 1:
+                # the pool's worker is busy for long: what it queues is quick, from the end
+                last = next(reversed(self.workqueue))
+                self.workqueue.move_to_end(last, last=False)
+            super()._assign_work_unit(node)
 
     return PoolAsOneUnit(config, log)
 
