@@ -59,12 +59,15 @@ def test_the_toy_trains_and_reports_on_each_backend_and_exports_from_any(
         log = (run_dir / "logs" / f"{worker}.log").read_text()
         assert f"training on {SAYS[backend]}, CPU" in log
         assert "trained " in log
-    assert len(metrics["workers"]) == 2
+    # both joined on the run's backend (above); a fast backend's first worker may have trained
+    # all nine shards before the second had its first (seen with torch in a suite run)
+    trained = len(metrics["workers"])
+    assert trained in (1, 2)
     assert metrics["auc"] > 0.6  # one short epoch learns something on every backend
 
     report = gridtrain("report", str(run_dir))
     assert report.returncode == 0, report.stderr[-2000:]
-    assert "2 workers" in report.stdout
+    assert f"{trained} workers" in report.stdout
 
     if backend != "jax":  # one export of another backend's model.keras is enough here: tests/export
         return  # covers TensorFlow-trained runs, the torch module's test exports with PyTorch
