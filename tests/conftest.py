@@ -166,3 +166,18 @@ def convert_cli_line(config: Path) -> str:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     return lines[0]
+
+
+def read_all(out: Path, manifest: Any) -> dict[str, Any]:
+    """Every event of a converted dataset (a ``Manifest`` in ``out``), both splits, shard by
+    shard as the manifest lists them."""
+    import numpy as np
+
+    from gridtrain.data.shards import ShardReader
+
+    parts = []
+    for split in ("train", "validation"):
+        for entry in manifest.shards[split]:
+            with ShardReader(out / entry.path) as reader:
+                parts.append(reader.read())
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}

@@ -23,11 +23,10 @@ import yaml
 
 from gridtrain.config import DatasetConfig
 from gridtrain.data.convert import convert
-from gridtrain.data.manifest import Manifest, load_manifest
-from gridtrain.data.shards import ShardReader
+from gridtrain.data.manifest import load_manifest
 from gridtrain.errors import ConfigError, ConversionError
 from gridtrain.export.graph import describe_inputs
-from tests.conftest import convert_cli_line
+from tests.conftest import convert_cli_line, read_all
 
 NANO = Path(__file__).parent / "nanoaod"
 DY, TTBAR, DATA = NANO / "nano_dy.root", NANO / "nano_tree.root", NANO / "nano_dimuon.root"
@@ -65,15 +64,6 @@ def section(out: Path, **overrides: Any) -> dict[str, Any]:
         "outdir": str(out),
         **overrides,
     }
-
-
-def read_all(out: Path, manifest: Manifest) -> dict[str, np.ndarray]:
-    parts = []
-    for split in ("train", "validation"):
-        for entry in manifest.shards[split]:
-            with ShardReader(out / entry.path) as reader:
-                parts.append(reader.read())
-    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
 def rows_by_id(arrays: dict[str, np.ndarray]) -> dict[tuple[int, ...], int]:

@@ -23,10 +23,8 @@ from gridtrain.config import DatasetConfig
 from gridtrain.data.convert import convert
 from gridtrain.data.gather import gather
 from gridtrain.data.groups import group_count, plan_group
-from gridtrain.data.manifest import Manifest
-from gridtrain.data.shards import ShardReader
 from gridtrain.errors import ConfigError, ConversionError
-from tests.conftest import convert_cli_line
+from tests.conftest import convert_cli_line, read_all
 
 LUMI = 1000.0  # pb^-1
 XSEC = {"ttbar": 831.8, "dy": 6077.2}
@@ -119,15 +117,6 @@ def section(nano: Path, out: Path, **overrides: Any) -> dict[str, Any]:
         "outdir": str(out),
         **overrides,
     }
-
-
-def read_all(out: Path, manifest: Manifest) -> dict[str, np.ndarray]:
-    parts = []
-    for split in ("train", "validation"):
-        for entry in manifest.shards[split]:
-            with ShardReader(out / entry.path) as reader:
-                parts.append(reader.read())
-    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
 def branch(files: list[Path], name: str) -> np.ndarray:

@@ -101,17 +101,10 @@ class Worker:
         self.locations = spec.locations
         self.model = replica(spec)
         self.inputs = model_input_names(self.model)
-        self.builder, self.validation_builder = (
-            InputBuilder(
-                self.manifest,
-                spec.features,
-                spec.groups,
-                self.inputs,
-                settings.negative_weights,
-                fold_rows(self.manifest, settings.fold, settings.folds, validation),
-            )
-            for validation in (False, True)
-        )
+        self.builder = self._builder(validation=False)
+        # k-fold: a shard's validation rows are another role's; otherwise the same builder
+        folds = settings.fold is not None
+        self.validation_builder = self._builder(validation=True) if folds else self.builder
         budget = settings.scratch_budget_mb
         self.stagein = stage_in(spec, scratch, budget << 20 if budget else None)
         self.prefetcher = Prefetcher(self.builder)
@@ -341,6 +334,18 @@ class Worker:
             epoch,
             version,
             ", ".join(f"{key} {value:.4f}" for key, value in metrics.items()),
+        )
+
+    def _builder(self, validation: bool) -> InputBuilder:
+        """The shards' reader for training, or for validation (a k-fold run keeps other rows)."""
+        s = self.settings
+        return InputBuilder(
+            self.manifest,
+            self.spec.features,
+            self.spec.groups,
+            self.inputs,
+            s.negative_weights,
+            fold_rows(self.manifest, s.fold, s.folds, validation),
         )
 
     def predict(self, shards: list[str]) -> Predictions:
