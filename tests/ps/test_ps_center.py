@@ -121,6 +121,19 @@ def test_wait_for_version_returns_when_the_round_closes() -> None:
     assert store.wait_for_version(1, timeout=0.05) == 1  # times out, returns the version
 
 
+def test_a_round_the_server_stops_is_not_answered_as_complete() -> None:
+    config = AlgorithmConfig(optimizer="add", algorithm="sync", sync_workers=2)
+    store = CenterStore(ones(0.0), config)
+    store.apply_push(ones(), 0, 1)
+    result: list[int | None] = []
+    waiting = threading.Thread(target=lambda: result.append(store.wait_for_version(0, 30.0)))
+    waiting.start()
+    store.close()
+    waiting.join(10)
+    assert result == [None]  # the session closes the connection instead of sending the center
+    assert store.wait_for_version(0, timeout=0.05) is None
+
+
 def test_readers_never_observe_a_half_applied_update() -> None:
     """Every push adds 1 everywhere, so a consistent center is constant and equals its version."""
     shapes = [(300, 200), (1000,), (50, 40)]

@@ -288,7 +288,8 @@ def test_stop_interrupts_blocked_connections() -> None:
         )
         waiting.start()
         try:
-            time.sleep(0.2)
+            # the push is in the round, its connection blocked waiting for the second worker
+            wait_until(lambda: ps.store.counters["pushes_accepted"] == 1, 30, "the push to arrive")
             started = time.monotonic()
             ps.stop(timeout=5)
             assert time.monotonic() - started < 5

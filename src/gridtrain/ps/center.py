@@ -162,10 +162,16 @@ class CenterStore:
         finally:
             self.release(generation)
 
-    def wait_for_version(self, after: int, timeout: float) -> int:
-        """Block until the version exceeds ``after`` (a synchronous round), at most ``timeout``."""
+    def wait_for_version(self, after: int, timeout: float) -> int | None:
+        """Block until the version exceeds ``after`` (a synchronous round), at most ``timeout``.
+
+        Returns the version, or None when the store closed first (the server is stopping and
+        the round will never complete: the waiter must not answer as if it had).
+        """
         with self._cond:
             self._cond.wait_for(lambda: self._current.version > after or self._closed, timeout)
+            if self._closed and self._current.version <= after:
+                return None
             return self._current.version
 
     def close(self) -> None:

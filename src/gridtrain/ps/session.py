@@ -620,7 +620,11 @@ class Conversation:
                     self._pool.release(buffers)
                     held = False
                 if self.store.config.algorithm == "sync":
-                    self.store.wait_for_version(header.base_version, self.store.config.sync_timeout)
+                    waited = self.store.wait_for_version(
+                        header.base_version, self.store.config.sync_timeout
+                    )
+                    if waited is None:  # stopping mid-round: no reply, the connection closes
+                        return False
                 self._send_center(session)
         finally:
             if held:
