@@ -83,4 +83,5 @@ def test_workers_train_from_a_packed_environment_unpacked_in_their_scratch(
             == f"{scratch}/.gridtrain-env/lib/python3.11/site-packages/gridtrain/__init__.py"
         )
         assert f"worker {name} joined" in done.stderr  # the parameter server saw it
+        assert "removed the unpacked environment" in out  # not left to the starter
     assert any(r["type"] == "shard" for r in history)

@@ -418,7 +418,7 @@ class TrainingRun:
         server with its last checkpoint, then the state that --resume reads."""
         book.stop(self.interrupted or "driver stopped")
         if not self.interrupted and not failure:
-            deadline = time.monotonic() + 10.0
+            deadline = time.monotonic() + self.executor.leave_grace
             while self.executor.running() and time.monotonic() < deadline:
                 self.executor.poll()
                 time.sleep(0.1)

@@ -50,6 +50,8 @@ class Executor(ABC):
     """Starts ``count`` workers, reports the ones that ended, restarts or stops them."""
 
     name = "abstract"
+    # Seconds a finished run's workers get to leave on their own before they are stopped.
+    leave_grace = 10.0
 
     @abstractmethod
     def start(self, launch: Launch, count: int) -> None: ...
