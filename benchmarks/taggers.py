@@ -64,6 +64,14 @@ MODELS: dict[str, tuple[str, dict[str, Any]]] = {
 PAIRWISE = ("interaction", "particlenet-lite", "part-small")
 
 
+def pair_score(signal: np.ndarray, background: np.ndarray) -> np.ndarray:
+    """p(signal) / (p(signal) + p(background)); 0.5 where both are 0 (a jet the model puts in
+    the third class with certainty: float32 softmax rounds the other two to 0, and 0/0 would
+    rank it anywhere)."""
+    total = signal + background
+    return np.divide(signal, total, out=np.full_like(total, 0.5), where=total > 0)
+
+
 def dataset(work: Path, per_class: int, toy_task: str = "substructure") -> dict[str, Any]:
     """The toy written and converted once (reused while its manifest matches the config)."""
     from gridtrain.config import DatasetConfig
@@ -169,7 +177,7 @@ def score(run: Path) -> dict[str, Any]:
         aucs.append(auc_from_curve(fpr, tpr))
     rejections = {}
     for k in (1, 2):  # W/Z, top against QCD: p(k) / (p(k) + p(qcd))
-        scores = np.stack([outputs[:, 0], outputs[:, k] / (outputs[:, k] + outputs[:, 0])], 1)
+        scores = np.stack([outputs[:, 0], pair_score(outputs[:, k], outputs[:, 0])], 1)
         relabelled = np.where(labels == k, 1, np.where(labels == 0, 0, -1))
         fpr, tpr, _ = one_vs_rest_roc(relabelled, scores, weights, 1, background=0)
         eff = efficiency_at(tpr, fpr, 0.5)
