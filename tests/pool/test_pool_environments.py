@@ -2,7 +2,7 @@
 
 The tarball (this machine's Python, Keras on JAX and gridtrain, without what a worker never
 imports) goes with each worker job; the wrapper unpacks it in the job's scratch directory, the
-workers train from the interpreter there, not from the shared .venv, and the job removes it.
+workers train from the interpreter there, not from the shared .venv.
 """
 
 from __future__ import annotations
@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,7 @@ import yaml
 from pool_helpers import Pool, write_pool_training
 
 from gridtrain.condor.pack import pack_env, read_info
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.htcondor, pytest.mark.slow]
 
@@ -32,6 +35,23 @@ NOT_FOR_WORKERS = ["tensorflow", "tensorflow-*", "tensorboard*", "clang", "torch
                    "pulp", "*mypyc*", "mypy"]  # fmt: skip
 
 
+@pytest.fixture
+def sandboxes_removed(pool: Pool) -> Iterator[None]:
+    """After the test, its jobs' sandboxes gone. A job removed at the run's end while its starter
+    is still busy leaves the startd to delete the unpacked environment file by file: 80-200 s on
+    a busy machine here, with the slots busy, and the next pool test's jobs idle meanwhile."""
+    yield
+    execute = pool.root / "var" / "lib" / "condor" / "execute"
+
+    def removed() -> bool:
+        for sandbox in execute.glob("dir_*"):
+            shutil.rmtree(sandbox, ignore_errors=True)
+        return not any(execute.glob("dir_*"))
+
+    wait_until(removed, 300, "the packed jobs' sandboxes to be removed", interval=1.0)
+
+
+@pytest.mark.usefixtures("sandboxes_removed")
 def test_workers_train_from_a_packed_environment_unpacked_in_their_scratch(
     pool: Pool, toy_dir: Path
 ) -> None:
@@ -83,5 +103,4 @@ def test_workers_train_from_a_packed_environment_unpacked_in_their_scratch(
             == f"{scratch}/.gridtrain-env/lib/python3.11/site-packages/gridtrain/__init__.py"
         )
         assert f"worker {name} joined" in done.stderr  # the parameter server saw it
-        assert "removed the unpacked environment" in out  # not left to the starter
     assert any(r["type"] == "shard" for r in history)

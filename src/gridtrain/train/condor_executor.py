@@ -80,8 +80,8 @@ class CondorExecutor(Executor):
     """Workers as jobs of one HTCondor cluster (plus one-job clusters for resubmissions)."""
 
     name = "condor"
-    # A job leaves after its worker: the wrapper cleans its scratch and the starter sends the
-    # job's output back, which a removal would lose; on a busy pool that takes more than seconds.
+    # A job leaves after its worker: the starter sends the job's output back, which a removal
+    # would lose; on a busy pool that takes more than a few seconds.
     leave_grace = 60.0
 
     def __init__(

@@ -140,13 +140,6 @@ while true; do
     kill -0 "$child" 2>/dev/null || break
 done
 
-# The job removes what it unpacked, as its owner: left to the starter, a 2.4 GB environment
-# took 80-190 s to delete here (file by file, switching privileges), and the slot stayed busy.
-if [[ -e .gridtrain-env || -e .gridtrain-lib ]]; then
-    rm -rf .gridtrain-env .gridtrain-lib
-    echo "gridtrain job: removed the unpacked environment"
-fi
-
 if ((evicted)); then
     echo "gridtrain job: worker exited $code after SIGTERM; exiting $EXIT_EVICTED (checkpoint)" >&2
     exit "$EXIT_EVICTED"
