@@ -1,8 +1,8 @@
 """A packed environment end to end on the pool: ``gridtrain pack-env``, transfer, train.
 
 The tarball (this machine's Python, Keras on JAX and gridtrain, without what a worker never
-imports) goes with each worker job; the wrapper unpacks it in the job's scratch directory, the
-workers train from the interpreter there, not from the shared .venv.
+imports) goes with each worker job; the wrapper unpacks it in the job's scratch directory and
+the workers train from the interpreter there, not from the shared .venv.
 """
 
 from __future__ import annotations
