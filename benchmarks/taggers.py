@@ -4,8 +4,10 @@ On the particle-level toy (``gridtrain toy --task substructure``: QCD one-prong,
 top three-prong jets from the parton shower of ``gridtrain.data.shower``; by default 40,000 jets
 of each class, a quarter kept for validation), five models train as a 3-class tagger with
 ``gridtrain train`` through the parameter server with 2 workers, each for the same wall time
-(``--budget`` seconds from its launch, default 80: start-up included), then are stopped and the
-center at that moment is scored on the validation jets:
+(``--budget`` seconds from its launch, default 80: start-up included), then are stopped. Each is
+scored on the validation jets with the weights a user keeps under early stopping: of the best
+validated epoch's (the PS keeps them) and the center at the stop, the lower validation loss, the
+same rule for every model (so a model that overfits late is not judged on its overfit weights):
 
   mlp               dense layers on the 17 jet-level features (flatten: 0, no particles)
   deepsets          Deep Sets (particle flow) over the particles and secondary vertices
@@ -16,18 +18,19 @@ center at that moment is scored on the validation jets:
 The particles are the 48 hardest of each jet (part_deta, part_dphi, part_logpt, part_logenergy,
 part_logptrel, part_logerel, part_dr, part_charge, part_pt, part_energy), the secondary vertices
 the 4 hardest (sv_deta, sv_dphi, sv_pt, sv_mass, sv_ntracks, sv_sip3d); Adam at 1e-3, batches of
-256, Downpour every 8 steps, early stopping off.
+256, Downpour every 8 steps, early stopping's patience off (the run goes on to the budget).
 
 Printed per model: trainable parameters, training events/s per worker (from the workers' shard
-records), epochs trained (events trained / training events), the validation macro AUC (one class
-against the rest, averaged) and the QCD rejection 1/eps_B at 50% efficiency of the W/Z tag, the
-score p(W/Z) / (p(W/Z) + p(QCD)) on W/Z and QCD jets; the top tag's beside it (">N" when none of
-the N QCD jets passes). Last line: the best pairwise model's (interaction, ParticleNet, ParT) W/Z
-rejection over Deep Sets' (goal >= 1.5).
+records), epochs trained (events trained / training events), the weights kept, the validation
+macro AUC (one class against the rest, averaged) and the QCD rejection 1/eps_B at 50% efficiency
+of the W/Z tag, the score p(W/Z) / (p(W/Z) + p(QCD)) on W/Z and QCD jets; the top tag's beside it
+(">N" when none of the N QCD jets passes). Last line: the best pairwise model's (interaction,
+ParticleNet, ParT) W/Z rejection over Deep Sets' (goal >= 1.5).
 
     python benchmarks/taggers.py                    # 5 models x 80 s: about 9 min here
     python benchmarks/taggers.py --budget 300 --models deepsets,particlenet-lite
     python benchmarks/taggers.py --toy substructure-matched   # QCD in the signals' mass range
+    python benchmarks/taggers.py --rescore ...      # score the runs in --work again, no training
 """
 
 from __future__ import annotations
@@ -150,27 +153,45 @@ def train(work: Path, section: dict[str, Any], name: str, budget: float) -> Path
 
 
 def score(run: Path) -> dict[str, Any]:
-    """The run's center at its stop, scored on the validation shards."""
+    """The run's model scored on the validation shards: of the best validated epoch's weights
+    (the PS keeps them, best.npz) and the center at the stop, the one with the lower validation
+    loss: the model a user keeps with early stopping, chosen by the same rule for every model."""
     from gridtrain.data.manifest import Manifest
-    from gridtrain.evaluation import auc_from_curve, efficiency_at, one_vs_rest_roc
+    from gridtrain.evaluation import (
+        auc_from_curve,
+        efficiency_at,
+        one_vs_rest_roc,
+        weighted_categorical_log_loss,
+    )
     from gridtrain.models import arrange_inputs, model_input_names
-    from gridtrain.ps.checkpoint import read_checkpoint
+    from gridtrain.ps.checkpoint import read_checkpoint, read_initial_weights
     from gridtrain.train.inputs import InputBuilder
     from gridtrain.train.replica import replica
     from gridtrain.train.settings import WorkerSpec
 
     spec = WorkerSpec.read(run / "worker.json")
     model = replica(spec)
-    model.set_weights(read_checkpoint(run / "checkpoint.npz").center)
     manifest = Manifest.from_dict(spec.manifest)
     builder = InputBuilder(manifest, spec.features, spec.groups, model_input_names(model))
     base = Path(spec.source).parent
     parts = [builder.load(base / entry.path) for entry in manifest.shards["validation"]]
-    outputs = np.concatenate(
-        [model.predict(arrange_inputs(model, p.inputs), batch_size=4096, verbose=0) for p in parts]
-    )
     labels = np.concatenate([p.labels.argmax(axis=1) for p in parts])
     weights = np.concatenate([np.maximum(p.event_weights, 0.0) for p in parts])
+    candidates = {"stop": read_checkpoint(run / "checkpoint.npz").center}
+    if (run / "best.npz").exists():
+        candidates["best epoch"] = read_initial_weights(run / "best.npz")
+    scored = {}
+    for which, center in candidates.items():
+        model.set_weights(center)
+        outputs = np.concatenate(
+            [
+                model.predict(arrange_inputs(model, p.inputs), batch_size=4096, verbose=0)
+                for p in parts
+            ]
+        )
+        scored[which] = (weighted_categorical_log_loss(labels, outputs, weights), outputs)
+    kept = min(scored, key=lambda which: scored[which][0])
+    loss, outputs = scored[kept]
     aucs = []
     for k in range(len(CLASSES)):
         fpr, tpr, _ = one_vs_rest_roc(labels, outputs, weights, k)
@@ -195,6 +216,9 @@ def score(run: Path) -> dict[str, Any]:
     trained = sum(r["events"] for r in records)
     epochs = trained / sum(entry.events for entry in manifest.shards["train"])
     return {
+        "kept": kept,
+        "best_epoch": json.loads((run / "state.json").read_text())["leases"].get("best_epoch"),
+        "validation_loss": loss,
         "parameters": sum(int(np.prod(w.shape)) for w in model.trainable_weights),
         "events_per_s": float(np.mean(rates)) if rates else 0.0,
         "epochs": epochs,
@@ -218,6 +242,11 @@ def main() -> None:
         help="the toy; substructure-matched: QCD jets spread over the W/Z and top masses",
     )
     parser.add_argument("--work", type=Path, default=Path("results/bench-taggers"))
+    parser.add_argument(
+        "--rescore",
+        action="store_true",
+        help="score the runs already in --work/runs again, without training",
+    )
     args = parser.parse_args()
     names = args.models.split(",")
     unknown = [n for n in names if n not in MODELS]
@@ -227,13 +256,20 @@ def main() -> None:
     start = time.monotonic()
     section = dataset(args.work, args.per_class, args.toy)
     print(f"toy and conversion: {time.monotonic() - start:.0f} s", flush=True)
-    results = {name: score(train(args.work, section, name, args.budget)) for name in names}
+    if args.rescore:
+        results = {name: score(args.work / "runs" / name) for name in names}
+    else:
+        results = {name: score(train(args.work, section, name, args.budget)) for name in names}
     print(
         f"\n{args.budget:.0f} s per model, 2 workers, {os.cpu_count()} CPUs; load average "
         f"{os.getloadavg()[0]:.1f} at the end"
     )
-    print(f"{'model':18} {'params':>8} {'ev/s/worker':>11} {'epochs':>6} {'macro AUC':>9} "
-          f"{'R50 W/Z':>8} {'R50 top':>8}")  # fmt: skip
+    print(f"{'model':18} {'params':>8} {'ev/s/worker':>11} {'epochs':>6} {'kept':>10} "
+          f"{'macro AUC':>9} {'R50 W/Z':>8} {'R50 top':>8}")  # fmt: skip
+
+    def kept(r: dict[str, Any]) -> str:
+        return "stop" if r["kept"] == "stop" else f"epoch {r['best_epoch']}"
+
     for name, r in results.items():
         wz, top = (
             f"{value:8.1f}" if value is not None else f"{'>' + str(r['validation_qcd']):>8}"
@@ -241,7 +277,7 @@ def main() -> None:
         )
         print(
             f"{name:18} {r['parameters']:8d} {r['events_per_s']:11.0f} {r['epochs']:6.2f} "
-            f"{r['macro_auc']:9.4f} {wz} {top}"
+            f"{kept(r):>10} {r['macro_auc']:9.4f} {wz} {top}"
         )
     (args.work / "results.json").write_text(json.dumps(results, indent=1))
     pairwise = [n for n in PAIRWISE if n in results]

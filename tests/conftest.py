@@ -21,11 +21,20 @@ POOL_NODES = "tests/pool/"  # node ids start at the repository root
 POOL_UNIT = "the HTCondor pool"
 
 
+# Folders whose modules share a session fixture that trains (tests/apply: the runs it scores):
+# one unit each, so that the runs are trained once, not once in each process.
+SHARED_FOLDERS = ("tests/apply/",)
+
+
 def unit_of_work(nodeid: str) -> str:
-    """The unit a test is scheduled in under ``make test``: the pool's tests share one; any
-    other test goes with its module, so a module's fixtures (a trained run, a converted
-    dataset) are made once, not once in each process that drew one of its tests."""
-    return POOL_UNIT if nodeid.startswith(POOL_NODES) else nodeid.partition("::")[0]
+    """The unit a test is scheduled in under ``make test``: the pool's tests share one, each of
+    ``SHARED_FOLDERS`` is one; any other test goes with its module, so a module's fixtures (a
+    trained run, a converted dataset) are made once, not once in each process that drew one of
+    its tests."""
+    if nodeid.startswith(POOL_NODES):
+        return POOL_UNIT
+    shared = [folder for folder in SHARED_FOLDERS if nodeid.startswith(folder)]
+    return shared[0] if shared else nodeid.partition("::")[0]
 
 
 # Folders whose modules train, score or serve in processes of their own: long units, sent out

@@ -17,6 +17,8 @@ def test_the_pool_tests_are_one_unit_of_work_and_the_rest_go_by_module() -> None
     others = ["tests/ps/test_ps_wire.py::test_a", "tests/ps/test_ps_wire.py::test_b[pool]"]
     assert {unit_of_work(nodeid) for nodeid in others} == {"tests/ps/test_ps_wire.py"}
     assert unit_of_work("tests/ps/test_ps_server.py::test_a") == "tests/ps/test_ps_server.py"
+    apply = ["tests/apply/test_apply.py::test_a", "tests/apply/test_apply_errors.py::test_b"]
+    assert {unit_of_work(nodeid) for nodeid in apply} == {"tests/apply/"}  # trains its runs once
     units = ["tests/ps/test_ps_wire.py", "tests/train/test_train_runs.py", POOL_UNIT]
     assert sorted(units, key=first_out, reverse=True) == units[::-1]
 

@@ -45,6 +45,36 @@ def test_bad_config_is_refused_before_any_process_starts(
     assert not run_dir.exists()  # nothing started, nothing written
 
 
+@pytest.mark.parametrize(
+    ("train", "refused"),
+    [
+        ({"model": {"name": "transformer"}}, True),
+        ({"model": {"name": "mlp", "params": {"hiden": [8]}}}, True),
+        ({"features": ["jet_pt", "jet_charm"]}, True),
+        ({"model": {"name": "mymodels.py:build"}}, False),  # found wrong only once built
+    ],
+)
+def test_what_is_refused_without_building_the_model_starts_no_worker(
+    tmp_path, toy_dir, toy_dataset, monkeypatch, train, refused
+):
+    """The local workers are started (to import their backend while the model builds) only
+    once every check that needs no Keras has passed: a typo costs no worker process."""
+    from gridtrain.config import load_config
+    from gridtrain.errors import ConfigError
+    from gridtrain.train.driver import train as run_training
+    from gridtrain.train.local_executor import LocalExecutor
+
+    (tmp_path / "mymodels.py").write_text(NOT_COMPILED)
+    monkeypatch.chdir(tmp_path)
+    started: list[int] = []
+    monkeypatch.setattr(LocalExecutor, "prewarm", lambda self, count, *rest: started.append(count))
+    config = load_config(write_config(tmp_path / "c.yaml", toy_dir, toy_dataset, **train))
+    with pytest.raises(ConfigError):
+        run_training(config, tmp_path / "run")
+    assert started == ([] if refused else [1])
+    assert not (tmp_path / "run").exists()
+
+
 def test_resume_needs_a_run_and_a_run_dir_is_not_reused(tmp_path, toy_dir, toy_dataset):
     missing = gridtrain("train", "--resume", str(tmp_path / "nothing"), timeout=120)
     assert missing.returncode == 2

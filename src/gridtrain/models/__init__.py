@@ -11,6 +11,7 @@ from gridtrain.models.build import (
     arrange_inputs,
     build_model,
     check_inputs,
+    check_model_params,
     load_model,
     model_input_names,
 )
@@ -31,6 +32,7 @@ __all__ = [
     "arrange_inputs",
     "build_model",
     "check_inputs",
+    "check_model_params",
     "load_model",
     "model_input_names",
     "resolve_params",

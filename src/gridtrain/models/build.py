@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from gridtrain.errors import ConfigError
 from gridtrain.models.spec import InputSpec
 from gridtrain.models.user import SYNTAX, check_signature, is_user_model, load_function
-from gridtrain.models.zoo import MODELS
+from gridtrain.models.zoo import MODELS, resolve_params
 from gridtrain.task import Task
 
 if TYPE_CHECKING:
@@ -46,17 +46,26 @@ def build_model(
         check_signature(name, function, params)
         model = function(inputs, **params)
         check_compiled(name, model)
-    elif name in MODELS:
-        model = MODELS[name].build(inputs, params, learning_rate=learning_rate, seed=seed)
     else:
+        check_model_params(name, params)
+        model = MODELS[name].build(inputs, params, learning_rate=learning_rate, seed=seed)
+    check_inputs(name, model, inputs)
+    return model
+
+
+def check_model_params(name: str, params: Mapping[str, Any]) -> None:
+    """A built-in's name and parameters checked without Keras (a ``ConfigError`` naming the
+    unknown model or parameter); a user function is checked when it is built."""
+    if is_user_model(name):
+        return
+    if name not in MODELS:
         close = difflib.get_close_matches(name, MODELS, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ConfigError(
             f"unknown model {name!r}{hint}; built-in models: {', '.join(sorted(MODELS))}, or "
             f"name your own function as {SYNTAX}"
         )
-    check_inputs(name, model, inputs)
-    return model
+    resolve_params(name, params, MODELS[name].params)
 
 
 def check_compiled(name: str, model: Any) -> None:

@@ -121,13 +121,21 @@ def _shard_locations(
 
 
 def prepare(
-    config: dict[str, Any], run_dir: Path, workers: int | None, fold: int | None = None
+    config: dict[str, Any],
+    run_dir: Path,
+    workers: int | None,
+    fold: int | None = None,
+    *,
+    on_checked: Callable[[], None] | None = None,
 ) -> RunDir:
     """Check the config, build the model once, and write config, worker spec and initial state.
 
     ``fold``: the fold this run trains in a k-fold training (``train.folds``; train/kfold.py):
     its manifest lists every shard for training and for validation, and its readers keep the
-    fold's rows for each role."""
+    fold's rows for each role. ``on_checked`` is called once everything that can be checked
+    without Keras passed, before the model is built (``train`` starts its workers there: a
+    refused config costs no worker process)."""
+    from gridtrain.models import check_model_params
     from gridtrain.models.spec import group_statistics, image_shapes
     from gridtrain.train.finetune import initialise_from
     from gridtrain.train.replica import build_replica
@@ -159,6 +167,15 @@ def prepare(
         settings = TrainConfig(
             **{**settings.__dict__, "init_from": str(Path(settings.init_from).resolve())}
         )
+    files = RunDir(run_dir)
+    if files.spec.exists():
+        raise ConfigError(
+            f"{run_dir} holds a run already; continue it with `gridtrain train --resume "
+            f"{run_dir}`, or choose another --run-dir"
+        )
+    check_model_params(settings.model, settings.model_params)
+    if on_checked is not None:
+        on_checked()
     statistics = group_statistics(manifest.stats, groups)
     model = build_replica(
         settings,
@@ -170,13 +187,7 @@ def prepare(
     )
     if settings.init_from is not None:
         initialise_from(model, settings.init_from, settings.head)
-    files = RunDir(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    if files.spec.exists():
-        raise ConfigError(
-            f"{run_dir} holds a run already; continue it with `gridtrain train --resume "
-            f"{run_dir}`, or choose another --run-dir"
-        )
     used = json.loads(json.dumps(config))
     used["train"]["workers"] = settings.workers
     used["train"]["model"]["name"] = settings.model
@@ -571,21 +582,28 @@ def train(
     if executor is not None:
         config["train"]["executor"] = executor
     run_dir = run_dir or Path(config["train"]["run_dir"])
-    local = _prewarmed_local(config["train"], workers, run_dir.absolute().name)
+    local: list[Executor] = []
+
+    def prewarm() -> None:  # the config passed the checks: workers import while the model builds
+        prewarmed = _prewarmed_local(config["train"], workers, run_dir.absolute().name)
+        if prewarmed is not None:
+            local.append(prewarmed)
+
     try:
-        files = prepare(config, run_dir, workers)
+        files = prepare(config, run_dir, workers, on_checked=prewarm)
     except BaseException:
-        if local is not None:
-            local.discard_prewarmed()
+        for prewarmed in local:
+            prewarmed.discard_prewarmed()
         raise
-    return TrainingRun(files, local, plots=plots).execute()
+    return TrainingRun(files, local[0] if local else None, plots=plots).execute()
 
 
 def _prewarmed_local(
     section: dict[str, Any], workers: int | None, run_name: str
 ) -> Executor | None:
-    """For the local executor: the executor, its workers already importing TensorFlow while
-    ``prepare`` builds the model (a training's start costs one import, not two in a row)."""
+    """For the local executor: the executor, its workers already importing Keras's backend
+    while ``prepare`` builds the model (a training's start costs one import, not two in a
+    row)."""
     try:
         settings = TrainConfig.from_dict(section)
     except (ConfigError, TypeError, ValueError, KeyError):

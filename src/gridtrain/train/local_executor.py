@@ -93,17 +93,16 @@ class LocalExecutor(Executor):
             self._waiting[name] = (threads, process)
 
     def discard_prewarmed(self) -> None:
-        """End the prewarmed workers that were not handed a run (end of stdin: they exit)."""
+        """End the prewarmed workers that were not handed a run: killed, since one holds nothing
+        yet but the import it is busy with (seconds of CPU that nobody would use)."""
         waiting, self._waiting = list(self._waiting.values()), {}
         for _, process in waiting:
+            if process.poll() is None:
+                process.kill()
             if process.stdin is not None:
                 process.stdin.close()
         for _, process in waiting:
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            process.wait()
 
     def _hand_over(self, slot: Slot, threads: int, launch: Launch) -> bool:
         """Give ``slot``'s run to its waiting prewarmed process; False when there is none, or it

@@ -83,12 +83,17 @@ def check_config(config: dict[str, Any]) -> TuneConfig:
 
 def check_model(name: str, params: dict[str, Any]) -> None:
     """A model's parameters, checked without building it (a user model: its signature)."""
-    from gridtrain.models import MODELS, resolve_params
+    from gridtrain.models import check_model_params
+    from gridtrain.models.user import (
+        absolute_model_name,
+        check_signature,
+        is_user_model,
+        load_function,
+    )
 
-    if name in MODELS:
-        resolve_params(name, params, MODELS[name].params)
+    check_model_params(name, params)
+    if not is_user_model(name):
         return
-    from gridtrain.models.user import absolute_model_name, check_signature, load_function
 
     function = load_function(absolute_model_name(name, Path.cwd()))
     check_signature(name, function, params)
