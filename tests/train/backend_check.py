@@ -108,10 +108,33 @@ def precision(policy: str) -> dict[str, object]:
     }
 
 
+def saved_and_loaded(directory: Path) -> dict[str, object]:
+    """A model saved with gridtrain's ``save_model`` and loaded back: whether that imported
+    TensorFlow into a process that had not (Keras's serialisation probes for it), and whether
+    the loaded model predicts as the saved one."""
+    from gridtrain.models import InputSpec, build_model, load_model, save_model
+
+    before = "tensorflow" in sys.modules
+    model = build_model("mlp", {"hidden": [4]}, InputSpec(("a", "b"), {}), learning_rate=0.01)
+    model.optimizer.build(model.trainable_variables)
+    save_model(model, directory / "model.keras")
+    loaded = load_model(directory / "model.keras")
+    x = {"features": np.random.default_rng(1).normal(size=(5, 2)).astype(np.float32)}
+    return {
+        "tensorflow_before": before,
+        "tensorflow_after": "tensorflow" in sys.modules,
+        "same": bool(np.array_equal(model.predict_on_batch(x), loaded.predict_on_batch(x))),
+    }
+
+
 def main() -> None:
+    import tempfile
+
     import keras
 
     out: dict[str, object] = {"backend": keras.backend.backend()}
+    with tempfile.TemporaryDirectory() as directory:  # first: nothing else has imported yet
+        out["saved"] = saved_and_loaded(Path(directory))
     out["mlp"] = window_against_per_batch("mlp", {"hidden": [8]}, grouped=False)
     out["deepsets"] = window_against_per_batch("deepsets", {}, grouped=True)
     for policy in ("float32", "mixed_bfloat16", "mixed_float16"):

@@ -41,6 +41,14 @@ def checked(request: pytest.FixtureRequest) -> dict[str, Any]:
 
 
 @pytest.mark.slow
+def test_saving_a_model_imports_no_tensorflow_on_another_backend(checked: dict[str, Any]) -> None:
+    saved = checked["saved"]
+    assert saved["same"]
+    if checked["backend"] != "tensorflow":  # a JAX or PyTorch run's driver saves its model
+        assert saved == {"tensorflow_before": False, "tensorflow_after": False, "same": True}
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["mlp", "deepsets"])
 def test_compiled_window_trains_bit_for_bit_like_train_on_batch(
     checked: dict[str, Any], model: str

@@ -14,6 +14,7 @@ from gridtrain.models.build import (
     check_model_params,
     load_model,
     model_input_names,
+    save_model,
 )
 from gridtrain.models.params import Param
 from gridtrain.models.spec import COUNT_SUFFIX, FEATURES, InputSpec, InputTensor
@@ -36,4 +37,5 @@ __all__ = [
     "load_model",
     "model_input_names",
     "resolve_params",
+    "save_model",
 ]

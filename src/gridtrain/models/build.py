@@ -188,6 +188,32 @@ def check_output(name: str, model: keras.Model, task: Task) -> None:
     )
 
 
+def save_model(model: keras.Model, path: str | Path) -> None:
+    """``model.save(path)``, without importing TensorFlow where it is not imported yet.
+
+    Keras's serialisation asks whether TensorFlow can be imported (to recognise a
+    ``tf.TensorShape``) and so imports it, seconds of CPU and hundreds of MB, in a JAX or
+    PyTorch process that never uses it. Where TensorFlow is not imported no object can be a
+    ``tf.TensorShape``: for the save, Keras is told it is unavailable (its lazy module's cached
+    answer, put back afterwards so a later ``import tensorflow`` in the process still counts).
+    """
+    import sys
+
+    try:
+        from keras.src.utils.module_utils import tensorflow as lazy
+    except ImportError:  # another Keras layout: save as Keras does
+        lazy = None
+    if lazy is None or "tensorflow" in sys.modules or not hasattr(lazy, "_available"):
+        model.save(path)
+        return
+    previous = lazy._available
+    lazy._available = False
+    try:
+        model.save(path)
+    finally:
+        lazy._available = previous
+
+
 def load_model(path: str | Path, *, compile: bool = True) -> keras.Model:
     """Load a saved ``.keras`` model with the built-in layers registered.
 

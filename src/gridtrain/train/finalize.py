@@ -133,7 +133,7 @@ def task_metrics(
 
 
 def write_outputs(files: RunDir, spec: WorkerSpec, *, plots: bool = True) -> dict[str, Any]:
-    from gridtrain.models import model_input_names
+    from gridtrain.models import model_input_names, save_model
     from gridtrain.report import write_report
 
     settings = spec.settings
@@ -196,7 +196,7 @@ def write_outputs(files: RunDir, spec: WorkerSpec, *, plots: bool = True) -> dic
     if model.optimizer is not None and not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)  # saved with its state, loads quietly
     with atomic_path(files.model) as tmp_model:
-        model.save(tmp_model)
+        save_model(model, tmp_model)
     shards, epochs = read_history(files.history) if files.history.exists() else ([], [])
     metrics.update(run_figures(shards, len(epochs)))
     metrics.update(
