@@ -20,6 +20,7 @@ from gridtrain.ps import auth
 from gridtrain.ps.checkpoint import read_checkpoint
 from gridtrain.ps.cli import format_status, parse_port_range
 from gridtrain.ps.client import PSClient
+from tests.waiting import wait_until
 
 STARTUP = 30.0
 
@@ -124,11 +125,11 @@ def test_sigkilled_server_resumes_from_its_last_checkpoint(tmp_path: Path) -> No
         with PSClient(address, secret, small_model()) as client:
             for version in range(12):
                 client.push(like(small_model(), 1.0), version)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if checkpoint.exists() and read_checkpoint(checkpoint).version >= 10:
-                break
-            time.sleep(0.05)
+        wait_until(  # the server's last interval checkpoint: the kill must come after it
+            lambda: checkpoint.exists() and read_checkpoint(checkpoint).version >= 10,
+            60,
+            "the server to checkpoint version 10",
+        )
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)
     saved = read_checkpoint(checkpoint)
