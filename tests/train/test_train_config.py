@@ -75,6 +75,23 @@ def test_what_is_refused_without_building_the_model_starts_no_worker(
     assert not (tmp_path / "run").exists()
 
 
+def test_a_bug_in_a_user_model_shows_its_traceback(tmp_path, toy_dir, toy_dataset, monkeypatch):
+    """Not gridtrain's own error, so not one line: the driver builds the model itself when its
+    helper worker could not (train/helper.py), and the user sees where their code failed."""
+    (tmp_path / "buggy.py").write_text(
+        "def build(inputs):\n    raise ValueError('a bug in my model')\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    model = {"name": "buggy.py:build"}
+    config = write_config(tmp_path / "c.yaml", toy_dir, toy_dataset, model=model)
+    result = gridtrain("train", "-c", str(config), "--run-dir", str(tmp_path / "run"), timeout=120)
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "Traceback" in result.stderr
+    assert 'buggy.py", line 2, in build' in result.stderr
+    assert result.stderr.rstrip().endswith("ValueError: a bug in my model")
+    assert not (tmp_path / "run").exists()
+
+
 def test_resume_needs_a_run_and_a_run_dir_is_not_reused(tmp_path, toy_dir, toy_dataset):
     missing = gridtrain("train", "--resume", str(tmp_path / "nothing"), timeout=120)
     assert missing.returncode == 2

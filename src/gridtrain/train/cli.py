@@ -85,6 +85,12 @@ def register(subparsers: Any) -> None:
         "first, then read the "
         "run's spec, address, secret file, name and log file as one JSON line on stdin",
     )
+    worker.add_argument(
+        "--answer-driver",
+        action="store_true",
+        help="with --await-launch: also build the initial weights and write the run's outputs "
+        "when the driver asks on stdin, answering on stdout (train/helper.py)",
+    )
     worker.set_defaults(func=_worker)
 
 
@@ -153,9 +159,14 @@ def _worker(args: argparse.Namespace) -> int:
     from gridtrain.train.settings import WorkerSpec
     from gridtrain.train.worker import await_launch, configure_devices, main
 
+    channel = None
     if args.await_launch:
         devices = configure_devices(args.threads)  # the seconds a prewarmed worker saves
-        launch = await_launch(sys.stdin)
+        if args.answer_driver:
+            from gridtrain.train.helper import DriverChannel
+
+            channel = DriverChannel(sys.stdin)
+        launch = await_launch(sys.stdin, channel)
         if launch is None:  # the driver gave up before the run started
             return 0
         args.spec, args.address, args.secret_file, args.name = launch
@@ -176,7 +187,7 @@ def _worker(args: argparse.Namespace) -> int:
             )
         use_backend(WorkerSpec.read(args.spec).settings.backend)  # before Keras is imported
         devices = configure_devices(args.threads)
-    code = main(args.spec, args.address, args.secret_file, args.name, devices)
+    code = main(args.spec, args.address, args.secret_file, args.name, devices, channel)
     # The worker's results are with the parameter server and in its log: leave without
     # TensorFlow's interpreter teardown (seconds that the driver would wait for).
     logging.shutdown()

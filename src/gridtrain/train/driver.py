@@ -127,6 +127,7 @@ def prepare(
     fold: int | None = None,
     *,
     on_checked: Callable[[], None] | None = None,
+    build: Callable[[WorkerSpec], list[np.ndarray] | None] | None = None,
 ) -> RunDir:
     """Check the config, build the model once, and write config, worker spec and initial state.
 
@@ -134,11 +135,11 @@ def prepare(
     its manifest lists every shard for training and for validation, and its readers keep the
     fold's rows for each role. ``on_checked`` is called once everything that can be checked
     without Keras passed, before the model is built (``train`` starts its workers there: a
-    refused config costs no worker process)."""
+    refused config costs no worker process). ``build`` returns the initial weights built
+    elsewhere (``train`` asks its first prewarmed worker: train/helper.py), or None for the
+    driver to build them itself."""
     from gridtrain.models import check_model_params
-    from gridtrain.models.spec import group_statistics, image_shapes
-    from gridtrain.train.finetune import initialise_from
-    from gridtrain.train.replica import build_replica
+    from gridtrain.train.helper import initial_weights
 
     settings = TrainConfig.from_dict(config["train"]).with_model_path_resolved(Path.cwd())
     if workers is not None:
@@ -176,22 +177,6 @@ def prepare(
     check_model_params(settings.model, settings.model_params)
     if on_checked is not None:
         on_checked()
-    statistics = group_statistics(manifest.stats, groups)
-    model = build_replica(
-        settings,
-        features,
-        groups,
-        image_shapes(manifest.images),
-        manifest.learning_task(),
-        statistics,
-    )
-    if settings.init_from is not None:
-        initialise_from(model, settings.init_from, settings.head)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    used = json.loads(json.dumps(config))
-    used["train"]["workers"] = settings.workers
-    used["train"]["model"]["name"] = settings.model
-    write_text(files.config, yaml.safe_dump(used, sort_keys=False))
     recorded = json.loads(manifest.to_json())
     spec = WorkerSpec(
         recorded if fold is None else fold_manifest(recorded),
@@ -202,9 +187,16 @@ def prepare(
         _shard_locations(manifest, manifest_path, (config.get("stage") or {}).get("url")),
         dict(config.get("stage", {})),
     )
+    weights = build(spec) if build is not None else None
+    if weights is None:
+        weights = initial_weights(spec)  # the model built here: a bad config fails now
+    run_dir.mkdir(parents=True, exist_ok=True)
+    used = json.loads(json.dumps(config))
+    used["train"]["workers"] = settings.workers
+    used["train"]["model"]["name"] = settings.model
+    write_text(files.config, yaml.safe_dump(used, sort_keys=False))
     spec.write(files.spec)
     auth.write_secret_file(files.secret, auth.new_secret())
-    weights = model.get_weights()
     _save_weights(files.initial, weights)
     return files
 
@@ -552,7 +544,10 @@ class TrainingRun:
         """Evaluate the final model on the validation shards; write model, metrics, plots."""
         from gridtrain.train.finalize import write_outputs
 
-        metrics = write_outputs(self.files, self.spec, plots=self.plots)
+        if self.executor.finalize_run(self.files.path, self.plots):  # in a worker's process
+            metrics = json.loads(self.files.metrics.read_text())
+        else:
+            metrics = write_outputs(self.files, self.spec, plots=self.plots)
         if self._tracking is not None:  # this driver trained it: the final figures tracked
             self._tracking.final(metrics)
         if "targets" in metrics:  # a regression: the targets' RMSE in physical units
@@ -589,8 +584,11 @@ def train(
         if prewarmed is not None:
             local.append(prewarmed)
 
+    def build(spec: WorkerSpec) -> list[np.ndarray] | None:
+        return local[0].initial_weights(spec) if local else None
+
     try:
-        files = prepare(config, run_dir, workers, on_checked=prewarm)
+        files = prepare(config, run_dir, workers, on_checked=prewarm, build=build)
     except BaseException:
         for prewarmed in local:
             prewarmed.discard_prewarmed()

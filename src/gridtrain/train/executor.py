@@ -12,10 +12,15 @@ import subprocess
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from gridtrain.backend import DEFAULT_BACKEND
 from gridtrain.jobstate import JobState
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from gridtrain.train.settings import WorkerSpec
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,18 @@ class Executor(ABC):
 
     def discard_prewarmed(self) -> None:  # noqa: B027 (an optional hook, not abstract)
         """End whatever ``prewarm`` started and ``start`` did not use."""
+
+    def initial_weights(self, spec: WorkerSpec) -> list[np.ndarray] | None:
+        """The run's initial weights built by a process that has Keras imported already (the
+        local executor's prewarmed helper, train/helper.py); None: the driver builds them."""
+        del spec
+        return None
+
+    def finalize_run(self, run_dir: Path, plots: bool) -> bool:
+        """Whether a worker's process wrote the finished run's outputs (the local executor's
+        helper); False: the driver writes them."""
+        del run_dir, plots
+        return False
 
     def ps_hosts(self) -> tuple[str, str]:
         """(where the parameter server listens, the host name its workers dial)."""

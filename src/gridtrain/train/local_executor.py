@@ -14,11 +14,19 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gridtrain.backend import DEFAULT_BACKEND, backend_environment
 from gridtrain.errors import ConfigError
 from gridtrain.jobstate import JobState
 from gridtrain.train.executor import Executor, Launch, Slot
+from gridtrain.train.helper import Helper
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from gridtrain.train.settings import WorkerSpec
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +55,8 @@ class LocalExecutor(Executor):
     then waits for its launch line on stdin (``gridtrain worker --await-launch``). ``start`` hands
     the run to them; a prewarmed process that died, was never made, or imported another backend
     than the run's (a backend is chosen before Keras is imported) is replaced by a plain start.
+    The first prewarmed worker also does the driver's Keras work (``helper``, train/helper.py):
+    the initial weights before its launch, the final scoring after its training.
     """
 
     name = "local"
@@ -59,6 +69,7 @@ class LocalExecutor(Executor):
         # prewarmed processes by worker name: (threads, process)
         self._waiting: dict[str, tuple[int, subprocess.Popen[bytes]]] = {}
         self._prewarmed_backend = DEFAULT_BACKEND
+        self.helper: Helper | None = None
 
     def threads_per_worker(self, count: int) -> int:
         return max(1, self.cores // count)
@@ -82,25 +93,56 @@ class LocalExecutor(Executor):
         for index in range(count):
             name = f"{run_name}-w{index}"
             command = [sys.executable, "-m", "gridtrain", "worker", "--await-launch"]
+            helps = index == 0  # its stdout answers the driver; others' until the launch line
             process = subprocess.Popen(
-                [*command, "--name", name, "--threads", str(threads)],
+                [*command, *(["--answer-driver"] if helps else []), "--name", name, "--threads",
+                 str(threads)],
                 stdin=subprocess.PIPE,
-                stdout=subprocess.DEVNULL,  # until the launch line names the worker's log
-                stderr=subprocess.DEVNULL,
+                stdout=subprocess.PIPE if helps else subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,  # until the launch line names the worker's log
                 env={**os.environ, **self._environment(index, threads, backend)},
                 start_new_session=True,
-            )
+            )  # fmt: skip
             self._waiting[name] = (threads, process)
+            if helps:
+                self.helper = Helper(process, backend)
+
+    def initial_weights(self, spec: WorkerSpec) -> list[np.ndarray] | None:
+        return self.helper.build(spec) if self.helper is not None else None
+
+    def finalize_run(self, run_dir: Path, plots: bool) -> bool:
+        helper, self.helper = self.helper, None
+        if helper is None:
+            return False
+        try:
+            return helper.finalize(run_dir, plots)
+        finally:
+            helper.close()
+
+    def _is_helper(self, slot: Slot) -> bool:
+        return self.helper is not None and slot.process is self.helper.process
+
+    def _kept(self, slot: Slot) -> bool:
+        """The helper, done training and waiting for the finalize request."""
+        return self._is_helper(slot) and self.helper is not None and self.helper.awaiting
 
     def discard_prewarmed(self) -> None:
         """End the prewarmed workers that were not handed a run: killed, since one holds nothing
-        yet but the import it is busy with (seconds of CPU that nobody would use)."""
+        yet but the import it is busy with (seconds of CPU that nobody would use); and the
+        helper, if the run did not ask it to finalize."""
+        self._discard_waiting()
+        helper, self.helper = self.helper, None
+        if helper is not None:
+            helper.close()
+
+    def _discard_waiting(self) -> None:
         waiting, self._waiting = list(self._waiting.values()), {}
         for _, process in waiting:
             if process.poll() is None:
                 process.kill()
-            if process.stdin is not None:
-                process.stdin.close()
+            for stream in (process.stdin, process.stdout):  # the helper's answers too
+                if stream is not None:
+                    stream.close()
         for _, process in waiting:
             process.wait()
 
@@ -125,9 +167,16 @@ class LocalExecutor(Executor):
             ):
                 raise BrokenPipeError
             process.stdin.write(json.dumps(line).encode() + b"\n")
-            process.stdin.close()
+            if self.helper is not None and process is self.helper.process:
+                process.stdin.flush()  # kept open for the finalize request
+                # the final scoring on the helper's threads: not on a sliver of the machine
+                self.helper.finalizes = bool(self.gpus) or 2 * threads >= self.cores
+            else:
+                process.stdin.close()
         except OSError:  # died before or while it was told: it ends, a plain start replaces it
             self._waiting[f"{slot.name} (unused)"] = (ready, process)
+            if self.helper is not None and process is self.helper.process:
+                self.helper = None
             return False
         slot.process = process
         return True
@@ -147,7 +196,7 @@ class LocalExecutor(Executor):
                 slot.state, slot.detail = JobState.RUNNING, ""
             else:
                 self._spawn(slot, threads)
-        self.discard_prewarmed()  # more were made than asked for (a --workers that changed)
+        self._discard_waiting()  # more were made than asked for (a --workers that changed)
         where = f"GPUs {','.join(self.gpus)}" if self.gpus else f"{threads} CPU threads each"
         log.info("started %d local workers (%s)", count, where)
 
@@ -187,6 +236,12 @@ class LocalExecutor(Executor):
     def poll(self) -> list[Slot]:
         ended = []
         for slot in self.slots:
+            if slot.returncode is None and self._is_helper(slot):
+                assert self.helper is not None
+                if self.helper.check_trained():  # done, waiting to finalize: not running
+                    slot.returncode, slot.state, slot.detail = 0, JobState.DONE, "trained"
+                    ended.append(slot)
+                    continue
             if slot.process is not None and slot.returncode is None:
                 code = slot.process.poll()
                 if code is not None:
@@ -197,6 +252,10 @@ class LocalExecutor(Executor):
         return ended
 
     def restart(self, slot: Slot) -> None:
+        if self._is_helper(slot):  # a plain start replaces it: the driver finalizes itself
+            assert self.helper is not None
+            self.helper.close()
+            self.helper = None
         slot.restarts += 1
         self._spawn(slot, self.threads_per_worker(len(self.slots)))
 
@@ -204,7 +263,11 @@ class LocalExecutor(Executor):
         return sum(slot.returncode is None and slot.process is not None for slot in self.slots)
 
     def stop(self, grace: float) -> None:
-        live = [slot for slot in self.slots if slot.process and slot.process.poll() is None]
+        live = [
+            slot
+            for slot in self.slots
+            if slot.process and slot.process.poll() is None and not self._kept(slot)
+        ]  # a helper still training is stopped; one waiting to finalize is kept for that
         for slot in live:
             assert slot.process is not None
             slot.process.send_signal(signal.SIGTERM)
@@ -218,7 +281,7 @@ class LocalExecutor(Executor):
                 slot.process.kill()
                 slot.process.wait()
         for slot in self.slots:
-            if slot.process is not None:
+            if slot.process is not None and not self._kept(slot):
                 slot.returncode = slot.process.poll()
             if slot.log is not None:
                 slot.log.close()

@@ -33,7 +33,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 import numpy as np
 
@@ -448,14 +448,29 @@ def scratch_dir(name: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=f"gridtrain-{name}-", dir=base))
 
 
-def await_launch(stream: IO[str]) -> tuple[Path, str, Path, str] | None:
+class DriverChannel(Protocol):
+    """A prewarmed worker's requests from the driver besides its launch (train/helper.py)."""
+
+    def build(self, request: dict[str, Any]) -> None: ...
+
+    def finalize(self, spec: WorkerSpec) -> int: ...
+
+
+def await_launch(
+    stream: IO[str], channel: DriverChannel | None = None
+) -> tuple[Path, str, Path, str] | None:
     """A prewarmed worker's run: (spec, address, secret file, name) from one JSON line on
     ``stream``, with this process's output sent to the log file the line names from then on.
-    None when the stream ends first (the driver stopped before the run started)."""
-    line = stream.readline()
-    if not line.strip():
-        return None
-    launch = json.loads(line)
+    None when the stream ends first (the driver stopped before the run started). With a
+    ``channel`` to the driver, its ``build`` requests are answered while waiting."""
+    while True:
+        line = stream.readline()
+        if not line.strip():
+            return None
+        launch = json.loads(line)
+        if channel is None or "build" not in launch:
+            break
+        channel.build(launch["build"])
     log_fd = os.open(launch["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     for fd in (1, 2):
         os.dup2(log_fd, fd)
@@ -463,8 +478,17 @@ def await_launch(stream: IO[str]) -> tuple[Path, str, Path, str] | None:
     return Path(launch["spec"]), launch["address"], Path(launch["secret_file"]), launch["name"]
 
 
-def main(spec_path: Path, address: str, secret_file: Path, name: str, devices: str) -> int:
-    """Entry point of ``gridtrain worker``, once ``configure_devices`` has set up ``devices``."""
+def main(
+    spec_path: Path,
+    address: str,
+    secret_file: Path,
+    name: str,
+    devices: str,
+    channel: DriverChannel | None = None,
+) -> int:
+    """Entry point of ``gridtrain worker``, once ``configure_devices`` has set up ``devices``.
+    With a ``channel`` to the driver, a run that finished (not one stopped by a signal) is
+    followed by the driver's ``finalize`` request, if it sends one (train/helper.py)."""
     spec = WorkerSpec.read(spec_path)
     use_backend(spec.settings.backend)  # refuses a prewarmed process of another backend
     secret = auth.read_secret_file(secret_file)
@@ -472,6 +496,8 @@ def main(spec_path: Path, address: str, secret_file: Path, name: str, devices: s
     scratch = scratch_dir(name)
     try:
         with stop_on_signals() as stop:
-            return Worker(spec, address, secret, name, scratch, stop).run()
+            code = Worker(spec, address, secret, name, scratch, stop).run()
+            finished = code == 0 and not stop.is_set()
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+    return channel.finalize(spec) if channel is not None and finished else code
