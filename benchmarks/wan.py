@@ -19,6 +19,8 @@ round: loopback, then each WAN configuration), seeds 1..repeats on every side:
   wan-sync        through the relay, every exchange waited for (``train.overlap: false``);
   wan-overlap     through the relay, exchanges in the background (``train.overlap: true``):
                   gridtrain's defaults, the configuration of the last line;
+  wan-adaptive    overlapped, and an exchange point passed while the link is busy
+                  (``train.overlap: adaptive``);
   wan-bf16, wan-topk, wan-topk-bf16
                   overlapped, with each wire compression ``train.wire`` offers (its schema's
                   enum): bf16 both ways, top-k pushes, top-k pushes and bf16 centers.
@@ -71,6 +73,7 @@ def configurations(compressions: list[str]) -> dict[str, dict[str, Any]]:
     runs: dict[str, dict[str, Any]] = {
         "wan-sync": {"overlap": False},
         "wan-overlap": {"overlap": True},
+        "wan-adaptive": {"overlap": "adaptive"},
     }
     for name in compressions:
         runs[f"wan-{name}"] = {"overlap": True, "wire": name}

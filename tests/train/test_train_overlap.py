@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,6 +16,7 @@ from gridtrain.ps.exchange import Exchange
 from gridtrain.ps.rules import AlgorithmConfig
 from gridtrain.train.overlap import OverlappedExchange, merge
 from gridtrain.train.steps import windows
+from tests.conftest import toy_section
 
 
 class FakeServer:
@@ -151,6 +153,94 @@ def test_the_exchange_time_is_split_into_waiting_and_overlapped():
     finally:
         server.gate.release(10)
         overlap.close()
+
+
+def test_adaptive_trains_past_a_busy_link_and_pushes_every_step_since_at_the_next_point():
+    """overlap: adaptive. The reply of the push at step 2 is held back: the exchange point at
+    step 4 is passed without waiting, the reply merged when it comes in (step 5), and the push
+    at step 6 carries the four steps since the last one; nothing lost, nothing twice."""
+    server = FakeServer("downpour", [np.zeros(2)])
+    server.gate = threading.Semaphore(0)
+    safety = threading.Timer(30, server.gate.release, (10,))  # a waiting worker hangs no test
+    safety.start()
+    exchange = Exchange(server, 1)  # type: ignore[arg-type]
+    overlap = OverlappedExchange(exchange, 2, adaptive=True)
+    local = exchange.start()
+    try:
+        for _ in range(2):
+            local = [local[0] + 1]
+            assert overlap.after_step(lambda: local) is None  # noqa: B023 - called at once
+        began = time.perf_counter()
+        for _ in range(2):  # the reply is held: step 4 is an exchange point, passed
+            local = [local[0] + 1]
+            assert overlap.after_step(lambda: local) is None  # noqa: B023
+        assert time.perf_counter() - began < 10  # it did not wait for the reply
+        assert overlap.deferred == 1
+        assert len(server.pushed) == 0  # the first push is still held at the server's gate
+        server.gate.release(1)
+        wait_until_done = time.monotonic() + 10
+        while overlap._pending is not None and not overlap._pending.done():
+            assert time.monotonic() < wait_until_done, "the released reply never came"
+            time.sleep(0.01)
+        local = [local[0] + 1]
+        merged = overlap.after_step(lambda: local)  # step 5: the reply merged, no push
+        assert merged is not None
+        np.testing.assert_array_equal(merged[0], [5.0, 5.0])  # center 2 + the 3 steps since
+        local = [merged[0] + 1]
+        server.gate.release(10)
+        overlap.after_step(lambda: local)  # step 6: pushes steps 3 to 6
+        final = overlap.flush(lambda: local)
+        assert final is not None
+        assert [float(p[0][0]) for p in server.pushed] == [2.0, 4.0]
+        np.testing.assert_array_equal(server.center[0], [6.0, 6.0])
+        np.testing.assert_array_equal(final[0], [6.0, 6.0])
+    finally:
+        safety.cancel()
+        server.gate.release(10)
+        overlap.close()
+
+
+@pytest.mark.parametrize("steps", [12, 14])
+def test_adaptive_on_a_link_that_keeps_up_is_the_overlapped_exchange(steps):
+    server = FakeServer("downpour", [np.zeros(3)])
+    exchange = Exchange(server, 1)  # type: ignore[arg-type]
+    overlap = OverlappedExchange(exchange, 4, adaptive=True)
+    local = exchange.start()
+    try:
+        for _ in range(steps):
+            local = [w + 1.0 for w in local]
+            # each step waits long enough for the reply of a push: no point is ever passed
+            time.sleep(0.001)
+            if overlap._pending is not None:
+                overlap._pending.result(timeout=10)
+            local = overlap.after_step(lambda: local) or local  # noqa: B023
+        local = overlap.flush(lambda: local) or local
+    finally:
+        overlap.close()
+    assert overlap.deferred == 0
+    assert [float(p[0][0]) for p in server.pushed] == [4.0, 4.0, 4.0, *([2.0] if steps % 4 else [])]
+    np.testing.assert_array_equal(server.center[0], np.full(3, steps))
+
+
+@pytest.mark.parametrize("algorithm", ["adag", "gem", "sync"])
+def test_adaptive_overlap_is_refused_for_rules_that_scale_by_the_window(algorithm):
+    from gridtrain.config import validate_config
+    from gridtrain.errors import ConfigError
+    from gridtrain.train.settings import TrainConfig
+
+    def settings(overlap: object, algorithm: str) -> TrainConfig:
+        config = {
+            "dataset": toy_section(Path("toy"), Path("dataset")),
+            "train": {"overlap": overlap, "algorithm": {"algorithm": algorithm}},
+        }
+        return TrainConfig.from_dict(validate_config(config)["train"])
+
+    assert settings("adaptive", "easgd").overlap == "adaptive"
+    assert settings("adaptive", "downpour").overlap == "adaptive"
+    with pytest.raises(ConfigError, match=f"train.overlap: adaptive .* {algorithm} takes one"):
+        settings("adaptive", algorithm)
+    with pytest.raises(ConfigError, match=r"train\.overlap: 'sometimes' is not one of"):
+        settings("sometimes", "downpour")
 
 
 def test_easgd_overlapped_moves_by_the_elastic_difference_and_keeps_the_steps():

@@ -14,6 +14,14 @@ where ``target`` is what the synchronous exchange would have set at the push: th
 (stale) push gives the center as target, as in the synchronous case. The anchor of the next delta
 is the returned center, so the next push carries exactly the local steps taken since the push.
 
+**Adaptive** (``train.overlap: adaptive``): at an exchange point whose previous exchange is still
+in flight, the worker does not wait for it but trains on; the next exchange point after the reply
+came in pushes every step since the last push. A worker then exchanges as often as its link
+allows, never more often than every ``every`` steps, and stands still only at the end of a shard
+(``flush``). Where the link keeps up (loopback, a LAN) it is the plain overlapped exchange; where
+it does not (a WAN uplink shared by many workers), each push carries several windows instead of
+the worker waiting for the network. ``deferred`` counts the exchange points passed that way.
+
 The cost is one window of extra staleness: the center's news arrives a window later than a
 synchronous worker would see it, and the next push is computed against a center one exchange
 older (the parameter server counts this as ordinary staleness). What each exchange cost the worker
@@ -53,7 +61,7 @@ class OverlappedExchange:
     ``flush`` (which waits for the exchange in flight) before it leases, completes or pulls.
     """
 
-    def __init__(self, exchange: Exchange, every: int) -> None:
+    def __init__(self, exchange: Exchange, every: int, *, adaptive: bool = False) -> None:
         if exchange.every != 1:
             raise ValueError(
                 "the overlapped exchange counts the window: give it Exchange(client, 1)"
@@ -62,7 +70,10 @@ class OverlappedExchange:
             raise ValueError(f"exchange every {every} steps: must be >= 1")
         self.exchange = exchange
         self.every = every
+        self.adaptive = adaptive
         self.steps = 0
+        self.unsent = 0  # local steps since the last push
+        self.deferred = 0  # exchange points passed while the previous exchange travelled
         self.wait_seconds = 0.0
         self.overlapped_seconds = 0.0
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="exchange")
@@ -82,7 +93,11 @@ class OverlappedExchange:
     def after_step(self, weights: Weights) -> list[Array] | None:
         """Call after every local step; returns the weights to set when a reply was merged."""
         self.steps += 1
+        self.unsent += 1
         if self.steps % self.every == 0:
+            if self.adaptive and self._pending is not None and not self._pending.done():
+                self.deferred += 1  # the link is busy: train on, push at a later point
+                return None
             return self._push(weights)
         if self._pending is not None and self._pending.done():
             return self._settle(weights)
@@ -91,6 +106,7 @@ class OverlappedExchange:
     def after_steps(self, count: int, weights: Weights) -> list[Array] | None:
         """``after_step`` for a window of ``count`` steps that ends at the next exchange at most."""
         self.steps += count - 1
+        self.unsent += count - 1
         return self.after_step(weights)
 
     def flush(self, weights: Weights) -> list[Array] | None:
@@ -99,9 +115,9 @@ class OverlappedExchange:
         Afterwards the center holds every local step and no exchange is in flight.
         """
         merged = self._settle(weights)
-        if self.steps % self.every == 0:
+        if self.unsent == 0:
             return merged
-        self.steps = 0
+        self.steps = self.unsent = 0
         before = time.perf_counter()
         current = merged if merged is not None else weights()
         new = self.exchange.after_step(current)
@@ -120,6 +136,7 @@ class OverlappedExchange:
         merged = self._settle(weights)
         before = time.perf_counter()
         self._pushed = merged if merged is not None else list(weights())
+        self.unsent = 0
         self._started = time.perf_counter()
         self._pending = self._pool.submit(self._exchange, self._pushed)
         self.wait_seconds += self._started - before

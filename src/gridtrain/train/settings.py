@@ -19,6 +19,11 @@ from gridtrain.ps.protocol import WIRE_FLOAT32, pushes_topk
 from gridtrain.ps.rules import AlgorithmConfig
 from gridtrain.train.targets import DEFAULT_NEGATIVE_WEIGHTS
 
+# The rules that take a push of any number of steps (``train.overlap: adaptive``): Downpour adds
+# the delta, EASGD moves by the pushed weights' distance. ADAG and GEM scale a push by its window,
+# and sync counts its rounds by windows.
+ADAPTIVE_ALGORITHMS = ("downpour", "easgd")
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -42,7 +47,9 @@ class TrainConfig:
     condor_profile: str
     scratch_budget_mb: int | None
     run_dir: str
-    overlap: bool = True  # exchanges travel while the next window trains (train/overlap.py)
+    # exchanges travel while the next window trains; "adaptive": and a busy link defers the
+    # exchange instead of being waited for (train/overlap.py)
+    overlap: bool | str = True
     negative_weights: str = DEFAULT_NEGATIVE_WEIGHTS  # keep | abs | zero (train/targets.py)
     wire: str = WIRE_FLOAT32  # float32 | bf16 | topk | topk-bf16: how tensors travel
     topk: float = 0.01  # with wire topk: the share of each tensor's entries a push carries
@@ -110,6 +117,14 @@ class TrainConfig:
             raise ConfigError(
                 f"train.wire: {self.wire} sends updates, but EASGD workers push their weights; "
                 "use wire: bf16 with easgd, or another algorithm"
+            )
+
+        algorithm = self.algorithm.get("algorithm", AlgorithmConfig.algorithm)
+        if self.overlap == "adaptive" and algorithm not in ADAPTIVE_ALGORITHMS:
+            raise ConfigError(
+                f"train.overlap: adaptive pushes as many steps as the link let pass, but "
+                f"{algorithm} takes one window of every={self.every} steps per push; use "
+                f"overlap: true with {algorithm}, or algorithm {' or '.join(ADAPTIVE_ALGORITHMS)}"
             )
 
     def algorithm_config(self) -> AlgorithmConfig:

@@ -168,7 +168,9 @@ class Worker:
         every = self.settings.every
         if self.settings.overlap:
             self.exchange = Exchange(self.client, 1)  # the overlapped exchange counts the window
-            self.overlap = OverlappedExchange(self.exchange, every)
+            self.overlap = OverlappedExchange(
+                self.exchange, every, adaptive=self.settings.overlap == "adaptive"
+            )
         else:
             self.exchange = Exchange(self.client, every)
         self.model.set_weights(self.exchange.start())
@@ -245,6 +247,7 @@ class Worker:
         exchange_seconds = 0.0  # training stood still for the exchanges
         overlapped_before = self.overlap.overlapped_seconds if self.overlap else 0.0
         updates_before = self.exchange.updates
+        deferred_before = self.overlap.deferred if self.overlap else 0
         losses = []
         every = self.settings.every
         stepper = self.overlap or self.exchange
@@ -295,9 +298,10 @@ class Worker:
                 "updates": self.exchange.updates - updates_before,
             },
         )
+        deferred = (self.overlap.deferred if self.overlap else 0) - deferred_before
         log.info(
             "%s: epoch %d %s: %d events in %.2f s (%.0f events/s, %.0f%% waiting on the "
-            "network, %.0f%% overlapped), loss %.4f%s",
+            "network, %.0f%% overlapped%s), loss %.4f%s",
             self.name,
             epoch,
             shard,
@@ -306,6 +310,7 @@ class Worker:
             data.events / max(seconds, 1e-9),
             100 * exchange_seconds / max(seconds, 1e-9),
             100 * overlapped / max(seconds, 1e-9),
+            f", {deferred} exchanges deferred: the link was busy" if deferred else "",
             loss,
             "" if answer.get("accepted") else f" (not counted: {answer.get('reason')})",
         )
