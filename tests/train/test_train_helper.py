@@ -28,6 +28,20 @@ sys.exit(code)
 """
 
 
+# A user's model function that prints, as one calling model.summary() does
+PRINTING_MODEL = """
+import keras
+
+
+def build(inputs):
+    print("built by the user's function")
+    x = keras.Input(shape=(len(inputs.features),), name="features")
+    model = keras.Model(x, keras.layers.Dense(1, activation="sigmoid")(keras.layers.Dense(8)(x)))
+    model.compile(optimizer="adam", loss="binary_crossentropy")
+    return model
+"""
+
+
 def test_a_local_runs_driver_imports_no_framework_and_its_helper_writes_the_outputs(
     tmp_path, toy_dir, toy_dataset
 ):
@@ -35,7 +49,11 @@ def test_a_local_runs_driver_imports_no_framework_and_its_helper_writes_the_outp
     from gridtrain.train.helper import initial_weights
     from gridtrain.train.settings import WorkerSpec
 
-    config = write_config(tmp_path / "c.yaml", toy_dir, toy_dataset, workers=2, epochs=1)
+    (tmp_path / "printing.py").write_text(PRINTING_MODEL)
+    model = {"name": str(tmp_path / "printing.py") + ":build"}
+    config = write_config(
+        tmp_path / "c.yaml", toy_dir, toy_dataset, workers=2, epochs=1, model=model
+    )
     run_dir, imported = tmp_path / "run", tmp_path / "imported.json"
     done = subprocess.run(
         [sys.executable, "-c", DRIVER, str(imported), "train", "-c", str(config), "--run-dir",
@@ -46,30 +64,43 @@ def test_a_local_runs_driver_imports_no_framework_and_its_helper_writes_the_outp
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads(imported.read_text()) == []
     assert "validation AUC" in done.stdout
+    # what the model function printed in the helper reached the driver's output, once
+    assert done.stdout.count("built by the user's function") == 1
     for name in ("model.keras", "metrics.json", "validation.npz", "roc.npz", "plots/roc.png"):
         assert (run_dir / name).is_file(), name
     # the final scoring happened in w0's process (its log), not in the driver's
     assert "final model:" in (run_dir / "logs" / "run-w0.log").read_text()
     assert "final model:" not in done.stderr
-    # the initial weights are the model every process builds from the run's spec
+    # the helper's initial weights are the model's (a user's model, so not seeded: the shapes)
     built = initial_weights(WorkerSpec.read(run_dir / "worker.json"))
     written = read_initial_weights(run_dir / "initial.npz")
-    assert len(written) == len(built)
-    for ours, theirs in zip(written, built, strict=True):
-        np.testing.assert_array_equal(ours, theirs)
+    assert [w.shape for w in written] == [w.shape for w in built]
 
 
-def test_without_a_live_helper_of_the_runs_backend_the_driver_builds_itself(
+def test_the_helper_builds_the_drivers_weights_and_without_it_the_driver_builds_them(
     tmp_path, toy_dir, toy_dataset
 ):
     from gridtrain.config import load_config
+    from gridtrain.ps.checkpoint import read_initial_weights
     from gridtrain.train.driver import prepare
     from gridtrain.train.local_executor import LocalExecutor
     from gridtrain.train.settings import WorkerSpec
 
     config = write_config(tmp_path / "c.yaml", toy_dir, toy_dataset)
-    files = prepare(load_config(config), tmp_path / "run", 1)
+    files = prepare(load_config(config), tmp_path / "run", 1)  # built here, in the driver
     spec = WorkerSpec.read(files.spec)
+
+    alive = LocalExecutor()
+    alive.prewarm(1, "alive", spec.settings.backend)
+    try:
+        built = alive.initial_weights(spec)  # the same seeded model, built in the helper
+    finally:
+        alive.discard_prewarmed()
+    assert built is not None
+    driver_built = read_initial_weights(files.initial)
+    assert len(built) == len(driver_built)
+    for theirs, ours in zip(built, driver_built, strict=True):
+        np.testing.assert_array_equal(theirs, ours)
 
     other = LocalExecutor()
     other.prewarm(1, "other", "jax")  # a helper of another backend is not asked

@@ -33,6 +33,7 @@ import logging
 import os
 import select
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import IO, Any
@@ -148,10 +149,19 @@ class Helper:
         return True
 
     def _receive(self) -> dict[str, Any] | None:
-        """The next answer, waiting for it; None when the process ended first."""
+        """The next answer, waiting for it; None when the process ended first. Whatever else
+        the process printed before its launch (a user's model function that prints its
+        summary) is passed on to this process's stdout, as if the driver had built the model."""
         assert self.process.stdout is not None
-        line = self.process.stdout.readline()
-        return json.loads(line) if line.strip() else None
+        while line := self.process.stdout.readline():
+            try:
+                answer = json.loads(line)
+            except ValueError:
+                answer = None
+            if isinstance(answer, dict):
+                return answer
+            sys.stdout.write(line.decode(errors="replace"))
+        return None
 
     def _raise(self, answer: dict[str, Any]) -> None:
         """Raise gridtrain's own error that the helper answered; return for any other (the
