@@ -133,6 +133,22 @@ def service(tmp_path: Path) -> Iterator[Service]:
         service.stop()
 
 
+def test_following_a_run_that_ended_already_reports_its_last_summary_once(
+    service: Service,
+) -> None:
+    """``Client.wait`` on a short run that finished before it was followed: the progress
+    callback still sees it, once, finished at 100 % (a notebook prints its progress there)."""
+    from gridtrain.serve.client import Client
+
+    run = service.root / "live"
+    (run / "metrics.json").write_text('{"auc": 0.9, "epochs": 3}')
+    seen: list[dict[str, Any]] = []
+    client = Client(service.url, token_file=service.root / ".serve-token")
+    last = client.wait("live", progress=seen.append, timeout=60)
+    assert last["phase"] == "finished"
+    assert [(s["phase"], s["progress"]["fraction"]) for s in seen] == [("finished", 1.0)]
+
+
 def test_sigterm_with_open_streams_stops_the_service_within_5_s(service: Service) -> None:
     streams = [EventStream(service, "/api/events"), EventStream(service, "/api/runs/live/events")]
     try:

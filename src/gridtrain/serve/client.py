@@ -143,21 +143,26 @@ class Client:
     ) -> dict[str, Any]:
         """Follow the run until it is finished, stopped or lost; its last summary.
 
-        ``progress`` is called with each new summary (``summary["progress"]["fraction"]``).
+        ``progress`` is called with each new summary (``summary["progress"]["fraction"]``), and
+        always with the last one: a run that ended before it was followed (a short one) is
+        reported once, ended.
         """
         deadline = time.monotonic() + timeout
         last: dict[str, Any] = self.run(name)
+        reported: dict[str, Any] | None = None
         while last["phase"] not in ENDED:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"run {name!r} still {last['phase']} after {timeout:g} s")
             for event, data in self.events(name):
                 if event == "progress":
-                    last = data
+                    last = reported = data
                     if progress is not None:
                         progress(data)
                 if time.monotonic() > deadline:
                     break
             last = self.run(name)
+        if progress is not None and last != reported:
+            progress(last)
         return last
 
     def metrics(self, name: str) -> dict[str, Any]:
