@@ -93,6 +93,8 @@ bench: $(STAMP) system-deps
 	$(BIN)/python benchmarks/wire_codec.py
 	$(BIN)/python benchmarks/wan.py --quick
 	$(BIN)/python benchmarks/tune.py --quick
+	$(BIN)/python benchmarks/taggers.py --toy substructure-matched
+	$(BIN)/python benchmarks/taggers_toy.py
 	$(BIN)/python benchmarks/gpu.py
 
 # Debian's XRootD server and client: the staging tests start a real server, the benchmark

@@ -230,18 +230,23 @@ def score(run: Path) -> dict[str, Any]:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--budget", type=float, default=80.0, help="seconds per model (launch)")
+def add_toy_arguments(parser: argparse.ArgumentParser, toy: str) -> None:
+    """``--toy`` (default ``toy``), ``--per-class`` and ``--work``: the jets ``dataset`` makes."""
     parser.add_argument("--per-class", type=int, default=40_000, help="toy jets per class")
-    parser.add_argument("--models", default=",".join(MODELS), help="comma-separated")
     parser.add_argument(
         "--toy",
         choices=("substructure", "substructure-matched"),
-        default="substructure",
+        default=toy,
         help="the toy; substructure-matched: QCD jets spread over the W/Z and top masses",
     )
     parser.add_argument("--work", type=Path, default=Path("results/bench-taggers"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--budget", type=float, default=80.0, help="seconds per model (launch)")
+    parser.add_argument("--models", default=",".join(MODELS), help="comma-separated")
+    add_toy_arguments(parser, "substructure")
     parser.add_argument(
         "--rescore",
         action="store_true",

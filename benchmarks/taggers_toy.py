@@ -22,7 +22,8 @@ scored on the validation shards; per side the W/Z rejection 1/eps_QCD at 50 % W/
 Deep Sets by much on it (the toy is at fault); well above 1.5: the information is there and the
 pairwise taggers do not extract it in their budget (the models, or their budget, are).
 
-    python benchmarks/taggers_toy.py   # the dataset taggers.py --toy substructure-matched made
+    python benchmarks/taggers_toy.py                       # substructure-matched, as taggers.py
+    python benchmarks/taggers_toy.py --toy substructure    # the unmatched toy
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ from pathlib import Path
 import h5py
 import hdf5plugin  # noqa: F401 - the shards' Blosc filter
 import numpy as np
+
+from taggers import add_toy_arguments, dataset
 
 RINGS = np.array([0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8001])
 HARDEST = 24  # particles in the pair and triple sums
@@ -172,14 +175,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument(
-        "--dataset",
-        type=Path,
-        default=Path("results/bench-taggers/dataset-substructure-matched-40000"),
-    )
+    add_toy_arguments(parser, "substructure-matched")  # made as taggers.py makes it, or reused
     parser.add_argument("--seeds", type=int, default=2, help="classifiers per side (fresh seeds)")
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    args.dataset = Path(dataset(args.work, args.per_class, args.toy)["outdir"])
     manifest = json.loads((args.dataset / "manifest.json").read_text())
     classes = manifest["task"]["classes"]
     qcd, wz = classes.index("qcd"), classes.index("wz")
