@@ -102,6 +102,13 @@ def read_checkpoint(path: Path) -> CenterSnapshot:
     )
 
 
+def write_initial_weights(path: Path, weights: list[Array]) -> None:
+    """``np.savez(path, *weights)`` atomically: what ``read_initial_weights`` reads (the run's
+    initial.npz and best.npz)."""
+    with atomic_file(path) as handle:
+        np.savez(handle, *weights)
+
+
 def read_initial_weights(path: Path) -> list[Array]:
     """The initial center from ``np.savez(path, *model.get_weights())`` (keys ``arr_N``)."""
     try:

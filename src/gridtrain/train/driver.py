@@ -36,13 +36,13 @@ import yaml
 from gridtrain.data.folds import fold_manifest
 from gridtrain.data.manifest import Manifest, load_manifest
 from gridtrain.errors import ConfigError, GridtrainError
-from gridtrain.files import atomic_file, write_text
+from gridtrain.files import write_text
 from gridtrain.liveness import claim, held, release
 from gridtrain.paths import below
 from gridtrain.ps import auth
 from gridtrain.ps.address import write_address_file
 from gridtrain.ps.center import CenterStore
-from gridtrain.ps.checkpoint import read_checkpoint, read_initial_weights
+from gridtrain.ps.checkpoint import read_checkpoint, read_initial_weights, write_initial_weights
 from gridtrain.ps.config import ServerConfig
 from gridtrain.ps.leases import EpochSnapshots, LeaseBook, LeasePlan, LeaseState
 from gridtrain.ps.server import ParameterServer
@@ -197,7 +197,7 @@ def prepare(
     write_text(files.config, yaml.safe_dump(used, sort_keys=False))
     spec.write(files.spec)
     auth.write_secret_file(files.secret, auth.new_secret())
-    _save_weights(files.initial, weights)
+    write_initial_weights(files.initial, weights)
     return files
 
 
@@ -218,12 +218,6 @@ def check_weights(manifest: Manifest, negative_weights: str, manifest_path: str)
             class_factors(manifest.weights, task.classes, task.balance, negative_weights)
         except ConversionError as err:
             raise ConfigError(f"{manifest_path}: {err}") from None
-
-
-def _save_weights(path: Path, weights: list[np.ndarray]) -> None:
-    """``np.savez(path, *weights)`` atomically; read back with ``read_initial_weights``."""
-    with atomic_file(path) as handle:
-        np.savez(handle, *weights)
 
 
 # -- the run -------------------------------------------------------------------------------------
@@ -453,7 +447,7 @@ class TrainingRun:
 
     def _on_best(self, epoch: int, version: int, weights: list[np.ndarray]) -> None:
         del epoch, version  # the lease state records the best epoch
-        _save_weights(self.files.best, weights)
+        write_initial_weights(self.files.best, weights)
 
     def _watch(
         self,

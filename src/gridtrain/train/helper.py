@@ -42,7 +42,7 @@ import numpy as np
 
 from gridtrain import errors
 from gridtrain.errors import GridtrainError
-from gridtrain.files import atomic_file
+from gridtrain.ps.checkpoint import read_initial_weights, write_initial_weights
 from gridtrain.train.settings import WorkerSpec
 
 log = logging.getLogger(__name__)
@@ -95,8 +95,7 @@ class DriverChannel:
         """Answer a ``build`` request: the initial weights written where it says."""
         try:
             weights = initial_weights(WorkerSpec.read(Path(request["spec"])))
-            with atomic_file(Path(request["out"])) as handle:
-                np.savez(handle, *weights)
+            write_initial_weights(Path(request["out"]), weights)
         except Exception as err:  # every failure is the driver's to report, in one line
             self.fail(err)
         else:
@@ -178,8 +177,6 @@ class Helper:
     def build(self, spec: WorkerSpec) -> list[np.ndarray] | None:
         """The initial weights built in the helper; None when it cannot build them (the driver
         builds them itself); raises what building the model raised there."""
-        from gridtrain.ps.checkpoint import read_initial_weights
-
         if self.backend != spec.settings.backend or self.process.poll() is not None:
             return None
         with tempfile.TemporaryDirectory(prefix="gridtrain-build-") as folder:
